@@ -1,0 +1,48 @@
+"""jaxrnn: every classic recurrent network as pure JAX functions.
+
+    >>> import jax, jax.numpy as jnp, jaxrnn
+    >>> cell = jaxrnn.lstm(32)
+    >>> params = cell.init(jax.random.key(0), 8)
+    >>> carry, ys = jaxrnn.run(cell, params, jnp.ones((4, 10, 8)))
+    >>> ys.shape
+    (4, 10, 32)
+"""
+
+from jaxrnn.cells import *  # noqa: F403
+from jaxrnn.cells import __all__ as _cells_all
+from jaxrnn.layers import (
+    BidirectionalParams,
+    Dense,
+    DenseParams,
+    Layer,
+    bidirectional,
+    dense,
+    dropout,
+    embedding,
+    recurrent,
+    stacked,
+    with_recurrent_mask,
+)
+from jaxrnn.scan import last_valid, reverse_padded, run, sequence_mask
+
+__version__ = "0.1.0"
+
+
+__all__ = [
+    *_cells_all,
+    "run",
+    "last_valid",
+    "reverse_padded",
+    "sequence_mask",
+    "Layer",
+    "recurrent",
+    "bidirectional",
+    "BidirectionalParams",
+    "stacked",
+    "dropout",
+    "with_recurrent_mask",
+    "dense",
+    "Dense",
+    "DenseParams",
+    "embedding",
+]

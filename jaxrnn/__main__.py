@@ -1,0 +1,5 @@
+import sys
+
+from jaxrnn.cli import main
+
+sys.exit(main())

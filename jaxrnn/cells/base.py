@@ -1,0 +1,131 @@
+"""The cell protocol shared by every recurrent family, and the helpers cells use to build it.
+
+Shape legend used throughout the docstrings:
+  ``B...`` any leading batch shape (possibly empty), ``T`` time, ``F`` input features,
+  ``H`` hidden units, ``G`` width of a fused gate block (``k * H`` for ``k`` gates), ``O`` outputs.
+
+A cell is a :class:`Cell`: a NamedTuple of pure functions made by a lowercase factory, in the
+manner of ``optax.GradientTransformation``. Nothing is hidden in objects; parameters and carries
+are named pytrees. The split into ``project`` (input-only part) and ``step`` (recurrent part) lets
+the scan engine decide, by measurement, whether the input projection is computed per step inside
+the loop or for the whole sequence before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+PyTree = Any
+
+
+class Cell(NamedTuple):
+    """A recurrent cell as pure functions.
+
+    Attributes:
+      init: ``init(key, input_size) -> params``, a plain pytree of arrays.
+      initial_carry: ``initial_carry(params, batch_shape) -> carry`` (zeros).
+      project: ``project(params, x) -> xp``, the input-only part of the update; maps
+        ``(..., F) -> (..., G)`` for any leading shape, so it may be applied to one step or to a
+        whole sequence at once.
+      step: ``step(params, carry, xp_t) -> (carry, y_t)``, the recurrent part, applied to one step.
+        All leading dimensions of ``xp_t`` are batch.
+      hidden_size: number of recurrent units ``H``.
+      output_size: size of ``y_t``.
+      name: family name, used in error messages and reports.
+      input_size: ``input_size(params) -> F`` reads the expected feature size from the params.
+      recurrent_key: name of the carry field that feeds the recurrence (``"h"`` for most cells,
+        ``"y"`` for Jordan); variational recurrent dropout masks this field.
+    """
+
+    init: Callable[..., PyTree]
+    initial_carry: Callable[..., PyTree]
+    project: Callable[[PyTree, Array], Array]
+    step: Callable[[PyTree, PyTree, Array], tuple[PyTree, Array]]
+    hidden_size: int
+    output_size: int
+    name: str
+    input_size: Callable[[PyTree], int]
+    recurrent_key: str = "h"
+
+
+# --------------------------------------------------------------------------- activations
+
+_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "relu": jax.nn.relu,
+    "identity": lambda x: x,
+    "linear": lambda x: x,
+    "softmax": jax.nn.softmax,
+    "hard_sigmoid": jax.nn.hard_sigmoid,
+    "gelu": jax.nn.gelu,
+}
+
+
+def resolve_activation(activation: str | Callable[[Array], Array], argname: str):
+    """Turn an activation given by name or as a callable into a callable."""
+    if callable(activation):
+        return activation
+    if isinstance(activation, str) and activation in _ACTIVATIONS:
+        return _ACTIVATIONS[activation]
+    raise ValueError(
+        f"{argname}: unknown activation {activation!r}; expected a callable or one of "
+        f"{sorted(_ACTIVATIONS)}"
+    )
+
+
+def check_positive_int(value, argname: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{argname}: expected a positive int, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- initialisers
+
+def glorot_blocks(key, fan_in: int, hidden: int, blocks: int, dtype=jnp.float32) -> Array:
+    """Glorot-uniform weights ``(fan_in, blocks * hidden)``, each gate block drawn on its own
+    ``(fan_in, hidden)`` fan, so fusing gates does not shrink each gate's initial scale."""
+    keys = jax.random.split(key, blocks)
+    init = jax.nn.initializers.glorot_uniform()
+    return jnp.concatenate([init(k, (fan_in, hidden), dtype) for k in keys], axis=-1)
+
+
+def orthogonal_blocks(key, hidden: int, blocks: int, dtype=jnp.float32, rows: int | None = None):
+    """Orthogonal recurrent weights ``(rows, blocks * hidden)``, one orthogonal matrix per gate."""
+    rows = hidden if rows is None else rows
+    keys = jax.random.split(key, blocks)
+    init = jax.nn.initializers.orthogonal()
+    return jnp.concatenate([init(k, (rows, hidden), dtype) for k in keys], axis=-1)
+
+
+def zeros_carry(batch_shape, size: int, dtype) -> Array:
+    return jnp.zeros((*tuple(batch_shape), size), dtype)
+
+
+def check_batch_shape(batch_shape, argname: str = "batch_shape") -> tuple[int, ...]:
+    if isinstance(batch_shape, int):
+        batch_shape = (batch_shape,)
+    try:
+        shape = tuple(int(d) for d in batch_shape)
+    except TypeError:
+        raise TypeError(
+            f"{argname}: expected a tuple of ints (may be empty), got {batch_shape!r}"
+        ) from None
+    if any(d < 0 for d in shape):
+        raise ValueError(f"{argname}: dimensions must be >= 0, got {shape}")
+    return shape
+
+
+def matmul(x: Array, w: Array, compute_dtype=None) -> Array:
+    """``x @ w``; with ``compute_dtype`` (e.g. ``jnp.bfloat16``) the operands are cast down and the
+    product accumulates in float32, so parameters and carries stay float32 (mixed precision)."""
+    if compute_dtype is None:
+        return x @ w
+    return jnp.matmul(
+        x.astype(compute_dtype), w.astype(compute_dtype), preferred_element_type=jnp.float32
+    )

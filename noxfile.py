@@ -1,0 +1,18 @@
+"""Sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s bench [-- --quick]``."""
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session):
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", "-n", "2", *session.posargs)
+
+
+@nox.session
+def lint(session):
+    session.install("ruff>=0.4")
+    session.run("ruff", "check", "jaxrnn", "tests", "benchmarks", "noxfile.py")
