@@ -88,16 +88,19 @@ def validate_inputs(cell: Cell, params: PyTree, xs, carry, lengths, time_major: 
 def reverse_padded(xs: Array, lengths: Array | None, time_axis: int = 0) -> Array:
     """Reverse each sequence over its own valid length, leaving padding where it is.
 
-    ``xs`` has time on ``time_axis`` and batch dims matching ``lengths`` right after it.
-    Reversing twice is the identity.
+    ``xs`` has time on ``time_axis``; with that axis removed, its leading dims are the batch
+    dims of ``lengths`` (so ``(T, B..., F)`` with ``time_axis=0`` and ``(B..., T, F)`` with
+    ``time_axis=-2`` both work). Reversing twice is the identity.
     """
     T = xs.shape[time_axis]
     if lengths is None:
         return jnp.flip(xs, axis=time_axis)
+    lengths = jnp.asarray(lengths)
+    xs_t = jnp.moveaxis(xs, time_axis, 0)
     t = jnp.arange(T).reshape((T,) + (1,) * lengths.ndim)
     src = jnp.where(t < lengths, lengths - 1 - t, t)  # (T, B...)
-    src = src.reshape(src.shape + (1,) * (xs.ndim - src.ndim))
-    return jnp.take_along_axis(xs, src, axis=0)
+    src = src.reshape(src.shape + (1,) * (xs_t.ndim - src.ndim))
+    return jnp.moveaxis(jnp.take_along_axis(xs_t, src, axis=0), 0, time_axis)
 
 
 def _where_tree(mask, new, old):
