@@ -1,0 +1,121 @@
+"""Training machinery: losses, metrics, a compiled train step, truncated BPTT, ``fit`` /
+``evaluate`` / ``predict`` and atomic checkpoints.
+
+Protocols (stable; the tasks build on them)
+-------------------------------------------
+
+**Batch**: a dict of arrays sharing their leading (batch) axis ``B``::
+
+    {"inputs":  (B, T, F) float features or (B, T) int token ids,
+     "targets": per-sequence (B,) / (B, O), or per-step (B, T) / (B, T, O),
+     "lengths": optional int (B,): valid steps, post-padded (passed to the model),
+     "mask":    optional (B, T) bool/float: which targets count (passed to loss and metrics)}
+
+``lengths`` is the model's business (the scan engine freezes the carry past them); ``mask`` is
+the loss's (mean over valid elements). A per-step task over padded sequences passes both
+(``mask = jaxrnn.data.mask_from_lengths(lengths, T)``). Other keys are carried along untouched.
+
+**Model**: a pure function
+``apply(params, inputs, *, lengths=None, key=None, deterministic=True) -> outputs``;
+``key`` is a PRNG key for dropout (None when ``deterministic``). Parameters are any pytree.
+Build models from :mod:`jaxrnn.layers` (``stacked``, ``bidirectional``, ``dense``,
+``embedding``).
+
+**Loss**: ``loss(outputs, targets, mask=None) -> scalar`` (see :mod:`jaxrnn.train.losses`; names
+``"mse"``, ``"binary_cross_entropy_with_logits"``, ``"softmax_cross_entropy"`` work too).
+
+**Metric**: :class:`~jaxrnn.train.metrics.Metric` ``(name, stats, result)``, or a name:
+``"accuracy"``, ``"bpc"``, ``"perplexity"``, ``"rmse"``, ``"mae"``, ``"nrmse"``.
+
+**Objective** (escape hatch for anything not ``loss(apply(...), targets)``):
+``objective(params, batch, key, deterministic) -> (loss, outputs)``, passed as ``objective=``
+with ``apply_fn=None``.
+
+**Stateful model** (truncated BPTT, :mod:`jaxrnn.train.tbptt`):
+``apply(params, inputs, *, carry, key=None, deterministic=True) -> (new_carry, outputs)``.
+
+Typical use::
+
+    opt = jaxrnn.train.make_optimizer(1e-3, clip_norm=1.0)   # optax chain: clip + adam
+    result = jaxrnn.train.fit(apply, params, "softmax_cross_entropy", opt,
+                              {"inputs": x, "targets": y}, val_data={...}, epochs=10,
+                              metrics=["accuracy"], patience=3, plot_path="curves.png",
+                              checkpoint_dir="ckpt", resume=True)
+    result.history["val_accuracy"]
+
+Compilation and placement: every step is compiled by :func:`jaxrnn.train.step.compile_step`, the
+single hook point for sharding (data parallelism) over devices.
+"""
+
+from jaxrnn.train.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from jaxrnn.train.loop import FitResult, evaluate, evaluate_with, fit, plot_history, predict
+from jaxrnn.train.losses import (
+    LOSSES,
+    binary_cross_entropy_with_logits,
+    get_loss,
+    masked_mean,
+    mse,
+    softmax_cross_entropy,
+)
+from jaxrnn.train.metrics import (
+    METRICS,
+    Metric,
+    accuracy,
+    bits_per_character,
+    get_metric,
+    mae,
+    nrmse,
+    perplexity,
+    rmse,
+)
+from jaxrnn.train.step import (
+    TrainState,
+    compile_step,
+    init_train_state,
+    make_eval_step,
+    make_optimizer,
+    make_train_step,
+    supervised_objective,
+)
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "fit",
+    "evaluate",
+    "evaluate_with",
+    "predict",
+    "plot_history",
+    "FitResult",
+    "LOSSES",
+    "get_loss",
+    "masked_mean",
+    "mse",
+    "binary_cross_entropy_with_logits",
+    "softmax_cross_entropy",
+    "METRICS",
+    "Metric",
+    "get_metric",
+    "accuracy",
+    "bits_per_character",
+    "perplexity",
+    "rmse",
+    "mae",
+    "nrmse",
+    "TrainState",
+    "init_train_state",
+    "make_optimizer",
+    "make_train_step",
+    "make_eval_step",
+    "supervised_objective",
+    "compile_step",
+]

@@ -1,0 +1,157 @@
+r"""Losses with an optional mask, for per-sequence and per-step targets over padded batches.
+
+Every loss returns the **mean over valid elements**: with per-element losses :math:`\ell_i` and
+mask weights :math:`m_i \in \{0, 1\}` (or any non-negative weights),
+
+.. math::  L = \frac{\sum_i m_i \ell_i}{\sum_i m_i}
+
+so appending padded steps (``m = 0``) never changes the loss (padding invariance). With no mask
+it is the plain mean. A mask of shape ``(B..., T)`` broadcasts over any trailing feature axes of
+the per-element loss (e.g. the output axis ``O`` of an MSE), which then count ``O`` times each.
+An all-zero mask gives a loss of 0 (not NaN).
+
+Shapes: ``B...`` batch, ``T`` time, ``O`` outputs, ``C`` classes.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def _shape(x) -> tuple[int, ...]:
+    return tuple(jnp.shape(x))
+
+
+def _check_same_shape(a, b, a_name: str, b_name: str) -> None:
+    if _shape(a) != _shape(b):
+        raise ValueError(
+            f"{b_name}: expected the shape of {a_name} {_shape(a)}, got {_shape(b)}"
+        )
+
+
+def _check_mask(mask, elem_shape: tuple[int, ...]) -> None:
+    """A mask must equal the leading dims of the per-element loss (trailing dims broadcast)."""
+    ms = _shape(mask)
+    if len(ms) > len(elem_shape) or tuple(elem_shape[: len(ms)]) != ms:
+        raise ValueError(
+            f"mask: expected a shape that is a prefix of the per-element loss shape {elem_shape} "
+            f"(e.g. (B..., T)), got {ms}"
+        )
+
+
+def masked_mean(values: Array, mask: Array | None = None) -> Array:
+    r"""``sum(mask * values) / sum(mask)`` with the mask broadcast over trailing axes of
+    ``values``; the plain mean when ``mask`` is None; 0 when the mask is all zero.
+
+    Args:
+      values: per-element values, any shape ``S``.
+      mask: None, or bool/float weights of a shape that is a prefix of ``S``.
+    Returns:
+      A float32 scalar.
+    """
+    values = jnp.asarray(values)
+    if mask is None:
+        return jnp.mean(values.astype(jnp.float32))
+    _check_mask(mask, _shape(values))
+    m = jnp.asarray(mask).astype(jnp.float32)
+    m = m.reshape(m.shape + (1,) * (values.ndim - m.ndim))
+    m = jnp.broadcast_to(m, values.shape)
+    total = jnp.sum(values.astype(jnp.float32) * m)
+    count = jnp.sum(m)
+    return jnp.where(count > 0, total / jnp.maximum(count, 1e-30), 0.0)
+
+
+def mse(predictions: Array, targets: Array, mask: Array | None = None) -> Array:
+    r"""Mean squared error :math:`\ell = (\hat y - y)^2`, averaged over valid elements.
+
+    Args:
+      predictions: ``(B..., [T,] O)`` or any shape.
+      targets: same shape as ``predictions``.
+      mask: optional, a prefix of the shape (e.g. ``(B..., T)``).
+    """
+    _check_same_shape(predictions, targets, "predictions", "targets")
+    diff = jnp.asarray(predictions, jnp.float32) - jnp.asarray(targets, jnp.float32)
+    return masked_mean(diff * diff, mask)
+
+
+def binary_cross_entropy_with_logits(
+    logits: Array, labels: Array, mask: Array | None = None
+) -> Array:
+    r"""Sigmoid cross-entropy from logits :math:`z` and labels :math:`y \in [0, 1]`,
+
+    .. math:: \ell = -y \log\sigma(z) - (1 - y)\log(1 - \sigma(z))
+                   = \max(z, 0) - z y + \log(1 + e^{-|z|})
+
+    (the right-hand form is the numerically stable one used here).
+
+    Args:
+      logits: any shape, e.g. ``(B,)`` or ``(B, 1)`` for one binary label per sequence.
+      labels: same shape as ``logits``; 0/1 or soft targets.
+      mask: optional, a prefix of the shape.
+    """
+    _check_same_shape(logits, labels, "logits", "labels")
+    z = jnp.asarray(logits, jnp.float32)
+    y = jnp.asarray(labels, jnp.float32)
+    per = jnp.maximum(z, 0.0) - z * y + jnp.log1p(jnp.exp(-jnp.abs(z)))
+    return masked_mean(per, mask)
+
+
+def softmax_cross_entropy(logits: Array, labels: Array, mask: Array | None = None) -> Array:
+    r"""Softmax cross-entropy :math:`\ell = -\log \mathrm{softmax}(z)_y` in nats.
+
+    Args:
+      logits: ``(B..., [T,] C)``.
+      labels: integer class ids ``(B..., [T])`` (the shape of ``logits`` without ``C``), or a
+        float one-hot / probability array of the same shape as ``logits``
+        (:math:`\ell = -\sum_c y_c \log\mathrm{softmax}(z)_c`).
+      mask: optional, a prefix of ``logits.shape[:-1]``.
+    """
+    logits = jnp.asarray(logits)
+    if logits.ndim < 1:
+        raise ValueError(f"logits: expected rank >= 1 (..., C), got shape {_shape(logits)}")
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    labels = jnp.asarray(labels)
+    if jnp.issubdtype(labels.dtype, jnp.integer):
+        if _shape(labels) != _shape(logits)[:-1]:
+            raise ValueError(
+                f"labels: integer labels must have shape logits.shape[:-1] = "
+                f"{_shape(logits)[:-1]}, got {_shape(labels)}"
+            )
+        per = -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    elif jnp.issubdtype(labels.dtype, jnp.floating):
+        _check_same_shape(logits, labels, "logits", "labels (one-hot)")
+        per = -jnp.sum(labels.astype(jnp.float32) * logp, axis=-1)
+    else:
+        raise TypeError(
+            f"labels: expected integer class ids or float one-hot labels, got dtype {labels.dtype}"
+        )
+    return masked_mean(per, mask)
+
+
+LOSSES = {
+    "mse": mse,
+    "binary_cross_entropy_with_logits": binary_cross_entropy_with_logits,
+    "softmax_cross_entropy": softmax_cross_entropy,
+}
+
+
+def get_loss(loss):
+    """A loss given by name (a key of :data:`LOSSES`) or as a callable."""
+    if callable(loss):
+        return loss
+    if isinstance(loss, str) and loss in LOSSES:
+        return LOSSES[loss]
+    raise ValueError(f"loss: expected a callable or one of {sorted(LOSSES)}, got {loss!r}")
+
+
+__all__ = [
+    "masked_mean",
+    "mse",
+    "binary_cross_entropy_with_logits",
+    "softmax_cross_entropy",
+    "LOSSES",
+    "get_loss",
+]
