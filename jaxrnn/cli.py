@@ -1,35 +1,207 @@
-"""The ``jaxrnn`` command line: ``train``, ``evaluate``, ``generate`` for each task, ``demo``."""
+"""The ``jaxrnn`` command line: ``train``, ``evaluate``, ``generate`` for each task, ``demo``.
+
+    jaxrnn train                                  # the default task (digits), progress bar,
+                                                  # prints the test metric and the plot's path
+    jaxrnn train --task NAME --cell gru --layers 2 --hidden 128 --epochs 5 --resume
+    jaxrnn evaluate --task NAME                   # reload the trained model, print the metric
+    jaxrnn generate --task NAME                   # for tasks that generate (e.g. text)
+    jaxrnn demo NAME
+
+Options common to every task are defined here (:func:`add_common_arguments`); a task adds its
+own in ``add_arguments`` and may change the common defaults with a ``DEFAULTS`` dict.
+``jaxrnn train --task NAME --help`` lists both.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from jaxrnn.tasks import DEMOS, TASKS
+from jaxrnn.tasks import DEFAULT_TASK, DEMOS, TASKS
+
+CELL_CHOICES = ("lstm", "gru", "elman", "jordan", "fully_recurrent")
+TASK_COMMANDS = ("train", "evaluate", "generate")
+
+# Defaults of the common options; a task's DEFAULTS dict overrides them.
+COMMON_DEFAULTS = {
+    "cell": "lstm",
+    "layers": 1,
+    "hidden": 64,
+    "bidirectional": False,
+    "dropout": 0.0,
+    "epochs": 10,
+    "batch_size": 32,
+    "lr": 1e-3,
+    "seed": 0,
+    "checkpoint_dir": None,
+    "resume": False,
+    "out": None,
+    "progress": True,
+}
 
 
 def _load(path: str):
     return importlib.import_module(path)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxrnn", description=__doc__)
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
+    return v
+
+
+def probability(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {v}")
+    return v
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """The options every task understands (their defaults: COMMON_DEFAULTS, then the task's
+    DEFAULTS)."""
+    g = p.add_argument_group("model and training (common to all tasks)")
+    g.add_argument("--cell", choices=CELL_CHOICES, help="recurrent cell family")
+    g.add_argument("--layers", type=positive_int, help="number of stacked recurrent layers")
+    g.add_argument("--hidden", type=positive_int, help="hidden units per layer")
+    g.add_argument("--bidirectional", action="store_true", default=None,
+                   help="run each layer in both directions")
+    g.add_argument("--dropout", type=probability, help="dropout rate in [0, 1)")
+    g.add_argument("--epochs", type=non_negative_int, help="passes over the training data")
+    g.add_argument("--batch-size", type=positive_int, help="examples per batch")
+    g.add_argument("--lr", type=positive_float, help="learning rate (Adam)")
+    g.add_argument("--seed", type=non_negative_int, help="seed of initialisation, shuffling, "
+                   "dropout")
+    g.add_argument("--checkpoint-dir", help="save a checkpoint here every epoch "
+                   "(default: OUT/checkpoints)")
+    g.add_argument("--resume", action="store_true", default=None,
+                   help="continue from the checkpoint in --checkpoint-dir")
+    g.add_argument("--out", help="directory for the plot and the trained model "
+                   "(default: runs/TASK)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar")
+
+
+def _task_module(name: str):
+    if name not in TASKS:
+        print(f"jaxrnn: error: unknown task {name!r}; choose from: {', '.join(sorted(TASKS))}",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return _load(TASKS[name])
+
+
+def _selected_task(argv: list[str]) -> str:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--task", default=DEFAULT_TASK)
+    known, _ = pre.parse_known_args(argv)
+    return known.task
+
+
+def build_parser(task: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; ``task`` selects whose options ``train``/``evaluate``/``generate``
+    accept (default: the default task)."""
+    task = task or DEFAULT_TASK
+    parser = argparse.ArgumentParser(
+        prog="jaxrnn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    mod = _task_module(task)
+    helps = {
+        "train": "train a model on a task (default task: %s)" % DEFAULT_TASK,
+        "evaluate": "evaluate a trained model on a task's held-out data",
+        "generate": "generate from a trained model (tasks that support it)",
+    }
+    for command in TASK_COMMANDS:
+        p = sub.add_parser(command, help=helps[command],
+                           description=f"{helps[command]}. Task {task!r}: "
+                                       f"{getattr(mod, 'DESCRIPTION', '')}")
+        p.add_argument("--task", default=DEFAULT_TASK, choices=sorted(TASKS),
+                       help=f"which task (default {DEFAULT_TASK}); options below are "
+                            f"those of {task!r}")
+        add_common_arguments(p)
+        if hasattr(mod, "add_arguments"):
+            mod.add_arguments(p)
+        p.set_defaults(**{**COMMON_DEFAULTS, **getattr(mod, "DEFAULTS", {})})
+        p.set_defaults(_task_module=mod)
 
     demo = sub.add_parser("demo", help="run a demonstration")
     demo_sub = demo.add_subparsers(dest="name", required=True)
     for name, path in DEMOS.items():
-        mod = _load(path)
-        p = demo_sub.add_parser(name, help=getattr(mod, "DESCRIPTION", ""))
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.main)
+        dmod = _load(path)
+        p = demo_sub.add_parser(name, help=getattr(dmod, "DESCRIPTION", ""))
+        dmod.add_arguments(p)
+        p.set_defaults(_run=dmod.main)
     return parser
 
 
+def _finish_args(args) -> None:
+    """Fill the derived defaults: the output and checkpoint directories."""
+    if args.out is None:
+        args.out = os.path.join("runs", args.task)
+    if args.checkpoint_dir is None:
+        args.checkpoint_dir = os.path.join(args.out, "checkpoints")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args._run(args)
+    """Entry point of the ``jaxrnn`` console script; returns the exit status."""
+    from jaxrnn.data.deps import MissingDependencyError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    task = _selected_task(argv[1:]) if argv and argv[0] in TASK_COMMANDS else None
+    args = build_parser(task).parse_args(argv)
+    if args.command == "demo":
+        args._run(args)
+        return 0
+    _finish_args(args)
+    mod = args._task_module
+    fn = getattr(mod, args.command, None)
+    if fn is None:
+        supported = sorted(t for t, path in TASKS.items()
+                           if hasattr(_load(path), args.command))
+        print(f"jaxrnn {args.command}: error: the task {args.task!r} has no {args.command!r}; "
+              f"tasks that do: {', '.join(supported) or 'none'}", file=sys.stderr)
+        return 2
+    try:
+        fn(args)
+    except MissingDependencyError as e:
+        print(f"jaxrnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        if os.environ.get("JAXRNN_DEBUG"):
+            raise
+        print(f"jaxrnn {args.command}: error: {e} (set JAXRNN_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 2
     return 0
 
 

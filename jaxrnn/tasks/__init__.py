@@ -5,11 +5,22 @@ Modules are imported lazily so the core never imports optional dataset packages.
 A *task* module defines:
   ``DESCRIPTION: str``; ``add_arguments(parser)`` adding its own options;
   ``train(args) -> dict`` (trains, prints the held-out metric, returns metrics);
-  optionally ``evaluate(args) -> dict`` and ``generate(args) -> str``.
+  optionally ``evaluate(args) -> dict`` and ``generate(args) -> str``;
+  optionally ``DEFAULTS: dict`` overriding the defaults of the common options.
+Every task receives the common options parsed by ``jaxrnn.cli`` (``args.task``, ``cell``,
+``layers``, ``hidden``, ``bidirectional``, ``dropout``, ``epochs``, ``batch_size``, ``lr``,
+``seed``, ``checkpoint_dir`` (default ``OUT/checkpoints``), ``resume``, ``out`` (default
+``runs/TASK``), ``progress``) besides its own. A task module must import its dataset packages
+inside functions (via ``jaxrnn.data.require``, whose error says how to install them), never at
+module level. ``jaxrnn.train.models`` builds cells and classifiers from these options.
 A *demo* module defines ``DESCRIPTION``, ``add_arguments(parser)`` and ``main(args) -> dict``.
 """
 
-TASKS: dict[str, str] = {}
+TASKS: dict[str, str] = {
+    "digits": "jaxrnn.tasks.digits",
+}
+
+DEFAULT_TASK = "digits"
 
 DEMOS: dict[str, str] = {
     "scan": "jaxrnn.tasks.scan_demo",

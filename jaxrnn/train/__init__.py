@@ -74,6 +74,15 @@ from jaxrnn.train.metrics import (
     perplexity,
     rmse,
 )
+from jaxrnn.train.tbptt import (
+    batchify,
+    chunk_objective,
+    evaluate_stream,
+    make_tbptt_step,
+    stream_chunks,
+    train_stream,
+    zeros_carry,
+)
 from jaxrnn.train.step import (
     TrainState,
     compile_step,
@@ -118,4 +127,11 @@ __all__ = [
     "make_eval_step",
     "supervised_objective",
     "compile_step",
+    "batchify",
+    "stream_chunks",
+    "zeros_carry",
+    "chunk_objective",
+    "make_tbptt_step",
+    "train_stream",
+    "evaluate_stream",
 ]

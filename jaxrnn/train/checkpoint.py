@@ -20,6 +20,7 @@ back to it (as it does when the newest file fails its checksum).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import warnings
@@ -112,8 +113,9 @@ def _fsync_dir(directory: str) -> None:
 
 
 def _write_file(path: str, data: bytes) -> None:
-    """Write ``data`` to a fresh temporary file next to ``path``, fsync, and return its name
-    via rename; on any failure the temporary file is removed and ``path`` is untouched."""
+    """Write ``data`` to a fresh temporary file next to ``path`` and fsync it; then keep the
+    current checkpoint as the previous one and move the new file into place. On any failure
+    before the renames the temporary file is removed and the existing files are untouched."""
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
     try:
@@ -280,12 +282,66 @@ def load_checkpoint(
     raise CheckpointError("no readable checkpoint: " + "; ".join(errors))
 
 
+
+
+# --------------------------------------------------------------------------- trained models
+
+def save_params(path: str | os.PathLike, params, config: dict | None = None) -> str:
+    """Save trained parameters and a JSON-able ``config`` (how to rebuild the model) to one
+    file, atomically (temporary file, fsync, ``os.replace``). Returns the path."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    body = {"format": FORMAT, "config": json.dumps(config or {}),
+            "params": serialization.to_state_dict(params)}
+    payload = serialization.msgpack_serialize(body)
+    blob = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".params-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+    return path
+
+
+def read_params_config(path: str | os.PathLike) -> dict:
+    """The ``config`` stored by :func:`save_params` (to rebuild the model before loading)."""
+    return json.loads(_read_params_body(path)["config"])
+
+
+def _read_params_body(path) -> dict:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file: {path!r} does not exist (train first)")
+    with open(path, "rb") as f:
+        return _decode(f.read(), path)
+
+
+def load_params(path: str | os.PathLike, target):
+    """Parameters saved by :func:`save_params`, restored into the structure of ``target``
+    (checked leaf by leaf, as :func:`load_checkpoint` does)."""
+    body = _read_params_body(path)
+    _check_match(serialization.to_state_dict(target), body["params"], "params", os.fspath(path))
+    return jax.tree_util.tree_map(jnp.asarray,
+                                  serialization.from_state_dict(target, body["params"]))
+
+
 __all__ = [
     "Checkpoint",
     "CheckpointError",
     "save_checkpoint",
     "load_checkpoint",
     "latest_checkpoint",
+    "save_params",
+    "load_params",
+    "read_params_config",
     "LATEST",
     "PREVIOUS",
 ]

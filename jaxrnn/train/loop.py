@@ -247,7 +247,8 @@ class _Monitor:
             self.best, self.best_epoch, self.wait = float(value), epoch, 0
         else:
             self.wait += 1
-            if self.patience is not None and self.wait > self.patience:
+            # As Keras: stop once ``patience`` epochs in a row brought no improvement.
+            if self.patience is not None and self.wait >= self.patience:
                 self.stopped = True
         return improved
 

@@ -1,0 +1,114 @@
+"""Models from command-line-style options: a cell by name, a recurrent stack, a classifier.
+
+A :class:`Model` is the pair the training loop needs: ``init(key) -> params`` and
+``apply(params, inputs, *, lengths=None, key=None, deterministic=True) -> outputs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+
+from jaxrnn.cells import elman, fully_recurrent, gru, jordan, lstm
+from jaxrnn.cells.base import Cell, check_positive_int
+from jaxrnn.layers import Layer, bidirectional, dense, dropout, recurrent, stacked
+
+# Each factory takes the hidden size. Jordan and the fully recurrent net feed back an output of
+# their own; here it is as wide as the hidden layer (all units visible), so every cell exposes
+# ``hidden`` features to the next layer.
+CELLS: dict[str, Callable[[int], Cell]] = {
+    "lstm": lambda h: lstm(h),
+    "gru": lambda h: gru(h),
+    "elman": lambda h: elman(h),
+    "jordan": lambda h: jordan(h, h),
+    "fully_recurrent": lambda h: fully_recurrent(h, h),
+}
+
+
+class Model(NamedTuple):
+    """``init(key) -> params``; ``apply(params, inputs, *, lengths=None, key=None,
+    deterministic=True) -> outputs``."""
+
+    init: Callable[[Any], Any]
+    apply: Callable[..., Any]
+
+
+def make_cell(name: str, hidden: int) -> Cell:
+    """A cell of family ``name`` (a key of :data:`CELLS`) with ``hidden`` units."""
+    if name not in CELLS:
+        raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {name!r}")
+    return CELLS[name](check_positive_int(hidden, "hidden"))
+
+
+def recurrent_stack(
+    cell: str,
+    hidden: int,
+    *,
+    layers: int = 1,
+    bidirectional_: bool = False,
+    dropout_rate: float = 0.0,
+    return_sequences: bool = True,
+) -> Layer:
+    """``layers`` recurrent layers of ``cell`` (each bidirectional, concatenated, if asked),
+    with dropout ``dropout_rate`` on the outputs passed between layers."""
+    check_positive_int(layers, "layers")
+    if not isinstance(dropout_rate, (int, float)) or not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"dropout: expected a float in [0, 1), got {dropout_rate!r}")
+    make_cell(cell, hidden)  # validate before building
+    stack = []
+    for _ in range(layers):
+        if bidirectional_:
+            stack.append(bidirectional(make_cell(cell, hidden)))
+        else:
+            stack.append(recurrent(make_cell(cell, hidden)))
+    return stacked(stack, between_dropout=float(dropout_rate), return_sequences=return_sequences)
+
+
+class ClassifierParams(NamedTuple):
+    rnn: Any
+    head: Any
+
+
+def sequence_classifier(
+    input_size: int,
+    num_outputs: int,
+    *,
+    cell: str = "lstm",
+    hidden: int = 64,
+    layers: int = 1,
+    bidirectional_: bool = False,
+    dropout_rate: float = 0.0,
+) -> Model:
+    """Recurrent stack -> last valid output -> dropout -> dense ``num_outputs`` logits.
+
+    ``apply`` maps inputs ``(B, T, input_size)`` (with optional ``lengths (B,)``) to logits
+    ``(B, num_outputs)``. With ``bidirectional_`` the last valid output concatenates the forward
+    direction's last step with the backward direction's output at that step.
+    """
+    check_positive_int(input_size, "input_size")
+    check_positive_int(num_outputs, "num_outputs")
+    rnn = recurrent_stack(cell, hidden, layers=layers, bidirectional_=bidirectional_,
+                          dropout_rate=dropout_rate, return_sequences=False)
+    head = dense(num_outputs)
+    rate = float(dropout_rate)
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        return ClassifierParams(rnn.init(k1, input_size), head.init(k2, rnn.output_size))
+
+    def apply(params, inputs, *, lengths=None, key=None, deterministic=True):
+        k_rnn = k_out = None
+        if key is not None:
+            k_rnn, k_out = jax.random.split(key)
+        _, h = rnn.apply(params.rnn, inputs, lengths=lengths, key=k_rnn,
+                         deterministic=deterministic)
+        h = dropout(h, rate, k_out, deterministic=deterministic)
+        return head.apply(params.head, h)
+
+    return Model(init, apply)
+
+
+__all__ = ["CELLS", "Model", "make_cell", "recurrent_stack", "sequence_classifier",
+           "ClassifierParams"]

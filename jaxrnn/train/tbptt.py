@@ -1,0 +1,215 @@
+r"""Truncated backpropagation through time over long streams.
+
+A long stream of ``N`` steps (``B`` parallel streams, arrays ``(B, N, ...)``) is cut into chunks
+of ``K`` steps. Chunk :math:`k` starts from the carry :math:`c_{k-1}` that chunk :math:`k-1` ended
+with, so the forward pass over all chunks equals one pass over the whole stream; but the carry
+enters as a constant,
+
+.. math:: L_k(\theta) = \mathrm{loss}\big(\mathrm{apply}(\theta, x_k;\ \mathrm{sg}(c_{k-1}))\big)
+
+(:math:`\mathrm{sg}` = ``jax.lax.stop_gradient``), so the gradient of chunk :math:`k` reaches back
+at most ``K`` steps and does not depend on earlier inputs except through the value of
+:math:`c_{k-1}`. Memory is ``O(K)`` instead of ``O(N)``; the parameters are updated after every
+chunk (Williams & Peng 1990; Sutskever 2013 ch. 2).
+
+The model is *stateful*: ``apply(params, inputs, *, carry, key=None, deterministic=True)
+-> (new_carry, outputs)`` (e.g. a :func:`jaxrnn.stacked` layer's apply with an embedding and
+readout around it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxrnn.train.losses import get_loss
+from jaxrnn.train.metrics import finalize, get_metrics
+from jaxrnn.train.step import TrainState, batch_weight, check_batch, compile_step, metric_stats
+
+PyTree = Any
+
+
+def batchify(stream, batch_size: int) -> np.ndarray:
+    """Cut one stream ``(N, ...)`` into ``batch_size`` contiguous parallel streams
+    ``(batch_size, N // batch_size, ...)``; the last ``N % batch_size`` steps are dropped.
+
+    Stream ``b`` is ``stream[b * M : (b + 1) * M]`` with ``M = N // batch_size``, so each row is
+    contiguous text/time and the carry of row ``b`` is meaningful from chunk to chunk.
+    """
+    a = np.asarray(stream)
+    if a.ndim < 1:
+        raise ValueError(f"stream: expected an array of rank >= 1, got shape {a.shape}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+    m = a.shape[0] // batch_size
+    if m == 0:
+        raise ValueError(f"stream: {a.shape[0]} steps are fewer than batch_size={batch_size}")
+    return a[: m * batch_size].reshape((batch_size, m, *a.shape[1:]))
+
+
+def stream_chunks(data: Mapping[str, Any], chunk_len: int, *, drop_remainder: bool = True):
+    """Chunks of a dict of streams ``{key: (B, N, ...)}`` along axis 1, each ``(B, K, ...)``.
+
+    With ``drop_remainder`` the last partial chunk is dropped (one shape, one compilation); keep
+    it for evaluation so every step counts.
+    """
+    if not isinstance(data, Mapping) or "inputs" not in data:
+        raise TypeError("data: expected a dict of (B, N, ...) arrays with at least 'inputs'")
+    if isinstance(chunk_len, bool) or not isinstance(chunk_len, int) or chunk_len < 1:
+        raise ValueError(f"chunk_len: expected a positive int, got {chunk_len!r}")
+    arrays = {k: np.asarray(v) for k, v in data.items()}
+    shapes = {k: v.shape[:2] for k, v in arrays.items()}
+    if any(v.ndim < 2 for v in arrays.values()) or len(set(shapes.values())) != 1:
+        raise ValueError(f"data: every array must be (B, N, ...) with the same B and N, got "
+                         f"{ {k: v.shape for k, v in arrays.items()} }")
+    n = arrays["inputs"].shape[1]
+    stop = n - n % chunk_len if drop_remainder else n
+    if stop == 0:
+        raise ValueError(f"chunk_len: {chunk_len} is longer than the stream ({n} steps)")
+    return [{k: v[:, i : i + chunk_len] for k, v in arrays.items()}
+            for i in range(0, stop, chunk_len)]
+
+
+def zeros_carry(apply_fn: Callable, params: PyTree, inputs) -> PyTree:
+    """A zero carry of the structure ``apply_fn`` returns for ``inputs`` (shapes only, nothing
+    is computed); the usual start of a stream."""
+    out = jax.eval_shape(
+        lambda p, x: apply_fn(p, x, carry=None, key=None, deterministic=True)[0], params, inputs
+    )
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), out)
+
+
+def chunk_objective(apply_fn: Callable, loss_fn) -> Callable:
+    """``objective(params, carry, batch, key, deterministic) -> (loss, (new_carry, outputs))``
+    with the incoming carry cut from the graph (``stop_gradient``): the loss of one chunk."""
+    loss_fn = get_loss(loss_fn)
+
+    def objective(params, carry, batch, key, deterministic):
+        carry = jax.lax.stop_gradient(carry)
+        new_carry, outputs = apply_fn(
+            params, batch["inputs"], carry=carry, key=key, deterministic=deterministic
+        )
+        loss = loss_fn(outputs, batch["targets"], batch.get("mask"))
+        return loss, (new_carry, outputs)
+
+    return objective
+
+
+def make_tbptt_step(
+    apply_fn: Callable,
+    loss_fn,
+    optimizer: optax.GradientTransformation,
+    *,
+    metrics=(),
+    donate: bool = True,
+    jit: bool = True,
+) -> Callable:
+    """Build ``step(state, carry, batch) -> (new_state, new_carry, logs)`` for one chunk.
+
+    ``batch`` is one chunk ``{"inputs": (B, K, ...), "targets": ..., "mask"?}``; ``carry`` is the
+    previous chunk's final carry (or :func:`zeros_carry`); the returned carry is detached. The
+    dropout key of update ``s`` is ``fold_in(state.key, s)`` as in
+    :func:`~jaxrnn.train.make_train_step`; ``logs`` are as there.
+    """
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(
+            f"optimizer: expected an optax.GradientTransformation, got {type(optimizer).__name__}"
+        )
+    metrics = get_metrics(metrics)
+    objective = chunk_objective(apply_fn, loss_fn)
+
+    def step(state: TrainState, carry, batch):
+        key = jax.random.fold_in(state.key, state.step)
+        (loss, (new_carry, outputs)), grads = jax.value_and_grad(
+            lambda p: objective(p, carry, batch, key, False), has_aux=True
+        )(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        logs = {
+            "loss": loss,
+            "grad_norm": optax.global_norm(grads),
+            "weight": batch_weight(outputs, batch),
+            "stats": metric_stats(metrics, outputs, batch),
+        }
+        new_state = TrainState(params, opt_state, state.step + 1, state.key)
+        return new_state, jax.lax.stop_gradient(new_carry), logs
+
+    compiled = compile_step(step, donate_argnums=(0, 1) if donate else ()) if jit else step
+
+    def checked_step(state, carry, batch):
+        if not isinstance(state, TrainState):
+            raise TypeError(f"state: expected a TrainState, got {type(state).__name__}")
+        check_batch(batch)
+        return compiled(state, carry, batch)
+
+    checked_step.raw = step
+    return checked_step
+
+
+def train_stream(step: Callable, state: TrainState, data, chunk_len: int, carry) -> tuple:
+    """One pass of a :func:`make_tbptt_step` ``step`` over the chunks of ``data``
+    (``drop_remainder=True``), passing the carry along. Returns ``(state, carry, losses)`` with
+    ``losses`` the per-chunk training losses (NumPy)."""
+    losses = []
+    for batch in stream_chunks(data, chunk_len):
+        state, carry, logs = step(state, carry, batch)
+        losses.append(logs["loss"])
+    return state, carry, np.asarray(jax.device_get(losses))
+
+
+def evaluate_stream(
+    apply_fn: Callable,
+    params: PyTree,
+    loss_fn,
+    data,
+    chunk_len: int,
+    *,
+    carry=None,
+    metrics=(),
+) -> tuple[dict, PyTree]:
+    """Stateful evaluation: run the whole stream chunk by chunk, carrying the state across
+    (no truncation of the forward pass), and return ``({"loss", metrics...}, final_carry)``
+    with the loss and metrics exact over all steps (the last partial chunk included)."""
+    metrics = get_metrics(metrics)
+    loss_fn = get_loss(loss_fn)
+
+    @jax.jit
+    def run_chunk(params, carry, batch):
+        new_carry, outputs = apply_fn(params, batch["inputs"], carry=carry, key=None,
+                                      deterministic=True)
+        loss = loss_fn(outputs, batch["targets"], batch.get("mask"))
+        w = batch_weight(outputs, batch)
+        if batch.get("mask") is None:
+            # Per-step loss over (B, K): weight by the number of steps, not just rows.
+            w = jnp.asarray(np.prod(np.shape(batch["targets"])[:2]), jnp.float32)
+        return new_carry, loss * w, w, metric_stats(metrics, outputs, batch)
+
+    chunks = stream_chunks(data, chunk_len, drop_remainder=False)
+    if carry is None:
+        carry = zeros_carry(apply_fn, params, chunks[0]["inputs"])
+    total = weight = 0.0
+    sums = None
+    for batch in chunks:
+        check_batch(batch)
+        carry, lw, w, stats = run_chunk(params, carry, batch)
+        total, weight = total + lw, weight + w
+        sums = stats if sums is None else jax.tree_util.tree_map(lambda a, b: a + b, sums, stats)
+    out = {"loss": float(total) / float(weight)}
+    out.update(finalize(metrics, sums))
+    return out, carry
+
+
+__all__ = [
+    "batchify",
+    "stream_chunks",
+    "zeros_carry",
+    "chunk_objective",
+    "make_tbptt_step",
+    "train_stream",
+    "evaluate_stream",
+]
