@@ -1,0 +1,38 @@
+"""Classic networks beyond gated cells: echo state networks, Hopfield networks (binary and
+modern), bidirectional associative memory, recursive (tree) networks and the neural history
+compressor. Each is a set of pure functions over plain pytrees; whatever is recurrent over time
+runs on the common scan engine :func:`jaxrnn.run`."""
+
+from jaxrnn.classic.esn import (
+    GeneratorState,
+    Readout,
+    ReservoirParams,
+    ReservoirState,
+    closed_loop,
+    drive,
+    features,
+    fit_readout,
+    generate,
+    nrmse,
+    predict,
+    reservoir,
+    spectral_radius,
+)
+from jaxrnn.classic.mackey_glass import mackey_glass
+
+__all__ = [
+    "reservoir",
+    "ReservoirParams",
+    "ReservoirState",
+    "Readout",
+    "GeneratorState",
+    "spectral_radius",
+    "drive",
+    "features",
+    "fit_readout",
+    "predict",
+    "closed_loop",
+    "generate",
+    "nrmse",
+    "mackey_glass",
+]
