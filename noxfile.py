@@ -16,3 +16,10 @@ def tests(session):
 def lint(session):
     session.install("ruff>=0.4")
     session.run("ruff", "check", "jaxrnn", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def bench(session):
+    """The benchmark harness; ``nox -s bench -- --quick`` for the two-minute version."""
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "benchmarks", *session.posargs, env={"KERAS_BACKEND": "jax"})

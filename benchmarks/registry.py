@@ -1,0 +1,108 @@
+"""Which jaxrnn cells the harness measures, and which peer cell each one is compared with.
+
+One line per cell in ``REGISTRY``. Cells that other people add to ``jaxrnn.cells`` later are
+also discovered automatically (:func:`discover`): any public lowercase factory in
+``jaxrnn.cells`` that returns a :class:`jaxrnn.Cell` from ``factory(hidden)`` or
+``factory(hidden, hidden)`` and runs on a ``(B, T, F)`` sequence is measured, with no peer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jaxrnn
+
+
+class Entry(NamedTuple):
+    """``make(hidden) -> Cell``; ``peer``: the peer family it is compared with (``"lstm"``,
+    ``"gru"``, ``"rnn"``) or ``None``; ``note`` says when the peer is only the closest match."""
+
+    name: str
+    make: Callable[[int], jaxrnn.Cell]
+    peer: str | None
+    note: str = ""
+
+
+def _factory(name):
+    """The factory ``jaxrnn.<name>`` or ``jaxrnn.cells.<name>``, or None while it does not exist."""
+    return getattr(jaxrnn, name, None) or getattr(jaxrnn.cells, name, None)
+
+
+def _entry(name, build, peer, note=""):
+    return (name, build, peer, note)
+
+
+# name, how to build it from the factory, peer family, note
+_SPECS = [
+    _entry("elman", lambda f, H: f(H), "rnn"),
+    _entry("jordan", lambda f, H: f(H, H), "rnn",
+           "closest peer: simple RNN (Jordan has 2 products)"),
+    _entry("lstm", lambda f, H: f(H), "lstm"),
+    _entry("gru", lambda f, H: f(H), "gru"),
+    _entry("fully_recurrent", lambda f, H: f(H, H), "rnn", "same equations as a simple RNN"),
+    # cells being written by others; measured as soon as the factory exists
+    _entry("echo_state", lambda f, H: f(H), "rnn", "closest peer: simple RNN"),
+    _entry("esn", lambda f, H: f(H), "rnn", "closest peer: simple RNN"),
+    _entry("min_gru", lambda f, H: f(H), "gru", "closest peer: GRU"),
+    _entry("mingru", lambda f, H: f(H), "gru", "closest peer: GRU"),
+    _entry("min_lstm", lambda f, H: f(H), "lstm", "closest peer: LSTM"),
+    _entry("minlstm", lambda f, H: f(H), "lstm", "closest peer: LSTM"),
+]
+
+
+def registry() -> list[Entry]:
+    """The registered cells whose factories exist in this checkout."""
+    out = []
+    for name, build, peer, note in _SPECS:
+        f = _factory(name)
+        if f is not None:
+            out.append(Entry(name, (lambda H, f=f, build=build: build(f, H)), peer, note))
+    return out
+
+
+def discover(already: set[str]) -> tuple[list[Entry], list[str]]:
+    """Cell factories in ``jaxrnn.cells`` not in the registry; returns (entries, skip notes)."""
+    import jax
+    import jax.numpy as jnp
+
+    entries, notes = [], []
+    for name in getattr(jaxrnn.cells, "__all__", []):
+        f = getattr(jaxrnn.cells, name, None)
+        if name in already or not callable(f) or not name[:1].islower() or isinstance(f, type):
+            continue
+        if name in ("resolve_activation",):
+            continue
+        cell = None
+        for args in ((8,), (8, 8)):
+            try:
+                c = f(*args)
+            except Exception:  # noqa: BLE001 - any failure means "not a plain cell factory"
+                continue
+            if isinstance(c, jaxrnn.Cell):
+                cell, nargs = c, len(args)
+                break
+        if cell is None:
+            continue
+        try:  # it must run on a (B, T, F) feature sequence
+            p = cell.init(jax.random.key(0), 4)
+            jaxrnn.run(cell, p, jnp.zeros((2, 3, 4)))
+        except Exception as e:  # noqa: BLE001
+            notes.append(f"cell {name!r} skipped: does not run on (B, T, F) features ({e!s:.80})")
+            continue
+        make = (lambda H, f=f: f(H)) if nargs == 1 else (lambda H, f=f: f(H, H))
+        entries.append(Entry(name, make, None, "discovered; no peer"))
+    return entries, notes
+
+
+def all_cells() -> tuple[list[Entry], list[str]]:
+    reg = registry()
+    # a factory registered under two spellings is measured once
+    seen, uniq = set(), []
+    for e in reg:
+        if id(_factory(e.name)) not in seen:
+            seen.add(id(_factory(e.name)))
+            uniq.append(e)
+    extra, notes = discover({e.name for e in uniq} | {
+        n for n, *_ in _SPECS})
+    return uniq + extra, notes

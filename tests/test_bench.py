@@ -1,0 +1,59 @@
+"""The benchmark harness on a tiny configuration (no timing assertions: only that it runs and
+that what it reports is consistent with its own raw measurements)."""
+
+import json
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+import jaxrnn  # noqa: E402
+from benchmarks import harness, report  # noqa: E402
+from benchmarks.registry import all_cells  # noqa: E402
+
+
+def test_registry_covers_every_cell_factory():
+    entries, _ = all_cells()
+    names = {e.name for e in entries}
+    for expected in ("elman", "jordan", "lstm", "gru", "fully_recurrent"):
+        assert expected in names
+    for e in entries:
+        cell = e.make(4)
+        assert isinstance(cell, jaxrnn.Cell)
+        assert e.peer in (None, "lstm", "gru", "rnn")
+
+
+def test_tiny_run_writes_consistent_records(tmp_path):
+    md = tmp_path / "BENCH.md"
+    run = harness.main(["--tiny", "--cells", "lstm", "--skip-peers", "equinox", "keras", "torch",
+                        "--reps", "2", "--out", str(tmp_path), "--markdown", str(md)])
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert any(f.endswith("-tiny.json") for f in files)
+    assert any(f.endswith("-tiny.png") for f in files)
+    saved = json.loads(next(tmp_path.glob("*-tiny.json")).read_text())
+    recs = saved["sections"][0]["records"]
+    libs = {(r["lib"], r["mode"]) for r in recs}
+    assert libs == {("jaxrnn", "forward"), ("jaxrnn", "train"), ("flax", "forward"),
+                    ("flax", "train")}
+    for r in recs:
+        assert r["reps"] >= 2
+        # tokens/s is batch * T over the median of the raw step times
+        assert r["tokens_per_s"] == pytest.approx(2 * 8 / r["median_s"])
+        assert r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert r["compile_s"] > 0
+    # the reported ratio is exactly jaxrnn's rate over the peer's, per mode
+    R = report.ratios(run)
+    for mode in ("forward", "train"):
+        j = next(r for r in recs if r["lib"] == "jaxrnn" and r["mode"] == mode)
+        f = next(r for r in recs if r["lib"] == "flax" and r["mode"] == mode)
+        assert R[("default", "tiny", mode, "lstm")]["flax"] == pytest.approx(
+            j["tokens_per_s"] / f["tokens_per_s"])
+    text = md.read_text()
+    assert "| default | tiny | forward | lstm |" in text and "python -m benchmarks" in text
+
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(SystemExit):
+        harness.main(["--reps", "0"])
+    with pytest.raises(ValueError, match="--cells: unknown"):
+        harness._cell_entries(["no_such_cell"])
