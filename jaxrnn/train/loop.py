@@ -342,8 +342,8 @@ def fit(
         raise ValueError(f"monitor: expected one of {sorted(valid_names)}, got {monitor!r}")
     tracker = _Monitor(monitor or "loss", mode, min_delta, patience)
 
-    # A copy: the train step donates the state's buffers, and the caller keeps its params.
-    state = init_train_state(snapshot(params), optimizer,
+    # init_train_state copies params: the step donates the state's buffers, not the caller's.
+    state = init_train_state(params, optimizer,
                              jax.random.key(seed) if key is None else key)
     train_step = make_train_step(apply_fn, loss, optimizer, metrics=metrics, objective=objective,
                                  donate=donate)

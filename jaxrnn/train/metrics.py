@@ -5,6 +5,7 @@ the per-element shape (padded steps excluded):
 
 * :func:`accuracy` -- fraction of valid positions where ``argmax(logits) == label``; for a single
   logit per position (binary), the prediction is ``logit > 0``.
+* :func:`binary_accuracy` -- ``(logit > 0) == (label > 0.5)`` at every position, any shape.
 * :func:`bits_per_character` -- mean softmax cross-entropy in bits, :math:`\bar\ell / \ln 2`.
 * :func:`perplexity` -- :math:`\exp(\bar\ell)` with :math:`\bar\ell` in nats.
 * :func:`rmse` -- :math:`\sqrt{\overline{(\hat y - y)^2}}`; :func:`mae` -- :math:`\overline{|\hat y - y|}`.
@@ -42,21 +43,29 @@ def _weights(mask, shape) -> Array:
     return jnp.broadcast_to(m.reshape(m.shape + (1,) * (len(shape) - m.ndim)), shape)
 
 
+def _binary_correct(logits: Array, labels: Array) -> Array:
+    _check_same_shape(logits, labels, "logits", "labels")
+    return ((jnp.asarray(logits) > 0) == (jnp.asarray(labels) > 0.5)).astype(jnp.float32)
+
+
 def _correct(logits: Array, labels: Array) -> Array:
-    """Per-position 0/1 correctness; shape of ``labels`` (class ids) or ``logits.shape[:-1]``."""
+    """Per-position 0/1 correctness.
+
+    * integer ``labels`` of shape ``logits.shape[:-1]``: class ids, prediction ``argmax``;
+    * float ``labels`` of the shape of ``logits`` ``(..., C)`` with ``C > 1`` and rank >= 2:
+      one-hot (or probabilities), compared by ``argmax``;
+    * ``labels`` of the shape of ``logits`` otherwise (rank 1, or last axis 1): binary, the
+      prediction is ``logit > 0``. For per-step binary outputs use ``(B, T, 1)`` or
+      ``binary_accuracy``.
+    """
     logits = jnp.asarray(logits)
     labels = jnp.asarray(labels)
-    if _shape(labels) == _shape(logits)[:-1] and jnp.issubdtype(labels.dtype, jnp.integer):
-        pred = jnp.argmax(logits, axis=-1)
-        return (pred == labels).astype(jnp.float32)
-    if _shape(labels) == _shape(logits) and jnp.issubdtype(labels.dtype, jnp.floating) and (
-        logits.ndim >= 1 and logits.shape[-1] > 1
-    ):
-        # One-hot / probability labels over C classes.
-        return (jnp.argmax(logits, -1) == jnp.argmax(labels, -1)).astype(jnp.float32)
+    if jnp.issubdtype(labels.dtype, jnp.integer) and _shape(labels) == _shape(logits)[:-1]:
+        return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     if _shape(labels) == _shape(logits):
-        # Binary: one logit per position, label 0/1.
-        return ((logits > 0) == (labels > 0.5)).astype(jnp.float32)
+        if logits.ndim >= 2 and logits.shape[-1] > 1 and jnp.issubdtype(labels.dtype, jnp.floating):
+            return (jnp.argmax(logits, -1) == jnp.argmax(labels, -1)).astype(jnp.float32)
+        return _binary_correct(logits, labels)
     raise ValueError(
         f"labels: expected class ids of shape logits.shape[:-1] = {_shape(logits)[:-1]}, one-hot "
         f"labels of shape {_shape(logits)}, or binary labels of shape {_shape(logits)}; got "
@@ -68,6 +77,13 @@ def _correct(logits: Array, labels: Array) -> Array:
 
 def accuracy_stats(logits, labels, mask=None):
     c = _correct(logits, labels)
+    w = _weights(mask, c.shape)
+    return jnp.sum(c * w), jnp.sum(w)
+
+
+def binary_accuracy_stats(logits, labels, mask=None):
+    """Accuracy of one logit per position (``logit > 0`` vs ``label > 0.5``), any shape."""
+    c = _binary_correct(logits, labels)
     w = _weights(mask, c.shape)
     return jnp.sum(c * w), jnp.sum(w)
 
@@ -128,6 +144,10 @@ def accuracy_metric(name: str = "accuracy") -> Metric:
     return Metric(name, accuracy_stats, lambda s: _safe_div(s[0], s[1]))
 
 
+def binary_accuracy_metric(name: str = "binary_accuracy") -> Metric:
+    return Metric(name, binary_accuracy_stats, lambda s: _safe_div(s[0], s[1]))
+
+
 def bits_per_character_metric(name: str = "bpc") -> Metric:
     return Metric(name, cross_entropy_stats, lambda s: _safe_div(s[0], s[1]) / LN2)
 
@@ -150,6 +170,7 @@ def nrmse_metric(name: str = "nrmse") -> Metric:
 
 METRICS: dict[str, Callable[[], Metric]] = {
     "accuracy": accuracy_metric,
+    "binary_accuracy": binary_accuracy_metric,
     "bpc": bits_per_character_metric,
     "perplexity": perplexity_metric,
     "rmse": rmse_metric,
@@ -194,6 +215,12 @@ def accuracy(logits: Array, labels: Array, mask: Array | None = None) -> Array:
     return c / jnp.maximum(n, 1e-30)
 
 
+def binary_accuracy(logits: Array, labels: Array, mask: Array | None = None) -> Array:
+    """Fraction of valid positions where ``(logit > 0) == (label > 0.5)``."""
+    c, n = binary_accuracy_stats(logits, labels, mask)
+    return c / jnp.maximum(n, 1e-30)
+
+
 def bits_per_character(logits: Array, labels: Array, mask: Array | None = None) -> Array:
     """Mean cross-entropy in bits per position: ``softmax_cross_entropy / ln 2``."""
     return softmax_cross_entropy(logits, labels, mask) / LN2
@@ -229,12 +256,14 @@ __all__ = [
     "get_metrics",
     "finalize",
     "accuracy",
+    "binary_accuracy",
     "bits_per_character",
     "perplexity",
     "rmse",
     "mae",
     "nrmse",
     "accuracy_metric",
+    "binary_accuracy_metric",
     "bits_per_character_metric",
     "perplexity_metric",
     "rmse_metric",

@@ -55,7 +55,10 @@ class TrainState(NamedTuple):
 
 
 def init_train_state(params: PyTree, optimizer: optax.GradientTransformation, key) -> TrainState:
-    """A fresh :class:`TrainState`; ``key`` is a typed key or an int seed."""
+    """A fresh :class:`TrainState`; ``key`` is a typed key or an int seed.
+
+    The state holds a *copy* of ``params``: the train step donates the state's buffers, and the
+    caller's arrays must stay valid."""
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(
             f"optimizer: expected an optax.GradientTransformation (e.g. optax.adam(1e-3)), "
@@ -67,7 +70,14 @@ def init_train_state(params: PyTree, optimizer: optax.GradientTransformation, ke
         raise TypeError(
             f"key: expected a typed PRNG key (jax.random.key(seed)) or an int seed, got {key!r}"
         )
+    params = jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), params)
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), key)
+
+
+def global_norm(tree) -> Array:
+    """:math:`\\sqrt{\\sum_i \\|g_i\\|^2}` over all leaves (float32)."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32)))
+                        for g in jax.tree_util.tree_leaves(tree)))
 
 
 def make_optimizer(
@@ -220,7 +230,7 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         logs = {
             "loss": loss,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": global_norm(grads),
             "weight": batch_weight(outputs, batch),
             "stats": metric_stats(metrics, jax.lax.stop_gradient(outputs), batch),
         }

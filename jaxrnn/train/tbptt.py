@@ -29,7 +29,14 @@ import optax
 
 from jaxrnn.train.losses import get_loss
 from jaxrnn.train.metrics import finalize, get_metrics
-from jaxrnn.train.step import TrainState, batch_weight, check_batch, compile_step, metric_stats
+from jaxrnn.train.step import (
+    TrainState,
+    batch_weight,
+    check_batch,
+    compile_step,
+    global_norm,
+    metric_stats,
+)
 
 PyTree = Any
 
@@ -132,7 +139,7 @@ def make_tbptt_step(
         params = optax.apply_updates(state.params, updates)
         logs = {
             "loss": loss,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": global_norm(grads),
             "weight": batch_weight(outputs, batch),
             "stats": metric_stats(metrics, outputs, batch),
         }
