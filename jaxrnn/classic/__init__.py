@@ -19,6 +19,17 @@ from jaxrnn.classic.esn import (
     spectral_radius,
 )
 from jaxrnn.classic.mackey_glass import mackey_glass
+from jaxrnn.classic import bam, hopfield
+from jaxrnn.classic.hopfield import (
+    RecallResult,
+    hebbian,
+    modern_energy,
+    modern_recall,
+    modern_update,
+    recall_async,
+    recall_sync,
+)
+from jaxrnn.classic.bam import BAMResult
 
 __all__ = [
     "reservoir",
@@ -35,4 +46,14 @@ __all__ = [
     "generate",
     "nrmse",
     "mackey_glass",
+    "hopfield",
+    "bam",
+    "RecallResult",
+    "hebbian",
+    "recall_sync",
+    "recall_async",
+    "modern_update",
+    "modern_recall",
+    "modern_energy",
+    "BAMResult",
 ]
