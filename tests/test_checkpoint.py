@@ -1,0 +1,232 @@
+"""Checkpoints: bit-exact resume, atomic writes that survive failures, clear errors."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxrnn
+from jaxrnn import train
+from jaxrnn.data import BatchIterator
+from jaxrnn.train import checkpoint as ck
+
+
+def apply(params, inputs, *, lengths=None, key=None, deterministic=True):
+    h = jaxrnn.dropout(inputs, 0.3, key, deterministic=deterministic)  # uses the step's key
+    return jnp.tanh(h @ params["w"]) @ params["v"]
+
+
+def make_params(seed=0, hidden=4):
+    r = np.random.default_rng(seed)
+    return {"w": jnp.asarray(r.normal(size=(3, hidden)), jnp.float32),
+            "v": jnp.asarray(r.normal(size=(hidden, 2)), jnp.float32)}
+
+
+@pytest.fixture
+def data(rng):
+    x = rng.normal(size=(12, 3)).astype(np.float32)
+    return {"inputs": x, "targets": np.stack([x.sum(1), x[:, 0]], 1).astype(np.float32)}
+
+
+OPT = optax.adam(0.05)
+
+
+def iter_forever(it):
+    while True:
+        yield from it
+
+
+def assert_trees_equal(a, b):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# One compiled step for every test (no donation: the tests compare with states they keep).
+STEP = train.make_train_step(apply, "mse", OPT, donate=False)
+
+
+def train_n(data, n, state=None, position=None):
+    step = STEP
+    it = BatchIterator(data, 4, seed=3)
+    if position is not None:
+        it.set_position(position)
+    state = state if state is not None else train.init_train_state(make_params(), OPT, 11)
+    gen = iter_forever(it)
+    for _ in range(n):
+        state, _ = step(state, next(gen))
+    return state, it
+
+
+def test_resume_is_bit_exact(data, tmp_path):
+    """N steps straight == k steps, save, load into a fresh state, N - k steps (epochs of 3
+    batches, so the run crosses epoch boundaries and resumes mid-epoch)."""
+    N, k = 8, 4
+    straight, _ = train_n(data, N)
+    first, it = train_n(data, k)
+    ck.save_checkpoint(tmp_path, first, data_position=it.position)
+    fresh = train.init_train_state(make_params(seed=99), OPT, 12345)  # different values
+    loaded = ck.load_checkpoint(tmp_path, fresh)
+    assert loaded.data_position == {"epoch": 1, "batch_index": 1, "seed": 3}
+    resumed, _ = train_n(data, N - k, state=loaded.state, position=loaded.data_position)
+    assert_trees_equal(resumed.params, straight.params)
+    assert_trees_equal(resumed.opt_state, straight.opt_state)
+    assert int(resumed.step) == N
+    np.testing.assert_array_equal(jax.random.key_data(resumed.key),
+                                  jax.random.key_data(straight.key))
+
+
+def test_fit_resume_is_bit_exact(data, tmp_path):
+    """fit stopped after 4 steps (mid-epoch) and resumed gives the same parameters and
+    history as fit that never stopped."""
+    kw = dict(epochs=3, batch_size=4, val_data=data, metrics=["rmse"], seed=5,
+              progress=False, verbose=False, restore_best=False)
+    straight = train.fit(apply, make_params(), "mse", OPT, data,
+                         checkpoint_dir=tmp_path / "a", **kw)
+    train.fit(apply, make_params(), "mse", OPT, data, checkpoint_dir=tmp_path / "b",
+              max_steps=4, **kw)
+    resumed = train.fit(apply, make_params(), "mse", OPT, data, checkpoint_dir=tmp_path / "b",
+                        resume=True, **kw)
+    assert_trees_equal(resumed.params, straight.params)
+    for key in ("loss", "rmse", "val_loss", "val_rmse"):
+        assert resumed.history[key] == straight.history[key]
+
+
+@pytest.fixture
+def saved_twice(data, tmp_path):
+    """A directory with a checkpoint at step 2 (previous) and one at step 3 (latest)."""
+    s2, it = train_n(data, 2)
+    ck.save_checkpoint(tmp_path, s2, data_position=it.position)
+    s3, it = train_n(data, 1, state=s2, position=it.position)
+    ck.save_checkpoint(tmp_path, s3, data_position=it.position)
+    return tmp_path, s2, s3
+
+
+def target():
+    return train.init_train_state(make_params(seed=1), OPT, 0)
+
+
+def no_temp_files(directory):
+    return not [f for f in os.listdir(directory) if f.endswith(".tmp")]
+
+
+def test_failure_mid_write_keeps_last_good_checkpoint(saved_twice, data, monkeypatch):
+    directory, _, s3 = saved_twice
+    before = sorted(os.listdir(directory))
+    real_fdopen = os.fdopen
+
+    class HalfWriter:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, b):
+            self.f.write(b[: len(b) // 2])
+            raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(ck.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
+    s4, _ = train_n(data, 1, state=s3)
+    with pytest.raises(OSError, match="disk full"):
+        ck.save_checkpoint(directory, s4)
+    monkeypatch.undo()
+    assert sorted(os.listdir(directory)) == before and no_temp_files(directory)
+    loaded = ck.load_checkpoint(directory, target())
+    assert int(loaded.state.step) == 3
+    assert_trees_equal(loaded.state.params, s3.params)
+
+
+def test_failing_serializer_keeps_last_good_checkpoint(saved_twice, monkeypatch):
+    directory, _, s3 = saved_twice
+
+    def broken(*a, **k):
+        raise RuntimeError("serializer crashed (simulated)")
+
+    monkeypatch.setattr(ck.serialization, "msgpack_serialize", broken)
+    with pytest.raises(RuntimeError, match="serializer crashed"):
+        ck.save_checkpoint(directory, s3._replace(step=jnp.asarray(99, jnp.int32)))
+    monkeypatch.undo()
+    assert int(ck.load_checkpoint(directory, target()).state.step) == 3
+
+
+def test_crash_between_renames_falls_back_to_previous(saved_twice, data, monkeypatch):
+    """If the process dies after the last good file became 'previous' but before the new one
+    is in place, loading finds the last good state."""
+    directory, _, s3 = saved_twice
+    real_replace = os.replace
+    calls = []
+
+    def replace_then_die(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed between the renames (simulated)")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ck.os, "replace", replace_then_die)
+    s4, _ = train_n(data, 1, state=s3)
+    with pytest.raises(KeyboardInterrupt):
+        ck.save_checkpoint(directory, s4)
+    monkeypatch.undo()
+    assert not os.path.exists(directory / ck.LATEST) and no_temp_files(directory)
+    loaded = ck.load_checkpoint(directory, target())
+    assert int(loaded.state.step) == 3
+    assert_trees_equal(loaded.state.params, s3.params)
+
+
+def test_corrupted_latest_falls_back_to_previous(saved_twice):
+    directory, s2, _ = saved_twice
+    path = directory / ck.LATEST
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) - 10])  # truncated
+    with pytest.warns(UserWarning, match="checksum mismatch"):
+        loaded = ck.load_checkpoint(directory, target())
+    assert int(loaded.state.step) == 2
+    assert_trees_equal(loaded.state.params, s2.params)
+
+
+def test_unreadable_checkpoints_give_a_clear_error(tmp_path):
+    (tmp_path / ck.LATEST).write_bytes(b"not a checkpoint")
+    with pytest.raises(ck.CheckpointError, match="not a jaxrnn checkpoint"):
+        ck.load_checkpoint(tmp_path, target())
+
+
+def test_missing_directory_and_empty_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ck.load_checkpoint(tmp_path / "nope", target())
+    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+        ck.load_checkpoint(tmp_path, target())
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ck.CheckpointError, match="exists and is not a directory"):
+        ck.save_checkpoint(tmp_path / "file", target())
+
+
+def test_mismatched_structure_names_the_entry(tmp_path):
+    ck.save_checkpoint(tmp_path, target())
+    wider = train.init_train_state(make_params(hidden=6), OPT, 0)
+    with pytest.raises(ck.CheckpointError, match=r"state/params/v: expected float32\[6, 2\].*"
+                                                 r"got float32\[4, 2\]"):
+        ck.load_checkpoint(tmp_path, wider)
+    other = train.init_train_state({**make_params(), "extra": jnp.zeros(2)}, OPT, 0)
+    with pytest.raises(ck.CheckpointError, match=r"missing in checkpoint: \[.*extra"):
+        ck.load_checkpoint(tmp_path, other)
+    with pytest.raises(TypeError, match="state: expected a TrainState"):
+        ck.save_checkpoint(tmp_path, make_params())
+
+
+def test_params_file_round_trip(tmp_path):
+    p = make_params()
+    path = ck.save_params(tmp_path / "m.msgpack", p, {"hidden": 4})
+    assert ck.read_params_config(path) == {"hidden": 4}
+    assert_trees_equal(ck.load_params(path, make_params(seed=7)), p)
+    with pytest.raises(ck.CheckpointError, match="params/w"):
+        ck.load_params(path, make_params(hidden=5))
+    with pytest.raises(FileNotFoundError, match="train first"):
+        ck.load_params(tmp_path / "none.msgpack", p)

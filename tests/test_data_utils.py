@@ -1,0 +1,209 @@
+"""Padding (Keras semantics worked out by hand), masks, the seeded resumable batch iterator,
+bucketing, vocabularies with OOV, and the install hint for missing packages."""
+
+import numpy as np
+import pytest
+
+from jaxrnn.data import (
+    OOV_ID,
+    PAD_ID,
+    BatchIterator,
+    MissingDependencyError,
+    Vocab,
+    char_vocab,
+    lengths_from_mask,
+    mask_from_lengths,
+    pad_sequences,
+    require,
+    word_vocab,
+)
+
+SEQS = [[1, 2, 3], [4, 5], [6, 7, 8, 9, 10]]
+
+
+# Expected arrays written out from the Keras definition: "pre" padding puts the pad values in
+# front; "pre" truncation drops the first steps of a too-long sequence.
+@pytest.mark.parametrize("padding,truncating,expected", [
+    ("pre", "pre", [[0, 1, 2, 3], [0, 0, 4, 5], [7, 8, 9, 10]]),
+    ("post", "pre", [[1, 2, 3, 0], [4, 5, 0, 0], [7, 8, 9, 10]]),
+    ("pre", "post", [[0, 1, 2, 3], [0, 0, 4, 5], [6, 7, 8, 9]]),
+    ("post", "post", [[1, 2, 3, 0], [4, 5, 0, 0], [6, 7, 8, 9]]),
+])
+def test_pad_sequences_keras_semantics(padding, truncating, expected):
+    out, lengths = pad_sequences(SEQS, maxlen=4, padding=padding, truncating=truncating)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(lengths, [3, 2, 4])
+    assert out.dtype == np.int32
+
+
+def test_pad_sequences_default_maxlen_value_dtype_and_features():
+    out, lengths = pad_sequences(SEQS, padding="post", value=-1, dtype="int64")
+    assert out.shape == (3, 5) and out.dtype == np.int64
+    np.testing.assert_array_equal(out[1], [4, 5, -1, -1, -1])
+    feats = [np.ones((2, 3)), np.full((4, 3), 2.0), np.zeros((0, 3))]
+    out, lengths = pad_sequences(feats, dtype="float32", padding="post", value=0.5)
+    assert out.shape == (3, 4, 3)
+    np.testing.assert_array_equal(lengths, [2, 4, 0])
+    np.testing.assert_array_equal(out[0, 2:], 0.5)
+    np.testing.assert_array_equal(out[2], 0.5)
+
+
+@pytest.mark.parametrize("padding", ["pre", "post"])
+def test_mask_matches_padding(padding):
+    seqs = [[1, 2, 3], [4], [5, 6, 7, 8]]  # no zero inside, so non-zero == valid
+    out, lengths = pad_sequences(seqs, maxlen=5, padding=padding)
+    mask = mask_from_lengths(lengths, 5, padding=padding)
+    np.testing.assert_array_equal(mask, out != 0)
+    np.testing.assert_array_equal(lengths_from_mask(mask), lengths)
+
+
+def test_padding_bad_input():
+    with pytest.raises(ValueError, match="padding: expected 'pre' or 'post', got 'middle'"):
+        pad_sequences(SEQS, padding="middle")
+    with pytest.raises(ValueError, match="truncating: expected 'pre' or 'post'"):
+        pad_sequences(SEQS, truncating="both")
+    with pytest.raises(ValueError, match="maxlen: expected None or an int >= 0, got -1"):
+        pad_sequences(SEQS, maxlen=-1)
+    with pytest.raises(ValueError, match=r"sequences\[1\]: expected a sequence, got a scalar"):
+        pad_sequences([[1], 2])
+    with pytest.raises(ValueError, match="every step must have the same shape"):
+        pad_sequences([np.ones((2, 3)), np.ones((2, 4))])
+    with pytest.raises(TypeError, match="sequences: expected a list of sequences"):
+        pad_sequences("abc")
+    with pytest.raises(ValueError, match="value: 0.5 cannot be stored in integer dtype"):
+        pad_sequences(SEQS, value=0.5)
+    with pytest.raises(ValueError, match=r"lengths: values must lie in \[0, maxlen=3\]"):
+        mask_from_lengths(np.array([4]), 3)
+
+
+# ----------------------------------------------------------------------------- batch iterator
+
+def toy(n=10):
+    return {"inputs": np.arange(n * 2).reshape(n, 2).astype(np.float32), "targets": np.arange(n)}
+
+
+def test_each_epoch_is_a_seeded_permutation():
+    it = BatchIterator(toy(10), 3, seed=4)
+    e0 = np.concatenate([b["targets"] for b in it])
+    assert sorted(e0) == list(range(10)) and it.epoch == 1  # last batch of 1 kept
+    e1 = np.concatenate([b["targets"] for b in it])
+    assert sorted(e1) == list(range(10)) and not np.array_equal(e0, e1)
+    again = BatchIterator(toy(10), 3, seed=4)
+    np.testing.assert_array_equal(np.concatenate([b["targets"] for b in again]), e0)
+    other = BatchIterator(toy(10), 3, seed=5)
+    assert not np.array_equal(np.concatenate([b["targets"] for b in other]), e0)
+    # Inputs stay aligned with targets.
+    for b in BatchIterator(toy(10), 3, seed=4):
+        np.testing.assert_array_equal(b["inputs"][:, 0], 2 * b["targets"])
+
+
+def test_position_save_and_restore_continues_on_the_same_batch():
+    it = BatchIterator(toy(10), 3, seed=1, drop_remainder=True)
+    assert it.num_batches() == 3
+    seen = []
+    gen = iter(it)
+    seen.append(next(gen)["targets"])
+    pos = it.position
+    assert tuple(pos) == (0, 1, 1)
+    rest = [b["targets"] for b in gen] + [b["targets"] for b in it]
+    resumed = BatchIterator(toy(10), 3, seed=1, drop_remainder=True)
+    resumed.set_position(pos._asdict())
+    got = [b["targets"] for b in resumed] + [b["targets"] for b in resumed]
+    assert len(got) == len(rest) == 5
+    for a, b in zip(got, rest):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unshuffled_order_and_epoch_batches():
+    it = BatchIterator(toy(7), 3, shuffle=False)
+    parts = [b["targets"].tolist() for b in it.epoch_batches(0)]
+    assert parts == [[0, 1, 2], [3, 4, 5], [6]]
+    assert it.position.epoch == 0  # epoch_batches does not move the position
+
+
+def test_bucketing_groups_similar_lengths_and_cuts_time():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 13, size=40)
+    x, _ = pad_sequences([np.ones(n) for n in lengths], maxlen=12, padding="post",
+                         dtype="float32")
+    mask = mask_from_lengths(lengths.astype(np.int32), 12)
+    data = {"inputs": x[..., None], "lengths": lengths.astype(np.int32), "mask": mask,
+            "targets": np.arange(40)}
+    it = BatchIterator(data, 4, seed=0, bucket_boundaries=[4, 8, 12])
+    covered = []
+    for b in it:
+        T = b["inputs"].shape[1]
+        assert T in (4, 8, 12) and b["mask"].shape[1] == T
+        lo = {4: 0, 8: 4, 12: 8}[T]
+        assert np.all((b["lengths"] > lo) & (b["lengths"] <= T))  # one bucket per batch
+        # Cutting the time axis loses no valid step.
+        np.testing.assert_array_equal(b["inputs"][..., 0].sum(1), b["lengths"])
+        covered += b["targets"].tolist()
+    assert sorted(covered) == list(range(40))
+
+
+def test_batch_iterator_bad_input():
+    with pytest.raises(ValueError, match="batch_size: expected an int >= 1, got 0"):
+        BatchIterator(toy(), 0)
+    with pytest.raises(ValueError, match="data: every array must have the same leading size"):
+        BatchIterator({"inputs": np.zeros((3, 2)), "targets": np.zeros(4)}, 2)
+    with pytest.raises(TypeError, match="data: expected a non-empty dict"):
+        BatchIterator([np.zeros(3)], 2)
+    with pytest.raises(ValueError, match="leaves no batch"):
+        BatchIterator(toy(3), 5, drop_remainder=True)
+    with pytest.raises(ValueError, match="bucket_boundaries: expected a non-empty increasing"):
+        BatchIterator({**toy(4), "lengths": np.ones(4, int)}, 2, bucket_boundaries=[3, 2])
+    with pytest.raises(ValueError, match="the last boundary 2 is below the longest sequence"):
+        BatchIterator({**toy(4), "lengths": np.full(4, 5)}, 2, bucket_boundaries=[2])
+    with pytest.raises(ValueError, match=r"length_key: bucketing needs data\['lengths'\]"):
+        BatchIterator(toy(4), 2, bucket_boundaries=[2])
+    it = BatchIterator(toy(), 2, seed=1)
+    with pytest.raises(ValueError, match="position: saved with seed 2"):
+        it.set_position((0, 0, 2))
+    with pytest.raises(ValueError, match="position: out of range"):
+        it.set_position((0, 99, 1))
+
+
+# ----------------------------------------------------------------------------- vocabularies
+
+def test_char_vocab_frequency_order_and_round_trip():
+    v = char_vocab(["abracadabra"])
+    assert v.itos[:2] == ["<pad>", "<unk>"] and PAD_ID == 0 and OOV_ID == 1
+    assert v.itos[2:] == ["a", "b", "r", "c", "d"]  # by count 5, 2, 2, 1, 1; ties first-seen
+    ids = v.encode("cab")
+    assert ids == [5, 2, 3]
+    assert v.decode(ids) == "cab"
+    assert v.encode("abz") == [2, 3, OOV_ID]
+    assert v.decode([0, 2, 0]) == "a"  # padding skipped
+
+
+def test_word_vocab_min_freq_max_size_and_serialisation():
+    texts = ["The cat sat.", "the cat ran!", "A dog ran."]
+    v = word_vocab(texts, min_freq=2)
+    assert set(v.itos[2:]) == {"the", "cat", "ran", "."}
+    assert v.encode("The dog sat") == [v.stoi["the"], OOV_ID, OOV_ID]
+    assert v.decode(v.encode("the cat ran")) == "the cat ran"
+    small = word_vocab(texts, max_size=4)
+    assert len(small) == 4
+    assert Vocab.from_dict(v.to_dict()).itos == v.itos
+
+
+def test_vocab_bad_input():
+    with pytest.raises(TypeError, match="texts: expected an iterable of strings, got one"):
+        char_vocab("abc")
+    with pytest.raises(ValueError, match="min_freq: expected an int >= 1"):
+        char_vocab(["abc"], min_freq=0)
+    with pytest.raises(ValueError, match="kind: expected 'char' or 'word'"):
+        Vocab(["a"], kind="byte")
+    with pytest.raises(ValueError, match="must be unique"):
+        Vocab(["a", "a"])
+    with pytest.raises(ValueError, match=r"ids: 9 is outside the vocabulary \[0, 3\)"):
+        Vocab(["a"]).decode([9])
+    with pytest.raises(TypeError, match="text: expected a string"):
+        Vocab(["a"]).encode(["a"])
+
+
+def test_missing_package_says_how_to_install():
+    with pytest.raises(MissingDependencyError, match=r'pip install "jaxrnn\[data\]"'):
+        require("surely_not_a_module_xyz", pip_name="surely-not", purpose="the test task")
+    assert require("json").dumps([1]) == "[1]"
