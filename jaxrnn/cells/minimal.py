@@ -1,0 +1,278 @@
+r"""minGRU and minLSTM (Feng et al. 2024, "Were RNNs All We Needed?"): recurrences linear in h.
+
+Both cells drop the hidden state from their gates, so every step is an affine map of the previous
+state with coefficients that depend only on the input,
+
+.. math::  h_t = a_t \odot h_{t-1} + b_t, \qquad a_t, b_t = \text{function of } x_t \text{ only},
+
+which can be evaluated for all ``t`` at once by a parallel prefix scan in ``O(log T)`` depth
+(:func:`parallel_run`), or step by step on the common engine (:func:`jaxrnn.run`) like any other
+:class:`~jaxrnn.Cell`. The two forms share the parameters, the input projection and the
+coefficient functions below; only the way the affine maps are composed differs.
+
+Both cells use the paper's log-space form: the candidate state goes through
+
+.. math::  g(v) = \begin{cases} v + \tfrac12 & v \ge 0 \\ \sigma(v) & v < 0 \end{cases}
+
+so that it is positive, and the coefficients are computed as logarithms,
+:math:`\log a_t` and :math:`\log b_t`, which the parallel form composes with ``logaddexp``
+(no products of many small numbers, no underflow).
+
+**minGRU** (fused projection ``(F, 2H)``, block order ``(z, h~)``):
+
+.. math::
+   z_t = \sigma(x_t W_z + b_z), \quad \tilde h_t = g(x_t W_h + b_h), \quad
+   h_t = (1 - z_t) \odot h_{t-1} + z_t \odot \tilde h_t
+
+   \log a_t = -\mathrm{softplus}(k_z), \quad
+   \log b_t = -\mathrm{softplus}(-k_z) + \log g(k_h)
+
+**minLSTM** (fused projection ``(F, 3H)``, block order ``(f, i, h~)``), with the forget and input
+gates normalised to sum to one (the paper's time-independent form):
+
+.. math::
+   f_t = \sigma(k_f), \ i_t = \sigma(k_i), \quad
+   f'_t = \frac{f_t}{f_t + i_t}, \ i'_t = \frac{i_t}{f_t + i_t}, \quad
+   h_t = f'_t \odot h_{t-1} + i'_t \odot g(k_h)
+
+   d = \mathrm{softplus}(-k_f) - \mathrm{softplus}(-k_i), \quad
+   \log a_t = -\mathrm{softplus}(d), \quad \log b_t = -\mathrm{softplus}(-d) + \log g(k_h)
+
+Composition of two steps (earlier ``1``, later ``2``) is
+:math:`(a_1, b_1) \circ (a_2, b_2) = (a_1 a_2,\ a_2 b_1 + b_2)`, i.e. in log space
+:math:`(\log a_1 + \log a_2,\ \mathrm{logaddexp}(\log b_1 + \log a_2, \log b_2))`; after the
+scan, :math:`h_t = A_t h_0 + B_t` with the prefix products ``A`` and sums ``B``. The initial
+state ``h_0`` enters only in that last linear step, so it may have any sign.
+
+Output ``y_t = h_t`` (``output_size == hidden_size``); the carry is ``MinGRUState(h)`` /
+``MinLSTMState(h)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn.cells.base import (
+    Array,
+    Cell,
+    PyTree,
+    check_batch_shape,
+    check_positive_int,
+    glorot_blocks,
+    matmul,
+)
+
+# log(0) for masked (padded) steps. A large finite number rather than -inf keeps the gradients of
+# logaddexp exact (its derivative w.r.t. an argument of -inf is 0, but -inf - (-inf) is NaN).
+_LOG_ZERO = -1e30
+
+
+class MinGRUParams(NamedTuple):
+    w_x: Array  # (F, 2H), block order (z, h~)
+    b: Array  # (2H,)
+
+
+class MinGRUState(NamedTuple):
+    h: Array  # (B..., H)
+
+
+class MinLSTMParams(NamedTuple):
+    w_x: Array  # (F, 3H), block order (f, i, h~)
+    b: Array  # (3H,)
+
+
+class MinLSTMState(NamedTuple):
+    h: Array  # (B..., H)
+
+
+def g(v: Array) -> Array:
+    r"""The positive candidate activation :math:`g(v) = v + 1/2` for ``v >= 0``, else
+    :math:`\sigma(v)` (continuous at 0, always > 0)."""
+    return jnp.where(v >= 0, v + 0.5, jax.nn.sigmoid(v))
+
+
+def log_g(v: Array) -> Array:
+    r""":math:`\log g(v)` computed without forming ``g`` (``-softplus(-v)`` for ``v < 0``)."""
+    return jnp.where(v >= 0, jnp.log(jax.nn.relu(v) + 0.5), -jax.nn.softplus(-v))
+
+
+def min_gru_log_coefficients(xp: Array) -> tuple[Array, Array]:
+    """``(log a, log b)`` of one minGRU step from its projected input ``xp: (..., 2H)``;
+    each ``(..., H)``."""
+    k_z, k_h = jnp.split(xp, 2, axis=-1)
+    return -jax.nn.softplus(k_z), -jax.nn.softplus(-k_z) + log_g(k_h)
+
+
+def min_lstm_log_coefficients(xp: Array) -> tuple[Array, Array]:
+    """``(log a, log b)`` of one minLSTM step (normalised gates) from ``xp: (..., 3H)``;
+    each ``(..., H)``."""
+    k_f, k_i, k_h = jnp.split(xp, 3, axis=-1)
+    d = jax.nn.softplus(-k_f) - jax.nn.softplus(-k_i)  # log(i / f)
+    return -jax.nn.softplus(d), -jax.nn.softplus(-d) + log_g(k_h)
+
+
+def _minimal_cell(
+    hidden_size: int,
+    blocks: int,
+    params_type,
+    state_type,
+    log_coefficients: Callable[[Array], tuple[Array, Array]],
+    name: str,
+    compute_dtype,
+    param_dtype,
+) -> Cell:
+    H = check_positive_int(hidden_size, "hidden_size")
+
+    def init(key, input_size: int):
+        check_positive_int(input_size, "input_size")
+        return params_type(
+            w_x=glorot_blocks(key, input_size, H, blocks, param_dtype),
+            b=jnp.zeros((blocks * H,), param_dtype),
+        )
+
+    def initial_carry(params, batch_shape=()):
+        return state_type(jnp.zeros((*check_batch_shape(batch_shape), H), params.w_x.dtype))
+
+    def project(params, x: Array) -> Array:
+        return matmul(x, params.w_x, compute_dtype) + params.b
+
+    def step(params, carry, xp: Array):
+        with jax.named_scope(f"{name}_step"):
+            log_a, log_b = log_coefficients(xp)
+            h = (jnp.exp(log_a) * carry.h + jnp.exp(log_b)).astype(carry.h.dtype)
+            return state_type(h), h
+
+    return Cell(
+        init=init,
+        initial_carry=initial_carry,
+        project=project,
+        step=step,
+        hidden_size=H,
+        output_size=H,
+        name=name,
+        input_size=lambda p: p.w_x.shape[0],
+    )
+
+
+def min_gru(hidden_size: int, *, compute_dtype=None, param_dtype=jnp.float32) -> Cell:
+    """A minGRU cell (log-space form; see the module docstring). Sequential on
+    :func:`jaxrnn.run`; parallel over time with :func:`parallel_run`.
+
+    Args:
+      hidden_size: ``H``.
+      compute_dtype: e.g. ``jnp.bfloat16`` for the input projection (float32 accumulation).
+      param_dtype: dtype of ``w_x (F, 2H)`` and ``b (2H,)``.
+    """
+    return _minimal_cell(
+        hidden_size, 2, MinGRUParams, MinGRUState, min_gru_log_coefficients, "min_gru",
+        compute_dtype, param_dtype,
+    )
+
+
+def min_lstm(hidden_size: int, *, compute_dtype=None, param_dtype=jnp.float32) -> Cell:
+    """A minLSTM cell (log-space form, normalised gates; see the module docstring). Sequential
+    on :func:`jaxrnn.run`; parallel over time with :func:`parallel_run`.
+
+    Args:
+      hidden_size: ``H``.
+      compute_dtype: e.g. ``jnp.bfloat16`` for the input projection (float32 accumulation).
+      param_dtype: dtype of ``w_x (F, 3H)`` and ``b (3H,)``.
+    """
+    return _minimal_cell(
+        hidden_size, 3, MinLSTMParams, MinLSTMState, min_lstm_log_coefficients, "min_lstm",
+        compute_dtype, param_dtype,
+    )
+
+
+_LOG_COEFFICIENTS = {
+    "min_gru": min_gru_log_coefficients,
+    "min_lstm": min_lstm_log_coefficients,
+}
+
+
+def _compose(earlier, later):
+    """Compose affine maps given as ``(log a, log b)``: first ``earlier``, then ``later``."""
+    log_a1, log_b1 = earlier
+    log_a2, log_b2 = later
+    return log_a1 + log_a2, jnp.logaddexp(log_b1 + log_a2, log_b2)
+
+
+def parallel_run(
+    cell: Cell,
+    params: PyTree,
+    xs: Array,
+    *,
+    carry: PyTree | None = None,
+    lengths: Array | None = None,
+    reverse: bool = False,
+    time_major: bool = False,
+) -> tuple[PyTree, Array]:
+    """Run a :func:`min_gru` or :func:`min_lstm` cell over a sequence with a parallel prefix scan
+    (``jax.lax.associative_scan`` in log space, ``O(log T)`` depth, ``O(T)`` work).
+
+    Same contract as :func:`jaxrnn.run` (and the same result up to float rounding): ``xs`` is
+    ``(B..., T, F)`` (or ``(T, B..., F)`` with ``time_major``); steps at or past ``lengths`` leave
+    the carry unchanged and emit zeros; ``reverse`` runs each sequence backwards over its own
+    valid length and returns outputs in input order.
+
+    Returns:
+      ``(final_carry, ys)``, ``ys`` of shape ``(B..., T, H)`` (or ``(T, B..., H)``).
+    """
+    # Imported here: jaxrnn.scan imports jaxrnn.cells (this package).
+    from jaxrnn.scan import reverse_padded, validate_inputs
+
+    if not isinstance(cell, Cell) or cell.name not in _LOG_COEFFICIENTS:
+        got = cell.name if isinstance(cell, Cell) else type(cell).__name__
+        raise ValueError(
+            f"cell: parallel_run needs a cell linear in its state, one of "
+            f"{sorted(_LOG_COEFFICIENTS)} (jaxrnn.min_gru / jaxrnn.min_lstm), got {got!r}"
+        )
+    batch_shape, T = validate_inputs(cell, params, xs, carry, lengths, time_major)
+    if carry is None:
+        carry = cell.initial_carry(params, batch_shape)
+    if lengths is not None:
+        lengths = jnp.asarray(lengths)
+    if T == 0:
+        ys = jnp.zeros((*xs.shape[:-1], cell.output_size), carry.h.dtype)
+        return carry, ys
+
+    xs_t = xs if time_major else jnp.moveaxis(xs, -2, 0)  # (T, B..., F)
+    if reverse:
+        xs_t = reverse_padded(xs_t, lengths)
+    log_a, log_b = _LOG_COEFFICIENTS[cell.name](cell.project(params, xs_t))  # (T, B..., H)
+    if lengths is not None:
+        # A padded step is the identity map: a = 1, b = 0.
+        valid = (jnp.arange(T).reshape((T,) + (1,) * len(batch_shape)) < lengths)[..., None]
+        log_a = jnp.where(valid, log_a, 0.0)
+        log_b = jnp.where(valid, log_b, _LOG_ZERO)
+    log_A, log_B = jax.lax.associative_scan(_compose, (log_a, log_b), axis=0)
+    hs = jnp.exp(log_A) * carry.h + jnp.exp(log_B)  # h_t = A_t h_0 + B_t
+    hs = hs.astype(carry.h.dtype)
+    final = type(carry)(hs[-1])
+    ys = hs
+    if lengths is not None:
+        ys = jnp.where(valid, ys, 0).astype(ys.dtype)
+    if reverse:
+        ys = reverse_padded(ys, lengths)
+    if not time_major:
+        ys = jnp.moveaxis(ys, 0, -2)
+    return final, ys
+
+
+__all__ = [
+    "min_gru",
+    "min_lstm",
+    "MinGRUParams",
+    "MinGRUState",
+    "MinLSTMParams",
+    "MinLSTMState",
+    "parallel_run",
+    "g",
+    "log_g",
+    "min_gru_log_coefficients",
+    "min_lstm_log_coefficients",
+]

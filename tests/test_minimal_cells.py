@@ -1,0 +1,176 @@
+"""minGRU / minLSTM: the paper's equations in NumPy float64, the sequential form on the common
+engine, and the parallel (associative-scan, log-space) form must all agree."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jaxrnn
+from jaxrnn.cells.minimal import min_gru, min_lstm, parallel_run
+
+FACTORIES = {"min_gru": min_gru, "min_lstm": min_lstm}
+
+
+def _sigmoid(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def _g(v):
+    return np.where(v >= 0, v + 0.5, _sigmoid(v))
+
+
+def numpy_reference(name, params, xs, h0, lengths=None):
+    """Feng et al. 2024, Algorithms for minGRU / minLSTM (sequential, linear space), float64.
+    ``xs (B, T, F)``; returns ``(h_final, ys)``."""
+    w = np.asarray(params.w_x, np.float64)
+    b = np.asarray(params.b, np.float64)
+    xs = np.asarray(xs, np.float64)
+    B, T, _ = xs.shape
+    H = h0.shape[-1]
+    h = np.asarray(h0, np.float64).copy()
+    ys = np.zeros((B, T, H))
+    for t in range(T):
+        k = xs[:, t] @ w + b
+        if name == "min_gru":
+            z = _sigmoid(k[:, :H])
+            new = (1 - z) * h + z * _g(k[:, H:])
+        else:
+            f, i = _sigmoid(k[:, :H]), _sigmoid(k[:, H : 2 * H])
+            new = f / (f + i) * h + i / (f + i) * _g(k[:, 2 * H :])
+        valid = np.ones(B, bool) if lengths is None else t < np.asarray(lengths)
+        h = np.where(valid[:, None], new, h)
+        ys[:, t] = np.where(valid[:, None], new, 0.0)
+    return h, ys
+
+
+def _setup(name, B=3, T=23, F=5, H=7, seed=0, scale=1.0):
+    cell = FACTORIES[name](H)
+    k0, k1, k2, k3 = jax.random.split(jax.random.key(seed), 4)
+    params = cell.init(k0, F)
+    params = params._replace(b=jax.random.normal(k1, params.b.shape))  # non-trivial biases
+    xs = scale * jax.random.normal(k2, (B, T, F))
+    h0 = jax.random.normal(k3, (B, H))  # any sign: h0 enters the parallel form linearly
+    return cell, params, xs, h0
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_both_forms_match_numpy_equations(name):
+    cell, params, xs, h0 = _setup(name)
+    lengths = np.array([23, 9, 0])
+    h_ref, ys_ref = numpy_reference(name, params, xs, np.asarray(h0), lengths)
+    carry = type(cell.initial_carry(params, (3,)))(h0)
+    for fn in (jaxrnn.run, parallel_run):
+        final, ys = jax.jit(lambda p, x, c, n, fn=fn: fn(cell, p, x, carry=c, lengths=n))(
+            params, xs, carry, jnp.asarray(lengths)
+        )
+        np.testing.assert_allclose(ys, ys_ref, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(final.h, h_ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+@pytest.mark.parametrize("reverse,time_major", [(True, True)])  # forward: numpy test above
+def test_parallel_equals_sequential(name, reverse, time_major):
+    cell, params, xs, h0 = _setup(name, B=4, T=31, scale=2.0)
+    lengths = jnp.array([31, 30, 5, 1])
+    carry = type(cell.initial_carry(params, (4,)))(h0)
+    if time_major:
+        xs = jnp.swapaxes(xs, 0, 1)
+    kw = dict(carry=carry, lengths=lengths, reverse=reverse, time_major=time_major)
+    seq_final, seq_ys = jax.jit(lambda p, x: jaxrnn.run(cell, p, x, **kw))(params, xs)
+    par_final, par_ys = jax.jit(lambda p, x: parallel_run(cell, p, x, **kw))(params, xs)
+    assert par_ys.shape == seq_ys.shape
+    np.testing.assert_allclose(par_ys, seq_ys, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(par_final.h, seq_final.h, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_gradients_agree(name):
+    cell, params, xs, h0 = _setup(name, B=3, T=17, scale=1.5)
+    lengths = jnp.array([17, 6, 0])
+    carry = type(cell.initial_carry(params, (3,)))(h0)
+
+    def loss(fn, p, c, x):
+        final, ys = fn(cell, p, x, carry=c, lengths=lengths)
+        return jnp.sum(jnp.sin(ys)) + jnp.sum(final.h**2)
+
+    g_seq = jax.jit(jax.grad(lambda *a: loss(jaxrnn.run, *a), argnums=(0, 1, 2)))(params, carry, xs)
+    g_par = jax.jit(jax.grad(lambda *a: loss(parallel_run, *a), argnums=(0, 1, 2)))(params, carry, xs)
+    for a, b in zip(jax.tree_util.tree_leaves(g_seq), jax.tree_util.tree_leaves(g_par)):
+        assert np.all(np.isfinite(b))
+        np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_parallel_gradient_finite_differences(name):
+    cell, params, xs, h0 = _setup(name, B=2, T=6, F=3, H=4)
+    with jax.enable_x64(True):
+        to64 = lambda t: jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), t)
+        carry = type(cell.initial_carry(params, (2,)))(to64(h0))
+
+        @jax.jit
+        def f(p, x):
+            return jnp.sum(parallel_run(cell, p, x, carry=carry)[1] ** 2)
+
+        check_grads(f, (to64(params), to64(xs)), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_long_sequence_stable(name):
+    # Over a few hundred steps the prefix products A_t = a_1 ... a_t underflow float32 (well
+    # below 1e-38); the log-space scan must still match the sequential form.
+    cell, params, xs, h0 = _setup(name, B=2, T=256, H=8, scale=3.0)
+    carry = type(cell.initial_carry(params, (2,)))(h0)
+    s_final, s_ys = jax.jit(lambda p, x: jaxrnn.run(cell, p, x, carry=carry))(params, xs)
+    p_final, p_ys = jax.jit(lambda p, x: parallel_run(cell, p, x, carry=carry))(params, xs)
+    assert np.all(np.isfinite(p_ys))
+    np.testing.assert_allclose(p_ys, s_ys, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(p_final.h, s_final.h, atol=1e-5, rtol=1e-5)
+
+
+def test_any_batch_shape_and_zero_length():
+    cell, params, _, _ = _setup("min_gru")
+    xs = jax.random.normal(jax.random.key(5), (2, 3, 11, 5))  # two batch dims
+    seq = jax.jit(lambda p, x: jaxrnn.run(cell, p, x))
+    par = jax.jit(lambda p, x: parallel_run(cell, p, x))
+    f_seq, y_seq = seq(params, xs)
+    f_par, y_par = par(params, xs)
+    np.testing.assert_allclose(y_par, y_seq, atol=1e-5)
+    np.testing.assert_allclose(f_par.h, f_seq.h, atol=1e-5)
+    x1 = xs[0, 0]  # no batch dims: (T, F)
+    np.testing.assert_allclose(par(params, x1)[1], seq(params, x1)[1], atol=1e-5)
+    empty = jnp.zeros((2, 0, 5))
+    final, ys = parallel_run(cell, params, empty)
+    assert ys.shape == (2, 0, 7)
+    np.testing.assert_array_equal(final.h, 0.0)
+
+
+def test_gates_sum_to_one_and_candidate_positive():
+    # Invariants of the log-space form: minLSTM's normalised gates f' + i' = 1; g(v) > 0.
+    from jaxrnn.cells.minimal import g, log_g, min_lstm_log_coefficients
+
+    v = jnp.linspace(-30, 30, 301)
+    assert np.all(np.asarray(g(v)) > 0)
+    np.testing.assert_allclose(jnp.exp(log_g(v)), g(v), rtol=1e-6)
+    xp = jax.random.normal(jax.random.key(0), (50, 3 * 4)) * 5
+    # b = i' g(k_h): with k_h chosen so g = 1 (k_h = 0.5), exp(log a) + exp(log b) = f' + i' = 1.
+    xp = xp.at[:, 8:].set(0.5)
+    log_a, log_b = min_lstm_log_coefficients(xp)
+    np.testing.assert_allclose(jnp.exp(log_a) + jnp.exp(log_b), 1.0, rtol=1e-6)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="cell"):
+        lstm = jaxrnn.lstm(4)
+        parallel_run(lstm, lstm.init(jax.random.key(0), 3), jnp.zeros((2, 5, 3)))
+    with pytest.raises(ValueError, match="hidden_size"):
+        min_gru(0)
+    with pytest.raises(ValueError, match="input_size"):
+        min_lstm(4).init(jax.random.key(0), -1)
+    cell = min_lstm(4)
+    params = cell.init(jax.random.key(0), 3)
+    with pytest.raises(ValueError, match="xs"):
+        parallel_run(cell, params, jnp.zeros((2, 5, 4)))
+    with pytest.raises(ValueError, match="lengths"):
+        parallel_run(cell, params, jnp.zeros((2, 5, 3)), lengths=jnp.array([1, 2, 3]))
