@@ -24,6 +24,7 @@ model that outputs blanks and then guesses uniformly scores a cross-entropy of
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -59,8 +60,11 @@ def adding_problem(key, batch_size: int, T: int) -> AddingBatch:
       batch_size: ``B``.
       T: sequence length, ``>= 2``.
     """
-    B = _check_int(batch_size, "batch_size", 1)
-    T = _check_int(T, "T", 2)
+    return _adding(key, _check_int(batch_size, "batch_size", 1), _check_int(T, "T", 2))
+
+
+@partial(jax.jit, static_argnums=(1, 2))
+def _adding(key, B: int, T: int) -> AddingBatch:
     kv, k1, k2 = jax.random.split(key, 3)
     values = jax.random.uniform(kv, (B, T))
     half = T // 2
@@ -77,10 +81,12 @@ def copy_task(key, batch_size: int, delay: int, *, length: int = 10, n_symbols: 
               ) -> CopyBatch:
     """One batch of the copy task (see the module docstring); sequences are
     ``delay + 2 * length`` steps long."""
-    B = _check_int(batch_size, "batch_size", 1)
-    delay = _check_int(delay, "delay", 1)
-    L = _check_int(length, "length", 1)
-    n = _check_int(n_symbols, "n_symbols", 2)
+    return _copy(key, _check_int(batch_size, "batch_size", 1), _check_int(delay, "delay", 1),
+                 _check_int(length, "length", 1), _check_int(n_symbols, "n_symbols", 2))
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _copy(key, B: int, delay: int, L: int, n: int) -> CopyBatch:
     T = delay + 2 * L
     data = jax.random.randint(key, (B, L), 1, n + 1)
     inputs = jnp.zeros((B, T), jnp.int32).at[:, :L].set(data).at[:, delay + L - 1].set(n + 1)
