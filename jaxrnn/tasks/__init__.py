@@ -17,6 +17,7 @@ A *demo* module defines ``DESCRIPTION``, ``add_arguments(parser)`` and ``main(ar
 """
 
 TASKS: dict[str, str] = {
+    "g2p": "jaxrnn.tasks.g2p",
     "digits": "jaxrnn.tasks.digits",
 }
 
