@@ -30,6 +30,7 @@ from jaxrnn.classic.hopfield import (
     recall_sync,
 )
 from jaxrnn.classic.bam import BAMResult
+from jaxrnn.classic.recursive import RecursiveNet, RecursiveParams, Trees, pack_trees, recursive
 
 __all__ = [
     "reservoir",
@@ -56,4 +57,9 @@ __all__ = [
     "modern_recall",
     "modern_energy",
     "BAMResult",
+    "recursive",
+    "RecursiveNet",
+    "RecursiveParams",
+    "Trees",
+    "pack_trees",
 ]
