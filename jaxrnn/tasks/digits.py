@@ -10,11 +10,14 @@ Adam with gradient clipping; early stopping on validation loss with the best epo
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 
 import jax
 import numpy as np
+
+from jaxrnn.data.deps import require
 
 DESCRIPTION = ("8x8 digits (scikit-learn load_digits) read row by row, 8 steps of 8 features; "
                "prints test accuracy")
@@ -33,17 +36,39 @@ def add_arguments(parser) -> None:
                    help="use only the first N images (smoke tests)")
 
 
+def _digits_csv() -> str | None:
+    """The file ``load_digits`` reads (``sklearn/datasets/data/digits.csv.gz``: 64 grey levels
+    then the label per row), located without importing scikit-learn, whose import costs seconds;
+    None when this scikit-learn keeps it elsewhere."""
+    try:
+        spec = importlib.util.find_spec("sklearn")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or spec.origin is None:
+        require("sklearn", pip_name="scikit-learn", purpose="the digits task")  # raises
+    path = os.path.join(os.path.dirname(spec.origin), "datasets", "data", "digits.csv.gz")
+    return path if os.path.isfile(path) else None
+
+
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """``(images (1797, 8, 8) float32 in [0, 1], labels (1797,) int32)``, the data of
+    ``sklearn.datasets.load_digits``."""
+    path = _digits_csv()
+    if path is not None:
+        table = np.loadtxt(path, delimiter=",")
+        pixels, labels = table[:, :-1], table[:, -1]
+    else:
+        d = require("sklearn.datasets", pip_name="scikit-learn",
+                    purpose="the digits task").load_digits()
+        pixels, labels = d.data, d.target
+    return (np.asarray(pixels, np.float32) / 16.0).reshape(-1, 8, 8), labels.astype(np.int32)
+
+
 def load_splits(limit: int | None = None, *, test_fraction: float = 0.25,
                 val_fraction: float = 0.1) -> dict[str, dict[str, np.ndarray]]:
     """``{"train", "val", "test"}``, each ``{"inputs": (N, 8, 8) float32, "targets": (N,)
-    int32}``."""
-    from jaxrnn.data.deps import require
-
-    datasets = require("sklearn.datasets", pip_name="scikit-learn",
-                       purpose="the digits task")
-    d = datasets.load_digits()
-    x = (np.asarray(d.images, np.float32) / 16.0).reshape(-1, 8, 8)
-    y = np.asarray(d.target, np.int32)
+    int32}``; the split is fixed (seed 0)."""
+    x, y = load_digits_arrays()
     order = np.random.default_rng(0).permutation(len(x))
     if limit is not None:
         if limit < 10:
@@ -123,7 +148,8 @@ def evaluate(args) -> dict:
     path = os.path.join(args.out, MODEL_FILE)
     config = read_params_config(path)
     model = _model(config)
-    params = load_params(path, model.init(jax.random.key(0)))
+    # The structure of the parameters, without computing an initialisation.
+    params = load_params(path, jax.eval_shape(model.init, jax.random.key(0)))
     data = load_splits(args.limit)
     test = evaluate_params(model.apply, params, "softmax_cross_entropy", data["test"],
                            metrics=["accuracy"])

@@ -188,8 +188,9 @@ def _describe(leaf) -> str:
         return "None"
     if isinstance(leaf, dict):
         return "{}"
-    a = np.asarray(leaf)
-    return f"{a.dtype}{list(a.shape)}"
+    if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):  # e.g. jax.ShapeDtypeStruct
+        leaf = np.asarray(leaf)
+    return f"{np.dtype(leaf.dtype)}{list(leaf.shape)}"
 
 
 def _check_match(expected: dict, got: dict, what: str, path: str) -> None:
@@ -326,7 +327,8 @@ def _read_params_body(path) -> dict:
 
 def load_params(path: str | os.PathLike, target):
     """Parameters saved by :func:`save_params`, restored into the structure of ``target``
-    (checked leaf by leaf, as :func:`load_checkpoint` does)."""
+    (checked leaf by leaf, as :func:`load_checkpoint` does). ``target`` may hold
+    ``jax.ShapeDtypeStruct`` leaves (``jax.eval_shape(model.init, key)``)."""
     body = _read_params_body(path)
     _check_match(serialization.to_state_dict(target), body["params"], "params", os.fspath(path))
     return jax.tree_util.tree_map(jnp.asarray,
