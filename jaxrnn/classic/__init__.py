@@ -30,6 +30,7 @@ from jaxrnn.classic.hopfield import (
     recall_sync,
 )
 from jaxrnn.classic.bam import BAMResult
+from jaxrnn.classic.compressor import Compressed, compress, masked, passed_fraction, surprise_mask
 from jaxrnn.classic.recursive import RecursiveNet, RecursiveParams, Trees, pack_trees, recursive
 
 __all__ = [
@@ -62,4 +63,9 @@ __all__ = [
     "RecursiveParams",
     "Trees",
     "pack_trees",
+    "Compressed",
+    "surprise_mask",
+    "compress",
+    "masked",
+    "passed_fraction",
 ]
