@@ -19,10 +19,22 @@ A *demo* module defines ``DESCRIPTION``, ``add_arguments(parser)`` and ``main(ar
 TASKS: dict[str, str] = {
     "g2p": "jaxrnn.tasks.g2p",
     "digits": "jaxrnn.tasks.digits",
+    "memory": "jaxrnn.tasks.memory",
+    "speech": "jaxrnn.tasks.speech",
+    "forecast": "jaxrnn.tasks.forecast",
+    "sentiment": "jaxrnn.tasks.sentiment",
+    "fashion": "jaxrnn.tasks.fashion",
+    "music": "jaxrnn.tasks.music",
+    "charlm": "jaxrnn.tasks.charlm",
 }
 
 DEFAULT_TASK = "digits"
 
 DEMOS: dict[str, str] = {
     "scan": "jaxrnn.tasks.scan_demo",
+    "esn": "jaxrnn.tasks.demo_esn",
+    "hopfield": "jaxrnn.tasks.demo_hopfield",
+    "bam": "jaxrnn.tasks.demo_bam",
+    "recursive": "jaxrnn.tasks.demo_recursive",
+    "compressor": "jaxrnn.tasks.demo_compressor",
 }

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 DESCRIPTION = ("adding problem / copy task: Elman vs LSTM vs GRU at T = 50, 100, 200 on the "
                "same budget; prints a table of held-out MSE against the 0.167 baseline")
-DEFAULTS = {"hidden": 128, "batch_size": 64, "lr": 1e-2, "epochs": 1}
+DEFAULTS = {"hidden": 64, "batch_size": 64, "lr": 1e-2, "epochs": 1}
 PLOT_FILE = "memory_curves.png"
 
 
@@ -55,8 +55,8 @@ def add_arguments(parser) -> None:
                    help="sequence lengths T (adding) or delays (copy), comma-separated")
     g.add_argument("--cells", default="elman,lstm,gru",
                    help="cells to compare, comma-separated (default elman,lstm,gru)")
-    g.add_argument("--steps", type=int, default=2000,
-                   help="budget: Adam steps per (cell, T) run (default 2000)")
+    g.add_argument("--steps", type=int, default=1500,
+                   help="budget: Adam steps per (cell, T) run (default 1500)")
     g.add_argument("--eval-every", type=int, default=100,
                    help="evaluate on the held-out batch every N steps (default 100)")
     g.add_argument("--eval-size", type=int, default=1000,

