@@ -1,6 +1,7 @@
 """Recurrent cells, one module per family; each factory returns a :class:`Cell`."""
 
 from jaxrnn.cells.base import Cell, resolve_activation
+from jaxrnn.cells.convlstm import ConvLSTMParams, ConvLSTMState, convlstm
 from jaxrnn.cells.elman import ElmanParams, ElmanState, elman
 from jaxrnn.cells.fully_recurrent import (
     FullyRecurrentParams,
@@ -12,6 +13,9 @@ from jaxrnn.cells.jordan import JordanParams, JordanState, jordan
 from jaxrnn.cells.lstm import LSTMParams, LSTMState, lstm
 
 __all__ = [
+    "convlstm",
+    "ConvLSTMParams",
+    "ConvLSTMState",
     "Cell",
     "resolve_activation",
     "elman",

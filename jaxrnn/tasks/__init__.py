@@ -18,6 +18,7 @@ A *demo* module defines ``DESCRIPTION``, ``add_arguments(parser)`` and ``main(ar
 
 TASKS: dict[str, str] = {
     "g2p": "jaxrnn.tasks.g2p",
+    "moving_digits": "jaxrnn.tasks.moving_digits",
     "digits": "jaxrnn.tasks.digits",
     "memory": "jaxrnn.tasks.memory",
     "speech": "jaxrnn.tasks.speech",
