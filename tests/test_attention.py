@@ -67,7 +67,7 @@ def test_padding_values_do_not_matter():
     q, m, mask = _inputs()
     m2 = np.where(mask[..., None], m, 1e3)  # huge garbage on the padded positions
     outs = [attend(att, params, q, x, att.prepare(params, x), mask) for x in (m, m2)]
-    for a, b in zip(*outs):
+    for a, b in zip(*outs, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
 
 

@@ -1,6 +1,6 @@
-"""Greedy and beam search: width 1 is greedy, exhaustive search agrees on tiny models (a time-varying
-Markov chain enumerated in NumPy; a seq2seq model scored by teacher forcing), jit == no jit,
-end-of-sequence handling, errors."""
+"""Greedy and beam search: width 1 is greedy, exhaustive search agrees on tiny models (a
+time-varying Markov chain enumerated in NumPy; a seq2seq model scored by teacher forcing),
+jit == no jit, end-of-sequence handling, errors."""
 
 import itertools
 

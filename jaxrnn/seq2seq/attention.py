@@ -64,7 +64,7 @@ class DotParams(NamedTuple):
 
 
 def additive(attention_size: int) -> Attention:
-    """Bahdanau et al. (2015) additive ("concat") attention, ``e_s = v . tanh(q W_q + m_s W_m + b)``."""
+    """Bahdanau et al. (2015) additive attention, ``e_s = v . tanh(q W_q + m_s W_m + b)``."""
     A = check_positive_int(attention_size, "attention_size")
 
     def init(key, query_size: int, memory_size: int) -> AdditiveParams:

@@ -52,7 +52,6 @@ from jaxrnn.scan import run, sequence_mask
 from jaxrnn.seq2seq import decoding
 from jaxrnn.seq2seq.attention import Attention, attend, check_memory
 
-
 # --------------------------------------------------------------------------- attention decoder
 
 class Memory(NamedTuple):
@@ -313,7 +312,9 @@ def encoder_decoder(
         dec_c = jax.eval_shape(lambda p: decoder.initial_carry(p, (1,)), dec_params)
         same = jax.tree_util.tree_structure(enc_c) == jax.tree_util.tree_structure(dec_c) and all(
             a.shape == b.shape
-            for a, b in zip(jax.tree_util.tree_leaves(enc_c), jax.tree_util.tree_leaves(dec_c))
+            for a, b in zip(
+                jax.tree_util.tree_leaves(enc_c), jax.tree_util.tree_leaves(dec_c), strict=True
+            )
         )
         return "identity" if same else "dense"
 

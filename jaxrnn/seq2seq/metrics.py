@@ -31,11 +31,14 @@ def error_rates(references: Sequence[Sequence], hypotheses: Sequence[Sequence]) 
     if len(references) == 0:
         raise ValueError("references: expected at least one sequence, got none")
     edits = total = wrong = 0
-    for refs, hyp in zip(references, hypotheses):
+    for refs, hyp in zip(references, hypotheses, strict=True):
         alternatives = refs if refs and isinstance(refs[0], (list, tuple)) else [refs]
         best = min(alternatives, key=lambda r: (edit_distance(r, hyp), len(r)))
         d = edit_distance(best, hyp)
         edits += d
         total += len(best)
         wrong += d > 0
-    return {"token_error_rate": edits / max(total, 1), "sequence_error_rate": wrong / len(references)}
+    return {
+        "token_error_rate": edits / max(total, 1),
+        "sequence_error_rate": wrong / len(references),
+    }

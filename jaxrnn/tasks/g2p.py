@@ -171,7 +171,8 @@ def build_model(config):
 def save(path, params, config):
     leaves = jax.tree_util.tree_leaves(params)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    np.savez(path, config=json.dumps(config), **{f"p{i}": np.asarray(x) for i, x in enumerate(leaves)})
+    arrays = {f"p{i}": np.asarray(x) for i, x in enumerate(leaves)}
+    np.savez(path, config=json.dumps(config), **arrays)
 
 
 def load(path):
@@ -306,11 +307,12 @@ def train(args) -> dict:
     first_pron = error_rates([lexicon[w][0] for w in test_words], hyps)
     eval_s = time.perf_counter() - t_eval
     decode = "greedy" if args.beam == 1 else f"beam {args.beam}"
+    per, wer = any_pron["token_error_rate"], any_pron["sequence_error_rate"]
     print(f"test ({len(test_words)} held-out words, {decode}): "
-          f"PER {100 * any_pron['token_error_rate']:.2f}%  WER {100 * any_pron['sequence_error_rate']:.2f}%"
+          f"PER {100 * per:.2f}%  WER {100 * wer:.2f}%"
           f"  (first listed pronunciation only: PER {100 * first_pron['token_error_rate']:.2f}% "
           f"WER {100 * first_pron['sequence_error_rate']:.2f}%)")
-    for w, h in list(zip(test_words, hyps))[:8]:
+    for w, h in list(zip(test_words, hyps, strict=True))[:8]:
         print(f"  {w:>14s}  {' '.join(h):30s} ref {' '.join(lexicon[w][0])}")
     save_heatmap(model, params, vocabs, test_words[:4], heatmap, max_len)
     print(f"attention heat-map: {heatmap}")
@@ -336,7 +338,7 @@ def save_heatmap(model, params, vocabs, words, path, max_len):
     decoded = _decode(model, params, ids, beam=1, max_len=max_len, batch_size=len(ids))
     fig, axes = plt.subplots(1, len(words), figsize=(3.2 * len(words), 3.4))
     axes = np.atleast_1d(axes)
-    for ax, w, src_ids, out in zip(axes, words, ids, decoded):
+    for ax, w, src_ids, out in zip(axes, words, ids, decoded, strict=True):
         phones = vocabs.decode_phonemes(out)
         tgt = [vocabs.phoneme_id[p] for p in phones] + [EOS]
         n = max(len(src_ids), len(tgt))
@@ -363,7 +365,9 @@ def generate(args) -> str:
     ids = [vocabs.encode_word(w) for w in words]
     outs = _decode(model, params, ids, beam=args.beam, max_len=config["max_len"],
                    batch_size=len(ids))
-    lines = [f"{w}  {' '.join(vocabs.decode_phonemes(o))}" for w, o in zip(words, outs)]
+    lines = [
+        f"{w}  {' '.join(vocabs.decode_phonemes(o))}" for w, o in zip(words, outs, strict=True)
+    ]
     text = "\n".join(lines)
     print(text)
     return text

@@ -37,7 +37,9 @@ def load_digit_images():
     """``(1797, 8, 8)`` float32 images in ``[0, 1]``."""
     from jaxrnn.data.deps import require
 
-    datasets = require("sklearn.datasets", pip_name="scikit-learn", purpose="the moving_digits task")
+    datasets = require(
+        "sklearn.datasets", pip_name="scikit-learn", purpose="the moving_digits task"
+    )
     return (datasets.load_digits().images / 16.0).astype(np.float32)
 
 
@@ -94,7 +96,10 @@ def build(channels, layers, kernel_size):
 
     def init(key):
         keys = jax.random.split(key, layers + 1)
-        ps = tuple(c.init(k, 1 if i == 0 else channels) for i, (c, k) in enumerate(zip(cells, keys)))
+        ps = tuple(
+            c.init(k, 1 if i == 0 else channels)
+            for i, (c, k) in enumerate(zip(cells, keys[:layers], strict=True))
+        )
         w = jax.nn.initializers.glorot_uniform()(keys[-1], (channels * layers, 1), jnp.float32)
         return ModelParams(ps, w, jnp.zeros((1,), jnp.float32))
 
@@ -105,7 +110,7 @@ def build(channels, layers, kernel_size):
 
         h = frames[..., None]
         outs, finals = [], []
-        for i, (cell, p) in enumerate(zip(cells, params.layers)):
+        for i, (cell, p) in enumerate(zip(cells, params.layers, strict=True)):
             c0 = None if carries is None else carries[i]
             final, h = jaxrnn.run(cell, p, h, carry=c0, time_major=True)
             outs.append(h)
