@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn import fused
 from jaxrnn.cells.base import Array, Cell, PyTree
 
 
@@ -222,6 +223,13 @@ def run(
 
         final, ys = jax.lax.scan(chunk_body, carry, chunked_in)
         ys = ys.reshape((T_run, *ys.shape[2:]))[:T]
+    elif fused.supported(cell):
+        # The cell exposes its step as recurrent product + update: the fused path computes the
+        # same values, with a hand-written backward pass (see jaxrnn/fused.py).
+        final, ys = fused.fused_scan(
+            cell, params, carry, seq, lengths if masked else None,
+            projected=hoist_projection, unroll=unroll,
+        )
     else:
         final, ys = jax.lax.scan(body, carry, xs_in, unroll=unroll)
 

@@ -40,6 +40,9 @@ class Cell(NamedTuple):
       input_size: ``input_size(params) -> F`` reads the expected feature size from the params.
       recurrent_key: name of the carry field that feeds the recurrence (``"h"`` for most cells,
         ``"y"`` for Jordan); variational recurrent dropout masks this field.
+      parts: optional :class:`StepParts`, the same ``step`` written as one recurrent product plus
+        an update without recurrent products; it lets the engine use its fused sequence path
+        (:mod:`jaxrnn.fused`). ``None`` (the default) always gives the plain scan.
     """
 
     init: Callable[..., PyTree]
@@ -51,6 +54,34 @@ class Cell(NamedTuple):
     name: str
     input_size: Callable[[PyTree], int]
     recurrent_key: str = "h"
+    parts: StepParts | None = None
+
+
+class StepParts(NamedTuple):
+    """A cell's ``step`` split into its recurrent product and the rest, for the fused engine.
+
+    ``step(params, carry, xp) == update(params, carry, xp, recurrent_product(params, r))`` with
+    ``r = getattr(carry, recurrent_key)``. ``recurrent_product(params, r) -> hp`` must be linear
+    in ``r`` (``r @ W_h``, plus a constant bias), ``(B..., R) -> (B..., G')``; ``update(params,
+    carry, xp, hp) -> (carry, y)`` holds everything else. ``step`` is the step built from the two
+    (see :func:`compose_step`): the engine uses the parts only while ``cell.step is parts.step``,
+    so a cell whose ``step`` was replaced (e.g. by a recurrent-dropout wrapper) falls back to
+    the plain scan.
+    """
+
+    recurrent_product: Callable[[PyTree, Array], Array]
+    update: Callable[[PyTree, PyTree, Array, Array], tuple[PyTree, Array]]
+    step: Callable[[PyTree, PyTree, Array], tuple[PyTree, Array]]
+
+
+def compose_step(recurrent_product, update, recurrent_key: str = "h"):
+    """Build ``step`` from a recurrent product and an update; returns ``(step, parts)`` for the
+    ``Cell(step=step, parts=parts)`` fields."""
+
+    def step(params, carry, xp):
+        return update(params, carry, xp, recurrent_product(params, getattr(carry, recurrent_key)))
+
+    return step, StepParts(recurrent_product, update, step)
 
 
 # --------------------------------------------------------------------------- activations

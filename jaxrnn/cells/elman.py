@@ -19,6 +19,7 @@ from jaxrnn.cells.base import (
     Cell,
     check_batch_shape,
     check_positive_int,
+    compose_step,
     glorot_blocks,
     matmul,
     orthogonal_blocks,
@@ -81,11 +82,16 @@ def elman(
     def project(params: ElmanParams, x: Array) -> Array:
         return matmul(x, params.w_x, compute_dtype) + params.b
 
-    def step(params: ElmanParams, carry: ElmanState, xp: Array):
+    def recurrent_product(params: ElmanParams, h: Array) -> Array:
+        return matmul(h, params.w_h, compute_dtype)
+
+    def update(params: ElmanParams, carry: ElmanState, xp: Array, hp: Array):
         with jax.named_scope("elman_step"):
-            h = act_h(xp + matmul(carry.h, params.w_h, compute_dtype)).astype(carry.h.dtype)
+            h = act_h(xp + hp).astype(carry.h.dtype)
             y = h if params.w_y is None else act_y(matmul(h, params.w_y, compute_dtype) + params.b_y)
             return ElmanState(h), y
+
+    step, parts = compose_step(recurrent_product, update)
 
     return Cell(
         init=init,
@@ -96,4 +102,5 @@ def elman(
         output_size=H if O is None else O,
         name="elman",
         input_size=lambda p: p.w_x.shape[0],
+        parts=parts,
     )

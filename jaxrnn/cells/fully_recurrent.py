@@ -24,6 +24,7 @@ from jaxrnn.cells.base import (
     Cell,
     check_batch_shape,
     check_positive_int,
+    compose_step,
     glorot_blocks,
     matmul,
     orthogonal_blocks,
@@ -72,10 +73,15 @@ def fully_recurrent(
     def project(params, x):
         return matmul(x, params.w_x, compute_dtype) + params.b
 
-    def step(params, carry, xp):
+    def recurrent_product(params, h):
+        return matmul(h, params.w_h, compute_dtype)
+
+    def update(params, carry, xp, hp):
         with jax.named_scope("fully_recurrent_step"):
-            u = act(xp + matmul(carry.h, params.w_h, compute_dtype)).astype(carry.h.dtype)
+            u = act(xp + hp).astype(carry.h.dtype)
             return FullyRecurrentState(u), u[..., :O]
+
+    step, parts = compose_step(recurrent_product, update)
 
     return Cell(
         init=init,
@@ -86,4 +92,5 @@ def fully_recurrent(
         output_size=O,
         name="fully_recurrent",
         input_size=lambda p: p.w_x.shape[0],
+        parts=parts,
     )

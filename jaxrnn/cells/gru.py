@@ -32,6 +32,7 @@ from jaxrnn.cells.base import (
     Cell,
     check_batch_shape,
     check_positive_int,
+    compose_step,
     glorot_blocks,
     matmul,
     orthogonal_blocks,
@@ -82,11 +83,12 @@ def gru(
     def project(params: GRUParams, x: Array) -> Array:
         return matmul(x, params.w_x, compute_dtype) + params.b
 
-    def step_reset_after(params: GRUParams, carry: GRUState, xp: Array):
+    def recurrent_product(params: GRUParams, h: Array) -> Array:
+        hp = matmul(h, params.w_h, compute_dtype)
+        return hp if params.b_h is None else hp + params.b_h
+
+    def update_reset_after(params: GRUParams, carry: GRUState, xp: Array, hp: Array):
         with jax.named_scope("gru_step"):
-            hp = matmul(carry.h, params.w_h, compute_dtype)
-            if params.b_h is not None:
-                hp = hp + params.b_h
             xr, xz, xn = jnp.split(xp, 3, axis=-1)
             hr, hz, hn = jnp.split(hp, 3, axis=-1)
             r = gate(xr + hr)
@@ -94,6 +96,10 @@ def gru(
             n = act(xn + r * hn)
             h = ((1.0 - z) * n + z * carry.h).astype(carry.h.dtype)
             return GRUState(h), h
+
+    # reset_after=True is one recurrent product plus elementwise work (the fused engine applies);
+    # reset_after=False has a second product that depends on r, so it keeps the plain step.
+    step_reset_after, parts = compose_step(recurrent_product, update_reset_after)
 
     def step_reset_before(params: GRUParams, carry: GRUState, xp: Array):
         with jax.named_scope("gru_step"):
@@ -114,4 +120,5 @@ def gru(
         output_size=H,
         name="gru" if reset_after else "gru_cho",
         input_size=lambda p: p.w_x.shape[0],
+        parts=parts if reset_after else None,
     )

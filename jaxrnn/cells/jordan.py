@@ -19,6 +19,7 @@ from jaxrnn.cells.base import (
     Cell,
     check_batch_shape,
     check_positive_int,
+    compose_step,
     glorot_blocks,
     matmul,
     orthogonal_blocks,
@@ -71,11 +72,16 @@ def jordan(
     def project(params: JordanParams, x: Array) -> Array:
         return matmul(x, params.w_x, compute_dtype) + params.b
 
-    def step(params: JordanParams, carry: JordanState, xp: Array):
+    def recurrent_product(params: JordanParams, y_prev: Array) -> Array:
+        return matmul(y_prev, params.w_y_h, compute_dtype)
+
+    def update(params: JordanParams, carry: JordanState, xp: Array, hp: Array):
         with jax.named_scope("jordan_step"):
-            h = act_h(xp + matmul(carry.y, params.w_y_h, compute_dtype))
+            h = act_h(xp + hp)
             y = act_y(matmul(h, params.w_y, compute_dtype) + params.b_y).astype(carry.y.dtype)
             return JordanState(y), y
+
+    step, parts = compose_step(recurrent_product, update, recurrent_key="y")
 
     return Cell(
         init=init,
@@ -87,4 +93,5 @@ def jordan(
         name="jordan",
         input_size=lambda p: p.w_x.shape[0],
         recurrent_key="y",
+        parts=parts,
     )

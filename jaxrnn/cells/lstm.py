@@ -27,6 +27,7 @@ from jaxrnn.cells.base import (
     Cell,
     check_batch_shape,
     check_positive_int,
+    compose_step,
     glorot_blocks,
     matmul,
     orthogonal_blocks,
@@ -94,9 +95,12 @@ def lstm(
     def project(params: LSTMParams, x: Array) -> Array:
         return matmul(x, params.w_x, compute_dtype) + params.b
 
-    def step(params: LSTMParams, carry: LSTMState, xp: Array):
+    def recurrent_product(params: LSTMParams, h: Array) -> Array:
+        return matmul(h, params.w_h, compute_dtype)
+
+    def update(params: LSTMParams, carry: LSTMState, xp: Array, hp: Array):
         with jax.named_scope("lstm_step"):
-            z = xp + matmul(carry.h, params.w_h, compute_dtype)
+            z = xp + hp
             zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
             if params.peephole is not None:
                 zi = zi + params.peephole[0] * carry.c
@@ -109,6 +113,8 @@ def lstm(
             h = h.astype(carry.h.dtype)
             return LSTMState(h, c), h
 
+    step, parts = compose_step(recurrent_product, update)
+
     return Cell(
         init=init,
         initial_carry=initial_carry,
@@ -118,4 +124,5 @@ def lstm(
         output_size=H,
         name="lstm",
         input_size=lambda p: p.w_x.shape[0],
+        parts=parts,
     )

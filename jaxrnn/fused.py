@@ -1,0 +1,169 @@
+r"""The fused sequence path: the engine's fast path for cells that expose :class:`StepParts`.
+
+For a cell whose step is ``update(params, carry, xp_t, hp_t)`` with ``xp_t = project(params, x_t)``
+and ``hp_t = recurrent_product(params, r_{t-1})`` (``r`` the carry field ``cell.recurrent_key``,
+``recurrent_product`` linear in ``r``), the gradient of a whole sequence is computed by a
+:func:`jax.custom_vjp` in the way cuDNN and PyTorch do it, instead of by differentiating the
+scan step by step:
+
+1. forward: one scan that also stacks the residuals ``carry_{t-1}, xp_t, hp_t``;
+2. backward: one reverse scan whose body holds only the update's VJP and one small product,
+   ``dr_{t-1} = dhp_t W_h^T`` (the VJP of ``recurrent_product`` in ``r``); it emits
+   ``d xp_t`` and ``d hp_t``, the cotangents of the pre-activations, for every step;
+3. after it, the parameter gradients of all steps at once, each as one large product over
+   ``T x B`` rows: ``dW_x = X^T dXP`` (VJP of ``project`` over the whole sequence),
+   ``dW_h = R_{prev}^T dHP`` (VJP of ``recurrent_product`` over the whole sequence), and the
+   update's own parameters (peepholes, biases) by the VJP of the update over all steps.
+
+Autodiff through ``lax.scan`` instead accumulates ``dW`` inside the loop: a ``(H, G)`` product and
+a ``(H, G)`` add per step, plus the bookkeeping of a larger loop body.
+
+Padding (``lengths``) is honoured exactly as in the plain scan: the carry freezes past a
+sequence's end and outputs there are zero; in the backward pass the cotangent of a frozen carry
+passes through unchanged. Reverse direction and layout are handled by :func:`jaxrnn.run` around
+this function. Rematerialisation (``remat``) is not supported here: ``run`` falls back to the
+plain scan for it.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn.cells.base import Array, Cell, PyTree
+
+
+def supported(cell: Cell) -> bool:
+    """Whether ``cell`` can take the fused path: it exposes parts and its step is still theirs."""
+    parts = getattr(cell, "parts", None)
+    return parts is not None and parts.step is cell.step
+
+
+def _mask_like(valid: Array, x: Array) -> Array:
+    return valid.reshape(valid.shape + (1,) * (x.ndim - valid.ndim))
+
+
+def _where_tree(valid, new, old):
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(_mask_like(valid, n), n, o), new, old)
+
+
+def _zeros_where_invalid(valid, tree):
+    return jax.tree_util.tree_map(
+        lambda a: jnp.where(_mask_like(valid, a), a, jnp.zeros((), a.dtype)), tree
+    )
+
+
+def _uses_params(fn, params, *args) -> bool:
+    """Whether ``fn(params, *args)`` reads any parameter leaf (decided from its jaxpr)."""
+    closed = jax.make_jaxpr(lambda p: fn(p, *args))(params)
+    invars = {id(v) for v in closed.jaxpr.invars}
+    used = [v for eqn in closed.jaxpr.eqns for v in eqn.invars] + list(closed.jaxpr.outvars)
+    return any(id(v) in invars for v in used)
+
+
+def _add_trees(a, b):
+    return jax.tree_util.tree_map(lambda x, y: x + y, a, b)
+
+
+def fused_scan(
+    cell: Cell,
+    params: PyTree,
+    carry: PyTree,
+    seq: Array,
+    lengths: Array | None,
+    *,
+    projected: bool = False,
+    unroll: int = 1,
+) -> tuple[PyTree, Array]:
+    """Run ``cell`` over the time-major ``seq`` ``(T, B..., F)`` with the fused gradient.
+
+    Args:
+      cell: a cell with :func:`supported` true.
+      params, carry: as in :func:`jaxrnn.run` (``carry`` already initialised).
+      seq: inputs ``x`` (``projected=False``: ``project`` runs per step inside the loop) or the
+        precomputed projections ``xp`` (``projected=True``, for ``hoist_projection``).
+      lengths: integer ``(B...)`` valid lengths, or ``None``.
+      unroll: passed to both scans.
+
+    Returns:
+      ``(final_carry, ys)`` with ``ys`` time-major ``(T, B..., O)``.
+    """
+    parts = cell.parts
+    rp, update, key = parts.recurrent_product, parts.update, cell.recurrent_key
+    project = (lambda p, x: x) if projected else cell.project
+    T = seq.shape[0]
+    masked = lengths is not None
+
+    def one_step(p, c, x):
+        xp = project(p, x)
+        hp = rp(p, getattr(c, key))
+        new_c, y = update(p, c, xp, hp)
+        return new_c, y, xp, hp
+
+    def scan_forward(p, c0, xs, lens, keep_residuals):
+        def body(c, inp):
+            t, x = inp
+            new_c, y, xp, hp = one_step(p, c, x)
+            if masked:
+                valid = t < lens
+                new_c = _where_tree(valid, new_c, c)
+                y = jnp.where(_mask_like(valid, y), y, jnp.zeros((), y.dtype))
+            out = (y, c, xp, hp) if keep_residuals else y
+            return new_c, out
+
+        return jax.lax.scan(body, c0, (jnp.arange(T), xs), unroll=unroll)
+
+    @jax.custom_vjp
+    def core(p, c0, xs, lens):
+        return scan_forward(p, c0, xs, lens, keep_residuals=False)
+
+    def core_fwd(p, c0, xs, lens):
+        final, (ys, c_prev, xps, hps) = scan_forward(p, c0, xs, lens, keep_residuals=True)
+        return (final, ys), (p, xs, lens, c_prev, xps, hps)
+
+    def core_bwd(res, cts):
+        p, xs, lens, c_prev, xps, hps = res
+        d_final, d_ys = cts
+        # Does the update read parameters itself (peepholes, a readout)? Then its parameter
+        # gradient is needed, taken after the loop from the per-step output cotangents.
+        probe = jax.tree_util.tree_map(lambda a: a[0], (c_prev, xps, hps))
+        upd_params = _uses_params(update, p, *probe)
+
+        def body(dc, inp):
+            t, c, xp, hp, dy = inp
+            _, vjp_u = jax.vjp(lambda c_, xp_, hp_: update(p, c_, xp_, hp_), c, xp, hp)
+            dc_prev, dxp, dhp = vjp_u((dc, dy))
+            _, vjp_r = jax.vjp(lambda r: rp(p, r), getattr(c, key))
+            (dr,) = vjp_r(dhp)
+            dc_prev = dc_prev._replace(**{key: getattr(dc_prev, key) + dr})
+            emitted = (dc, dy) if upd_params else None
+            if masked:
+                valid = t < lens
+                dc_prev = _where_tree(valid, dc_prev, dc)
+                dxp, dhp = _zeros_where_invalid(valid, (dxp, dhp))
+                if upd_params:
+                    emitted = _zeros_where_invalid(valid, emitted)
+            return dc_prev, (dxp, dhp, emitted)
+
+        d_c0, (d_xps, d_hps, emitted) = jax.lax.scan(
+            body, d_final, (jnp.arange(T), c_prev, xps, hps, d_ys), reverse=True, unroll=unroll
+        )
+        # Weight gradients of all steps at once: one large product each.
+        _, vjp_proj = jax.vjp(project, p, xs)
+        g_proj, d_xs = vjp_proj(d_xps)
+        r_prev = getattr(c_prev, key)
+        _, vjp_rp = jax.vjp(lambda p_: rp(p_, r_prev), p)
+        (g_rp,) = vjp_rp(d_hps)
+        grads = _add_trees(g_proj, g_rp)
+        if upd_params:
+            _, vjp_up = jax.vjp(lambda p_: update(p_, c_prev, xps, hps), p)
+            (g_up,) = vjp_up(emitted)
+            grads = _add_trees(grads, g_up)
+        return grads, d_c0, d_xs, None
+
+    core.defvjp(core_fwd, core_bwd)
+    lens = jnp.zeros((), jnp.int32) if lengths is None else lengths
+    return core(params, carry, seq, lens)
+
+
+__all__ = ["fused_scan", "supported"]
