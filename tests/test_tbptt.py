@@ -36,8 +36,13 @@ def apply(params, inputs, *, carry=None, key=None, deterministic=True):
     return carry, h @ params["out"]
 
 
+@jax.jit
 def whole(params, xs):
     return apply(params, xs, carry=None)
+
+
+# Compiled once per shape (eager scans compile op by op, which is slower in tests).
+apply_jit = jax.jit(apply)
 
 
 def test_carry_passing_equals_one_pass(setup):
@@ -46,7 +51,7 @@ def test_carry_passing_equals_one_pass(setup):
     carry = tbptt.zeros_carry(apply, params, chunks[0]["inputs"])
     outs = []
     for c in chunks:
-        carry, y = apply(params, c["inputs"], carry=carry)
+        carry, y = apply_jit(params, c["inputs"], carry=carry)
         outs.append(y)
     final, y_all = whole(params, xs)
     np.testing.assert_allclose(np.concatenate(outs, 1), y_all, atol=1e-5)
@@ -64,12 +69,13 @@ def test_chunk_gradient_depends_on_the_past_only_through_the_carry(setup):
         return objective(p, carry, batch_k, None, True)[0]
 
     x_past = jnp.asarray(xs[:, : k * K])
-    g_params, g_past = jax.grad(loss_from_past, argnums=(0, 1))(params, x_past)
+    g_params, g_past = jax.jit(jax.grad(loss_from_past, argnums=(0, 1)))(params, x_past)
     # No gradient reaches the inputs of earlier chunks ...
     np.testing.assert_array_equal(g_past, np.zeros_like(g_past))
     # ... and the parameter gradient equals the one with the carry given as a constant.
-    carry_const = jax.tree_util.tree_map(np.asarray, apply(params, x_past, carry=None)[0])
-    g_const = jax.grad(lambda p: objective(p, carry_const, batch_k, None, True)[0])(params)
+    carry_const = jax.tree_util.tree_map(np.asarray, whole(params, x_past)[0])
+    g_const = jax.jit(jax.grad(lambda p: objective(p, carry_const, batch_k, None, True)[0]))(
+        params)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                            g_params, g_const)
 
@@ -78,10 +84,11 @@ def test_chunk_gradient_depends_on_the_past_only_through_the_carry(setup):
         _, y = whole(p, jnp.asarray(xs[:, : (k + 1) * K]))
         return train.mse(y[:, k * K:], batch_k["targets"])
 
-    g_full = jax.grad(full_loss)(params)
+    g_full = jax.jit(jax.grad(full_loss))(params)
     assert not np.allclose(g_full["cell"].w_h, g_params["cell"].w_h, atol=1e-6)
     # ... though the loss values are the same (forward values pass through the carry).
-    np.testing.assert_allclose(full_loss(params), loss_from_past(params, x_past), rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(full_loss)(params),
+                               jax.jit(loss_from_past)(params, x_past), rtol=1e-5)
 
 
 def test_tbptt_step_update_and_carry(setup):
@@ -93,11 +100,11 @@ def test_tbptt_step_update_and_carry(setup):
     carry0 = tbptt.zeros_carry(apply, params, batch["inputs"])
     new_state, carry1, logs = step(state, carry0, batch)
     objective = tbptt.chunk_objective(apply, "mse")
-    g = jax.grad(lambda p: objective(p, carry0, batch, None, True)[0])(params)
+    g = jax.jit(jax.grad(lambda p: objective(p, carry0, batch, None, True)[0]))(params)
     expected = jax.tree_util.tree_map(lambda p, d: p - lr * d, params, g)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                            new_state.params, expected)
-    ref_carry, _ = apply(params, batch["inputs"], carry=carry0)
+    ref_carry, _ = apply_jit(params, batch["inputs"], carry=carry0)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
                            carry1, ref_carry)
     assert int(new_state.step) == 1

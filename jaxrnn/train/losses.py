@@ -5,7 +5,9 @@ mask weights :math:`m_i \in \{0, 1\}` (or any non-negative weights),
 
 .. math::  L = \frac{\sum_i m_i \ell_i}{\sum_i m_i}
 
-so appending padded steps (``m = 0``) never changes the loss (padding invariance). With no mask
+so appending padded steps (``m = 0``) never changes the loss (padding invariance).
+The losses are jit-compiled functions (shapes and dtypes are checked while tracing, so bad
+input raises before anything runs); inside a jitted train step they are simply inlined. With no mask
 it is the plain mean. A mask of shape ``(B..., T)`` broadcasts over any trailing feature axes of
 the per-element loss (e.g. the output axis ``O`` of an MSE), which then count ``O`` times each.
 An all-zero mask gives a loss of 0 (not NaN).
@@ -42,6 +44,7 @@ def _check_mask(mask, elem_shape: tuple[int, ...]) -> None:
         )
 
 
+@jax.jit
 def masked_mean(values: Array, mask: Array | None = None) -> Array:
     r"""``sum(mask * values) / sum(mask)`` with the mask broadcast over trailing axes of
     ``values``; the plain mean when ``mask`` is None; 0 when the mask is all zero.
@@ -64,6 +67,7 @@ def masked_mean(values: Array, mask: Array | None = None) -> Array:
     return jnp.where(count > 0, total / jnp.maximum(count, 1e-30), 0.0)
 
 
+@jax.jit
 def mse(predictions: Array, targets: Array, mask: Array | None = None) -> Array:
     r"""Mean squared error :math:`\ell = (\hat y - y)^2`, averaged over valid elements.
 
@@ -77,6 +81,7 @@ def mse(predictions: Array, targets: Array, mask: Array | None = None) -> Array:
     return masked_mean(diff * diff, mask)
 
 
+@jax.jit
 def binary_cross_entropy_with_logits(
     logits: Array, labels: Array, mask: Array | None = None
 ) -> Array:
@@ -99,6 +104,7 @@ def binary_cross_entropy_with_logits(
     return masked_mean(per, mask)
 
 
+@jax.jit
 def softmax_cross_entropy(logits: Array, labels: Array, mask: Array | None = None) -> Array:
     r"""Softmax cross-entropy :math:`\ell = -\log \mathrm{softmax}(z)_y` in nats.
 

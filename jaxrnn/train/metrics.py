@@ -75,12 +75,14 @@ def _correct(logits: Array, labels: Array) -> Array:
 
 # --------------------------------------------------------------------------- sums (jit-friendly)
 
+@jax.jit
 def accuracy_stats(logits, labels, mask=None):
     c = _correct(logits, labels)
     w = _weights(mask, c.shape)
     return jnp.sum(c * w), jnp.sum(w)
 
 
+@jax.jit
 def binary_accuracy_stats(logits, labels, mask=None):
     """Accuracy of one logit per position (``logit > 0`` vs ``label > 0.5``), any shape."""
     c = _binary_correct(logits, labels)
@@ -88,6 +90,7 @@ def binary_accuracy_stats(logits, labels, mask=None):
     return jnp.sum(c * w), jnp.sum(w)
 
 
+@jax.jit
 def cross_entropy_stats(logits, labels, mask=None):
     """``(sum of NLL in nats, count)``."""
     logits = jnp.asarray(logits)
@@ -97,6 +100,7 @@ def cross_entropy_stats(logits, labels, mask=None):
     return mean * count, count
 
 
+@jax.jit
 def error_stats(predictions, targets, mask=None):
     """``(sum of squared errors, sum of absolute errors, count, sum y, sum y^2)``."""
     _check_same_shape(predictions, targets, "predictions", "targets")
@@ -209,38 +213,45 @@ def finalize(metrics: tuple[Metric, ...], sums: dict) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- direct forms
 
+@jax.jit
 def accuracy(logits: Array, labels: Array, mask: Array | None = None) -> Array:
     """Fraction of valid positions predicted correctly (see module docstring); 0-d array."""
     c, n = accuracy_stats(logits, labels, mask)
     return c / jnp.maximum(n, 1e-30)
 
 
+@jax.jit
 def binary_accuracy(logits: Array, labels: Array, mask: Array | None = None) -> Array:
     """Fraction of valid positions where ``(logit > 0) == (label > 0.5)``."""
     c, n = binary_accuracy_stats(logits, labels, mask)
     return c / jnp.maximum(n, 1e-30)
 
 
+@jax.jit
 def bits_per_character(logits: Array, labels: Array, mask: Array | None = None) -> Array:
     """Mean cross-entropy in bits per position: ``softmax_cross_entropy / ln 2``."""
     return softmax_cross_entropy(logits, labels, mask) / LN2
 
 
+@jax.jit
 def perplexity(logits: Array, labels: Array, mask: Array | None = None) -> Array:
     """``exp`` of the mean cross-entropy in nats."""
     return jnp.exp(softmax_cross_entropy(logits, labels, mask))
 
 
+@jax.jit
 def rmse(predictions: Array, targets: Array, mask: Array | None = None) -> Array:
     sse, _, n, _, _ = error_stats(predictions, targets, mask)
     return jnp.sqrt(sse / jnp.maximum(n, 1e-30))
 
 
+@jax.jit
 def mae(predictions: Array, targets: Array, mask: Array | None = None) -> Array:
     _, sae, n, _, _ = error_stats(predictions, targets, mask)
     return sae / jnp.maximum(n, 1e-30)
 
 
+@jax.jit
 def nrmse(predictions: Array, targets: Array, mask: Array | None = None) -> Array:
     """RMSE over the (population) standard deviation of the valid targets."""
     sse, _, n, sy, syy = error_stats(predictions, targets, mask)
