@@ -1,0 +1,203 @@
+"""Each cell against its equations in NumPy float64, and each cell's initialisation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _reference import (
+    CELL_NAMES,
+    CELLS,
+    F,
+    assert_trees_close,
+    random_carry,
+    random_params,
+    ref_step,
+    sigmoid,
+    to_jax,
+)
+
+import jaxrnn
+
+JIT = pytest.mark.parametrize("use_jit", [False, True], ids=["eager", "jit"])
+
+
+def _maybe_jit(f, use_jit):
+    return jax.jit(f) if use_jit else f
+
+
+# --------------------------------------------------------------------------- one step
+
+@JIT
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_step_matches_numpy_equations(name, use_jit):
+    """One step from a random carry, random params (biases, peepholes included), for a batch,
+    no batch and a 2-D batch shape. The sequence-level NumPy comparison is in test_scan."""
+    cell = CELLS[name]
+    params = random_params(cell, seed=1)
+    step = _maybe_jit(lambda p, c, x: cell.step(p, c, cell.project(p, x)), use_jit)
+    # eager dispatch compiles every op per shape: the eager variant checks one batch shape
+    for batch_shape in [(3,), (), (2, 3)] if use_jit else [(3,)]:
+        carry = random_carry(cell, params, batch_shape, seed=2)
+        x = np.random.default_rng(3).standard_normal((*batch_shape, F))
+        got_carry, got_y = step(to_jax(params), to_jax(carry), jnp.asarray(x, jnp.float32))
+        want_carry, want_y = ref_step(name, params, carry, x)
+        assert type(got_carry) is type(carry)
+        assert got_y.shape == (*batch_shape, cell.output_size)
+        assert got_y.dtype == jnp.float32
+        assert_trees_close(got_carry, want_carry)
+        np.testing.assert_allclose(got_y, want_y, atol=2e-5, rtol=2e-5)
+
+
+def test_elman_configurable_activations():
+    """sigma_h and sigma_y are configurable by name or as callables."""
+    cell = jaxrnn.elman(4, output_size=2, activation="relu", output_activation=jnp.sin)
+    params = random_params(cell, seed=4)
+    carry = random_carry(cell, params, (3,), seed=5)
+    x = np.random.default_rng(6).standard_normal((3, F))
+    got_c, got_y = cell.step(to_jax(params), to_jax(carry), cell.project(to_jax(params), x))
+    h = np.maximum(0.0, x @ params.w_x + carry.h @ params.w_h + params.b)
+    np.testing.assert_allclose(got_c.h, h, atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(got_y, np.sin(h @ params.w_y + params.b_y), atol=2e-5, rtol=2e-5)
+
+
+def test_lstm_custom_gate_activations():
+    cell = jaxrnn.lstm(3, activation="relu", recurrent_activation="hard_sigmoid")
+    params = random_params(cell, seed=7)
+    carry = random_carry(cell, params, (2,), seed=8)
+    x = np.random.default_rng(9).standard_normal((2, F))
+    got, _ = cell.step(to_jax(params), to_jax(carry), cell.project(to_jax(params), x))
+    z = x @ params.w_x + carry.h @ params.w_h + params.b
+    hs = lambda v: np.clip(v / 6.0 + 0.5, 0.0, 1.0)  # hard sigmoid, relu6(x + 3) / 6
+    i, f, g, o = hs(z[:, :3]), hs(z[:, 3:6]), np.maximum(z[:, 6:9], 0), hs(z[:, 9:])
+    c = f * carry.c + i * g
+    np.testing.assert_allclose(got.c, c, atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(got.h, o * np.maximum(c, 0), atol=2e-5, rtol=2e-5)
+
+
+# --------------------------------------------------------------------------- initialisation
+
+def _glorot_bound(fan_in, fan_out):
+    return np.sqrt(6.0 / (fan_in + fan_out))
+
+
+def _assert_glorot_blocks(w, fan_in, width, blocks):
+    """Each gate block is Glorot-uniform on its own (fan_in, width) fan: within the bound, and
+    spread over it (a uniform sample's extremes approach the bound; its variance is bound^2/3)."""
+    w = np.asarray(w)
+    assert w.shape == (fan_in, blocks * width)
+    bound = _glorot_bound(fan_in, width)
+    for k in range(blocks):
+        blk = w[:, k * width : (k + 1) * width]
+        assert np.abs(blk).max() <= bound + 1e-6
+        assert np.abs(blk).max() > 0.6 * bound
+
+
+def _assert_orthogonal_blocks(w, rows, width, blocks):
+    w = np.asarray(w, np.float64)
+    assert w.shape == (rows, blocks * width)
+    for k in range(blocks):
+        blk = w[:, k * width : (k + 1) * width]
+        # semi-orthogonal when not square: orthonormal columns (rows >= width) or rows
+        gram = blk.T @ blk if rows >= width else blk @ blk.T
+        np.testing.assert_allclose(gram, np.eye(min(rows, width)), atol=1e-5)
+
+
+# Large enough that the Glorot spread check is meaningful, small enough to be instant.
+_FIN = 40
+
+
+@pytest.mark.parametrize(
+    "name, blocks",
+    [("elman", 1), ("lstm", 4), ("lstm_peephole", 4), ("gru", 3), ("gru_cho", 3),
+     ("fully_recurrent", 1), ("jordan", 1), ("elman_readout", 1)],
+)
+def test_init_glorot_orthogonal_zero_bias(name, blocks):
+    factories = {
+        "elman": lambda: jaxrnn.elman(16),
+        "elman_readout": lambda: jaxrnn.elman(16, output_size=12),
+        "jordan": lambda: jaxrnn.jordan(16, 12),
+        "lstm": lambda: jaxrnn.lstm(16, forget_bias=0.0),
+        "lstm_peephole": lambda: jaxrnn.lstm(16, peephole=True, forget_bias=0.0),
+        "gru": lambda: jaxrnn.gru(16),
+        "gru_cho": lambda: jaxrnn.gru(16, reset_after=False),
+        "fully_recurrent": lambda: jaxrnn.fully_recurrent(16, 5),
+    }
+    cell = factories[name]()
+    p = cell.init(jax.random.key(0), _FIN)
+    H = cell.hidden_size
+    _assert_glorot_blocks(p.w_x, _FIN, H, blocks)
+    if name == "jordan":
+        _assert_orthogonal_blocks(p.w_y_h, 12, H, 1)  # context (O) -> hidden (H)
+        _assert_glorot_blocks(p.w_y, H, 12, 1)
+    else:
+        _assert_orthogonal_blocks(p.w_h, H, H, blocks)
+    if name == "elman_readout":
+        _assert_glorot_blocks(p.w_y, H, 12, 1)
+    biases = {k: v for k, v in p._asdict().items() if k.startswith("b") and v is not None}
+    biases.update({"peephole": p.peephole} if name == "lstm_peephole" else {})
+    assert biases
+    for k, v in biases.items():
+        assert np.all(np.asarray(v) == 0), k
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(p))
+
+
+def test_init_different_keys_differ_and_same_key_repeats():
+    cell = jaxrnn.lstm(4)
+    a, b = cell.init(jax.random.key(0), 3), cell.init(jax.random.key(1), 3)
+    assert not np.allclose(a.w_x, b.w_x) and not np.allclose(a.w_h, b.w_h)
+    assert_trees_close(a, cell.init(jax.random.key(0), 3), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("forget_bias", [None, 0.0, 2.5])
+def test_lstm_forget_bias(forget_bias):
+    cell = jaxrnn.lstm(5) if forget_bias is None else jaxrnn.lstm(5, forget_bias=forget_bias)
+    b = np.asarray(cell.init(jax.random.key(0), 3).b)
+    expected = 1.0 if forget_bias is None else forget_bias
+    # gate order (i, f, g, o): only the f block carries the forget bias
+    np.testing.assert_array_equal(b[5:10], expected)
+    np.testing.assert_array_equal(np.concatenate([b[:5], b[10:]]), 0.0)
+
+
+def test_lstm_forget_bias_behaviour():
+    """With zero weights, the forget bias alone sets the gate: f = sigmoid(forget_bias)."""
+    cell = jaxrnn.lstm(2, forget_bias=3.0)
+    p = cell.init(jax.random.key(0), 1)
+    p = p._replace(w_x=jnp.zeros_like(p.w_x), w_h=jnp.zeros_like(p.w_h))
+    c0 = jaxrnn.LSTMState(h=jnp.zeros(2), c=jnp.ones(2))
+    c1, _ = cell.step(p, c0, cell.project(p, jnp.zeros(1)))
+    # i = sigmoid(0) = 0.5, g = tanh(0) = 0, so c1 = f * c0
+    np.testing.assert_allclose(c1.c, sigmoid(3.0), rtol=1e-6)
+
+
+def test_gru_default_is_reset_after():
+    default, cho = jaxrnn.gru(3), jaxrnn.gru(3, reset_after=False)
+    pd, pc = default.init(jax.random.key(0), 2), cho.init(jax.random.key(0), 2)
+    assert pd.b_h is not None and pd.b_h.shape == (9,)
+    assert pc.b_h is None
+    # the default's step is the reset-after equation, not Cho's
+    params = random_params(default, seed=3, input_size=2)
+    carry = random_carry(default, params, (2,), seed=4)
+    x = np.random.default_rng(5).standard_normal((2, 2))
+    got, _ = default.step(to_jax(params), to_jax(carry), default.project(to_jax(params), x))
+    np.testing.assert_allclose(got.h, ref_step("gru", params, carry, x)[0].h, atol=2e-5)
+
+
+def test_initial_carry_is_zero_with_batch_shape():
+    for name, cell in CELLS.items():
+        p = cell.init(jax.random.key(0), F)
+        for shape in [(), (3,), (2, 3)]:
+            c = cell.initial_carry(p, shape)
+            for leaf in jax.tree_util.tree_leaves(c):
+                assert leaf.shape[:-1] == shape, name
+                assert not np.any(np.asarray(leaf)), name
+        assert cell.input_size(p) == F
+
+
+def test_fully_recurrent_outputs_are_designated_units():
+    """y_t is the first ``output_size`` units of the state; the rest are hidden."""
+    cell = jaxrnn.fully_recurrent(5, 2)
+    params = to_jax(random_params(cell, seed=1))
+    xp = cell.project(params, jnp.ones((3, F)))
+    c, y = cell.step(params, cell.initial_carry(params, (3,)), xp)
+    np.testing.assert_array_equal(y, c.h[:, :2])
+    assert c.h.shape == (3, 5)
