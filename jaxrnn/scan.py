@@ -124,6 +124,7 @@ def run(
     unroll: int = 1,
     remat: bool | int = False,
     hoist_projection: bool = False,
+    fused_gradient: bool = True,
 ) -> tuple[PyTree, Array]:
     """Run ``cell`` over a sequence.
 
@@ -144,6 +145,9 @@ def run(
         pass), bounding memory on long sequences to ``O(T/k + k)`` carries.
       hoist_projection: compute ``cell.project`` for all steps before the loop (one large product)
         instead of per step inside it. Which is faster is machine-dependent; see BENCHMARKS.md.
+      fused_gradient: take the fused sequence path (:mod:`jaxrnn.fused`, a custom VJP) when the
+        cell supports it. ``False`` forces the plain scan: forward-mode autodiff (``jax.jvp``,
+        ``jax.jacfwd``, ``jax.linearize``) needs it, as a custom VJP has no forward mode.
 
     Returns:
       ``(final_carry, ys)`` with ``ys`` of shape ``(B..., T, O)`` (or ``(T, B..., O)``). The final
@@ -158,6 +162,8 @@ def run(
         chunk = remat
     else:
         raise ValueError(f"remat: expected a bool or an int >= 1 (chunk size), got {remat!r}")
+    if not isinstance(fused_gradient, bool):
+        raise TypeError(f"fused_gradient: expected a bool, got {fused_gradient!r}")
     if lengths is not None:
         lengths = jnp.asarray(lengths)
     if carry is None:
@@ -223,7 +229,7 @@ def run(
 
         final, ys = jax.lax.scan(chunk_body, carry, chunked_in)
         ys = ys.reshape((T_run, *ys.shape[2:]))[:T]
-    elif fused.supported(cell):
+    elif fused_gradient and fused.supported(cell):
         # The cell exposes its step as recurrent product + update: the fused path computes the
         # same values, with a hand-written backward pass (see jaxrnn/fused.py).
         final, ys = fused.fused_scan(
