@@ -306,7 +306,7 @@ def fit(
       seed: shuffling seed (for a dict ``train_data``) and, without ``key``, the PRNG seed.
       key: base PRNG key for dropout (default ``jax.random.key(seed)``).
       monitor: quantity for early stopping and best-parameter tracking (default ``"val_loss"``
-        with validation data, else none).
+        with validation data, else ``"loss"`` when ``patience`` is set, else none).
       mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracy-like names).
       patience: stop after this many epochs without improvement (None: never stop early).
       min_delta: smallest change that counts as an improvement.
@@ -335,6 +335,8 @@ def fit(
                       argname="train_data")
     if monitor is None and val_data is not None:
         monitor = "val_loss"
+    elif monitor is None and patience is not None:
+        monitor = "loss"  # early stopping without validation data watches the training loss
     valid_names = {"loss", *(m.name for m in metrics)}
     if val_data is not None:
         valid_names |= {"val_" + n for n in list(valid_names)}
@@ -380,8 +382,8 @@ def fit(
     elif resume and verbose:
         print(f"no checkpoint in {checkpoint_dir}; starting fresh")
 
-    stopped_early = tracker.stopped
     plot_file = None
+    global_step = int(state.step)  # a host-side count, so the loop never waits on the device
     while it.epoch < epochs and not tracker.stopped:
         epoch = it.epoch
         n_batches = it.num_batches(epoch)
@@ -392,6 +394,7 @@ def fit(
         hit_max = False
         for batch in it:
             state, logs = train_step(state, batch)
+            global_step += 1
             acc = _accumulate(acc, logs)
             bar.update(1)
             now = time.perf_counter()
@@ -399,9 +402,9 @@ def fit(
                 bar.set_postfix_str(_fmt(_summarise(acc, metrics)))
                 last_refresh = now
             if checkpoint_dir is not None and checkpoint_every and \
-                    int(state.step) % checkpoint_every == 0 and it.batch_index < n_batches:
+                    global_step % checkpoint_every == 0 and it.batch_index < n_batches:
                 save()
-            if max_steps is not None and int(state.step) >= max_steps:
+            if max_steps is not None and global_step >= max_steps:
                 hit_max = True
                 break
         bar.close()
