@@ -229,3 +229,23 @@ def test_fit_bad_input(rng, tmp_path):
 
 def test_state_is_a_named_pytree():
     assert TrainState._fields == ("params", "opt_state", "step", "key")
+
+
+def test_bidirectional_summary_is_forward_last_and_backward_first(rng):
+    """A bidirectional stack summarises a padded sequence by the forward run's output at the
+    last valid step and the backward run's output at step 0, each computed here with
+    jaxrnn.run on the sequence alone."""
+    from jaxrnn.train.models import recurrent_stack
+
+    layer = recurrent_stack("gru", 3, bidirectional_=True, return_sequences=False)
+    params = layer.init(jax.random.key(0), 2)
+    xs = rng.normal(size=(2, 5, 2)).astype(np.float32)
+    lengths = np.array([5, 3], np.int32)
+    _, out = jax.jit(lambda p, x, n: layer.apply(p, x, lengths=n))(params, xs, lengths)
+    cell = jaxrnn.gru(3)
+    p_fw, p_bw = params[0].forward, params[0].backward
+    for b, n in enumerate(lengths):
+        seq = xs[b, :n]
+        _, y_fw = jaxrnn.run(cell, p_fw, seq)
+        _, y_bw = jaxrnn.run(cell, p_bw, seq[::-1])
+        np.testing.assert_allclose(out[b], np.concatenate([y_fw[-1], y_bw[-1]]), atol=1e-5)

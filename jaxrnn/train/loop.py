@@ -186,10 +186,12 @@ def predict(
 
 # --------------------------------------------------------------------------- plotting
 
-def plot_history(history: Mapping[str, list], path: str | os.PathLike, *, title: str = "") -> str:
+def plot_history(history: Mapping[str, list], path: str | os.PathLike, *, title: str = "",
+                 best_epoch: int | None = None) -> str:
     """Save learning curves as a PNG: one panel per quantity (``loss`` and each metric), the
-    training curve with its ``val_`` counterpart. Uses Matplotlib's Agg canvas directly (no
-    pyplot, no global backend change). Returns the path."""
+    training curve with its ``val_`` counterpart, and a dotted line at ``best_epoch`` (0-based)
+    if given. Uses Matplotlib's Agg canvas directly (no pyplot, no global backend change).
+    Returns the path."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -205,6 +207,8 @@ def plot_history(history: Mapping[str, list], path: str | os.PathLike, *, title:
             ys = history.get(key)
             if ys:
                 ax.plot(range(1, len(ys) + 1), ys, style, markersize=3, label=key)
+        if best_epoch is not None:
+            ax.axvline(best_epoch + 1, color="grey", linestyle=":", label="best epoch")
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.grid(alpha=0.3)
@@ -434,7 +438,7 @@ def fit(
         tqdm.write(f"early stopping: no improvement of {monitor} for {tracker.wait} epochs; "
                    f"best epoch {tracker.best_epoch + 1}")
     if plot_path is not None and history:
-        plot_file = plot_history(history, plot_path)
+        plot_file = plot_history(history, plot_path, best_epoch=tracker.best_epoch)
     final_params = best_params if (restore_best and best_params is not None) else state.params
     return FitResult(final_params, state, history, tracker.best_epoch, stopped_early, plot_file)
 

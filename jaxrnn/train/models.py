@@ -10,10 +10,12 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from jaxrnn.cells import elman, fully_recurrent, gru, jordan, lstm
 from jaxrnn.cells.base import Cell, check_positive_int
 from jaxrnn.layers import Layer, bidirectional, dense, dropout, recurrent, stacked
+from jaxrnn.scan import last_valid
 
 # Each factory takes the hidden size. Jordan and the fully recurrent net feed back an output of
 # their own; here it is as wide as the hidden layer (all units visible), so every cell exposes
@@ -52,18 +54,36 @@ def recurrent_stack(
     return_sequences: bool = True,
 ) -> Layer:
     """``layers`` recurrent layers of ``cell`` (each bidirectional, concatenated, if asked),
-    with dropout ``dropout_rate`` on the outputs passed between layers."""
+    with dropout ``dropout_rate`` on the outputs passed between layers.
+
+    With ``return_sequences=False`` the output is the summary of each sequence ``(B, O)``: the
+    last valid output; for a bidirectional stack, the forward direction's output at the last
+    valid step concatenated with the backward direction's output at step 0 (where it has read
+    the whole sequence), as Keras' ``Bidirectional`` does.
+    """
     check_positive_int(layers, "layers")
     if not isinstance(dropout_rate, (int, float)) or not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout: expected a float in [0, 1), got {dropout_rate!r}")
-    make_cell(cell, hidden)  # validate before building
+    width = make_cell(cell, hidden).output_size  # validates the name before building
     stack = []
     for _ in range(layers):
         if bidirectional_:
             stack.append(bidirectional(make_cell(cell, hidden)))
         else:
             stack.append(recurrent(make_cell(cell, hidden)))
-    return stacked(stack, between_dropout=float(dropout_rate), return_sequences=return_sequences)
+    if return_sequences or not bidirectional_:
+        return stacked(stack, between_dropout=float(dropout_rate),
+                       return_sequences=return_sequences)
+    seq = stacked(stack, between_dropout=float(dropout_rate), return_sequences=True)
+
+    def apply(params, xs, *, lengths=None, carry=None, key=None, deterministic=True):
+        final, ys = seq.apply(params, xs, lengths=lengths, carry=carry, key=key,
+                              deterministic=deterministic)
+        forward = last_valid(ys[..., :width], lengths)
+        backward = ys[..., 0, width:]
+        return final, jnp.concatenate([forward, backward], axis=-1)
+
+    return Layer(seq.init, apply, seq.output_size)
 
 
 class ClassifierParams(NamedTuple):
@@ -84,8 +104,9 @@ def sequence_classifier(
     """Recurrent stack -> last valid output -> dropout -> dense ``num_outputs`` logits.
 
     ``apply`` maps inputs ``(B, T, input_size)`` (with optional ``lengths (B,)``) to logits
-    ``(B, num_outputs)``. With ``bidirectional_`` the last valid output concatenates the forward
-    direction's last step with the backward direction's output at that step.
+    ``(B, num_outputs)``. With ``bidirectional_`` the summary concatenates the forward
+    direction's last valid output with the backward direction's output at step 0 (see
+    :func:`recurrent_stack`).
     """
     check_positive_int(input_size, "input_size")
     check_positive_int(num_outputs, "num_outputs")
