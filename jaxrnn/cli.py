@@ -137,7 +137,7 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
 
     mod = _task_module(task)
     helps = {
-        "train": "train a model on a task (default task: %s)" % DEFAULT_TASK,
+        "train": f"train a model on a task (default task: {DEFAULT_TASK})",
         "evaluate": "evaluate a trained model on a task's held-out data",
         "generate": "generate from a trained model (tasks that support it)",
     }

@@ -110,7 +110,7 @@ def test_position_save_and_restore_continues_on_the_same_batch():
     resumed.set_position(pos._asdict())
     got = [b["targets"] for b in resumed] + [b["targets"] for b in resumed]
     assert len(got) == len(rest) == 5
-    for a, b in zip(got, rest):
+    for a, b in zip(got, rest, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

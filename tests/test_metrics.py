@@ -83,7 +83,7 @@ def test_streaming_metric_over_unequal_batches_equals_whole_set(rng, name):
     sums = None
     for a, b in [(0, 3), (3, 8), (8, 10)]:
         s = metric.stats(out[a:b], tgt[a:b], None)
-        sums = s if sums is None else tuple(x + y for x, y in zip(sums, s))
+        sums = s if sums is None else tuple(x + y for x, y in zip(sums, s, strict=True))
     got = M.finalize((metric,), {name: sums})[name]
     np.testing.assert_allclose(got, float(direct(out, tgt)), rtol=2e-5)
 

@@ -89,7 +89,7 @@ class BatchIterator:
         self.buckets = None
         if bucket_boundaries is not None:
             b = [_check_int(x, "bucket_boundaries[i]", 1) for x in bucket_boundaries]
-            if not b or any(x >= y for x, y in zip(b, b[1:])):
+            if not b or any(x >= y for x, y in zip(b[:-1], b[1:], strict=True)):
                 raise ValueError(
                     f"bucket_boundaries: expected a non-empty increasing list, got {list(b)}"
                 )

@@ -24,7 +24,8 @@ def require(module: str, *, pip_name: str | None = None, extra: str = "data", pu
         who = f"{purpose} needs" if purpose else "this needs"
         raise MissingDependencyError(
             f"{who} the package {pip_name or module!r}, which is not installed ({e}). "
-            f'Install it with: pip install "jaxrnn[{extra}]"  (or: pip install {pip_name or module})'
+            f'Install it with: pip install "jaxrnn[{extra}]"  '
+            f"(or: pip install {pip_name or module})"
         ) from None
 
 

@@ -74,15 +74,6 @@ from jaxrnn.train.metrics import (
     perplexity,
     rmse,
 )
-from jaxrnn.train.tbptt import (
-    batchify,
-    chunk_objective,
-    evaluate_stream,
-    make_tbptt_step,
-    stream_chunks,
-    train_stream,
-    zeros_carry,
-)
 from jaxrnn.train.step import (
     TrainState,
     compile_step,
@@ -91,6 +82,15 @@ from jaxrnn.train.step import (
     make_optimizer,
     make_train_step,
     supervised_objective,
+)
+from jaxrnn.train.tbptt import (
+    batchify,
+    chunk_objective,
+    evaluate_stream,
+    make_tbptt_step,
+    stream_chunks,
+    train_stream,
+    zeros_carry,
 )
 
 __all__ = [

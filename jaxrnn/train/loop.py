@@ -331,7 +331,9 @@ def fit(
         raise ValueError(f"epochs: expected an int >= 0, got {epochs!r}")
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
                                          or checkpoint_every < 1):
-        raise ValueError(f"checkpoint_every: expected None or an int >= 1, got {checkpoint_every!r}")
+        raise ValueError(
+            f"checkpoint_every: expected None or an int >= 1, got {checkpoint_every!r}"
+        )
     if resume and checkpoint_dir is None:
         raise ValueError("resume: needs checkpoint_dir, got checkpoint_dir=None")
     metrics = get_metrics(metrics)

@@ -8,7 +8,8 @@ the per-element shape (padded steps excluded):
 * :func:`binary_accuracy` -- ``(logit > 0) == (label > 0.5)`` at every position, any shape.
 * :func:`bits_per_character` -- mean softmax cross-entropy in bits, :math:`\bar\ell / \ln 2`.
 * :func:`perplexity` -- :math:`\exp(\bar\ell)` with :math:`\bar\ell` in nats.
-* :func:`rmse` -- :math:`\sqrt{\overline{(\hat y - y)^2}}`; :func:`mae` -- :math:`\overline{|\hat y - y|}`.
+* :func:`rmse` -- :math:`\sqrt{\overline{(\hat y - y)^2}}`;
+  :func:`mae` -- :math:`\overline{|\hat y - y|}`.
 * :func:`nrmse` -- RMSE divided by the standard deviation of the (valid) targets, so predicting the
   targets' mean scores 1.
 

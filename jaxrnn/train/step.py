@@ -98,7 +98,9 @@ def make_optimizer(
     """
     lr = learning_rate
     if not callable(lr) and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0):
-        raise ValueError(f"learning_rate: expected a positive float or an optax schedule, got {lr!r}")
+        raise ValueError(
+            f"learning_rate: expected a positive float or an optax schedule, got {lr!r}"
+        )
     makers = {
         "adam": lambda: optax.adam(lr),
         "adamw": lambda: optax.adamw(lr, weight_decay=weight_decay),
