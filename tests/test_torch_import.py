@@ -1,0 +1,187 @@
+"""PyTorch weight import/export: jaxrnn with imported weights must reproduce nn.LSTM / nn.GRU /
+nn.RNN (outputs and final states within 1e-5), including packed padded batches."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import jaxrnn  # noqa: E402
+from jaxrnn.interop.torch import (  # noqa: E402
+    carry_from_torch,
+    final_state_to_torch,
+    from_torch,
+    params_from_state_dict,
+    to_state_dict,
+    to_torch,
+)
+
+F, H, B, T = 3, 8, 4, 7
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def _module(mode, num_layers, bidirectional, bias, batch_first, seed=0):
+    torch.manual_seed(seed)
+    kw = dict(num_layers=num_layers, bidirectional=bidirectional, bias=bias,
+              batch_first=batch_first)
+    if mode == "LSTM":
+        return torch.nn.LSTM(F, H, **kw)
+    if mode == "GRU":
+        return torch.nn.GRU(F, H, **kw)
+    return torch.nn.RNN(F, H, nonlinearity="tanh" if mode == "RNN_TANH" else "relu", **kw)
+
+
+def _np(t):
+    return t.detach().numpy()
+
+
+def _assert_states_close(ours, theirs):
+    if isinstance(theirs, tuple):  # LSTM: (h_n, c_n)
+        assert isinstance(ours, tuple) and len(ours) == 2
+        for a, b in zip(ours, theirs):
+            np.testing.assert_allclose(a, _np(b), **TOL)
+    else:
+        np.testing.assert_allclose(ours, _np(theirs), **TOL)
+
+
+CONFIGS = [
+    # mode, num_layers, bidirectional, bias, batch_first
+    ("LSTM", 2, True, True, False),
+    ("LSTM", 1, False, False, True),
+    ("GRU", 2, True, False, True),
+    ("GRU", 1, False, True, False),
+    ("RNN_TANH", 1, False, True, True),
+    ("RNN_RELU", 2, True, True, False),
+]
+
+
+@pytest.mark.parametrize("mode,num_layers,bidirectional,bias,batch_first", CONFIGS)
+def test_outputs_and_final_states_match_torch(mode, num_layers, bidirectional, bias, batch_first):
+    module = _module(mode, num_layers, bidirectional, bias, batch_first)
+    layer, params = from_torch(module)
+    D = 2 if bidirectional else 1
+    x = torch.randn((B, T, F) if batch_first else (T, B, F))
+    h0 = torch.randn(num_layers * D, B, H)
+    c0 = torch.randn(num_layers * D, B, H)
+    with torch.no_grad():
+        out, state = module(x, (h0, c0)) if mode == "LSTM" else module(x, h0)
+    carry0 = carry_from_torch(h0, c0 if mode == "LSTM" else None, num_layers=num_layers,
+                              bidirectional=bidirectional, mode=mode)
+    carry, ys = jax.jit(lambda p, xs, c: layer.apply(p, xs, carry=c))(
+        params, jnp.asarray(_np(x)), carry0
+    )
+    assert ys.shape == tuple(out.shape) == (*x.shape[:2], D * H)
+    np.testing.assert_allclose(ys, _np(out), **TOL)
+    _assert_states_close(final_state_to_torch(carry), state)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+def test_padded_batch_matches_pack_padded_sequence(mode):
+    module = _module(mode, 2, True, True, True, seed=1)
+    layer, params = from_torch(module)
+    x = torch.randn(B, T, F)
+    lengths = torch.tensor([T, 3, 1, 5])  # unsorted: enforce_sorted=False
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True,
+                                                     enforce_sorted=False)
+    with torch.no_grad():
+        out_packed, state = module(packed)
+    out, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed, batch_first=True, total_length=T)
+    # garbage in the padding must not matter to jaxrnn either
+    x_np = _np(x).copy()
+    for b, n in enumerate(lengths.tolist()):
+        x_np[b, n:] = 1e3
+    carry, ys = jax.jit(lambda p, xs, n: layer.apply(p, xs, lengths=n))(
+        params, jnp.asarray(x_np), jnp.asarray(lengths.numpy())
+    )
+    np.testing.assert_allclose(ys, _np(out), **TOL)
+    _assert_states_close(final_state_to_torch(carry), state)
+
+
+def _random_params(mode, num_layers, bidirectional, seed=2):
+    cell = {"LSTM": jaxrnn.lstm(H), "GRU": jaxrnn.gru(H), "RNN_TANH": jaxrnn.elman(H)}[mode]
+    make = (lambda: jaxrnn.bidirectional(cell)) if bidirectional else (lambda: cell)
+    params = jaxrnn.stacked([make() for _ in range(num_layers)]).init(jax.random.key(seed), F)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    return treedef.unflatten(  # non-zero biases everywhere
+        [a + 0.3 * jax.random.normal(k, a.shape) for k, a in zip(keys, leaves)]
+    )
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+def test_export_round_trip(mode):
+    params = _random_params(mode, 2, True)
+    module = to_torch(params, batch_first=True)
+    assert type(module).__name__ == {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN"}[mode]
+    assert module.num_layers == 2 and module.bidirectional
+
+    # the exported module computes what jaxrnn computes
+    layer = jaxrnn.stacked([jaxrnn.bidirectional(
+        {"LSTM": jaxrnn.lstm(H), "GRU": jaxrnn.gru(H), "RNN_TANH": jaxrnn.elman(H)}[mode]
+    )] * 2)
+    x = np.random.default_rng(0).normal(size=(B, T, F)).astype(np.float32)
+    _, ys = jax.jit(layer.apply)(params, jnp.asarray(x))
+    with torch.no_grad():
+        out, _ = module(torch.from_numpy(x))
+    np.testing.assert_allclose(ys, _np(out), **TOL)
+
+    # and importing it back gives the same parameters
+    _, back = from_torch(module)
+    for a, b in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(params)):
+        np.testing.assert_array_equal(a, b)
+
+    # torch -> jaxrnn -> torch: weights identical; the LSTM/RNN bias pair keeps its sum
+    sd = module.state_dict()
+    sd2 = to_state_dict(params_from_state_dict(sd, mode)[0])
+    assert sorted(sd2) == sorted(sd)
+    for k in sd:
+        if k.startswith("weight") or mode == "GRU":
+            np.testing.assert_array_equal(_np(sd2[k]), _np(sd[k]))
+    for k in (k for k in sd if k.startswith("bias_ih")):
+        k_hh = k.replace("bias_ih", "bias_hh")
+        np.testing.assert_allclose(_np(sd2[k]) + _np(sd2[k_hh]), _np(sd[k]) + _np(sd[k_hh]),
+                                   atol=1e-6)
+
+
+def test_export_without_bias():
+    params = _random_params("GRU", 1, False)
+    zeroed = tuple(p._replace(b=jnp.zeros_like(p.b), b_h=jnp.zeros_like(p.b_h)) for p in params)
+    module = to_torch(zeroed, bias=False)
+    assert "bias_ih_l0" not in module.state_dict()
+    _, back = from_torch(module)
+    np.testing.assert_array_equal(back[0].b_h, 0.0)
+    np.testing.assert_array_equal(back[0].w_h, params[0].w_h)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="proj_size"):
+        from_torch(torch.nn.LSTM(F, H, proj_size=4))
+    with pytest.raises(TypeError, match="module"):
+        from_torch(torch.nn.Linear(3, 4))
+    with pytest.raises(ValueError, match="mode"):  # nn.RNN's nonlinearity is not in its weights
+        params_from_state_dict(torch.nn.RNN(F, H).state_dict())
+    with pytest.raises(ValueError, match="mode"):
+        params_from_state_dict(torch.nn.GRU(F, H).state_dict(), mode="LSTM")
+    with pytest.raises(ValueError, match="state_dict"):
+        params_from_state_dict({"weight": torch.zeros(3)})
+    with pytest.raises(TypeError, match="state_dict"):
+        params_from_state_dict([1, 2])
+    peep = jaxrnn.lstm(H, peephole=True).init(jax.random.key(0), F)
+    with pytest.raises(ValueError, match="peephole"):
+        to_state_dict((peep,))
+    cho = jaxrnn.gru(H, reset_after=False).init(jax.random.key(0), F)
+    with pytest.raises(ValueError, match="reset_after"):
+        to_state_dict((cho,))
+    readout = jaxrnn.elman(H, output_size=2).init(jax.random.key(0), F)
+    with pytest.raises(ValueError, match="readout"):
+        to_state_dict((readout,))
+    with pytest.raises(ValueError, match="bias"):
+        to_state_dict(_random_params("LSTM", 1, False), bias=False)
+    with pytest.raises(TypeError, match="params"):
+        to_state_dict(({"w": 1},))
+    with pytest.raises(ValueError, match="h0"):
+        carry_from_torch(torch.zeros(3, B, H), num_layers=1, bidirectional=False, mode="GRU")
+    with pytest.raises(ValueError, match="c0"):
+        carry_from_torch(torch.zeros(1, B, H), num_layers=1, bidirectional=False, mode="LSTM")
