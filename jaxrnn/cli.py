@@ -130,8 +130,10 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     """The full parser; ``task`` selects whose options ``train``/``evaluate``/``generate``
     accept (default: the default task)."""
     task = task or DEFAULT_TASK
+    task_list = ", ".join(f"{t} (default)" if t == DEFAULT_TASK else t for t in TASKS)
     parser = argparse.ArgumentParser(
-        prog="jaxrnn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="jaxrnn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"tasks: {task_list}\ndemos: {', '.join(DEMOS)}",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 

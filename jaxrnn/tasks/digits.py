@@ -132,10 +132,10 @@ def train(args) -> dict:
                     metrics=["accuracy"])
     model_path = save_params(os.path.join(args.out, MODEL_FILE), result.params, config)
     seconds = time.perf_counter() - t0
+    print(f"model: {model_path}")
     print(f"test accuracy: {test['accuracy']:.4f} ({len(data['test']['targets'])} held-out "
           f"images; test loss {test['loss']:.4f}; {seconds:.0f} s)")
     print(f"learning curves: {result.plot_path}")
-    print(f"model: {model_path}")
     return {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
             "plot": result.plot_path, "model": model_path, "history": result.history,
             "seconds": seconds}
