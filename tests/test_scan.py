@@ -113,35 +113,51 @@ def test_run_default_carry_is_initial_carry(use_jit):
 
 # --------------------------------------------------------------------------- remat
 
-@pytest.mark.parametrize("name", CELL_NAMES)
-def test_remat_values_and_gradients_equal_plain(name):
-    """remat=True and remat=4 (T=7: a partial last chunk) change memory, not results: values and
-    gradients w.r.t. params, inputs and initial carry equal the un-rematerialised ones, with
-    lengths masking, in reverse (the forward direction's gradient is checked against finite
-    differences below, its remat values in the loop test)."""
+def _gradients_by_mode(name, modes):
+    """value_and_grad of a loss over ``run`` (reverse, lengths with a zero and a partial length,
+    T=7, a non-zero initial carry), w.r.t. params, inputs and carry, for each run mode."""
     cell = CELLS[name]
     params, xs, carry0, _, _ = _loop_reference(name)
     xs, carry0 = xs[0], _tree_index(carry0, 0)  # (3, T, F)
     lengths = jnp.array([T, 0, 4])
     w = jnp.asarray(np.random.default_rng(5).standard_normal((3, T, cell.output_size)))
 
-    def loss(p, x, c, remat):
-        final, ys = jaxrnn.run(cell, p, x, carry=c, lengths=lengths, remat=remat, reverse=True)
+    def loss(p, x, c, mode):
+        final, ys = jaxrnn.run(cell, p, x, carry=c, lengths=lengths, reverse=True, **mode)
         return jnp.sum(ys * w) + sum(jnp.sum(jnp.sin(l)) for l in jax.tree_util.tree_leaves(final))
 
     @jit_o0
     def all_modes(p, x, c):
-        return {
-            remat: jax.value_and_grad(loss, argnums=(0, 1, 2))(p, x, c, remat)
-            for remat in (False, True, 4)
-        }
+        return {k: jax.value_and_grad(loss, argnums=(0, 1, 2))(p, x, c, m)
+                for k, m in modes.items()}
 
     res = all_modes(params, xs, carry0)
-    for remat in (True, 4):
-        assert_trees_close(res[remat], res[False], atol=1e-5, rtol=1e-5)
-    # the gradient w.r.t. padded inputs is exactly zero (they never influence anything)
-    np.testing.assert_array_equal(res[4][1][1][1], 0.0)
-    np.testing.assert_array_equal(res[4][1][1][2, 4:], 0.0)
+    for k in modes:
+        # padded inputs never influence anything: their gradient is exactly zero
+        d_xs = res[k][1][1]
+        np.testing.assert_array_equal(d_xs[1], 0.0)
+        np.testing.assert_array_equal(d_xs[2, 4:], 0.0)
+    return res
+
+
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_remat_chunks_values_and_gradients_equal_default(name):
+    """remat=4 with T=7 (a partial last chunk, padded and masked internally) changes memory, not
+    results: values and gradients equal the default run's (the fused path where the cell has
+    one). Its forward values are also checked against the Python loop above."""
+    res = _gradients_by_mode(name, {"default": {}, "remat4": {"remat": 4}})
+    assert_trees_close(res["remat4"], res["default"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lstm_peephole", "jordan", "elman_readout", "gru"])
+def test_remat_step_and_plain_scan_gradients_equal_default(name):
+    """remat=True and the plain scan (fused_gradient=False) give the default's values and
+    gradients. Cell-agnostic engine code, so four cells with different carries and readouts."""
+    res = _gradients_by_mode(
+        name, {"default": {}, "plain": {"fused_gradient": False}, "remat": {"remat": True}}
+    )
+    for k in ("plain", "remat"):
+        assert_trees_close(res[k], res["default"], atol=1e-5, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- padding
@@ -316,3 +332,22 @@ def test_gradients_match_finite_differences(name):
 
         assert f(flat).dtype == jnp.float64
         check_grads(f, (flat,), order=1, modes=["rev"], eps=1e-6, atol=1e-6, rtol=1e-6)
+
+
+def test_forward_mode_autodiff_with_plain_scan():
+    """jax.jvp through ``run(..., fused_gradient=False)`` against finite differences (the fused
+    path is a custom VJP and has no forward mode)."""
+    cell = CELLS["lstm_peephole"]
+    params_np = random_params(cell, seed=61)
+    with jax.enable_x64(True):
+        args = to_jax((params_np, np.random.default_rng(62).standard_normal((2, 3, F))),
+                      jnp.float64)
+        flat, unravel = ravel_pytree(args)
+
+        @jax.jit
+        def f(theta):
+            p, x = unravel(theta)
+            out = jaxrnn.run(cell, p, x, lengths=jnp.array([3, 1]), fused_gradient=False)
+            return ravel_pytree(out)[0]
+
+        check_grads(f, (flat,), order=1, modes=["fwd"], eps=1e-6, atol=1e-6, rtol=1e-6)
