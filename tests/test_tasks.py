@@ -75,6 +75,20 @@ def test_forecast_prepare_keeps_periods_apart():
         forecast.prepare(s, window=20, horizon=12, test_fraction=0.2, val_fraction=0.1)
 
 
+def test_forecast_window_scaling_is_amplitude_invariant():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 7, 1))
+    xs, m, s = forecast.window_scale(x)
+    np.testing.assert_allclose(xs.mean(1), 0, atol=1e-12)
+    np.testing.assert_allclose(xs.std(1), 1, atol=1e-12)
+    np.testing.assert_allclose(m[:, None, :] + s[:, None, :] * xs, x)  # invertible
+    xs2, m2, s2 = forecast.window_scale(3.0 * x + 5.0)
+    np.testing.assert_allclose(xs2, xs, atol=1e-12)  # a taller, shifted cycle looks the same
+    np.testing.assert_allclose(s2, 3.0 * s)
+    flat = forecast.window_scale(np.ones((1, 5, 1)))[0]
+    np.testing.assert_array_equal(flat, 0)  # the floor avoids dividing by zero
+
+
 # --------------------------------------------------------------------------- memory
 
 def _memory_args(**kw):

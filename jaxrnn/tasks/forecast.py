@@ -28,10 +28,10 @@ import numpy as np
 
 DESCRIPTION = ("sunspots (yearly) and El Nino (monthly) from statsmodels: multi-step forecasts, "
                "RMSE vs persistence and seasonal-naive baselines, PNG of forecast vs truth")
-DEFAULTS = {"epochs": 300, "hidden": 32, "lr": 3e-3, "batch_size": 32}
+DEFAULTS = {"epochs": 300, "cell": "gru", "hidden": 32, "lr": 3e-3, "batch_size": 32}
 SERIES = ("sunspots", "elnino")
 # Window length W and horizon H per series (H = the seasonal period: one full cycle ahead).
-SETTINGS = {"sunspots": {"window": 33, "horizon": 11}, "elnino": {"window": 36, "horizon": 12}}
+SETTINGS = {"sunspots": {"window": 22, "horizon": 11}, "elnino": {"window": 36, "horizon": 12}}
 
 
 def add_arguments(parser) -> None:
@@ -39,13 +39,17 @@ def add_arguments(parser) -> None:
     g.add_argument("--series", choices=(*SERIES, "both"), default="both",
                    help="which series (default both, one model each)")
     g.add_argument("--window", type=int, default=None,
-                   help="input window W (default: 33 years / 36 months)")
+                   help="input window W (default: 22 years / 36 months)")
     g.add_argument("--horizon", type=int, default=None,
                    help="forecast horizon H <= the seasonal period (default 11 / 12)")
     g.add_argument("--test-fraction", type=float, default=0.2,
                    help="last fraction of the series used as the test period (default 0.2)")
     g.add_argument("--val-fraction", type=float, default=0.1,
                    help="fraction before the test period used for validation (default 0.1)")
+    g.add_argument("--scaling", choices=("window", "global"), default="window",
+                   help="window: each input window is standardised by its own mean and "
+                        "deviation, and the forecast scaled back (amplitude-invariant); "
+                        "global: by the training period's only (default window)")
     g.add_argument("--patience", type=int, default=40,
                    help="early stopping: epochs without validation improvement (default 40)")
     g.add_argument("--clip-norm", type=float, default=1.0,
@@ -108,6 +112,17 @@ def rmse(pred, truth) -> float:
     return float(np.sqrt(np.mean((np.asarray(pred, np.float64) - truth) ** 2)))
 
 
+def window_scale(x: np.ndarray, floor: float = 0.1):
+    """Standardise each window ``(n, W, 1)`` by its own mean ``m`` and deviation ``s`` (at
+    least ``floor``): returns ``((x - m) / s, m, s)`` with ``m, s`` of shape ``(n, 1)``. The
+    targets of a window are scaled by the same ``m, s`` and forecasts mapped back by
+    ``y = m + s * y'``, so a cycle twice as tall as any in training looks the same to the net
+    (the idea of reversible instance normalisation, Kim et al. 2022)."""
+    m = x.mean(axis=1)
+    s = np.maximum(x.std(axis=1), floor)
+    return (x - m[:, None, :]) / s[:, None, :], m, s
+
+
 # --------------------------------------------------------------------------- model
 
 def _model(config):
@@ -129,8 +144,12 @@ def _settings(name: str, args) -> tuple[int, int]:
     return window, horizon
 
 
-def prepare(series, window: int, horizon: int, test_fraction: float, val_fraction: float):
-    """Standardised train/val windows, the raw test origins and the scaling."""
+def prepare(series, window: int, horizon: int, test_fraction: float, val_fraction: float,
+            scaling: str = "window"):
+    """Standardised train/val windows (then scaled per window with ``scaling="window"``),
+    the raw test origins and the global scaling."""
+    if scaling not in ("window", "global"):
+        raise ValueError(f"scaling: expected 'window' or 'global', got {scaling!r}")
     y = series.values
     if horizon > series.period:
         raise ValueError(f"--horizon: expected <= the seasonal period {series.period} of "
@@ -147,21 +166,29 @@ def prepare(series, window: int, horizon: int, test_fraction: float, val_fractio
     test_origins = np.arange(test_start, len(y) - horizon + 1)
     x_tr, t_tr = make_windows(z, window, horizon, train_origins)
     x_va, t_va = make_windows(z, window, horizon, val_origins)
+    if scaling == "window":
+        (x_tr, m_tr, s_tr), (x_va, m_va, s_va) = window_scale(x_tr), window_scale(x_va)
+        t_tr, t_va = (t_tr - m_tr) / s_tr, (t_va - m_va) / s_va
     return {
         "train": {"inputs": x_tr, "targets": t_tr},
         "val": {"inputs": x_va, "targets": t_va},
         "test_origins": test_origins,
         "z": z, "mean": float(mean), "std": float(std),
-        "val_start": val_start, "test_start": test_start,
+        "val_start": val_start, "test_start": test_start, "scaling": scaling,
     }
 
 
-def forecast(model, params, z, origins, window, horizon, mean, std) -> np.ndarray:
+def forecast(model, params, z, origins, window, horizon, mean, std, scaling="window"
+             ) -> np.ndarray:
     """Forecasts ``(n, horizon)`` in the series' units for each origin."""
     from jaxrnn.train import predict
 
     x, _ = make_windows(z, window, horizon, origins)
-    return np.asarray(predict(model.apply, params, x), np.float64) * std + mean
+    m, s = 0.0, 1.0
+    if scaling == "window":
+        x, m, s = window_scale(x)
+    pred_z = np.asarray(predict(model.apply, params, x), np.float64) * s + m
+    return pred_z * std + mean
 
 
 def plot_forecasts(series, origins, pred, horizon, path, scores):
@@ -205,7 +232,7 @@ def _config(args, name, window, horizon) -> dict:
     return {"series": name, "cell": args.cell, "hidden": args.hidden, "layers": args.layers,
             "bidirectional": bool(args.bidirectional), "dropout": args.dropout,
             "window": window, "horizon": horizon, "test_fraction": args.test_fraction,
-            "val_fraction": args.val_fraction}
+            "val_fraction": args.val_fraction, "scaling": args.scaling}
 
 
 def _score(series, prep, pred, horizon) -> dict:
@@ -247,7 +274,8 @@ def train(args) -> dict:
     for name in names:
         series = load_series(name)
         window, horizon = _settings(name, args)
-        prep = prepare(series, window, horizon, args.test_fraction, args.val_fraction)
+        prep = prepare(series, window, horizon, args.test_fraction, args.val_fraction,
+                       args.scaling)
         config = _config(args, name, window, horizon)
         model = _model(config)
         print(f"{name}: {len(series.values)} values; train {len(prep['train']['targets'])} / "
@@ -264,7 +292,7 @@ def train(args) -> dict:
             plot_path=os.path.join(args.out, f"{name}_curves.png"),
         )
         pred = forecast(model, result.params, prep["z"], prep["test_origins"], window, horizon,
-                        prep["mean"], prep["std"])
+                        prep["mean"], prep["std"], args.scaling)
         scores = _score(series, prep, pred, horizon)
         _report(series, scores, horizon, len(prep["test_origins"]))
         plot = plot_forecasts(series, prep["test_origins"], pred, horizon,
@@ -292,9 +320,9 @@ def evaluate(args) -> dict:
         params = load_params(path, model.init(jax.random.key(0)))
         series = load_series(name)
         prep = prepare(series, config["window"], config["horizon"], config["test_fraction"],
-                       config["val_fraction"])
+                       config["val_fraction"], config["scaling"])
         pred = forecast(model, params, prep["z"], prep["test_origins"], config["window"],
-                        config["horizon"], config["mean"], config["std"])
+                        config["horizon"], config["mean"], config["std"], config["scaling"])
         scores = _score(series, prep, pred, config["horizon"])
         _report(series, scores, config["horizon"], len(prep["test_origins"]))
         out[name] = scores
