@@ -230,3 +230,10 @@ def test_params_file_round_trip(tmp_path):
         ck.load_params(path, make_params(hidden=5))
     with pytest.raises(FileNotFoundError, match="train first"):
         ck.load_params(tmp_path / "none.msgpack", p)
+
+
+def test_extra_target_that_was_not_saved(tmp_path):
+    ck.save_checkpoint(tmp_path, target(), extra={"note": "x"})
+    assert ck.load_checkpoint(tmp_path, target()).extra["note"] == "x"
+    with pytest.raises(ck.CheckpointError, match=r"extra\['best'\] was not saved"):
+        ck.load_checkpoint(tmp_path, target(), extra_target={"best": make_params()})

@@ -207,3 +207,15 @@ def test_missing_package_says_how_to_install():
     with pytest.raises(MissingDependencyError, match=r'pip install "jaxrnn\[data\]"'):
         require("surely_not_a_module_xyz", pip_name="surely-not", purpose="the test task")
     assert require("json").dumps([1]) == "[1]"
+
+
+def test_more_bad_input_paths():
+    with pytest.raises(ValueError, match="padding: expected 'pre' or 'post'"):
+        mask_from_lengths(np.array([1]), 3, padding="mid")
+    with pytest.raises(TypeError, match="lengths: expected integers"):
+        mask_from_lengths(np.array([1.5]), 3)
+    with pytest.raises(ValueError, match="max_size: expected None or an int >= 3"):
+        char_vocab(["abc"], max_size=2)
+    with pytest.raises(ValueError, match="time_keys: 'nope' is not an array of rank >= 2"):
+        BatchIterator({**toy(4), "lengths": np.ones(4, int)}, 2, bucket_boundaries=[2],
+                      time_keys=["nope"])

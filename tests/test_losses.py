@@ -145,3 +145,8 @@ def test_labels_of_wrong_dtype():
 def test_unknown_loss_name():
     with pytest.raises(ValueError, match="loss: expected a callable or one of"):
         L.get_loss("hinge")
+
+
+def test_scalar_logits_are_rejected():
+    with pytest.raises(ValueError, match=r"logits: expected rank >= 1 \(..., C\), got shape \(\)"):
+        L.softmax_cross_entropy(jnp.float32(1.0), jnp.int32(0))

@@ -160,3 +160,10 @@ def test_stream_utilities_bad_input():
         tbptt.stream_chunks({"inputs": np.zeros((2, 8, 1)), "targets": np.zeros((2, 7))}, 4)
     with pytest.raises(TypeError, match="optimizer: expected an optax"):
         tbptt.make_tbptt_step(apply, "mse", None)
+
+
+def test_tbptt_step_rejects_a_bad_state(setup):
+    params, xs, ys = setup
+    step = tbptt.make_tbptt_step(apply, "mse", optax.sgd(0.1))
+    with pytest.raises(TypeError, match="state: expected a TrainState"):
+        step(params, None, {"inputs": xs[:, :K], "targets": ys[:, :K]})

@@ -249,3 +249,33 @@ def test_bidirectional_summary_is_forward_last_and_backward_first(rng):
         _, y_fw = jaxrnn.run(cell, p_fw, seq)
         _, y_bw = jaxrnn.run(cell, p_bw, seq[::-1])
         np.testing.assert_allclose(out[b], np.concatenate([y_fw[-1], y_bw[-1]]), atol=1e-5)
+
+
+def test_more_bad_input_paths(rng, tmp_path):
+    from jaxrnn.train.models import recurrent_stack, sequence_classifier
+
+    x, y, params = linear_data(rng)
+    data = {"inputs": x, "targets": y}
+    with pytest.raises(TypeError, match="optimizer: expected an optax.GradientTransformation"):
+        init_train_state(params, "adam", 0)
+    with pytest.raises(TypeError, match="apply_fn: expected a callable model apply"):
+        make_train_step(None, "mse", optax.sgd(0.1))
+    with pytest.raises(ValueError, match="checkpoint_every: expected None or an int >= 1"):
+        train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, batch_size=4,
+                  checkpoint_every=0)
+    with pytest.raises(ValueError, match="mode: expected 'min', 'max' or 'auto'"):
+        train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, batch_size=4,
+                  mode="up")
+    with pytest.raises(TypeError, match="val_data: expected a dict of arrays"):
+        train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, batch_size=4,
+                  val_data=[x, y], progress=False, verbose=False)
+    with pytest.raises(ValueError, match="history: nothing to plot"):
+        train.plot_history({"epoch_time": [1.0]}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="cell: expected one of"):
+        recurrent_stack("transformer", 4)
+    with pytest.raises(ValueError, match=r"dropout: expected a float in \[0, 1\), got 1.0"):
+        recurrent_stack("gru", 4, dropout_rate=1.0)
+    with pytest.raises(ValueError, match="layers: expected a positive int, got 0"):
+        recurrent_stack("gru", 4, layers=0)
+    with pytest.raises(ValueError, match="num_outputs: expected a positive int"):
+        sequence_classifier(3, 0)
