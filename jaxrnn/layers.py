@@ -8,6 +8,7 @@ Every layer is batch-major: ``xs`` is ``(B..., T, F)``.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -29,7 +30,8 @@ class Layer(NamedTuple):
 
 
 def _check_rate(rate, argname):
-    if not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+    # numbers.Real also admits NumPy scalars; bool is an int but never a meaningful rate
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
         raise ValueError(f"{argname}: expected a float in [0, 1), got {rate!r}")
     return float(rate)
 
@@ -37,6 +39,8 @@ def _check_rate(rate, argname):
 def dropout(x: Array, rate: float, key, *, deterministic: bool, broadcast_dims=()) -> Array:
     """Inverted dropout; identity when ``deterministic`` or ``rate == 0``. ``broadcast_dims``
     share one mask along those axes (e.g. the time axis for a per-sequence mask)."""
+    if not isinstance(rate, jax.core.Tracer):
+        rate = _check_rate(rate, "rate")
     if deterministic or rate == 0.0:
         return x
     if key is None:
@@ -196,7 +200,7 @@ def stacked(
     def init(key, input_size):
         keys = jax.random.split(key, len(layers))
         params, size = [], input_size
-        for k, l in zip(keys, layers):
+        for k, l in zip(keys, layers, strict=True):
             params.append(l.init(k, size))
             size = l.output_size
         return tuple(params)
@@ -207,9 +211,11 @@ def stacked(
         keys = [None] * (2 * len(layers))
         if key is not None:
             keys = list(jax.random.split(key, 2 * len(layers)))
+        if carry is not None and len(carry) != len(layers):
+            raise ValueError(f"carry: expected {len(layers)} layer carries, got {len(carry)}")
         carries = [None] * len(layers) if carry is None else list(carry)
         finals, h = [], xs
-        for i, (l, p) in enumerate(zip(layers, params)):
+        for i, (l, p) in enumerate(zip(layers, params, strict=True)):
             if i > 0:
                 h = dropout(h, p_between, keys[2 * i + 1], deterministic=deterministic)
             c, h = l.apply(
