@@ -8,7 +8,6 @@ sequence's own length, unrolling and rematerialisation.
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,7 +77,8 @@ def validate_inputs(cell: Cell, params: PyTree, xs, carry, lengths, time_major: 
             raise ValueError(
                 f"carry: expected structure {exp_def} for cell {cell.name!r}, got {got_def}"
             )
-        for e, g in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(carry)):
+        leaves = jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(carry)
+        for e, g in zip(*leaves, strict=True):
             if tuple(np.shape(g)) != tuple(e.shape):
                 raise ValueError(
                     f"carry: expected shapes {_shape_str(expected)}, got {_shape_str(carry)}"
