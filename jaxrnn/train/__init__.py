@@ -14,25 +14,35 @@ Protocols (stable; the tasks build on them)
 ``lengths`` is the model's business (the scan engine freezes the carry past them); ``mask`` is
 the loss's (mean over valid elements). A per-step task over padded sequences passes both
 (``mask = jaxrnn.data.mask_from_lengths(lengths, T)``). Other keys are carried along untouched.
+Losses of batches are combined weighted by ``mask.sum()`` (else by ``B``), so give per-step
+targets a mask when batches differ in length (bucketing) and the averages stay exact.
 
 **Model**: a pure function
 ``apply(params, inputs, *, lengths=None, key=None, deterministic=True) -> outputs``;
 ``key`` is a PRNG key for dropout (None when ``deterministic``). Parameters are any pytree.
 Build models from :mod:`jaxrnn.layers` (``stacked``, ``bidirectional``, ``dense``,
-``embedding``).
+``embedding``); :mod:`jaxrnn.train.models` builds them from the CLI's options (``make_cell``,
+``recurrent_stack``, ``sequence_classifier``).
 
 **Loss**: ``loss(outputs, targets, mask=None) -> scalar`` (see :mod:`jaxrnn.train.losses`; names
 ``"mse"``, ``"binary_cross_entropy_with_logits"``, ``"softmax_cross_entropy"`` work too).
 
 **Metric**: :class:`~jaxrnn.train.metrics.Metric` ``(name, stats, result)``, or a name:
-``"accuracy"``, ``"bpc"``, ``"perplexity"``, ``"rmse"``, ``"mae"``, ``"nrmse"``.
+``"accuracy"``, ``"binary_accuracy"``, ``"bpc"``, ``"perplexity"``, ``"rmse"``, ``"mae"``,
+``"nrmse"``.
 
 **Objective** (escape hatch for anything not ``loss(apply(...), targets)``):
 ``objective(params, batch, key, deterministic) -> (loss, outputs)``, passed as ``objective=``
 with ``apply_fn=None``.
 
 **Stateful model** (truncated BPTT, :mod:`jaxrnn.train.tbptt`):
-``apply(params, inputs, *, carry, key=None, deterministic=True) -> (new_carry, outputs)``.
+``apply(params, inputs, *, carry, key=None, deterministic=True) -> (new_carry, outputs)``;
+``make_tbptt_step``, ``train_stream`` and ``evaluate_stream`` run it over ``batchify``-ed streams.
+
+**Checkpoints** (:mod:`jaxrnn.train.checkpoint`): ``save_checkpoint(dir, state,
+data_position=..., extra=...)`` / ``load_checkpoint(dir, target_state)`` for resumable training
+(``fit(..., checkpoint_dir=..., resume=True)`` does this itself); ``save_params(path, params,
+config)`` / ``load_params(path, target)`` for a trained model and the config to rebuild it.
 
 Typical use::
 
