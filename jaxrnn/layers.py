@@ -165,6 +165,8 @@ def bidirectional(
         kf = kb = None
         if key is not None:
             kf, kb = jax.random.split(key)
+        if carry is not None and len(carry) != 2:
+            raise ValueError(f"carry: expected a (forward, backward) pair, got {len(carry)} items")
         cf, cb = (None, None) if carry is None else carry
         carry_f, yf = fw.apply(
             params.forward, xs, lengths=lengths, carry=cf, key=kf, deterministic=deterministic

@@ -83,6 +83,12 @@ def validate_inputs(cell: Cell, params: PyTree, xs, carry, lengths, time_major: 
                 raise ValueError(
                     f"carry: expected shapes {_shape_str(expected)}, got {_shape_str(carry)}"
                 )
+            # an integer carry would silently truncate every step's state (the steps cast to it)
+            g_dtype = jnp.result_type(g)
+            if jnp.issubdtype(e.dtype, jnp.floating) and not jnp.issubdtype(g_dtype, jnp.floating):
+                raise TypeError(
+                    f"carry: expected floating-point leaves ({e.dtype}), got dtype {g_dtype}"
+                )
     return batch_shape, T
 
 
@@ -162,8 +168,10 @@ def run(
         chunk = remat
     else:
         raise ValueError(f"remat: expected a bool or an int >= 1 (chunk size), got {remat!r}")
-    if not isinstance(fused_gradient, bool):
-        raise TypeError(f"fused_gradient: expected a bool, got {fused_gradient!r}")
+    for name, flag in (("reverse", reverse), ("time_major", time_major),
+                       ("hoist_projection", hoist_projection), ("fused_gradient", fused_gradient)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name}: expected a bool, got {flag!r}")
     if lengths is not None:
         lengths = jnp.asarray(lengths)
     if carry is None:
