@@ -292,6 +292,7 @@ def fit(
     plot_path: str | os.PathLike | None = None,
     objective: Callable | None = None,
     donate: bool = True,
+    data_parallel=None,
 ) -> FitResult:
     """Train ``params`` with the compiled step of :func:`~jaxrnn.train.make_train_step`.
 
@@ -323,6 +324,9 @@ def fit(
       plot_path: save the learning curves here as PNG at the end.
       objective: a full objective instead of ``apply_fn``/``loss`` (see ``make_train_step``).
       donate: donate state buffers in the train step.
+      data_parallel: split every batch over devices, parameters replicated: True (all
+        devices), a device count or a ``jax.sharding.Mesh`` (see :mod:`jaxrnn.parallel`;
+        ``batch_size`` should divide by the device count).
 
     Returns:
       A :class:`FitResult`.
@@ -354,9 +358,9 @@ def fit(
     state = init_train_state(params, optimizer,
                              jax.random.key(seed) if key is None else key)
     train_step = make_train_step(apply_fn, loss, optimizer, metrics=metrics, objective=objective,
-                                 donate=donate)
-    eval_step = make_eval_step(apply_fn, loss, metrics=metrics, objective=objective) \
-        if val_data is not None else None
+                                 donate=donate, data_parallel=data_parallel)
+    eval_step = make_eval_step(apply_fn, loss, metrics=metrics, objective=objective,
+                               data_parallel=data_parallel) if val_data is not None else None
     history: dict[str, list] = {}
     best_params = None
     acc = None  # running sums of the current epoch

@@ -174,13 +174,22 @@ def batch_weight(outputs, batch) -> Array:
 
 # --------------------------------------------------------------------------- compilation hook
 
-def compile_step(fn: Callable, *, donate_argnums: tuple[int, ...] = ()):
+def compile_step(fn: Callable, *, donate_argnums: tuple[int, ...] = (), data_parallel=None):
     """``jax.jit`` one step function.
 
     Every train and eval step of :mod:`jaxrnn.train` is compiled here and nowhere else, so this
     is the hook point for placement and sharding (e.g. data parallelism: the batch argument split
     along its leading axis over a device mesh, the state replicated).
+
+    ``data_parallel``: None (single device, unless :func:`jaxrnn.parallel.use_data_parallel`
+    is active), True (all devices), a device count or a ``jax.sharding.Mesh``; see
+    :func:`jaxrnn.parallel.data_parallel_jit`.
     """
+    from jaxrnn.parallel import data_parallel_jit, resolve_mesh
+
+    mesh = resolve_mesh(data_parallel)
+    if mesh is not None:
+        return data_parallel_jit(fn, mesh, donate_argnums=donate_argnums)
     return jax.jit(fn, donate_argnums=donate_argnums)
 
 
@@ -195,6 +204,7 @@ def make_train_step(
     objective: Callable | None = None,
     donate: bool = True,
     jit: bool = True,
+    data_parallel=None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """Build ``step(state, batch) -> (new_state, logs)``.
 
@@ -210,6 +220,7 @@ def make_train_step(
         ``objective(params, batch, key, deterministic) -> (loss, outputs)``.
       donate: donate the old state's buffers to the new one (``state`` must not be reused).
       jit: compile with :func:`compile_step` (False: eager, for debugging).
+      data_parallel: split each batch over devices (see :func:`compile_step`).
 
     Returns:
       ``step``; ``logs`` has ``loss`` (scalar), ``grad_norm`` (global L2 norm before clipping),
@@ -238,7 +249,8 @@ def make_train_step(
         }
         return TrainState(params, opt_state, state.step + 1, state.key), logs
 
-    compiled = compile_step(step, donate_argnums=(0,) if donate else ()) if jit else step
+    compiled = compile_step(step, donate_argnums=(0,) if donate else (),
+                            data_parallel=data_parallel) if jit else step
 
     def checked_step(state, batch):
         if not isinstance(state, TrainState):
@@ -259,6 +271,7 @@ def make_eval_step(
     metrics=(),
     objective: Callable | None = None,
     jit: bool = True,
+    data_parallel=None,
 ) -> Callable[[PyTree, Batch], dict]:
     """Build ``eval_step(params, batch) -> logs`` (deterministic, no key): ``loss``, ``weight``,
     ``stats`` as in :func:`make_train_step`, plus ``outputs``."""
@@ -275,7 +288,7 @@ def make_eval_step(
             "outputs": outputs,
         }
 
-    compiled = compile_step(step) if jit else step
+    compiled = compile_step(step, data_parallel=data_parallel) if jit else step
 
     def checked_step(params, batch):
         check_batch(batch)

@@ -1,0 +1,196 @@
+"""Data parallelism with JAX's own sharding: a 1-D device mesh over the batch axis, the batch split
+along its leading axis, parameters and optimiser state replicated.
+
+One train step on ``n`` devices computes what it computes on one: each device runs the model on
+``B / n`` examples; the mean loss and its gradient are reductions over the sharded batch axis,
+which XLA (GSPMD) turns into all-reduces, so every device ends the step with the same replicated
+parameters. Results equal the single-device run up to the order of floating-point sums.
+
+    >>> import jaxrnn.parallel as par
+    >>> mesh = par.make_mesh()                       # all devices, axis "batch"
+    >>> step = par.data_parallel_jit(step_fn, mesh)  # step_fn(state, batch) -> (state, logs)
+    >>> # or simply: jaxrnn.train.fit(..., data_parallel=True)  /  jaxrnn train --data-parallel
+
+Several simulated devices on one CPU (for tests): set
+``XLA_FLAGS=--xla_force_host_platform_device_count=8`` in the environment *before* JAX
+initialises (before the first ``import jax`` that touches a device).
+
+Several hosts
+-------------
+Run the same program on every host and, first thing, connect them::
+
+    import jax
+    jax.distributed.initialize(
+        coordinator_address="10.0.0.1:1234",  # host 0's address, any free port
+        num_processes=4,                      # number of hosts
+        process_id=int(os.environ["HOST_ID"]),  # 0 .. num_processes - 1
+    )  # on Cloud TPU, SLURM and Open MPI the arguments are detected: jax.distributed.initialize()
+
+After that ``jax.devices()`` lists the devices of *all* hosts, so :func:`make_mesh` spans them,
+while each host still loads only its own part of the data: every host passes its *local* batch
+(the global batch divided by ``jax.process_count()``, e.g. a ``BatchIterator`` over a per-host
+shard of the data set, with the same batch size and seed everywhere) and :func:`shard_batch`
+assembles the global array with ``jax.make_array_from_process_local_data``. Parameters are
+initialised from the same seed on every host; :func:`replicate` places them. Checkpoints should be
+written by ``jax.process_index() == 0`` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+PyTree = Any
+BATCH_AXIS = "batch"
+
+# The mesh used by compile_step when no data_parallel argument is given; set by
+# use_data_parallel (the CLI's --data-parallel flag), None means single device.
+_DEFAULT_MESH: Mesh | None = None
+
+
+def make_mesh(num_devices: int | None = None, *, devices=None,
+              axis_name: str = BATCH_AXIS) -> Mesh:
+    """A 1-D mesh over ``num_devices`` devices (default: all of ``jax.devices()``)."""
+    devices = list(jax.devices() if devices is None else devices)
+    if num_devices is not None:
+        if isinstance(num_devices, bool) or not isinstance(num_devices, int) or num_devices < 1:
+            raise ValueError(f"num_devices: expected a positive int or None, got {num_devices!r}")
+        if num_devices > len(devices):
+            raise ValueError(
+                f"num_devices: expected at most the {len(devices)} available device(s), got "
+                f"{num_devices} (simulate more on CPU with "
+                f"XLA_FLAGS=--xla_force_host_platform_device_count=N before importing jax)"
+            )
+        devices = devices[:num_devices]
+    return Mesh(np.asarray(devices), (axis_name,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over the mesh's axis, other axes whole."""
+    return NamedSharding(mesh, P(mesh.axis_names[0]))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+    """A full copy on every device of the mesh."""
+    return NamedSharding(mesh, P())
+
+
+def _check_divisible(tree, n: int, argname: str) -> None:
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        shape = np.shape(leaf)
+        if not shape or shape[0] % n:
+            where = jax.tree_util.keystr(path)
+            raise ValueError(
+                f"{argname}{where}: the leading (batch) axis must divide evenly over {n} "
+                f"device(s), got shape {tuple(shape)}"
+            )
+
+
+def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
+    """Place every leaf of ``batch`` with its leading axis split over the mesh.
+
+    With one process the leaves are the global batch (leading axis divisible by the number of
+    devices). With several processes (after ``jax.distributed.initialize``) each process passes
+    its local part and the global array is assembled from all of them.
+    """
+    sharding = batch_sharding(mesh)
+    if jax.process_count() > 1:
+        _check_divisible(batch, jax.local_device_count(), "batch")
+        return jax.tree_util.tree_map(
+            lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch
+        )
+    _check_divisible(batch, mesh.devices.size, "batch")
+    return jax.device_put(batch, sharding)
+
+
+def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
+    """A copy of ``tree`` on every device of the mesh (parameters, optimiser state, keys)."""
+    return jax.device_put(tree, replicated_sharding(mesh))
+
+
+def resolve_mesh(data_parallel) -> Mesh | None:
+    """``data_parallel`` as accepted by the training functions -> a mesh or None.
+
+    ``None``: the mesh set by :func:`use_data_parallel` if any, else single device;
+    ``False``: single device; ``True``: all devices; an int ``n``: the first ``n`` devices;
+    a :class:`jax.sharding.Mesh`: that mesh (its first axis is the batch axis).
+    """
+    if data_parallel is None:
+        return _DEFAULT_MESH
+    if data_parallel is False:
+        return None
+    if data_parallel is True:
+        return make_mesh()
+    if isinstance(data_parallel, Mesh):
+        return data_parallel
+    if isinstance(data_parallel, int):
+        return make_mesh(data_parallel)
+    raise TypeError(
+        f"data_parallel: expected None, a bool, a number of devices or a jax.sharding.Mesh, "
+        f"got {data_parallel!r}"
+    )
+
+
+@contextlib.contextmanager
+def use_data_parallel(data_parallel) -> Iterator[Mesh | None]:
+    """Within the block, steps compiled by :func:`jaxrnn.train.compile_step` without an explicit
+    ``data_parallel`` are data parallel over ``resolve_mesh(data_parallel)`` (how the CLI's
+    ``--data-parallel`` reaches every task's training loop)."""
+    global _DEFAULT_MESH
+    previous = _DEFAULT_MESH
+    _DEFAULT_MESH = None if data_parallel is None else resolve_mesh(data_parallel)
+    try:
+        yield _DEFAULT_MESH
+    finally:
+        _DEFAULT_MESH = previous
+
+
+def data_parallel_jit(fn: Callable, mesh: Mesh, *, donate_argnums: tuple[int, ...] = (),
+                      batch_argnums: tuple[int, ...] = (-1,)):
+    """Compile ``fn`` data parallel over ``mesh``: the arguments at ``batch_argnums`` (default:
+    the last one, the batch of a ``step(state, batch)`` or ``step(state, carry, batch)``) are split
+    along their leading axis, every other argument is replicated, and XLA propagates the
+    placement through the step (gradients of a mean over the sharded batch become all-reduces,
+    so updated parameters come out replicated).
+
+    A batch whose leading axis does not divide over the devices (e.g. the last, smaller
+    evaluation batch) runs replicated instead: same result, no speed-up.
+    """
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh: expected a jax.sharding.Mesh (see make_mesh), got {mesh!r}")
+    compiled = jax.jit(fn, donate_argnums=donate_argnums)
+    n = mesh.devices.size
+
+    def call(*args):
+        batch_idx = {i % len(args) for i in batch_argnums}
+        placed = []
+        for i, a in enumerate(args):
+            leaves = jax.tree_util.tree_leaves(a)
+            if i in batch_idx and leaves and all(
+                    np.ndim(x) and np.shape(x)[0] % n == 0 for x in leaves):
+                placed.append(shard_batch(a, mesh))
+            else:
+                placed.append(replicate(a, mesh))
+        return compiled(*placed)
+
+    call.mesh = mesh
+    return call
+
+
+__all__ = [
+    "BATCH_AXIS",
+    "make_mesh",
+    "batch_sharding",
+    "replicated_sharding",
+    "shard_batch",
+    "replicate",
+    "resolve_mesh",
+    "use_data_parallel",
+    "data_parallel_jit",
+]
