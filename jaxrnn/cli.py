@@ -39,6 +39,7 @@ COMMON_DEFAULTS = {
     "resume": False,
     "out": None,
     "progress": True,
+    "data_parallel": None,
 }
 
 
@@ -109,6 +110,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: runs/TASK)")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                    help="no progress bar")
+    g.add_argument("--data-parallel", type=non_negative_int, nargs="?", const=0, metavar="N",
+                   help="split each batch over N devices, parameters replicated (no N or 0: "
+                        "all devices; see jaxrnn.parallel)")
 
 
 def _task_module(name: str):
@@ -193,8 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jaxrnn {args.command}: error: the task {args.task!r} has no {args.command!r}; "
               f"tasks that do: {', '.join(supported) or 'none'}", file=sys.stderr)
         return 2
+    from jaxrnn.parallel import use_data_parallel
+
+    dp = args.data_parallel
     try:
-        fn(args)
+        with use_data_parallel(None if dp is None else (dp or True)):
+            fn(args)
     except MissingDependencyError as e:
         print(f"jaxrnn {args.command}: error: {e}", file=sys.stderr)
         return 2

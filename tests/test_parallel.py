@@ -138,3 +138,14 @@ def test_bad_input():
     with parallel.use_data_parallel(1) as m:
         assert parallel.resolve_mesh(None) is m and m.devices.size == 1
     assert parallel.resolve_mesh(None) is None
+
+
+def test_cli_flag_parses():
+    from jaxrnn.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train"]).data_parallel is None
+    assert parser.parse_args(["train", "--data-parallel"]).data_parallel == 0  # all devices
+    assert parser.parse_args(["train", "--data-parallel", "4"]).data_parallel == 4
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--data-parallel", "-1"])
