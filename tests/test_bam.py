@@ -1,5 +1,6 @@
 """Bidirectional associative memory against NumPy float64 loops, stability and energy."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -49,7 +50,7 @@ def test_recall_matches_numpy_loop_and_energy_never_increases(rng):
     xs, ys = bipolar(rng, (P, n)), bipolar(rng, (P, m))
     w = bam.store(jnp.asarray(xs), jnp.asarray(ys))
     cues = bipolar(rng, (6, n))
-    r = bam.recall(w, x=jnp.asarray(cues), max_steps=10)
+    r = jax.tree_util.tree_map(np.asarray, bam.recall(w, x=jnp.asarray(cues), max_steps=10))
     wn = np.asarray(w, np.float64)
     for b in range(6):
         x = cues[b].astype(np.float64)

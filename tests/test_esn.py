@@ -11,6 +11,11 @@ from jaxrnn.classic import esn
 from jaxrnn.classic.mackey_glass import mackey_glass
 
 
+def init(cell, key, F):
+    """``cell.init`` compiled once (eager init would compile each small op separately)."""
+    return jax.jit(cell.init, static_argnums=1)(key, F)
+
+
 @pytest.mark.parametrize("H,density,rho", [(50, 0.2, 0.9), (30, 1.0, 1.25)])
 def test_spectral_radius_within_one_percent(H, density, rho):
     cell = esn.reservoir(H, density=density, spectral_radius=rho)
@@ -19,6 +24,8 @@ def test_spectral_radius_within_one_percent(H, density, rho):
     assert abs(got - rho) / rho < 0.01
     nonzero = np.mean(np.asarray(params.w) != 0)
     assert abs(nonzero - density) < 0.1  # the requested sparsity, up to sampling noise
+    if H != 50:
+        return
     # also under jit (the radius is computed through a host callback)
     params_j = jax.jit(cell.init, static_argnums=1)(jax.random.key(3), 2)
     np.testing.assert_allclose(params_j.w, params.w, rtol=1e-6, atol=1e-7)
@@ -28,11 +35,11 @@ def test_step_matches_numpy_equations(rng):
     H, F, O, a = 12, 3, 2, 0.3
     cell = esn.reservoir(H, density=0.5, spectral_radius=0.8, leak_rate=a, bias_scaling=0.5,
                          feedback_size=O, input_scaling=0.7)
-    p = cell.init(jax.random.key(0), F)
+    p = init(cell, jax.random.key(0), F)
     T = 7
     u = rng.normal(size=(T, F)).astype(np.float32)
     teach = rng.normal(size=(T, O)).astype(np.float32)
-    _, states = esn.drive(cell, p, jnp.asarray(u), teacher=jnp.asarray(teach))
+    _, states = jax.jit(lambda p, u, y: esn.drive(cell, p, u, teacher=y))(p, u, teach)
 
     w_in, w, b, w_fb = (np.asarray(t, np.float64) for t in (p.w_in, p.w, p.b, p.w_fb))
     x = np.zeros(H)
@@ -49,7 +56,7 @@ def test_step_matches_numpy_equations(rng):
 
 def test_reservoir_is_a_cell_on_the_common_engine(rng):
     cell = esn.reservoir(16, density=0.3)
-    p = cell.init(jax.random.key(1), 2)
+    p = init(cell, jax.random.key(1), 2)
     xs = jnp.asarray(rng.normal(size=(3, 9, 2)).astype(np.float32))
     carry, ys = jaxrnn.run(cell, p, xs, lengths=jnp.array([9, 4, 0]))
     assert ys.shape == (3, 9, 16)
@@ -59,12 +66,12 @@ def test_reservoir_is_a_cell_on_the_common_engine(rng):
 
 def test_echo_state_property_forgets_initial_state(rng):
     cell = esn.reservoir(60, density=0.2, spectral_radius=0.8, input_scaling=0.5)
-    p = cell.init(jax.random.key(2), 1)
+    p = init(cell, jax.random.key(2), 1)
     u = jnp.asarray(rng.uniform(-1, 1, size=(300, 1)).astype(np.float32))
     c1 = esn.ReservoirState(jnp.asarray(rng.uniform(-1, 1, 60).astype(np.float32)))
     c2 = esn.ReservoirState(jnp.asarray(rng.uniform(-1, 1, 60).astype(np.float32)))
-    _, s1 = esn.drive(cell, p, u, carry=c1)
-    _, s2 = esn.drive(cell, p, u, carry=c2)
+    run = jax.jit(lambda p, u, c: esn.drive(cell, p, u, carry=c)[1])
+    s1, s2 = run(p, u, c1), run(p, u, c2)
     gap = np.linalg.norm(np.asarray(s1 - s2), axis=-1)
     assert gap[0] > 0.1
     assert np.max(gap[-100:]) < 1e-5 * gap[0]  # converged to float32 round-off
@@ -86,7 +93,8 @@ def test_ridge_readout_equals_numpy_normal_equations(rng, solver):
     B, T, D, O, wash, lam = 2, 60, 8, 3, 5, 0.3
     phi = rng.normal(size=(B, T, D)).astype(np.float32) + 2.0
     y = (phi @ rng.normal(size=(D, O)) + 0.1 * rng.normal(size=(B, T, O)) + 1.5).astype(np.float32)
-    ro = esn.fit_readout(jnp.asarray(phi), jnp.asarray(y), ridge=lam, washout=wash, solver=solver)
+    fit = jax.jit(lambda a, b: esn.fit_readout(a, b, ridge=lam, washout=wash, solver=solver))
+    ro = fit(phi, y)
     w_ref, b_ref = _normal_equations_np(phi[:, wash:], y[:, wash:], lam)
     np.testing.assert_allclose(ro.w, w_ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(ro.b, b_ref, rtol=1e-4, atol=1e-4)
@@ -99,12 +107,12 @@ def test_ridge_readout_equals_numpy_normal_equations(rng, solver):
 
 def test_generate_matches_python_closed_loop(rng):
     cell = esn.reservoir(20, density=0.3, spectral_radius=0.7, bias_scaling=0.2)
-    p = cell.init(jax.random.key(4), 1)
+    p = init(cell, jax.random.key(4), 1)
     ro = esn.Readout(jnp.asarray(rng.normal(size=(21, 1)).astype(np.float32) * 0.1),
                      jnp.asarray([0.05], jnp.float32))
     c = esn.ReservoirState(jnp.asarray(rng.uniform(-0.5, 0.5, 20).astype(np.float32)))
     u0 = jnp.asarray([0.3], jnp.float32)
-    ys = esn.generate(cell, p, ro, c, u0, 6)
+    ys = jax.jit(lambda p, c, u0: esn.generate(cell, p, ro, c, u0, 6))(p, c, u0)
     w_in, w, b = (np.asarray(t, np.float64) for t in (p.w_in, p.w, p.b))
     x, u, ref = np.asarray(c.h, np.float64), np.array([0.3]), []
     for _ in range(6):

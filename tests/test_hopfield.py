@@ -46,7 +46,7 @@ def test_sync_recall_matches_numpy_loop(rng):
     xi = bipolar(rng, (9, N))
     w = hf.hebbian(jnp.asarray(xi))
     s0 = bipolar(rng, (10, N))
-    r = hf.recall_sync(w, jnp.asarray(s0), max_steps=7)
+    r = jax.tree_util.tree_map(np.asarray, hf.recall_sync(w, jnp.asarray(s0), max_steps=7))
     wn = np.asarray(w, np.float64)
     for b in range(10):
         s, steps = s0[b].astype(np.float64), 0
@@ -66,7 +66,7 @@ def test_async_sweep_matches_numpy_loop_and_energy_never_increases(rng):
     w = hf.hebbian(jnp.asarray(xi))
     s0 = bipolar(rng, (4, N))
     order = np.concatenate([rng.permutation(N) for _ in range(3)])
-    final, energies = hf.async_energy_trace(w, jnp.asarray(s0), jnp.asarray(order))
+    final, energies = map(np.asarray, hf.async_energy_trace(w, jnp.asarray(s0), jnp.asarray(order)))
     wn = np.asarray(w, np.float64)
     for b in range(4):
         s = s0[b].astype(np.float64)

@@ -21,7 +21,7 @@ def np_eval(tree, p):
 
 
 def _params(H=6, V=4, seed=0):
-    net = rn.recursive(H, V)
+    net = rn.recursive_net(H, V)
     p = net.init(jax.random.key(seed))
     p = p._replace(b=jax.random.normal(jax.random.key(seed + 1), (H,)) * 0.3)
     return net, p
@@ -30,11 +30,11 @@ def _params(H=6, V=4, seed=0):
 def test_matches_numpy_recursive_evaluation():
     net, p = _params()
     trees = rn.pack_trees(TREES)
-    roots, nodes = jax.jit(net.apply)(p, trees)
+    roots, nodes = map(np.asarray, jax.jit(net.apply)(p, trees))
     assert roots.shape == (4, 6) and nodes.shape == (4, trees.token.shape[1], 6)
     for b, t in enumerate(TREES):
         np.testing.assert_allclose(roots[b], np_eval(t, p), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(nodes[b, int(trees.size[b]):], 0.0)
+        np.testing.assert_allclose(nodes[b, int(np.asarray(trees.size)[b]):], 0.0)
 
 
 def test_padding_invariance_alone_vs_in_padded_batch():
@@ -95,10 +95,10 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(TypeError, match="trees: expected"):
         net.apply(p, (trees.token,))
     with pytest.raises(ValueError, match="params: expected embed"):
-        rn.recursive(8, 4).apply(p, trees)
+        rn.recursive_net(8, 4).apply(p, trees)
     with pytest.raises(ValueError, match="tree: expected an int leaf"):
         rn.pack_trees([(1, 2, 3)])
     with pytest.raises(ValueError, match="max_nodes"):
         rn.pack_trees(TREES, max_nodes=3)
     with pytest.raises(ValueError, match="vocab_size"):
-        rn.recursive(4, 0)
+        rn.recursive_net(4, 0)

@@ -30,8 +30,10 @@ from jaxrnn.classic.hopfield import (
     recall_sync,
 )
 from jaxrnn.classic.bam import BAMResult
+from jaxrnn.classic import compressor, esn
 from jaxrnn.classic.compressor import Compressed, compress, masked, passed_fraction, surprise_mask
-from jaxrnn.classic.recursive import RecursiveNet, RecursiveParams, Trees, pack_trees, recursive
+from jaxrnn.classic import recursive
+from jaxrnn.classic.recursive import RecursiveNet, RecursiveParams, Trees, pack_trees, recursive_net
 
 __all__ = [
     "reservoir",
@@ -59,10 +61,13 @@ __all__ = [
     "modern_energy",
     "BAMResult",
     "recursive",
+    "recursive_net",
     "RecursiveNet",
     "RecursiveParams",
     "Trees",
     "pack_trees",
+    "esn",
+    "compressor",
     "Compressed",
     "surprise_mask",
     "compress",

@@ -107,7 +107,7 @@ def check_trees(trees: Trees, vocab_size: int | None = None) -> Trees:
     return trees
 
 
-def recursive(hidden_size: int, vocab_size: int, *, activation="tanh") -> RecursiveNet:
+def recursive_net(hidden_size: int, vocab_size: int, *, activation="tanh") -> RecursiveNet:
     """A recursive network with leaf embeddings and one shared binary composition.
 
     Args:
@@ -120,7 +120,7 @@ def recursive(hidden_size: int, vocab_size: int, *, activation="tanh") -> Recurs
       all node vectors ``(B..., M, H)`` (zeros at padding nodes).
 
     Example:
-      >>> net = recursive(16, vocab_size=3)
+      >>> net = recursive_net(16, vocab_size=3)
       >>> trees = pack_trees([((0, 1), 2), (1, 2)])   # nested pairs of leaf tokens
       >>> roots, nodes = net.apply(net.init(jax.random.key(0)), trees)   # roots: (2, 16)
     """
@@ -213,5 +213,5 @@ def pack_trees(trees: Sequence[Any], max_nodes: int | None = None) -> Trees:
     )
 
 
-__all__ = ["Trees", "RecursiveParams", "RecursiveNet", "recursive", "check_trees", "tree_nodes",
+__all__ = ["Trees", "RecursiveParams", "RecursiveNet", "recursive_net", "check_trees", "tree_nodes",
            "pack_trees"]

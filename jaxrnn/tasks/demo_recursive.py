@@ -95,7 +95,7 @@ def main(args):
     opt = optax.adam(args.lr)
 
     # ---- tree model: recursive net + linear readout of the root
-    net = rn.recursive(H, vocab_size=5)
+    net = rn.recursive_net(H, vocab_size=5)
     readout = jaxrnn.dense(2)
     k1, k2, k3, k4, k5 = jax.random.split(jax.random.key(args.seed), 5)
     tree_params = (net.init(k1), readout.init(k2, H))
