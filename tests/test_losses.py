@@ -150,3 +150,9 @@ def test_unknown_loss_name():
 def test_scalar_logits_are_rejected():
     with pytest.raises(ValueError, match=r"logits: expected rank >= 1 \(..., C\), got shape \(\)"):
         L.softmax_cross_entropy(jnp.float32(1.0), jnp.int32(0))
+
+
+def test_array_likes_are_accepted():
+    """Lists work as they do for jnp functions (the losses are compiled, not list-hostile)."""
+    np.testing.assert_allclose(L.mse([1.0, 2.0], [1.0, 4.0]), 2.0)
+    np.testing.assert_allclose(L.mse([1.0, 2.0], [1.0, 4.0], mask=[1, 0]), 0.0)

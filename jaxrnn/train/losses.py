@@ -17,10 +17,27 @@ Shapes: ``B...`` batch, ``T`` time, ``O`` outputs, ``C`` classes.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
+
+
+def compiled(fn):
+    """``jax.jit(fn)`` that first turns array-likes (lists, NumPy arrays) into arrays, so the
+    functions take what ``jnp`` functions take; inside another ``jit`` it simply inlines."""
+    jitted = jax.jit(fn)
+
+    def as_array(a):
+        return a if a is None else jnp.asarray(a)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return jitted(*map(as_array, args), **{k: as_array(v) for k, v in kwargs.items()})
+
+    return wrapper
 
 
 def _shape(x) -> tuple[int, ...]:
@@ -44,7 +61,7 @@ def _check_mask(mask, elem_shape: tuple[int, ...]) -> None:
         )
 
 
-@jax.jit
+@compiled
 def masked_mean(values: Array, mask: Array | None = None) -> Array:
     r"""``sum(mask * values) / sum(mask)`` with the mask broadcast over trailing axes of
     ``values``; the plain mean when ``mask`` is None; 0 when the mask is all zero.
@@ -67,7 +84,7 @@ def masked_mean(values: Array, mask: Array | None = None) -> Array:
     return jnp.where(count > 0, total / jnp.maximum(count, 1e-30), 0.0)
 
 
-@jax.jit
+@compiled
 def mse(predictions: Array, targets: Array, mask: Array | None = None) -> Array:
     r"""Mean squared error :math:`\ell = (\hat y - y)^2`, averaged over valid elements.
 
@@ -81,7 +98,7 @@ def mse(predictions: Array, targets: Array, mask: Array | None = None) -> Array:
     return masked_mean(diff * diff, mask)
 
 
-@jax.jit
+@compiled
 def binary_cross_entropy_with_logits(
     logits: Array, labels: Array, mask: Array | None = None
 ) -> Array:
@@ -104,7 +121,7 @@ def binary_cross_entropy_with_logits(
     return masked_mean(per, mask)
 
 
-@jax.jit
+@compiled
 def softmax_cross_entropy(logits: Array, labels: Array, mask: Array | None = None) -> Array:
     r"""Softmax cross-entropy :math:`\ell = -\log \mathrm{softmax}(z)_y` in nats.
 

@@ -30,7 +30,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn.train.losses import _check_mask, _check_same_shape, _shape, softmax_cross_entropy
+from jaxrnn.train.losses import (
+    _check_mask,
+    _check_same_shape,
+    _shape,
+    compiled,
+    softmax_cross_entropy,
+)
 
 Array = jax.Array
 LN2 = math.log(2.0)
@@ -76,14 +82,14 @@ def _correct(logits: Array, labels: Array) -> Array:
 
 # --------------------------------------------------------------------------- sums (jit-friendly)
 
-@jax.jit
+@compiled
 def accuracy_stats(logits, labels, mask=None):
     c = _correct(logits, labels)
     w = _weights(mask, c.shape)
     return jnp.sum(c * w), jnp.sum(w)
 
 
-@jax.jit
+@compiled
 def binary_accuracy_stats(logits, labels, mask=None):
     """Accuracy of one logit per position (``logit > 0`` vs ``label > 0.5``), any shape."""
     c = _binary_correct(logits, labels)
@@ -91,7 +97,7 @@ def binary_accuracy_stats(logits, labels, mask=None):
     return jnp.sum(c * w), jnp.sum(w)
 
 
-@jax.jit
+@compiled
 def cross_entropy_stats(logits, labels, mask=None):
     """``(sum of NLL in nats, count)``."""
     logits = jnp.asarray(logits)
@@ -101,7 +107,7 @@ def cross_entropy_stats(logits, labels, mask=None):
     return mean * count, count
 
 
-@jax.jit
+@compiled
 def error_stats(predictions, targets, mask=None):
     """``(sum of squared errors, sum of absolute errors, count, sum y, sum y^2)``."""
     _check_same_shape(predictions, targets, "predictions", "targets")
@@ -214,45 +220,45 @@ def finalize(metrics: tuple[Metric, ...], sums: dict) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- direct forms
 
-@jax.jit
+@compiled
 def accuracy(logits: Array, labels: Array, mask: Array | None = None) -> Array:
     """Fraction of valid positions predicted correctly (see module docstring); 0-d array."""
     c, n = accuracy_stats(logits, labels, mask)
     return c / jnp.maximum(n, 1e-30)
 
 
-@jax.jit
+@compiled
 def binary_accuracy(logits: Array, labels: Array, mask: Array | None = None) -> Array:
     """Fraction of valid positions where ``(logit > 0) == (label > 0.5)``."""
     c, n = binary_accuracy_stats(logits, labels, mask)
     return c / jnp.maximum(n, 1e-30)
 
 
-@jax.jit
+@compiled
 def bits_per_character(logits: Array, labels: Array, mask: Array | None = None) -> Array:
     """Mean cross-entropy in bits per position: ``softmax_cross_entropy / ln 2``."""
     return softmax_cross_entropy(logits, labels, mask) / LN2
 
 
-@jax.jit
+@compiled
 def perplexity(logits: Array, labels: Array, mask: Array | None = None) -> Array:
     """``exp`` of the mean cross-entropy in nats."""
     return jnp.exp(softmax_cross_entropy(logits, labels, mask))
 
 
-@jax.jit
+@compiled
 def rmse(predictions: Array, targets: Array, mask: Array | None = None) -> Array:
     sse, _, n, _, _ = error_stats(predictions, targets, mask)
     return jnp.sqrt(sse / jnp.maximum(n, 1e-30))
 
 
-@jax.jit
+@compiled
 def mae(predictions: Array, targets: Array, mask: Array | None = None) -> Array:
     _, sae, n, _, _ = error_stats(predictions, targets, mask)
     return sae / jnp.maximum(n, 1e-30)
 
 
-@jax.jit
+@compiled
 def nrmse(predictions: Array, targets: Array, mask: Array | None = None) -> Array:
     """RMSE over the (population) standard deviation of the valid targets."""
     sse, _, n, sy, syy = error_stats(predictions, targets, mask)
