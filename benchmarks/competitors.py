@@ -99,8 +99,10 @@ def _mse(pred, y):
 
 # --------------------------------------------------------------------------- jaxrnn
 
-def jaxrnn_runner(make_cell, cfg: Config, mode: str, *, run_kwargs=None, lib="jaxrnn") -> Runner:
+def jaxrnn_runner(make_cell, cfg: Config, mode: str, *, run_kwargs=None, lib="jaxrnn",
+                  run_fn=None) -> Runner:
     run_kwargs = dict(run_kwargs or {})
+    run_fn = jaxrnn.run if run_fn is None else run_fn
     cell = make_cell(cfg.hidden)
     k1, k2 = jax.random.split(jax.random.key(1))
     readout = jaxrnn.dense(cfg.out)
@@ -108,7 +110,7 @@ def jaxrnn_runner(make_cell, cfg: Config, mode: str, *, run_kwargs=None, lib="ja
     x, y = (jnp.asarray(a) for a in data(cfg))
 
     def forward(p, x):
-        _, hs = jaxrnn.run(cell, p[0], x, **run_kwargs)
+        _, hs = run_fn(cell, p[0], x, **run_kwargs)
         return hs
 
     if mode == "forward":

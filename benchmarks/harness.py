@@ -67,7 +67,7 @@ def _measure_group(cfg, mode, family, entries, peers, reps, min_seconds, run_kwa
     for e in entries:
         kw = run_kwargs(e, cfg, mode) if callable(run_kwargs) else run_kwargs
         key = f"jaxrnn:{e.name}"
-        runners[key] = C.jaxrnn_runner(e.make, cfg, mode, run_kwargs=kw)
+        runners[key] = C.jaxrnn_runner(e.make, cfg, mode, run_kwargs=kw, run_fn=e.run)
         meta[key] = {"lib": "jaxrnn", "cell": e.name, "peer_family": family, "note": e.note,
                      "flops": _flops(e, cfg, mode),
                      "run_kwargs": {k: str(v) for k, v in (kw or {}).items()}}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 
 from benchmarks import competitors as C
 from benchmarks.configs import CONFIGS
@@ -49,14 +50,28 @@ def main(argv=None):
             runners[v] = C.jaxrnn_runner(make, cfg, mode, run_kwargs=kw)
         for p in args.peers:
             runners[p] = C.PEERS[p](entry.peer, cfg, mode)
+        cpu = {k: [] for k in runners}
+        for k, r in runners.items():  # CPU time per call: less sensitive to the machine's load
+            call = r.call
+
+            def timed(call=call, k=k, cpu=cpu):
+                t0 = time.process_time()
+                call()
+                cpu[k].append(time.process_time() - t0)
+
+            r.call = timed
         times = interleaved(runners, args.reps)
         ref = summarise(times[args.peers[0]], cfg.tokens)["tokens_per_s"] if args.peers else None
         for k, r in runners.items():
             s = summarise(times[k], cfg.tokens)
             ratio = f"{s['tokens_per_s'] / ref:.2f}x" if ref else ""
             comp = f"{r.compile_s:.2f}s" if r.compile_s is not None else "-"
+            c = summarise(cpu[k], cfg.tokens)
+            cref = summarise(cpu[args.peers[0]], cfg.tokens)["median_s"] if args.peers else None
+            cratio = f"{cref / c['median_s']:.2f}x" if cref else ""
             print(f"  {mode:7s} {k:16s} {s['tokens_per_s'] / 1e3:8.1f}k tok/s "
-                  f"±{50 * s['spread']:.0f}%  {ratio:>6s}  compile {comp}")
+                  f"±{50 * s['spread']:.0f}%  {ratio:>6s}  | cpu {1e3 * c['median_s']:7.1f} ms "
+                  f"{cratio:>6s} | min {1e3 * s['min_s']:7.1f} ms | compile {comp}")
     print(f"load {os.getloadavg()[0]:.1f}")
 
 

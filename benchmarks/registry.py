@@ -16,21 +16,36 @@ import jaxrnn
 
 class Entry(NamedTuple):
     """``make(hidden) -> Cell``; ``peer``: the peer family it is compared with (``"lstm"``,
-    ``"gru"``, ``"rnn"``) or ``None``; ``note`` says when the peer is only the closest match."""
+    ``"gru"``, ``"rnn"``) or ``None``; ``note`` says when the peer is only the closest match;
+    ``run``: the function that runs it over a sequence (``jaxrnn.run`` unless given)."""
 
     name: str
     make: Callable[[int], jaxrnn.Cell]
     peer: str | None
     note: str = ""
+    run: Callable | None = None
+
+
+_HOMES = ("jaxrnn", "jaxrnn.cells", "jaxrnn.cells.minimal", "jaxrnn.classic")
 
 
 def _factory(name):
-    """The factory ``jaxrnn.<name>`` or ``jaxrnn.cells.<name>``, or None while it does not exist."""
-    return getattr(jaxrnn, name, None) or getattr(jaxrnn.cells, name, None)
+    """``jaxrnn.<name>`` (or in the cell and classic packages), or None while it does not
+    exist in this checkout."""
+    import importlib
+
+    for home in _HOMES:
+        try:
+            f = getattr(importlib.import_module(home), name, None)
+        except ImportError:
+            continue
+        if f is not None:
+            return f
+    return None
 
 
-def _entry(name, build, peer, note=""):
-    return (name, build, peer, note)
+def _entry(name, build, peer, note="", factory=None, run=None):
+    return (name, build, peer, note, factory or name, run)
 
 
 # name, how to build it from the factory, peer family, note
@@ -42,22 +57,26 @@ _SPECS = [
     _entry("gru", lambda f, H: f(H), "gru"),
     _entry("fully_recurrent", lambda f, H: f(H, H), "rnn", "same equations as a simple RNN"),
     # cells being written by others; measured as soon as the factory exists
-    _entry("echo_state", lambda f, H: f(H), "rnn", "closest peer: simple RNN"),
-    _entry("esn", lambda f, H: f(H), "rnn", "closest peer: simple RNN"),
+    # (tiny reservoirs need a denser matrix to have a non-zero spectral radius)
+    _entry("reservoir", lambda f, H: f(H, density=min(1.0, max(0.1, 8.0 / H))), "rnn",
+           "echo-state reservoir; closest peer: simple RNN"),
     _entry("min_gru", lambda f, H: f(H), "gru", "closest peer: GRU"),
-    _entry("mingru", lambda f, H: f(H), "gru", "closest peer: GRU"),
     _entry("min_lstm", lambda f, H: f(H), "lstm", "closest peer: LSTM"),
-    _entry("minlstm", lambda f, H: f(H), "lstm", "closest peer: LSTM"),
+    _entry("min_gru_parallel", lambda f, H: f(H), "gru", "min_gru by parallel prefix scan",
+           factory="min_gru", run="parallel_run"),
+    _entry("min_lstm_parallel", lambda f, H: f(H), "lstm", "min_lstm by parallel prefix scan",
+           factory="min_lstm", run="parallel_run"),
 ]
 
 
 def registry() -> list[Entry]:
     """The registered cells whose factories exist in this checkout."""
     out = []
-    for name, build, peer, note in _SPECS:
-        f = _factory(name)
-        if f is not None:
-            out.append(Entry(name, (lambda H, f=f, build=build: build(f, H)), peer, note))
+    for name, build, peer, note, factory, run in _SPECS:
+        f = _factory(factory)
+        run_fn = None if run is None else _factory(run)
+        if f is not None and (run is None or run_fn is not None):
+            out.append(Entry(name, (lambda H, f=f, build=build: build(f, H)), peer, note, run_fn))
     return out
 
 
@@ -97,12 +116,6 @@ def discover(already: set[str]) -> tuple[list[Entry], list[str]]:
 
 def all_cells() -> tuple[list[Entry], list[str]]:
     reg = registry()
-    # a factory registered under two spellings is measured once
-    seen, uniq = set(), []
-    for e in reg:
-        if id(_factory(e.name)) not in seen:
-            seen.add(id(_factory(e.name)))
-            uniq.append(e)
-    extra, notes = discover({e.name for e in uniq} | {
-        n for n, *_ in _SPECS})
-    return uniq + extra, notes
+    known = {n for n, *_ in _SPECS} | {spec[4] for spec in _SPECS}
+    extra, notes = discover({e.name for e in reg} | known)
+    return reg + extra, notes
