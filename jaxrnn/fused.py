@@ -94,21 +94,32 @@ def fused_scan(
     T = seq.shape[0]
     masked = lengths is not None
 
+    additive = bool(getattr(parts, "additive", False))
+    # Additive cells (the update reads only xp + hp) keep one pre-activation z per step and
+    # emit one cotangent dz; the others keep and emit xp and hp separately.
+
     def one_step(p, c, x):
         xp = project(p, x)
         hp = rp(p, getattr(c, key))
+        if additive:
+            z = xp + hp
+            new_c, y = update(p, c, z, jnp.zeros((), z.dtype))
+            return new_c, y, (z,)
         new_c, y = update(p, c, xp, hp)
-        return new_c, y, xp, hp
+        return new_c, y, (xp, hp)
 
     def scan_forward(p, c0, xs, lens, keep_residuals):
         def body(c, inp):
             t, x = inp
-            new_c, y, xp, hp = one_step(p, c, x)
+            if keep_residuals:
+                new_c, y, pre = one_step(p, c, x)
+            else:
+                new_c, y = update(p, c, project(p, x), rp(p, getattr(c, key)))
             if masked:
                 valid = t < lens
                 new_c = _where_tree(valid, new_c, c)
                 y = jnp.where(_mask_like(valid, y), y, jnp.zeros((), y.dtype))
-            out = (y, c, xp, hp) if keep_residuals else y
+            out = (y, c, pre) if keep_residuals else y
             return new_c, out
 
         return jax.lax.scan(body, c0, (jnp.arange(T), xs), unroll=unroll)
@@ -118,36 +129,44 @@ def fused_scan(
         return scan_forward(p, c0, xs, lens, keep_residuals=False)
 
     def core_fwd(p, c0, xs, lens):
-        final, (ys, c_prev, xps, hps) = scan_forward(p, c0, xs, lens, keep_residuals=True)
-        return (final, ys), (p, xs, lens, c_prev, xps, hps)
+        final, (ys, c_prev, pre) = scan_forward(p, c0, xs, lens, keep_residuals=True)
+        return (final, ys), (p, xs, lens, c_prev, pre)
+
+    def upd(p, c, pre):
+        """The update as a function of the kept pre-activations."""
+        if additive:
+            (z,) = pre
+            return update(p, c, z, jnp.zeros((), z.dtype))
+        return update(p, c, *pre)
 
     def core_bwd(res, cts):
-        p, xs, lens, c_prev, xps, hps = res
+        p, xs, lens, c_prev, pre = res
         d_final, d_ys = cts
         # Does the update read parameters itself (peepholes, a readout)? Then its parameter
         # gradient is needed, taken after the loop from the per-step output cotangents.
-        probe = jax.tree_util.tree_map(lambda a: a[0], (c_prev, xps, hps))
-        upd_params = _uses_params(update, p, *probe)
+        probe = jax.tree_util.tree_map(lambda a: a[0], (c_prev, pre))
+        upd_params = _uses_params(upd, p, *probe)
 
         def body(dc, inp):
-            t, c, xp, hp, dy = inp
-            _, vjp_u = jax.vjp(lambda c_, xp_, hp_: update(p, c_, xp_, hp_), c, xp, hp)
-            dc_prev, dxp, dhp = vjp_u((dc, dy))
+            t, c, pre_t, dy = inp
+            _, vjp_u = jax.vjp(lambda c_, pre_: upd(p, c_, pre_), c, pre_t)
+            dc_prev, d_pre = vjp_u((dc, dy))
             _, vjp_r = jax.vjp(lambda r: rp(p, r), getattr(c, key))
-            (dr,) = vjp_r(dhp)
+            (dr,) = vjp_r(d_pre[-1])  # dz (additive) or dhp
             dc_prev = dc_prev._replace(**{key: getattr(dc_prev, key) + dr})
             emitted = (dc, dy) if upd_params else None
             if masked:
                 valid = t < lens
                 dc_prev = _where_tree(valid, dc_prev, dc)
-                dxp, dhp = _zeros_where_invalid(valid, (dxp, dhp))
+                d_pre = _zeros_where_invalid(valid, d_pre)
                 if upd_params:
                     emitted = _zeros_where_invalid(valid, emitted)
-            return dc_prev, (dxp, dhp, emitted)
+            return dc_prev, (d_pre, emitted)
 
-        d_c0, (d_xps, d_hps, emitted) = jax.lax.scan(
-            body, d_final, (jnp.arange(T), c_prev, xps, hps, d_ys), reverse=True, unroll=unroll
+        d_c0, (d_pre, emitted) = jax.lax.scan(
+            body, d_final, (jnp.arange(T), c_prev, pre, d_ys), reverse=True, unroll=unroll
         )
+        d_xps, d_hps = d_pre[0], d_pre[-1]  # both dz for additive cells
         # Weight gradients of all steps at once: one large product each.
         _, vjp_proj = jax.vjp(project, p, xs)
         g_proj, d_xs = vjp_proj(d_xps)
@@ -156,7 +175,7 @@ def fused_scan(
         (g_rp,) = vjp_rp(d_hps)
         grads = _add_trees(g_proj, g_rp)
         if upd_params:
-            _, vjp_up = jax.vjp(lambda p_: update(p_, c_prev, xps, hps), p)
+            _, vjp_up = jax.vjp(lambda p_: upd(p_, c_prev, pre), p)
             (g_up,) = vjp_up(emitted)
             grads = _add_trees(grads, g_up)
         return grads, d_c0, d_xs, None

@@ -72,16 +72,18 @@ class StepParts(NamedTuple):
     recurrent_product: Callable[[PyTree, Array], Array]
     update: Callable[[PyTree, PyTree, Array, Array], tuple[PyTree, Array]]
     step: Callable[[PyTree, PyTree, Array], tuple[PyTree, Array]]
+    additive: bool = False  # update reads xp and hp only through xp + hp (LSTM, Elman, ...)
 
 
-def compose_step(recurrent_product, update, recurrent_key: str = "h"):
+def compose_step(recurrent_product, update, recurrent_key: str = "h", *, additive=False):
     """Build ``step`` from a recurrent product and an update; returns ``(step, parts)`` for the
-    ``Cell(step=step, parts=parts)`` fields."""
+    ``Cell(step=step, parts=parts)`` fields. ``additive=True`` promises that ``update`` uses
+    ``xp`` and ``hp`` only through their sum (so the engine keeps one pre-activation per step)."""
 
     def step(params, carry, xp):
         return update(params, carry, xp, recurrent_product(params, getattr(carry, recurrent_key)))
 
-    return step, StepParts(recurrent_product, update, step)
+    return step, StepParts(recurrent_product, update, step, bool(additive))
 
 
 # --------------------------------------------------------------------------- activations

@@ -88,10 +88,12 @@ def elman(
     def update(params: ElmanParams, carry: ElmanState, xp: Array, hp: Array):
         with jax.named_scope("elman_step"):
             h = act_h(xp + hp).astype(carry.h.dtype)
-            y = h if params.w_y is None else act_y(matmul(h, params.w_y, compute_dtype) + params.b_y)
+            if params.w_y is None:
+                return ElmanState(h), h
+            y = act_y(matmul(h, params.w_y, compute_dtype) + params.b_y)
             return ElmanState(h), y
 
-    step, parts = compose_step(recurrent_product, update)
+    step, parts = compose_step(recurrent_product, update, additive=True)
 
     return Cell(
         init=init,

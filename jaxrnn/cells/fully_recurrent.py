@@ -68,7 +68,8 @@ def fully_recurrent(
         )
 
     def initial_carry(params, batch_shape=()) -> FullyRecurrentState:
-        return FullyRecurrentState(jnp.zeros((*check_batch_shape(batch_shape), N), params.w_h.dtype))
+        shape = (*check_batch_shape(batch_shape), N)
+        return FullyRecurrentState(jnp.zeros(shape, params.w_h.dtype))
 
     def project(params, x):
         return matmul(x, params.w_x, compute_dtype) + params.b
@@ -81,7 +82,7 @@ def fully_recurrent(
             u = act(xp + hp).astype(carry.h.dtype)
             return FullyRecurrentState(u), u[..., :O]
 
-    step, parts = compose_step(recurrent_product, update)
+    step, parts = compose_step(recurrent_product, update, additive=True)
 
     return Cell(
         init=init,

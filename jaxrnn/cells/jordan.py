@@ -81,7 +81,7 @@ def jordan(
             y = act_y(matmul(h, params.w_y, compute_dtype) + params.b_y).astype(carry.y.dtype)
             return JordanState(y), y
 
-    step, parts = compose_step(recurrent_product, update, recurrent_key="y")
+    step, parts = compose_step(recurrent_product, update, recurrent_key="y", additive=True)
 
     return Cell(
         init=init,

@@ -113,7 +113,7 @@ def lstm(
             h = h.astype(carry.h.dtype)
             return LSTMState(h, c), h
 
-    step, parts = compose_step(recurrent_product, update)
+    step, parts = compose_step(recurrent_product, update, additive=True)
 
     return Cell(
         init=init,
