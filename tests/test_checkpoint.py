@@ -237,3 +237,29 @@ def test_extra_target_that_was_not_saved(tmp_path):
     assert ck.load_checkpoint(tmp_path, target()).extra["note"] == "x"
     with pytest.raises(ck.CheckpointError, match=r"extra\['best'\] was not saved"):
         ck.load_checkpoint(tmp_path, target(), extra_target={"best": make_params()})
+
+
+class InterruptingIterator(BatchIterator):
+    """Raises KeyboardInterrupt (as Ctrl-C would) when batch ``at`` of epoch 1 is due."""
+
+    at = 2
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            if self.epoch == 1 and self.batch_index == self.at + 1:
+                raise KeyboardInterrupt
+            yield batch
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_bit_exact(data, tmp_path, capsys):
+    kw = dict(epochs=3, val_data=data, metrics=["rmse"], progress=False, verbose=False,
+              restore_best=False)
+    straight = train.fit(apply, make_params(), "mse", OPT, BatchIterator(data, 4, seed=5), **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(apply, make_params(), "mse", OPT, InterruptingIterator(data, 4, seed=5),
+                  checkpoint_dir=tmp_path, **kw)
+    assert "interrupted: checkpoint saved at step 5 (epoch 2, batch 2)" in capsys.readouterr().out
+    resumed = train.fit(apply, make_params(), "mse", OPT, BatchIterator(data, 4, seed=5),
+                        checkpoint_dir=tmp_path, resume=True, **kw)
+    assert_trees_equal(resumed.params, straight.params)
+    assert resumed.history["loss"] == straight.history["loss"]

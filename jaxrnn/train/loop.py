@@ -24,7 +24,7 @@ import optax
 from flax import serialization
 from tqdm.auto import tqdm
 
-from jaxrnn.data.batching import BatchIterator
+from jaxrnn.data.batching import BatchIterator, DataPosition
 from jaxrnn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from jaxrnn.train.metrics import finalize, get_metrics
 from jaxrnn.train.step import (
@@ -365,14 +365,36 @@ def fit(
     best_params = None
     acc = None  # running sums of the current epoch
 
-    def save():
+    def save(position=None):
         extra = {
             "history": json.dumps(history),
             "monitor": json.dumps(tracker.to_dict()),
             "acc": acc if acc is not None else {},
             "best_params": best_params if best_params is not None else {},
         }
-        save_checkpoint(checkpoint_dir, state, data_position=it.position, extra=extra)
+        save_checkpoint(checkpoint_dir, state, extra=extra,
+                        data_position=it.position if position is None else position)
+
+    def _save_on_interrupt(state_now, last_logs, acc_now, acc_count, start_batch, start_step,
+                           epoch):
+        """Ctrl-C inside an epoch: checkpoint exactly the batches whose update the state holds,
+        so a resume continues bit-for-bit. If the interrupt consumed the state mid-step (its
+        buffers donated, the result lost), the last checkpoint stays the resume point."""
+        nonlocal acc
+        try:
+            applied = int(state_now.step) - start_step
+        except RuntimeError:
+            tqdm.write(f"interrupted mid-step; resume from the last checkpoint in "
+                       f"{checkpoint_dir}")
+            return
+        if acc_count == applied - 1 and last_logs is not None:
+            acc_now = _accumulate(acc_now, last_logs)  # the update landed, its sums did not
+        acc = acc_now
+        position = DataPosition(epoch, start_batch + applied, it.seed)
+        save(position)
+        tqdm.write(f"interrupted: checkpoint saved at step {int(state_now.step)} (epoch "
+                   f"{epoch + 1}, batch {position.batch_index}) in {checkpoint_dir}; continue "
+                   f"with resume=True")
 
     if resume and latest_checkpoint(checkpoint_dir) is not None:
         ck = load_checkpoint(checkpoint_dir, state)
@@ -402,21 +424,30 @@ def fit(
                    disable=not progress, leave=False, dynamic_ncols=True)
         last_refresh = 0.0
         hit_max = False
-        for batch in it:
-            state, logs = train_step(state, batch)
-            global_step += 1
-            acc = _accumulate(acc, logs)
-            bar.update(1)
-            now = time.perf_counter()
-            if progress and now - last_refresh > 0.5:
-                bar.set_postfix_str(_fmt(_summarise(acc, metrics)))
-                last_refresh = now
-            if checkpoint_dir is not None and checkpoint_every and \
-                    global_step % checkpoint_every == 0 and it.batch_index < n_batches:
-                save()
-            if max_steps is not None and global_step >= max_steps:
-                hit_max = True
-                break
+        start_batch, start_step, acc_steps, step_logs = it.batch_index, global_step, 0, None
+        try:
+            for batch in it:
+                state, step_logs = train_step(state, batch)
+                global_step += 1
+                # One statement: the sums and their count never disagree, even on Ctrl-C.
+                acc, acc_steps = _accumulate(acc, step_logs), acc_steps + 1
+                bar.update(1)
+                now = time.perf_counter()
+                if progress and now - last_refresh > 0.5:
+                    bar.set_postfix_str(_fmt(_summarise(acc, metrics)))
+                    last_refresh = now
+                if checkpoint_dir is not None and checkpoint_every and \
+                        global_step % checkpoint_every == 0 and it.batch_index < n_batches:
+                    save()
+                if max_steps is not None and global_step >= max_steps:
+                    hit_max = True
+                    break
+        except KeyboardInterrupt:
+            bar.close()
+            if checkpoint_dir is not None:
+                _save_on_interrupt(state, step_logs, acc, acc_steps, start_batch, start_step,
+                                   epoch)
+            raise
         bar.close()
         if hit_max:
             # Stopped inside an epoch (the iterator has not closed it): save the position
