@@ -206,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     except MissingDependencyError as e:
         print(f"jaxrnn {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # fit has saved a checkpoint of the batches done; --resume continues from it.
+        print(f"jaxrnn {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, TypeError, FileNotFoundError) as e:
         if os.environ.get("JAXRNN_DEBUG"):
             raise
