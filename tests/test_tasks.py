@@ -298,3 +298,22 @@ def test_cli_sentiment_without_archive_says_how_to_fetch(tmp_path, monkeypatch, 
     rc = cli.main(["train", "--task", "sentiment", "--no-download", "--out", str(tmp_path)])
     assert rc == 2
     assert "python -m jaxrnn.datasets fetch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task, option, value, name", [
+    ("sentiment", "--clip-norm", "-1", "--clip-norm"),
+    ("sentiment", "--embed", "0", "--embed"),
+    ("charlm", "--bptt", "0", "--bptt"),
+    ("charlm", "--minutes", "-2", "--minutes"),
+    ("forecast", "--clip-norm", "0", "--clip-norm"),
+    ("fashion", "--clip-norm", "0", "--clip-norm"),
+    ("music", "--max-len", "1", "--max-len"),
+    ("speech", "--clip-norm", "0", "--clip-norm"),
+    ("memory", "--lengths", "1,2", "--lengths"),
+    ("memory", "--steps", "0", "--steps"),
+])
+def test_cli_bad_task_options_fail_before_loading_data(task, option, value, name, capsys,
+                                                       tmp_path):
+    rc = cli.main(["train", "--task", task, option, value, "--out", str(tmp_path)])
+    assert rc == 2
+    assert name in capsys.readouterr().err
