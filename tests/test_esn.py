@@ -123,6 +123,25 @@ def test_generate_matches_python_closed_loop(rng):
     np.testing.assert_allclose(ys, np.stack(ref), rtol=1e-4, atol=1e-5)
 
 
+def test_generate_with_output_feedback_matches_python_loop(rng):
+    # Jaeger's setting: constant input, the loop closed only through the feedback weights
+    H, O = 15, 2
+    cell = esn.reservoir(H, density=0.4, spectral_radius=0.6, feedback_size=O, leak_rate=0.7)
+    p = init(cell, jax.random.key(6), 1)
+    ro = esn.Readout(jnp.asarray(rng.normal(size=(H, O)).astype(np.float32) * 0.2),
+                     jnp.asarray([0.1, -0.1], jnp.float32))
+    c = esn.ReservoirState(jnp.asarray(rng.uniform(-0.5, 0.5, H).astype(np.float32)))
+    u, y0 = jnp.asarray([0.2], jnp.float32), jnp.asarray([0.3, -0.4], jnp.float32)
+    ys = esn.generate(cell, p, ro, c, u, 5, y=y0, include_input=False, feed_input=False)
+    w_in, w, b, w_fb = (np.asarray(t, np.float64) for t in (p.w_in, p.w, p.b, p.w_fb))
+    x, y, ref = np.asarray(c.h, np.float64), np.asarray(y0, np.float64), []
+    for _ in range(5):
+        x = 0.3 * x + 0.7 * np.tanh(0.2 * w_in[0] + y @ w_fb + x @ w + b)
+        y = x @ np.asarray(ro.w, np.float64) + np.asarray(ro.b, np.float64)
+        ref.append(y)
+    np.testing.assert_allclose(ys, np.stack(ref), rtol=1e-4, atol=1e-5)
+
+
 def test_mackey_glass_series_properties():
     s = mackey_glass(600)
     assert s.shape == (600,) and s.dtype == np.float64
@@ -179,3 +198,9 @@ def test_bad_inputs_raise_clear_errors():
     ro = esn.Readout(jnp.zeros((9, 2)), jnp.zeros((2,)))
     with pytest.raises(ValueError, match="O must equal"):
         esn.generate(plain, pp, ro, plain.initial_carry(pp), jnp.zeros((1,)), 3)
+    with pytest.raises(ValueError, match="y: the last output"):
+        esn.generate(plain, pp, ro, plain.initial_carry(pp), jnp.zeros((1,)), 3, feed_input=False)
+    with pytest.raises(ValueError, match="u: expected shape"):
+        esn.generate(plain, pp, ro, plain.initial_carry(pp), jnp.zeros((2,)), 3)
+    with pytest.raises(ValueError, match="steps"):
+        esn.generate(plain, pp, ro, plain.initial_carry(pp), jnp.zeros((1,)), 0)

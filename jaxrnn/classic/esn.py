@@ -41,6 +41,7 @@ from jaxrnn.cells.base import (
     Cell,
     check_batch_shape,
     check_positive_int,
+    matmul,
     resolve_activation,
 )
 from jaxrnn.scan import run
@@ -105,6 +106,7 @@ def reservoir(
     feedback_size: int = 0,
     feedback_scaling: float = 1.0,
     activation="tanh",
+    compute_dtype=None,
 ) -> Cell:
     """An echo-state reservoir cell.
 
@@ -120,6 +122,8 @@ def reservoir(
         ``F + O`` features and has feedback weights ``W_fb`` of shape ``(O, H)``.
       feedback_scaling: ``s_fb``.
       activation: the reservoir nonlinearity (``tanh``).
+      compute_dtype: e.g. ``jnp.bfloat16`` for the products (float32 accumulation); weights
+        and state stay float32.
 
     Returns:
       A :class:`~jaxrnn.Cell` named ``"reservoir"``; ``y_t = x_t`` with ``output_size == H``.
@@ -166,14 +170,14 @@ def reservoir(
 
     def project(params: ReservoirParams, z: Array) -> Array:
         F = params.w_in.shape[0]
-        xp = z[..., :F] @ params.w_in + params.b
+        xp = matmul(z[..., :F], params.w_in, compute_dtype) + params.b
         if params.w_fb is not None:
-            xp = xp + z[..., F:] @ params.w_fb
+            xp = xp + matmul(z[..., F:], params.w_fb, compute_dtype)
         return xp
 
     def step(params: ReservoirParams, carry: ReservoirState, xp: Array):
         with jax.named_scope("reservoir_step"):
-            x = (1.0 - a) * carry.h + a * act(xp + carry.h @ params.w)
+            x = (1.0 - a) * carry.h + a * act(xp + matmul(carry.h, params.w, compute_dtype))
             x = x.astype(carry.h.dtype)
             return ReservoirState(x), x
 
@@ -371,14 +375,19 @@ def generate(
     *,
     y: Array | None = None,
     include_input: bool = True,
+    feed_input: bool = True,
 ) -> Array:
     """Closed-loop generation: ``steps`` outputs ``(B..., steps, O)`` produced by feeding each
     prediction back as the next input (and as the feedback signal, if the reservoir has one).
 
+    With ``feed_input=False`` the input stays ``u`` at every step and only the output-feedback
+    path closes the loop (Jaeger's setting: a constant bias input and feedback ``W_fb``).
+
     Args:
       carry: the reservoir state after the teacher-forced (or input-driven) warm-up.
       u: ``(B..., F)`` the first input to feed (usually the last true value seen).
-      y: ``(B..., O)`` the last output for the feedback path (default: ``u``).
+      y: ``(B..., O)`` the last output for the feedback path (default: ``u``; required when
+        ``O != F``).
       include_input: whether the readout was fitted on ``[x_t, u_t]`` (True) or ``x_t``.
     """
     steps = check_positive_int(steps, "steps")
@@ -390,10 +399,17 @@ def generate(
             f"u: expected shape {(*carry.h.shape[:-1], F)} (batch of carry, F inputs), "
             f"got {tuple(u.shape)}"
         )
-    if O != F:
+    if feed_input and O != F:
         raise ValueError(
             f"readout: closed-loop generation feeds outputs back as inputs, so O must equal "
-            f"F={F}; got O={O}"
+            f"F={F}; got O={O} (use feed_input=False for feedback-only generation)"
+        )
+    if y is None and O != F:
+        raise ValueError(f"y: the last output ({O} features) is required when O != F={F}")
+    if params.w_fb is not None and params.w_fb.shape[0] != O:
+        raise ValueError(
+            f"readout: the reservoir feeds back {params.w_fb.shape[0]} outputs, got a readout "
+            f"with O={O}"
         )
     D_expected = cell.hidden_size + (F if include_input else 0)
     if readout.w.shape[0] != D_expected:
@@ -401,8 +417,8 @@ def generate(
             f"readout: expected w of shape ({D_expected}, {O}) for include_input={include_input}, "
             f"got {tuple(readout.w.shape)}"
         )
-    y = u if y is None else y
-    loop = closed_loop(cell, readout, feed_input=True, include_input=include_input)
+    y = u if y is None else jnp.asarray(y)
+    loop = closed_loop(cell, readout, feed_input=feed_input, include_input=include_input)
     batch = tuple(carry.h.shape[:-1])
     xs = jnp.zeros((*batch, steps, 0), params.w.dtype)
     _, ys = run(loop, params, xs, carry=GeneratorState(carry, u, y))
