@@ -44,11 +44,18 @@ def _loop_reference(name):
     params = to_jax(params_np)
     xs = jnp.asarray(np.random.default_rng(22).standard_normal((2, 3, T, F)), jnp.float32)
     carry0 = to_jax(random_carry(cell, params_np, (2, 3), seed=23))
-    c, ys = carry0, []
-    for t in range(T):
-        c, y = cell.step(params, c, cell.project(params, xs[..., t, :]))
-        ys.append(y)
-    return params, xs, carry0, c, jnp.stack(ys, axis=-2)
+
+    # jit only to compile the T unrolled steps once instead of dispatching each op eagerly
+    @jax.jit
+    def python_loop(p, x, c):
+        ys = []
+        for t in range(T):
+            c, y = cell.step(p, c, cell.project(p, x[..., t, :]))
+            ys.append(y)
+        return c, jnp.stack(ys, axis=-2)
+
+    final, ys = python_loop(params, xs, carry0)
+    return params, xs, carry0, final, ys
 
 
 # layout, options: every layout and every option value appears at least once, several combined.
@@ -149,10 +156,11 @@ def test_remat_chunks_values_and_gradients_equal_default(name):
     assert_trees_close(res["remat4"], res["default"], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["lstm_peephole", "jordan", "elman_readout", "gru"])
+@pytest.mark.parametrize("name", ["lstm_peephole", "jordan"])
 def test_remat_step_and_plain_scan_gradients_equal_default(name):
     """remat=True and the plain scan (fused_gradient=False) give the default's values and
-    gradients. Cell-agnostic engine code, so four cells with different carries and readouts."""
+    gradients. Cell-agnostic engine code: two cells, with different carries (h and c; the
+    previous output y)."""
     res = _gradients_by_mode(
         name, {"default": {}, "plain": {"fused_gradient": False}, "remat": {"remat": True}}
     )
@@ -198,8 +206,14 @@ def _alone(name, reverse):
     return out
 
 
-@JIT
-@pytest.mark.parametrize("name", CELL_NAMES)
+# jit for every cell; eagerly (each op compiled on its own, slow) for three unlike carries
+PADDING_CASES = [(n, True) for n in CELL_NAMES] + [
+    (n, False) for n in ("lstm_peephole", "jordan", "gru_cho")
+]
+
+
+@pytest.mark.parametrize("name, use_jit", PADDING_CASES,
+                         ids=[f"{n}-{'jit' if j else 'eager'}" for n, j in PADDING_CASES])
 def test_padding_invariance(name, use_jit):
     """A padded batch (lengths 0, T, 3, 5; garbage in the padding; a non-zero initial carry)
     gives, forwards and in reverse, each sequence's outputs and final carry as when it runs
