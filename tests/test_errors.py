@@ -201,7 +201,9 @@ def test_gru_reset_after_must_be_bool():
             received="'no'")
 
 
-@pytest.mark.parametrize("shape, exc", [((-1,), ValueError), ("ab", TypeError), (2.5, TypeError)])
+@pytest.mark.parametrize(
+    "shape, exc", [((-1,), ValueError), ("ab", TypeError), (2.5, TypeError), ((2.5,), TypeError)]
+)
 def test_initial_carry_bad_batch_shape(shape, exc):
     _raises(exc, "^batch_shape: ", lambda: CELL.initial_carry(PARAMS, shape))
 
@@ -242,6 +244,13 @@ def test_bidirectional_carry_must_be_a_pair():
 )
 def test_bad_dropout_rate(make, argname, rate):
     _raises(ValueError, f"^{argname}: ", lambda: make(rate), received=repr(rate))
+
+
+def test_sizes_accept_numpy_ints():
+    cell = jaxrnn.gru(np.int64(4))
+    params = cell.init(KEY, np.int32(F))
+    assert cell.hidden_size == 4 and params.w_x.shape == (F, 12)
+    assert cell.initial_carry(params, (np.int64(2),)).h.shape == (2, 4)
 
 
 def test_dropout_rate_accepts_numpy_scalars():

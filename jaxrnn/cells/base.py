@@ -13,6 +13,8 @@ the loop or for the whole sequence before it.
 
 from __future__ import annotations
 
+import numbers
+import operator
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -113,9 +115,10 @@ def resolve_activation(activation: str | Callable[[Array], Array], argname: str)
 
 
 def check_positive_int(value, argname: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    # numbers.Integral also admits NumPy ints (e.g. a size read off an array's shape)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{argname}: expected a positive int, got {value!r}")
-    return value
+    return int(value)
 
 
 # --------------------------------------------------------------------------- initialisers
@@ -144,7 +147,11 @@ def check_batch_shape(batch_shape, argname: str = "batch_shape") -> tuple[int, .
     if isinstance(batch_shape, int):
         batch_shape = (batch_shape,)
     try:
-        shape = tuple(int(d) for d in batch_shape)
+        # operator.index takes ints and NumPy ints only: int() would truncate 2.5 and a string
+        # would be read character by character
+        if isinstance(batch_shape, str):
+            raise TypeError
+        shape = tuple(operator.index(d) for d in batch_shape)
     except TypeError:
         raise TypeError(
             f"{argname}: expected a tuple of ints (may be empty), got {batch_shape!r}"
