@@ -19,11 +19,14 @@ def np_sign_keep(h, s):
 def test_store_and_energy_match_numpy(rng):
     xs, ys = bipolar(rng, (4, 12)), bipolar(rng, (4, 7))
     w = bam.store(jnp.asarray(xs), jnp.asarray(ys))
-    ref = sum(np.outer(y, x) for x, y in zip(xs.astype(np.float64), ys.astype(np.float64)))
+    ref = sum(
+        np.outer(y, x) for x, y in zip(xs.astype(np.float64), ys.astype(np.float64), strict=True)
+    )
     np.testing.assert_array_equal(w, ref)
     x, y = bipolar(rng, (3, 12)), bipolar(rng, (3, 7))
-    e_ref = [-sum(ref[i, j] * y[b, i] * x[b, j] for i in range(7) for j in range(12))
-             for b in range(3)]
+    e_ref = [
+        -sum(ref[i, j] * y[b, i] * x[b, j] for i in range(7) for j in range(12)) for b in range(3)
+    ]
     np.testing.assert_allclose(bam.energy(w, jnp.asarray(x), jnp.asarray(y)), e_ref, rtol=1e-6)
 
 

@@ -29,7 +29,8 @@ def test_surprise_mask_matches_numpy(rng):
         for t in range(1, T):
             ref_t[b, t] = p[b, t - 1, ids[b, t]] < 0.3
     np.testing.assert_array_equal(
-        hc.surprise_mask(jnp.asarray(logits), jnp.asarray(ids), threshold=0.3), ref_t)
+        hc.surprise_mask(jnp.asarray(logits), jnp.asarray(ids), threshold=0.3), ref_t
+    )
 
 
 def test_compress_keeps_exactly_the_unpredicted_steps_in_order(rng):
@@ -49,8 +50,13 @@ def test_compress_keeps_exactly_the_unpredicted_steps_in_order(rng):
         np.testing.assert_allclose(c.xs[b, :n, F], steps / T, rtol=1e-6)
         np.testing.assert_array_equal(c.xs[b, n:], 0)
     # truncation to K and respect of valid lengths
-    ck = hc.compress(jnp.asarray(xs), jnp.asarray(mask), max_len=2, lengths=jnp.array([12, 12, 1, 12]),
-                     time_stamps=False)
+    ck = hc.compress(
+        jnp.asarray(xs),
+        jnp.asarray(mask),
+        max_len=2,
+        lengths=jnp.array([12, 12, 1, 12]),
+        time_stamps=False,
+    )
     ck = jax.tree_util.tree_map(np.asarray, ck)
     assert ck.xs.shape == (B, 2, F)
     for b in range(B):
@@ -68,23 +74,28 @@ def test_higher_level_equals_running_on_the_compressed_sequence_alone(rng):
     params = cell.init(jax.random.key(0), F + 1)
 
     c = hc.compress(jnp.asarray(xs), jnp.asarray(mask))
-    carry, ys = jax.tree_util.tree_map(np.asarray, jaxrnn.run(cell, params, c.xs, lengths=c.lengths))
+    carry, ys = jax.tree_util.tree_map(
+        np.asarray, jaxrnn.run(cell, params, c.xs, lengths=c.lengths)
+    )
 
     # the same cell, masked, over every step
     stamp = np.broadcast_to((np.arange(T) / T)[:, None], (B, T, 1)).astype(np.float32)
     flagged = np.concatenate([xs, stamp, mask[..., None].astype(np.float32)], -1)
     mcell = hc.masked(cell)
-    mcarry, mys = jax.tree_util.tree_map(np.asarray, jaxrnn.run(mcell, params, jnp.asarray(flagged)))
+    mcarry, mys = jax.tree_util.tree_map(
+        np.asarray, jaxrnn.run(mcell, params, jnp.asarray(flagged))
+    )
 
     for b in range(B):
         steps = np.flatnonzero(mask[b])
         alone = np.concatenate([xs[b, steps], (steps / T)[:, None].astype(np.float32)], -1)
         ref_carry, ref_ys = jaxrnn.run(cell, params, jnp.asarray(alone))
-        jax.tree_util.tree_map(
-            lambda a, r: np.testing.assert_allclose(a[b], r, rtol=1e-5, atol=1e-6), carry, ref_carry)
+        for got in (carry, mcarry):  # compressed + lengths, and the masked cell over all steps
+            for g, r in zip(
+                jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(ref_carry), strict=True
+            ):
+                np.testing.assert_allclose(g[b], r, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(ys[b, : len(steps)], ref_ys, rtol=1e-5, atol=1e-6)
-        jax.tree_util.tree_map(
-            lambda a, r: np.testing.assert_allclose(a[b], r, rtol=1e-5, atol=1e-6), mcarry, ref_carry)
         np.testing.assert_allclose(mys[b, steps], ref_ys, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(mys[b, ~mask[b]], 0)
 

@@ -33,8 +33,15 @@ def test_spectral_radius_within_one_percent(H, density, rho):
 
 def test_step_matches_numpy_equations(rng):
     H, F, O, a = 12, 3, 2, 0.3
-    cell = esn.reservoir(H, density=0.5, spectral_radius=0.8, leak_rate=a, bias_scaling=0.5,
-                         feedback_size=O, input_scaling=0.7)
+    cell = esn.reservoir(
+        H,
+        density=0.5,
+        spectral_radius=0.8,
+        leak_rate=a,
+        bias_scaling=0.5,
+        feedback_size=O,
+        input_scaling=0.7,
+    )
     p = init(cell, jax.random.key(0), F)
     T = 7
     u = rng.normal(size=(T, F)).astype(np.float32)
@@ -108,8 +115,10 @@ def test_ridge_readout_equals_numpy_normal_equations(rng, solver):
 def test_generate_matches_python_closed_loop(rng):
     cell = esn.reservoir(20, density=0.3, spectral_radius=0.7, bias_scaling=0.2)
     p = init(cell, jax.random.key(4), 1)
-    ro = esn.Readout(jnp.asarray(rng.normal(size=(21, 1)).astype(np.float32) * 0.1),
-                     jnp.asarray([0.05], jnp.float32))
+    ro = esn.Readout(
+        jnp.asarray(rng.normal(size=(21, 1)).astype(np.float32) * 0.1),
+        jnp.asarray([0.05], jnp.float32),
+    )
     c = esn.ReservoirState(jnp.asarray(rng.uniform(-0.5, 0.5, 20).astype(np.float32)))
     u0 = jnp.asarray([0.3], jnp.float32)
     ys = jax.jit(lambda p, c, u0: esn.generate(cell, p, ro, c, u0, 6))(p, c, u0)
@@ -128,8 +137,10 @@ def test_generate_with_output_feedback_matches_python_loop(rng):
     H, O = 15, 2
     cell = esn.reservoir(H, density=0.4, spectral_radius=0.6, feedback_size=O, leak_rate=0.7)
     p = init(cell, jax.random.key(6), 1)
-    ro = esn.Readout(jnp.asarray(rng.normal(size=(H, O)).astype(np.float32) * 0.2),
-                     jnp.asarray([0.1, -0.1], jnp.float32))
+    ro = esn.Readout(
+        jnp.asarray(rng.normal(size=(H, O)).astype(np.float32) * 0.2),
+        jnp.asarray([0.1, -0.1], jnp.float32),
+    )
     c = esn.ReservoirState(jnp.asarray(rng.uniform(-0.5, 0.5, H).astype(np.float32)))
     u, y0 = jnp.asarray([0.2], jnp.float32), jnp.asarray([0.3, -0.4], jnp.float32)
     ys = esn.generate(cell, p, ro, c, u, 5, y=y0, include_input=False, feed_input=False)

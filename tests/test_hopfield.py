@@ -24,8 +24,11 @@ def test_hebbian_weights_and_energy_match_numpy(rng):
     np.testing.assert_allclose(w, ref, atol=1e-6)
     s = bipolar(rng, (3, 40))
     theta = rng.normal(size=40).astype(np.float32)
-    e_ref = [-0.5 * sum(ref[i, j] * v[i] * v[j] for i in range(40) for j in range(40))
-             + float(theta.astype(np.float64) @ v) for v in s.astype(np.float64)]
+    e_ref = [
+        -0.5 * sum(ref[i, j] * v[i] * v[j] for i in range(40) for j in range(40))
+        + float(theta.astype(np.float64) @ v)
+        for v in s.astype(np.float64)
+    ]
     np.testing.assert_allclose(hf.energy(w, jnp.asarray(s), jnp.asarray(theta)), e_ref, rtol=1e-5)
 
 
@@ -106,18 +109,25 @@ def test_modern_update_and_energy_match_numpy(rng):
     z = beta * qd @ Xd.T
     p = np.exp(z - z.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
-    np.testing.assert_allclose(hf.modern_update(jnp.asarray(X), jnp.asarray(q), beta), p @ Xd,
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        hf.modern_update(jnp.asarray(X), jnp.asarray(q), beta), p @ Xd, rtol=1e-5, atol=1e-5
+    )
     lse = np.log(np.exp(z).sum(-1)) / beta
     e_ref = -lse + 0.5 * (qd**2).sum(-1) + np.log(P) / beta + 0.5 * (Xd**2).sum(-1).max()
-    np.testing.assert_allclose(hf.modern_energy(jnp.asarray(X), jnp.asarray(q), beta), e_ref,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        hf.modern_energy(jnp.asarray(X), jnp.asarray(q), beta), e_ref, rtol=1e-5
+    )
     # the update never increases the energy (Ramsauer et al. 2020, Theorem 1)
     x = jnp.asarray(q)
     for _ in range(3):
         new = hf.modern_update(jnp.asarray(X), x, beta)
-        assert np.all(np.asarray(hf.modern_energy(jnp.asarray(X), new, beta)
-                                 - hf.modern_energy(jnp.asarray(X), x, beta)) <= 1e-5)
+        assert np.all(
+            np.asarray(
+                hf.modern_energy(jnp.asarray(X), new, beta)
+                - hf.modern_energy(jnp.asarray(X), x, beta)
+            )
+            <= 1e-5
+        )
         x = new
 
 

@@ -34,7 +34,7 @@ def test_matches_numpy_recursive_evaluation():
     assert roots.shape == (4, 6) and nodes.shape == (4, trees.token.shape[1], 6)
     for b, t in enumerate(TREES):
         np.testing.assert_allclose(roots[b], np_eval(t, p), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(nodes[b, int(np.asarray(trees.size)[b]):], 0.0)
+        np.testing.assert_allclose(nodes[b, int(np.asarray(trees.size)[b]) :], 0.0)
 
 
 def test_padding_invariance_alone_vs_in_padded_batch():

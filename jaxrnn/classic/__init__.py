@@ -3,6 +3,9 @@ modern), bidirectional associative memory, recursive (tree) networks and the neu
 compressor. Each is a set of pure functions over plain pytrees; whatever is recurrent over time
 runs on the common scan engine :func:`jaxrnn.run`."""
 
+from jaxrnn.classic import bam, compressor, esn, hopfield, recursive
+from jaxrnn.classic.bam import BAMResult
+from jaxrnn.classic.compressor import Compressed, compress, masked, passed_fraction, surprise_mask
 from jaxrnn.classic.esn import (
     GeneratorState,
     Readout,
@@ -18,8 +21,6 @@ from jaxrnn.classic.esn import (
     reservoir,
     spectral_radius,
 )
-from jaxrnn.classic.mackey_glass import mackey_glass
-from jaxrnn.classic import bam, hopfield
 from jaxrnn.classic.hopfield import (
     RecallResult,
     hebbian,
@@ -29,10 +30,7 @@ from jaxrnn.classic.hopfield import (
     recall_async,
     recall_sync,
 )
-from jaxrnn.classic.bam import BAMResult
-from jaxrnn.classic import compressor, esn
-from jaxrnn.classic.compressor import Compressed, compress, masked, passed_fraction, surprise_mask
-from jaxrnn.classic import recursive
+from jaxrnn.classic.mackey_glass import mackey_glass
 from jaxrnn.classic.recursive import RecursiveNet, RecursiveParams, Trees, pack_trees, recursive_net
 
 __all__ = [

@@ -62,11 +62,15 @@ def _check_pair(w, x, y):
     if x is not None:
         _check_array(x, "x")
         if x.shape[-1] != n:
-            raise ValueError(f"x: last dimension must be n={n} (from w), got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"x: last dimension must be n={n} (from w), got shape {tuple(x.shape)}"
+            )
     if y is not None:
         _check_array(y, "y")
         if y.shape[-1] != m:
-            raise ValueError(f"y: last dimension must be m={m} (from w), got shape {tuple(y.shape)}")
+            raise ValueError(
+                f"y: last dimension must be m={m} (from w), got shape {tuple(y.shape)}"
+            )
     return m, n
 
 

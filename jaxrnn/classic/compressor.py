@@ -32,7 +32,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxrnn.cells.base import Array, Cell
 
@@ -115,7 +114,10 @@ def compress(
     if mask.dtype != jnp.bool_:
         raise TypeError(f"mask: expected a bool array, got dtype {mask.dtype}")
     if mask.shape != xs.shape[:-1]:
-        raise ValueError(f"mask: expected shape {tuple(xs.shape[:-1])} (xs without features), got {tuple(mask.shape)}")
+        raise ValueError(
+            f"mask: expected shape {tuple(xs.shape[:-1])} (xs without features), "
+            f"got {tuple(mask.shape)}"
+        )
     T = xs.shape[-2]
     K = T if max_len is None else max_len
     if isinstance(K, bool) or not isinstance(K, int) or not 1 <= K <= T:
@@ -124,7 +126,9 @@ def compress(
     if lengths is not None:
         lengths = jnp.asarray(lengths)
         if lengths.shape != mask.shape[:-1]:
-            raise ValueError(f"lengths: expected shape {tuple(mask.shape[:-1])}, got {tuple(lengths.shape)}")
+            raise ValueError(
+                f"lengths: expected shape {tuple(mask.shape[:-1])}, got {tuple(lengths.shape)}"
+            )
         mask = mask & (t < lengths[..., None])
     if time_stamps:
         stamp = jnp.broadcast_to((t / T).astype(xs.dtype)[:, None], (*xs.shape[:-1], 1))
@@ -165,7 +169,8 @@ def masked(cell: Cell) -> Cell:
         on = flag > 0.5
         keep = jax.tree_util.tree_map(
             lambda n, o: jnp.where(on.reshape(on.shape + (1,) * (n.ndim - on.ndim)), n, o),
-            new, carry,
+            new,
+            carry,
         )
         return keep, jnp.where(on[..., None], y, 0).astype(y.dtype)
 

@@ -63,8 +63,9 @@ class Readout(NamedTuple):
     b: Array  # (O,)
 
 
-def _check_float(value, argname: str, *, low: float, high: float | None = None,
-                 low_open: bool = False) -> float:
+def _check_float(
+    value, argname: str, *, low: float, high: float | None = None, low_open: bool = False
+) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{argname}: expected a float, got {type(value).__name__} {value!r}")
     v = float(value)
@@ -82,7 +83,9 @@ def _spectral_radius_host(w: np.ndarray) -> np.ndarray:
 
 def _radius(w: Array) -> Array:
     return jax.pure_callback(
-        _spectral_radius_host, jax.ShapeDtypeStruct((), jnp.float32), w,
+        _spectral_radius_host,
+        jax.ShapeDtypeStruct((), jnp.float32),
+        w,
         vmap_method="sequential",
     )
 
@@ -220,9 +223,9 @@ def drive(
 ) -> tuple[ReservoirState, Array]:
     """Run the reservoir over ``inputs`` ``(B..., T, F)`` with :func:`jaxrnn.run`.
 
-    With output feedback, ``teacher`` ``(B..., T, O)`` holds the targets ``y_t``; the cell is
-    fed ``y_{t-1}`` (zeros, or ``teacher[..., -1]`` of a previous call is the caller's business,
-    at ``t = 0``). Returns ``(final_carry, states (B..., T, H))``.
+    With output feedback, ``teacher`` ``(B..., T, O)`` holds the targets ``y_t`` and the cell is
+    fed ``[u_t, y_{t-1}]`` (teacher forcing), with ``y_{-1} = 0``.
+    Returns ``(final_carry, states (B..., T, H))``.
     """
     inputs = _as_float_array(inputs, "inputs", 2)
     has_fb = params.w_fb is not None

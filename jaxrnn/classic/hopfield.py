@@ -10,12 +10,12 @@ Binary network over bipolar states :math:`s \in \{-1, +1\}^N`:
 
 where a zero field keeps the unit's current value. (With Hebbian weights the fields are
 multiples of :math:`1/N`; float32 round-off can turn an exact tie into a tiny non-zero field,
-which matters only for tie-breaking -- an odd number of patterns with even ``N`` has no ties.) *Synchronous* updates change all units at
-once (and may end in a 2-cycle); *asynchronous* updates change one unit at a time in a random
-order, never increase :math:`E` (for symmetric :math:`W` with zero diagonal) and so end in a
-fixed point. Both loops run in :func:`jax.lax.while_loop` up to a maximum number of steps.
-Retrieval of the stored patterns breaks down at a load :math:`P/N \approx 0.138`
-(Amit, Gutfreund & Sompolinsky 1985).
+which matters only for tie-breaking -- an odd number of patterns with even ``N`` has no ties.)
+*Synchronous* updates change all units at once (and may end in a 2-cycle); *asynchronous*
+updates change one unit at a time in a random order, never increase :math:`E` (for symmetric
+:math:`W` with zero diagonal) and so end in a fixed point. Both loops run in
+:func:`jax.lax.while_loop` up to a maximum number of steps. Retrieval of the stored patterns
+breaks down at a load :math:`P/N \approx 0.138` (Amit, Gutfreund & Sompolinsky 1985).
 
 Modern (continuous) Hopfield network with stored patterns as rows of :math:`X` ``(P, d)``:
 
@@ -66,7 +66,9 @@ def _check_bipolar(x, argname: str):
     if not isinstance(x, jax.core.Tracer):
         v = np.asarray(x)
         if v.size and not np.all((v == 1) | (v == -1)):
-            raise ValueError(f"{argname}: expected bipolar values in {{-1, +1}}, got {np.unique(v)[:6]}")
+            raise ValueError(
+                f"{argname}: expected bipolar values in {{-1, +1}}, got {np.unique(v)[:6]}"
+            )
 
 
 def _check_weights(w, argname: str = "w"):
@@ -79,7 +81,9 @@ def _check_weights(w, argname: str = "w"):
 def _check_state(s, N: int, argname: str = "s"):
     _check_array(s, argname, min_ndim=1)
     if s.shape[-1] != N:
-        raise ValueError(f"{argname}: last dimension must be N={N} (from w), got shape {tuple(s.shape)}")
+        raise ValueError(
+            f"{argname}: last dimension must be N={N} (from w), got shape {tuple(s.shape)}"
+        )
     _check_bipolar(s, argname)
 
 
@@ -135,7 +139,9 @@ def sync_step(w: Array, s: Array, theta: Array | None = None) -> Array:
     return _sign_keep(h, s)
 
 
-def recall_sync(w: Array, s: Array, *, theta: Array | None = None, max_steps: int = 100) -> RecallResult:
+def recall_sync(
+    w: Array, s: Array, *, theta: Array | None = None, max_steps: int = 100
+) -> RecallResult:
     """Synchronous updates until every state in the batch is a fixed point or ``max_steps``.
 
     Runs in :func:`jax.lax.while_loop`. ``steps`` counts the updates that changed something;
@@ -202,7 +208,9 @@ def recall_async(
     return RecallResult(s, steps, done)
 
 
-def async_energy_trace(w: Array, s: Array, order: Array, theta: Array | None = None) -> tuple[Array, Array]:
+def async_energy_trace(
+    w: Array, s: Array, order: Array, theta: Array | None = None
+) -> tuple[Array, Array]:
     """Asynchronous updates in the given ``order`` ``(K,)`` of unit indices (any length, repeats
     allowed), returning the final state and the energy after every single-unit update,
     ``(K, B...)`` -- the quantity the convergence proof says never increases."""
@@ -247,7 +255,9 @@ def modern_update(patterns: Array, xi: Array, beta) -> Array:
     return jax.nn.softmax(beta * (xi @ patterns.T), axis=-1) @ patterns
 
 
-def modern_recall(patterns: Array, xi: Array, beta, *, max_steps: int = 10, tol: float = 1e-6) -> RecallResult:
+def modern_recall(
+    patterns: Array, xi: Array, beta, *, max_steps: int = 10, tol: float = 1e-6
+) -> RecallResult:
     """Iterate :func:`modern_update` until the largest change is below ``tol`` or ``max_steps``
     (usually one step suffices when patterns are well separated; Ramsauer et al. 2020, Thm 4)."""
     _check_modern(patterns, xi, beta)

@@ -55,7 +55,9 @@ def mackey_glass(
     if tau <= 0 or abs(lag - round(lag)) > 1e-9:
         raise ValueError(f"tau: expected a positive multiple of dt={dt}, got {tau!r}")
     if sample_every <= 0 or abs(sub - round(sub)) > 1e-9:
-        raise ValueError(f"sample_every: expected a positive multiple of dt={dt}, got {sample_every!r}")
+        raise ValueError(
+            f"sample_every: expected a positive multiple of dt={dt}, got {sample_every!r}"
+        )
     if isinstance(discard, bool) or not isinstance(discard, int) or discard < 0:
         raise ValueError(f"discard: expected an int >= 0, got {discard!r}")
     lag, sub = int(round(lag)), int(round(sub))

@@ -26,8 +26,8 @@ around it. Everything is ``jit``-compatible and differentiable end to end.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,20 +64,31 @@ def check_trees(trees: Trees, vocab_size: int | None = None) -> Trees:
     """Validate a (batch of) trees; concrete arrays are checked for topological order, index
     ranges and sizes. Raises ``TypeError``/``ValueError`` naming the field."""
     if not isinstance(trees, Trees):
-        raise TypeError(f"trees: expected a jaxrnn.classic.recursive.Trees, got {type(trees).__name__}")
+        raise TypeError(
+            f"trees: expected a jaxrnn.classic.recursive.Trees, got {type(trees).__name__}"
+        )
     shape = tuple(np.shape(trees.token))
     if len(shape) < 1:
         raise ValueError(f"trees.token: expected shape (B..., M), got {shape}")
     for name in ("token", "left", "right", "is_leaf"):
         a = getattr(trees, name)
         if tuple(np.shape(a)) != shape:
-            raise ValueError(f"trees.{name}: expected shape {shape} (that of token), got {tuple(np.shape(a))}")
+            raise ValueError(
+                f"trees.{name}: expected shape {shape} (that of token), got {tuple(np.shape(a))}"
+            )
         dt = jnp.asarray(a).dtype
         want_bool = name == "is_leaf"
-        if (want_bool and dt != jnp.bool_) or (not want_bool and not jnp.issubdtype(dt, jnp.integer)):
-            raise TypeError(f"trees.{name}: expected {'bool' if want_bool else 'integer'} dtype, got {dt}")
+        if (want_bool and dt != jnp.bool_) or (
+            not want_bool and not jnp.issubdtype(dt, jnp.integer)
+        ):
+            raise TypeError(
+                f"trees.{name}: expected {'bool' if want_bool else 'integer'} dtype, got {dt}"
+            )
     if tuple(np.shape(trees.size)) != shape[:-1]:
-        raise ValueError(f"trees.size: expected shape {shape[:-1]} (batch shape), got {tuple(np.shape(trees.size))}")
+        raise ValueError(
+            f"trees.size: expected shape {shape[:-1]} (batch shape), "
+            f"got {tuple(np.shape(trees.size))}"
+        )
     if not jnp.issubdtype(jnp.asarray(trees.size).dtype, jnp.integer):
         raise TypeError(f"trees.size: expected integer dtype, got {jnp.asarray(trees.size).dtype}")
     if any(isinstance(a, jax.core.Tracer) for a in trees):
@@ -85,7 +96,9 @@ def check_trees(trees: Trees, vocab_size: int | None = None) -> Trees:
     M = shape[-1]
     tok, lft, rgt, leaf, size = (np.asarray(a) for a in trees)
     if size.size and (size.min() < 1 or size.max() > M):
-        raise ValueError(f"trees.size: values must lie in [1, M={M}], got min {size.min()} max {size.max()}")
+        raise ValueError(
+            f"trees.size: values must lie in [1, M={M}], got min {size.min()} max {size.max()}"
+        )
     idx = np.arange(M)
     valid = idx < size[..., None]
     internal = valid & ~leaf
@@ -146,8 +159,10 @@ def recursive_net(hidden_size: int, vocab_size: int, *, activation="tanh") -> Re
         params = RecursiveParams(*(jnp.asarray(a) for a in params))
         batch = tuple(np.shape(trees.token)[:-1])
         M = np.shape(trees.token)[-1]
-        flat = Trees(*(jnp.asarray(a).reshape((-1, M)) for a in trees[:4]),
-                     jnp.asarray(trees.size).reshape((-1,)))
+        flat = Trees(
+            *(jnp.asarray(a).reshape((-1, M)) for a in trees[:4]),
+            jnp.asarray(trees.size).reshape((-1,)),
+        )
         Bf = flat.token.shape[0]
         rows = jnp.arange(Bf)
 
@@ -180,11 +195,17 @@ def tree_nodes(tree: Any) -> tuple[list[int], list[int], list[int], list[bool]]:
 
     def visit(t):
         if isinstance(t, (int, np.integer)) and not isinstance(t, bool):
-            token.append(int(t)); left.append(0); right.append(0); is_leaf.append(True)
+            token.append(int(t))
+            left.append(0)
+            right.append(0)
+            is_leaf.append(True)
             return len(token) - 1
         if isinstance(t, (tuple, list)) and len(t) == 2:
             li, ri = visit(t[0]), visit(t[1])
-            token.append(0); left.append(li); right.append(ri); is_leaf.append(False)
+            token.append(0)
+            left.append(li)
+            right.append(ri)
+            is_leaf.append(False)
             return len(token) - 1
         raise ValueError(f"tree: expected an int leaf or a 2-tuple (left, right), got {t!r}")
 
@@ -208,10 +229,20 @@ def pack_trees(trees: Sequence[Any], max_nodes: int | None = None) -> Trees:
             out[k, b, : len(f[k])] = f[k]
     sizes = np.array([len(f[0]) for f in flat], np.int32)
     return Trees(
-        token=jnp.asarray(out[0]), left=jnp.asarray(out[1]), right=jnp.asarray(out[2]),
-        is_leaf=jnp.asarray(out[3].astype(bool)), size=jnp.asarray(sizes),
+        token=jnp.asarray(out[0]),
+        left=jnp.asarray(out[1]),
+        right=jnp.asarray(out[2]),
+        is_leaf=jnp.asarray(out[3].astype(bool)),
+        size=jnp.asarray(sizes),
     )
 
 
-__all__ = ["Trees", "RecursiveParams", "RecursiveNet", "recursive_net", "check_trees", "tree_nodes",
-           "pack_trees"]
+__all__ = [
+    "Trees",
+    "RecursiveParams",
+    "RecursiveNet",
+    "recursive_net",
+    "check_trees",
+    "tree_nodes",
+    "pack_trees",
+]

@@ -41,7 +41,8 @@ def main(args):
         ok_x = jnp.all(from_x.x == xs, -1) & jnp.all(from_x.y == ys, -1)
         ok_y = jnp.all(from_y.x == xs, -1) & jnp.all(from_y.y == ys, -1)
         stored_stable = jnp.all(bam.forward(w, xs, ys) == ys, -1) & jnp.all(
-            bam.backward(w, xs, ys) == xs, -1)
+            bam.backward(w, xs, ys) == xs, -1
+        )
         e_cue = bam.energy(w, cx, bam.forward(w, cx, jnp.ones_like(ys)))
         e_end = bam.energy(w, from_x.x, from_x.y)
         return ok_x, ok_y, stored_stable, from_x.converged & from_y.converged, e_end <= e_cue
@@ -52,22 +53,34 @@ def main(args):
         rx, ry, st, conv, down = [], [], [], [], []
         for _ in range(args.trials):
             xs, ys = bipolar((P, n)), bipolar((P, m))
-            out = [np.asarray(v) for v in trial(jnp.asarray(xs), jnp.asarray(ys),
-                                                jnp.asarray(noisy(xs)), jnp.asarray(noisy(ys)))]
-            for acc, v in zip((rx, ry, st, conv, down), out):
+            out = [
+                np.asarray(v)
+                for v in trial(
+                    jnp.asarray(xs), jnp.asarray(ys), jnp.asarray(noisy(xs)), jnp.asarray(noisy(ys))
+                )
+            ]
+            for acc, v in zip((rx, ry, st, conv, down), out, strict=True):
                 acc.append(v)
         rows.append([np.mean(np.concatenate(a)) for a in (rx, ry, st, conv, down)])
     rows = np.asarray(rows)
     elapsed = time.perf_counter() - t0
 
-    print(f"BAM n={n}, m={m}; cues with {args.noise:.0%} of bits flipped; {args.trials} random "
-          f"pair sets per row; recall = both patterns of the pair recovered exactly")
+    print(
+        f"BAM n={n}, m={m}; cues with {args.noise:.0%} of bits flipped; {args.trials} random "
+        f"pair sets per row; recall = both patterns of the pair recovered exactly"
+    )
     print(" pairs  recall x->y  recall y->x  stored pairs stable  converged  energy fell")
-    for P, r in zip(counts, rows):
+    for P, r in zip(counts, rows, strict=True):
         print(f" {P:5d}  {r[0]:11.1%}  {r[1]:11.1%}  {r[2]:19.1%}  {r[3]:9.1%}  {r[4]:10.1%}")
-    half = [P for P, r in zip(counts, rows) if min(r[0], r[1]) < 0.5]
-    print(f"recall falls below 50% at {half[0] if half else '>' + str(counts[-1])} pairs "
-          f"(min(n, m) = {min(n, m)})")
+    half = [P for P, r in zip(counts, rows, strict=True) if min(r[0], r[1]) < 0.5]
+    print(
+        f"recall falls below 50% at {half[0] if half else '>' + str(counts[-1])} pairs "
+        f"(min(n, m) = {min(n, m)})"
+    )
     print(f"time {elapsed:.1f} s")
-    return {"pairs": counts, "recall_x": rows[:, 0].tolist(), "recall_y": rows[:, 1].tolist(),
-            "seconds": elapsed}
+    return {
+        "pairs": counts,
+        "recall_x": rows[:, 0].tolist(),
+        "recall_y": rows[:, 1].tolist(),
+        "seconds": elapsed,
+    }

@@ -84,7 +84,9 @@ def main(args):
 
         for i in range(steps):
             sl = slice((offset + i) * args.batch, (offset + i + 1) * args.batch)
-            params, state, loss = step(params, state, jnp.asarray(tr_ids[sl]), jnp.asarray(tr_y[sl]))
+            params, state, loss = step(
+                params, state, jnp.asarray(tr_ids[sl]), jnp.asarray(tr_y[sl])
+            )
         return params, float(loss)
 
     def ce(logits, y):
@@ -100,7 +102,9 @@ def main(args):
         return readout.apply(p[1], carry.h)
 
     flat_p, flat_loss = train(lambda p, ids, y: ce(flat_logits(p, ids), y), flat_p, args.steps, 0)
-    flat_acc = float(np.mean(np.asarray(jax.jit(flat_logits)(flat_p, jnp.asarray(te_ids))).argmax(-1) == te_y))
+    flat_acc = float(
+        np.mean(np.asarray(jax.jit(flat_logits)(flat_p, jnp.asarray(te_ids))).argmax(-1) == te_y)
+    )
     flat_s = time.perf_counter() - ts
 
     # ---------------- history compressor: lower predictor, then higher classifier
@@ -132,8 +136,9 @@ def main(args):
         carry, _ = jaxrnn.run(high_cell, p[0], c.xs, lengths=c.lengths)
         return readout.apply(p[1], carry.h)
 
-    high_p, high_loss = train(lambda p, ids, y: ce(high_logits(p, ids), y), high_p,
-                              args.steps - low_steps, low_steps)
+    high_p, high_loss = train(
+        lambda p, ids, y: ce(high_logits(p, ids), y), high_p, args.steps - low_steps, low_steps
+    )
     te = jnp.asarray(te_ids)
     comp_acc = float(np.mean(np.asarray(jax.jit(high_logits)(high_p, te)).argmax(-1) == te_y))
     c, mask = jax.jit(compressed)(te)
@@ -145,17 +150,30 @@ def main(args):
 
     n_flat = sum(a.size for a in jax.tree_util.tree_leaves(flat_p))
     n_comp = sum(a.size for a in jax.tree_util.tree_leaves((low_p, high_p)))
-    print(f"task: T={T}, V={V} symbols, {args.noise_steps} noise steps per sequence, label = first "
-          f"symbol (chance {1 / V:.1%}); {args.steps} Adam steps of batch {args.batch} per model; "
-          f"{args.test} held-out sequences")
-    print(f"lower net: next-symbol accuracy {low_acc:.1%}; inputs passed up {frac:.2%} "
-          f"(ideal {(1 + args.noise_steps * (1 - 1 / V)) / T:.2%}), mean {float(np.mean(np.asarray(c.lengths))):.1f} "
-          f"of {T} steps; sequences with more than K={args.max_len}: {overflow:.1%}")
-    print(f"  history compressor (Elman {args.lower_hidden} -> LSTM {args.hidden}, "
-          f"{low_steps}+{args.steps - low_steps} steps): test acc {comp_acc:.1%}  "
-          f"({n_comp} params, {comp_s:.1f} s)")
-    print(f"  flat LSTM {args.hidden} ({args.steps} steps over all {T} inputs):"
-          f"{' ' * 14}test acc {flat_acc:.1%}  ({n_flat} params, {flat_s:.1f} s)")
+    print(
+        f"task: T={T}, V={V} symbols, {args.noise_steps} noise steps per sequence, label = first "
+        f"symbol (chance {1 / V:.1%}); {args.steps} Adam steps of batch {args.batch} per model; "
+        f"{args.test} held-out sequences"
+    )
+    print(
+        f"lower net: next-symbol accuracy {low_acc:.1%}; inputs passed up {frac:.2%} "
+        f"(ideal {(1 + args.noise_steps * (1 - 1 / V)) / T:.2%}), "
+        f"mean {float(np.mean(np.asarray(c.lengths))):.1f} "
+        f"of {T} steps; sequences with more than K={args.max_len}: {overflow:.1%}"
+    )
+    print(
+        f"  history compressor (Elman {args.lower_hidden} -> LSTM {args.hidden}, "
+        f"{low_steps}+{args.steps - low_steps} steps): test acc {comp_acc:.1%}  "
+        f"({n_comp} params, {comp_s:.1f} s)"
+    )
+    print(
+        f"  flat LSTM {args.hidden} ({args.steps} steps over all {T} inputs):"
+        f"{' ' * 14}test acc {flat_acc:.1%}  ({n_flat} params, {flat_s:.1f} s)"
+    )
     print(f"time {elapsed:.1f} s")
-    return {"passed_fraction": frac, "compressor_acc": comp_acc, "flat_acc": flat_acc,
-            "seconds": elapsed}
+    return {
+        "passed_fraction": frac,
+        "compressor_acc": comp_acc,
+        "flat_acc": flat_acc,
+        "seconds": elapsed,
+    }

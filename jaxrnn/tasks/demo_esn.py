@@ -79,14 +79,20 @@ def main(args):
     nrmse_curve = np.sqrt(np.mean((free - truth) ** 2, axis=0) / sigma2)
     elapsed = time.perf_counter() - t_start
 
-    print(f"reservoir: {args.units} units, density {args.density}, spectral radius "
-          f"{radius:.4f} (target {args.spectral_radius}), leak {args.leak_rate}, ridge {args.ridge}")
+    print(
+        f"reservoir: {args.units} units, density {args.density}, spectral radius "
+        f"{radius:.4f} (target {args.spectral_radius}), leak {args.leak_rate}, ridge {args.ridge}"
+    )
     print(f"train NRMSE (one step)          {train_nrmse:.2e}")
-    print(f"test  NRMSE (one step, {args.test} held-out steps) {one_step:.2e}  "
-          f"(log10 {np.log10(one_step):.2f})")
-    print(f"test  NRMSE{H} (free run, {args.runs} runs) {nrmse_h:.2e}  (log10 "
-          f"{np.log10(nrmse_h):.2f}); published order: 10^{PUBLISHED_LOG10_NRMSE84} "
-          f"(Jaeger & Haas 2004, 1000 units, float64)")
+    print(
+        f"test  NRMSE (one step, {args.test} held-out steps) {one_step:.2e}  "
+        f"(log10 {np.log10(one_step):.2f})"
+    )
+    print(
+        f"test  NRMSE{H} (free run, {args.runs} runs) {nrmse_h:.2e}  (log10 "
+        f"{np.log10(nrmse_h):.2f}); published order: 10^{PUBLISHED_LOG10_NRMSE84} "
+        f"(Jaeger & Haas 2004, 1000 units, float64)"
+    )
     print(f"time {elapsed:.1f} s")
 
     if args.plot:
@@ -112,8 +118,12 @@ def main(args):
         ax1.legend()
         ax2.semilogy(np.arange(1, H + 1), nrmse_curve, label="free-run NRMSE")
         ax2.axhline(one_step, color="C1", ls="--", label="one-step NRMSE")
-        ax2.axhline(10**PUBLISHED_LOG10_NRMSE84, color="gray", ls=":",
-                    label="published NRMSE84 (Jaeger & Haas 2004)")
+        ax2.axhline(
+            10**PUBLISHED_LOG10_NRMSE84,
+            color="gray",
+            ls=":",
+            label="published NRMSE84 (Jaeger & Haas 2004)",
+        )
         ax2.set_xlabel("steps ahead")
         ax2.legend()
         fig.tight_layout()

@@ -5,8 +5,10 @@ import time
 
 import numpy as np
 
-DESCRIPTION = ("Hopfield: async energy descent, recall of corrupted patterns, capacity sweep "
-               "(breakdown near 0.138 N, with a plot), modern Hopfield beyond it")
+DESCRIPTION = (
+    "Hopfield: async energy descent, recall of corrupted patterns, capacity sweep "
+    "(breakdown near 0.138 N, with a plot), modern Hopfield beyond it"
+)
 
 ALPHA_C = 0.138  # Amit, Gutfreund & Sompolinsky 1985
 
@@ -53,10 +55,12 @@ def main(args):
     rel_tol = 1e-5 * np.max(np.abs(e))  # float32 round-off of an N^2-term sum
     increases = int(np.sum(steps > rel_tol))
     fixed = np.mean(np.all(np.asarray(hf.sync_step(w, final)) == np.asarray(final), axis=-1))
-    print(f"[energy] N={N}, P={P}: {steps.size} single-unit updates from 16 random states; "
-          f"largest change {steps.max():+.2e}, increases beyond round-off {increases}; "
-          f"mean energy {e[0].mean():.1f} -> {e[-1].mean():.1f}; at a fixed point after "
-          f"{sweeps} sweeps: {fixed:.0%}")
+    print(
+        f"[energy] N={N}, P={P}: {steps.size} single-unit updates from 16 random states; "
+        f"largest change {steps.max():+.2e}, increases beyond round-off {increases}; "
+        f"mean energy {e[0].mean():.1f} -> {e[-1].mean():.1f}; at a fixed point after "
+        f"{sweeps} sweeps: {fixed:.0%}"
+    )
     out["energy_increases"] = increases
 
     # 2. Recall from corrupted cues at low load (P = 0.05 N).
@@ -69,9 +73,11 @@ def main(args):
     for name, r in (("async", ra), ("sync", rs)):
         m = np.asarray(jnp.diagonal(hf.overlap(jnp.asarray(xi), r.state)))
         m0 = np.asarray(jnp.diagonal(hf.overlap(jnp.asarray(xi), cues)))
-        print(f"[recall] {name}: P={P} (P/N={P / N:.2f}), {args.corruption:.0%} bits flipped: "
-              f"overlap {m0.mean():.2f} -> {m.mean():.3f}; exactly recovered "
-              f"{np.mean(m == 1.0):.0%}; steps <= {int(np.max(np.asarray(r.steps)))}")
+        print(
+            f"[recall] {name}: P={P} (P/N={P / N:.2f}), {args.corruption:.0%} bits flipped: "
+            f"overlap {m0.mean():.2f} -> {m.mean():.3f}; exactly recovered "
+            f"{np.mean(m == 1.0):.0%}; steps <= {int(np.max(np.asarray(r.steps)))}"
+        )
         out[f"recall_{name}"] = float(np.mean(m == 1.0))
 
     # 3. Capacity sweep: start at each stored pattern, relax asynchronously, measure overlap.
@@ -88,8 +94,10 @@ def main(args):
         ms = np.concatenate(ms)
         mean_m.append(ms.mean())
         good.append(np.mean(ms > 0.95))
-    print(f"[capacity] N={N}, {args.trials} pattern sets per load, start = stored pattern, "
-          f"async relaxation; AGS critical load 0.138")
+    print(
+        f"[capacity] N={N}, {args.trials} pattern sets per load, start = stored pattern, "
+        f"async relaxation; AGS critical load 0.138"
+    )
     print("  P/N    " + " ".join(f"{a:5.2f}" for a in alphas))
     print("  <m>    " + " ".join(f"{m:5.2f}" for m in mean_m))
     print("  m>0.95 " + " ".join(f"{g:5.2f}" for g in good))
@@ -97,8 +105,10 @@ def main(args):
     below = good[alphas < ALPHA_C - 0.02].mean()
     above = good[alphas > ALPHA_C + 0.04].mean()
     cross = alphas[np.argmax(good < 0.5)] if np.any(good < 0.5) else float("nan")
-    print(f"  retrieved fraction: {below:.2f} below P/N={ALPHA_C - 0.02:.2f}, {above:.2f} above "
-          f"{ALPHA_C + 0.04:.2f}; drops below 50% at P/N = {cross:.2f}")
+    print(
+        f"  retrieved fraction: {below:.2f} below P/N={ALPHA_C - 0.02:.2f}, {above:.2f} above "
+        f"{ALPHA_C + 0.04:.2f}; drops below 50% at P/N = {cross:.2f}"
+    )
     out.update(capacity_below=float(below), capacity_above=float(above), crossover=float(cross))
 
     # 4. Modern Hopfield: far more patterns than 0.138 N, recalled in one update.
@@ -111,9 +121,11 @@ def main(args):
         cues = jnp.asarray(_corrupt(rng, np.asarray(xi[probes]), args.corruption))
         r = jax.jit(hf.modern_recall)(xi, cues, beta)
         ok = np.mean(np.all(np.sign(np.asarray(r.state)) == np.asarray(xi[probes]), axis=-1))
-        print(f"[modern] d={d}, P={P} (P/d={load:g}, {load / ALPHA_C:.0f}x the classical limit), "
-              f"beta={beta:.2f}, {args.corruption:.0%} bits flipped: exactly retrieved {ok:.1%} "
-              f"of {len(probes)} probes, updates <= {int(np.max(np.asarray(r.steps)))}")
+        print(
+            f"[modern] d={d}, P={P} (P/d={load:g}, {load / ALPHA_C:.0f}x the classical limit), "
+            f"beta={beta:.2f}, {args.corruption:.0%} bits flipped: exactly retrieved {ok:.1%} "
+            f"of {len(probes)} probes, updates <= {int(np.max(np.asarray(r.steps)))}"
+        )
         out[f"modern_{load:g}"] = float(ok)
 
     elapsed = time.perf_counter() - t0

@@ -139,11 +139,11 @@ def main(args):
         state = opt.init(params)
         order = np.random.default_rng(args.seed + 1)
         n_train = len(tr_y)
-        for i in range(args.steps):
+        for _ in range(args.steps):
             idx = order.integers(0, n_train, args.batch)
             batch = (*take(inputs_of(packs["train"]), idx), jnp.asarray(tr_y[idx]))
             params, state, loss = step(params, state, batch)
-        predict = jax.jit(lambda p, *x: jnp.argmax(logits_fn(p, *x), -1))
+        predict = jax.jit(lambda p, *x, f=logits_fn: jnp.argmax(f(p, *x), -1))
         accs = {}
         for split in ("test", "deeper"):
             d = packs[split]
@@ -153,12 +153,18 @@ def main(args):
 
     elapsed = time.perf_counter() - t0
     base = max(np.mean(te_y), 1 - np.mean(te_y))
-    print(f"boolean expressions over T/F with AND/OR/XOR; train: {args.train_size} expressions "
-          f"with 2-{L} leaves; {args.steps} Adam steps of batch {args.batch}, hidden {H}")
-    print(f"held-out: {args.test_size} unseen expressions with 2-{L} leaves (majority class "
-          f"{base:.1%}) and {args.test_size} deeper ones with {L + 1}-{LT} leaves")
+    print(
+        f"boolean expressions over T/F with AND/OR/XOR; train: {args.train_size} expressions "
+        f"with 2-{L} leaves; {args.steps} Adam steps of batch {args.batch}, hidden {H}"
+    )
+    print(
+        f"held-out: {args.test_size} unseen expressions with 2-{L} leaves (majority class "
+        f"{base:.1%}) and {args.test_size} deeper ones with {L + 1}-{LT} leaves"
+    )
     for name, (accs, secs, loss, n_params) in results.items():
-        print(f"  {name:22s} test acc {accs['test']:.1%}   deeper acc {accs['deeper']:.1%}   "
-              f"(final loss {loss:.3f}, {n_params} params, {secs:.1f} s)")
+        print(
+            f"  {name:22s} test acc {accs['test']:.1%}   deeper acc {accs['deeper']:.1%}   "
+            f"(final loss {loss:.3f}, {n_params} params, {secs:.1f} s)"
+        )
     print(f"time {elapsed:.1f} s")
     return {name: r[0] for name, r in results.items()} | {"seconds": elapsed}
