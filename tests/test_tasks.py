@@ -212,6 +212,9 @@ def test_charlm_sample_continues_the_prime():
     text = charlm.sample(config, params, vocab, "ab", 10, key=jax.random.key(0),
                          temperature=0.8)
     assert text.startswith("ab") and len(text) == 12 and set(text) <= set("abc\n")
+    warmed = charlm.sample(config, params, vocab, "ab", 10, key=jax.random.key(0),
+                           temperature=0.8, warmup="cab\nca")
+    assert warmed.startswith("ab") and len(warmed) == 12  # the warm-up text is not returned
     with pytest.raises(ValueError, match="--temperature"):
         charlm.sample(config, params, vocab, "ab", 10, key=jax.random.key(0), temperature=0)
 
