@@ -31,15 +31,24 @@ def _maybe_jit(f, use_jit):
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_step_matches_numpy_equations(name, use_jit):
     """One step from a random carry, random params (biases, peepholes included), for a batch,
-    no batch and a 2-D batch shape. The sequence-level NumPy comparison is in test_scan."""
+    no batch and a 2-D batch shape (under jit all three in one program; eagerly, where every op
+    compiles on its own, the batch only). The sequence-level NumPy comparison is in test_scan."""
     cell = CELLS[name]
     params = random_params(cell, seed=1)
-    step = _maybe_jit(lambda p, c, x: cell.step(p, c, cell.project(p, x)), use_jit)
-    # eager dispatch compiles every op per shape: the eager variant checks one batch shape
-    for batch_shape in [(3,), (), (2, 3)] if use_jit else [(3,)]:
+    shapes = [(3,), (), (2, 3)] if use_jit else [(3,)]
+    cases = {}
+    for batch_shape in shapes:
         carry = random_carry(cell, params, batch_shape, seed=2)
         x = np.random.default_rng(3).standard_normal((*batch_shape, F))
-        got_carry, got_y = step(to_jax(params), to_jax(carry), jnp.asarray(x, jnp.float32))
+        cases[batch_shape] = (carry, x)
+
+    def steps(p, inputs):
+        return [cell.step(p, c, cell.project(p, x)) for c, x in inputs]
+
+    got = _maybe_jit(steps, use_jit)(
+        to_jax(params), [(to_jax(c), jnp.asarray(x, jnp.float32)) for c, x in cases.values()]
+    )
+    for (batch_shape, (carry, x)), (got_carry, got_y) in zip(cases.items(), got, strict=True):
         want_carry, want_y = ref_step(name, params, carry, x)
         assert type(got_carry) is type(carry)
         assert got_y.shape == (*batch_shape, cell.output_size)
