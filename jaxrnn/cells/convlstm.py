@@ -65,9 +65,11 @@ def _kernel_size(kernel_size, argname="kernel_size") -> tuple[int, int]:
     return ks
 
 
-def conv2d(x: Array, w: Array) -> Array:
+def conv2d(x: Array, w: Array, compute_dtype=None) -> Array:
     """``x * w`` with ``"SAME"`` padding, stride 1: ``x (B..., Hgt, Wd, I)``, ``w (kh, kw, I, O)``
-    -> ``(B..., Hgt, Wd, O)``. Leading batch axes are folded into one for the convolution."""
+    -> ``(B..., Hgt, Wd, O)``. Leading batch axes are folded into one for the convolution.
+    With ``compute_dtype`` the operands are cast down and the sums accumulate in float32, as
+    :func:`jaxrnn.cells.base.matmul`."""
     if x.ndim < 3:
         raise ValueError(
             f"x: expected a frame (B..., height, width, channels) of rank >= 3, got shape "
@@ -75,9 +77,12 @@ def conv2d(x: Array, w: Array) -> Array:
         )
     lead = x.shape[:-3]
     flat = x.reshape((-1, *x.shape[-3:]))
+    if compute_dtype is not None:
+        flat, w = flat.astype(compute_dtype), w.astype(compute_dtype)
     y = jax.lax.conv_general_dilated(
         flat, w, window_strides=(1, 1), padding="SAME",
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        preferred_element_type=None if compute_dtype is None else jnp.float32,
     )
     return y.reshape((*lead, *y.shape[1:]))
 
@@ -91,6 +96,7 @@ def convlstm(
     peephole: bool = False,
     activation="tanh",
     recurrent_activation="sigmoid",
+    compute_dtype=None,
     param_dtype=jnp.float32,
 ) -> Cell:
     """A convolutional LSTM cell.
@@ -102,6 +108,8 @@ def convlstm(
       forget_bias: initial forget-gate bias.
       peephole: per-channel peephole connections from the cell state to the gates.
       activation, recurrent_activation: as :func:`jaxrnn.lstm`.
+      compute_dtype: e.g. ``jnp.bfloat16`` for the convolutions (float32 accumulation);
+        parameters and carry stay in ``param_dtype``.
 
     Returns:
       A :class:`~jaxrnn.Cell` with ``y_t = H_t`` of shape ``(B..., Hgt, Wd, C)``;
@@ -148,11 +156,11 @@ def convlstm(
                 f"x: expected frames (..., height, width, channels), got shape {tuple(x.shape)}"
             )
         # One step (B..., Hgt, Wd, Cin) or a whole sequence: conv2d folds the leading axes.
-        return conv2d(x, params.w_x) + params.b
+        return conv2d(x, params.w_x, compute_dtype) + params.b
 
     def step(params: ConvLSTMParams, carry: ConvLSTMState, xp: Array):
         with jax.named_scope("convlstm_step"):
-            z = xp + conv2d(carry.h, params.w_h)
+            z = xp + conv2d(carry.h, params.w_h, compute_dtype)
             zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
             if params.peephole is not None:
                 zi = zi + params.peephole[0] * carry.c
