@@ -46,12 +46,17 @@ def numpy_reference(name, params, xs, h0, lengths=None):
 
 
 def _setup(name, B=3, T=23, F=5, H=7, seed=0, scale=1.0):
+    """Cell, random params of its structure (N(0, 1/F) weights, N(0, 1) biases), inputs and an
+    initial state of any sign; drawn with NumPy (no per-shape XLA compilation in the set-up)."""
     cell = FACTORIES[name](H)
-    k0, k1, k2, k3 = jax.random.split(jax.random.key(seed), 4)
-    params = cell.init(k0, F)
-    params = params._replace(b=jax.random.normal(k1, params.b.shape))  # non-trivial biases
-    xs = scale * jax.random.normal(k2, (B, T, F))
-    h0 = jax.random.normal(k3, (B, H))  # any sign: h0 enters the parallel form linearly
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(lambda k: cell.init(k, F), jax.random.key(0))
+    params = type(shapes)(
+        w_x=jnp.asarray(rng.normal(size=shapes.w_x.shape) / np.sqrt(F), jnp.float32),
+        b=jnp.asarray(rng.normal(size=shapes.b.shape), jnp.float32),
+    )
+    xs = jnp.asarray(scale * rng.normal(size=(B, T, F)), jnp.float32)
+    h0 = jnp.asarray(rng.normal(size=(B, H)), jnp.float32)  # h0 enters the parallel form linearly
     return cell, params, xs, h0
 
 
@@ -69,10 +74,11 @@ def test_both_forms_match_numpy_equations(name):
         np.testing.assert_allclose(final.h, h_ref, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(FACTORIES))
-@pytest.mark.parametrize("reverse,time_major", [(True, True)])  # forward: numpy test above
-def test_parallel_equals_sequential(name, reverse, time_major):
-    cell, params, xs, h0 = _setup(name, B=4, T=31, scale=2.0)
+def test_parallel_equals_sequential_reversed_time_major():
+    # The forward, batch-major case of both cells is checked against NumPy above; the layout
+    # and direction handling is shared by both cells.
+    reverse, time_major = True, True
+    cell, params, xs, h0 = _setup("min_gru", B=4, T=31, scale=2.0)
     lengths = jnp.array([31, 30, 5, 1])
     carry = type(cell.initial_carry(params, (4,)))(h0)
     if time_major:
@@ -87,8 +93,8 @@ def test_parallel_equals_sequential(name, reverse, time_major):
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_gradients_agree(name):
-    cell, params, xs, h0 = _setup(name, B=3, T=17, scale=1.5)
-    lengths = jnp.array([17, 6, 0])
+    cell, params, xs, h0 = _setup(name, B=3, T=9, scale=1.5)
+    lengths = jnp.array([9, 4, 0])
     carry = type(cell.initial_carry(params, (3,)))(h0)
 
     def loss(fn, p, c, x):
@@ -102,9 +108,8 @@ def test_gradients_agree(name):
         np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(FACTORIES))
-def test_parallel_gradient_finite_differences(name):
-    cell, params, xs, h0 = _setup(name, B=2, T=6, F=3, H=4)
+def test_parallel_gradient_finite_differences():
+    cell, params, xs, h0 = _setup("min_lstm", B=2, T=6, F=3, H=4)
     with jax.enable_x64(True):
         to64 = lambda t: jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), t)
         carry = type(cell.initial_carry(params, (2,)))(to64(h0))
@@ -116,11 +121,10 @@ def test_parallel_gradient_finite_differences(name):
         check_grads(f, (to64(params), to64(xs)), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(FACTORIES))
-def test_long_sequence_stable(name):
+def test_long_sequence_stable():
     # Over a few hundred steps the prefix products A_t = a_1 ... a_t underflow float32 (well
     # below 1e-38); the log-space scan must still match the sequential form.
-    cell, params, xs, h0 = _setup(name, B=2, T=256, H=8, scale=3.0)
+    cell, params, xs, h0 = _setup("min_lstm", B=2, T=256, H=8, scale=3.0)
     carry = type(cell.initial_carry(params, (2,)))(h0)
     s_final, s_ys = jax.jit(lambda p, x: jaxrnn.run(cell, p, x, carry=carry))(params, xs)
     p_final, p_ys = jax.jit(lambda p, x: parallel_run(cell, p, x, carry=carry))(params, xs)
@@ -131,15 +135,13 @@ def test_long_sequence_stable(name):
 
 def test_any_batch_shape_and_zero_length():
     cell, params, _, _ = _setup("min_gru")
-    xs = jax.random.normal(jax.random.key(5), (2, 3, 11, 5))  # two batch dims
+    xs = jnp.asarray(np.random.default_rng(5).normal(size=(2, 3, 11, 5)), jnp.float32)  # 2 batch dims
     seq = jax.jit(lambda p, x: jaxrnn.run(cell, p, x))
     par = jax.jit(lambda p, x: parallel_run(cell, p, x))
     f_seq, y_seq = seq(params, xs)
     f_par, y_par = par(params, xs)
     np.testing.assert_allclose(y_par, y_seq, atol=1e-5)
     np.testing.assert_allclose(f_par.h, f_seq.h, atol=1e-5)
-    x1 = xs[0, 0]  # no batch dims: (T, F)
-    np.testing.assert_allclose(par(params, x1)[1], seq(params, x1)[1], atol=1e-5)
     empty = jnp.zeros((2, 0, 5))
     final, ys = parallel_run(cell, params, empty)
     assert ys.shape == (2, 0, 7)
@@ -153,7 +155,7 @@ def test_gates_sum_to_one_and_candidate_positive():
     v = jnp.linspace(-30, 30, 301)
     assert np.all(np.asarray(g(v)) > 0)
     np.testing.assert_allclose(jnp.exp(log_g(v)), g(v), rtol=1e-6)
-    xp = jax.random.normal(jax.random.key(0), (50, 3 * 4)) * 5
+    xp = jnp.asarray(np.random.default_rng(0).normal(size=(50, 3 * 4)) * 5, jnp.float32)
     # b = i' g(k_h): with k_h chosen so g = 1 (k_h = 0.5), exp(log a) + exp(log b) = f' + i' = 1.
     xp = xp.at[:, 8:].set(0.5)
     log_a, log_b = min_lstm_log_coefficients(xp)
@@ -162,14 +164,12 @@ def test_gates_sum_to_one_and_candidate_positive():
 
 def test_bad_input():
     with pytest.raises(ValueError, match="cell"):
-        lstm = jaxrnn.lstm(4)
-        parallel_run(lstm, lstm.init(jax.random.key(0), 3), jnp.zeros((2, 5, 3)))
+        parallel_run(jaxrnn.lstm(4), None, jnp.zeros((2, 5, 3)))  # rejected before params
     with pytest.raises(ValueError, match="hidden_size"):
         min_gru(0)
     with pytest.raises(ValueError, match="input_size"):
         min_lstm(4).init(jax.random.key(0), -1)
-    cell = min_lstm(4)
-    params = cell.init(jax.random.key(0), 3)
+    cell, params, _, _ = _setup("min_lstm", F=3, H=4)
     with pytest.raises(ValueError, match="xs"):
         parallel_run(cell, params, jnp.zeros((2, 5, 4)))
     with pytest.raises(ValueError, match="lengths"):
