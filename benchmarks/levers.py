@@ -16,6 +16,19 @@ from benchmarks import competitors as C
 from benchmarks.configs import CONFIGS
 from benchmarks.measure import interleaved, summarise
 from benchmarks.registry import all_cells
+from jaxrnn import fused
+
+# PERF-NOTES: dots compiled without YNNPACK fusions (a per-program compiler option).
+NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def _tanh_sigmoid(H):
+    """LSTM whose gates use sigmoid(x) = (1 + tanh(x / 2)) / 2 (one tanh, no exp or divide)."""
+    import jax.numpy as jnp
+
+    import jaxrnn
+
+    return jaxrnn.lstm(H, recurrent_activation=lambda x: 0.5 * jnp.tanh(0.5 * x) + 0.5)
 
 
 def _plain(make):
@@ -28,6 +41,13 @@ VARIANTS = {
     "plain_unroll2": lambda make: (_plain(make), {"unroll": 2}),
     "fused_unroll2": lambda make: (make, {"unroll": 2}),
     "fused_hoist": lambda make: (make, {"hoist_projection": True}),
+    "fused_nomat": lambda make: (make, {}, None, "fused_scan", {"MATERIALISE_SLICES": False}),
+    "fused_hoist_nomat": lambda make: (make, {"hoist_projection": True}, None, "fused_scan",
+                                       {"MATERIALISE_SLICES": False}),
+    "plain_tanhsig": lambda make: (_plain(_tanh_sigmoid), {}),
+    "fused_tanhsig": lambda make: (_tanh_sigmoid, {}),
+    "plain_noynn": lambda make: (_plain(make), {}, NO_YNN),
+    "fused_noynn": lambda make: (make, {}, NO_YNN),
 }
 
 
@@ -46,8 +66,22 @@ def main(argv=None):
     for mode in args.modes:
         runners = {}
         for v in args.variants:
-            make, kw = VARIANTS[v](entry.make)
-            runners[v] = C.jaxrnn_runner(make, cfg, mode, run_kwargs=kw)
+            make, kw, *rest = VARIANTS[v](entry.make)
+            opts = rest[0] if rest else None
+            impl = rest[1] if len(rest) > 1 else "fused_scan"
+            flags = rest[2] if len(rest) > 2 else {}
+            real = fused.fused_scan
+            saved = {k: getattr(fused, k) for k in flags}
+            fused.fused_scan = getattr(fused, impl)  # traced and compiled right here
+            for k, val in flags.items():
+                setattr(fused, k, val)
+            try:
+                runners[v] = C.jaxrnn_runner(make, cfg, mode, run_kwargs=kw,
+                                             compiler_options=opts)
+            finally:
+                fused.fused_scan = real
+                for k, val in saved.items():
+                    setattr(fused, k, val)
         for p in args.peers:
             runners[p] = C.PEERS[p](entry.peer, cfg, mode)
         cpu = {k: [] for k in runners}

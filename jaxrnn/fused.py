@@ -61,8 +61,37 @@ def _uses_params(fn, params, *args) -> bool:
     return any(id(v) in invars for v in used)
 
 
+# Read each step's slices of the stacked inputs once, into their own buffers, instead of letting
+# XLA fuse a dynamic slice into every consumer (each elementwise fusion of the step would
+# otherwise index the whole (T, ...) stack again).
+MATERIALISE_SLICES = True
+
+
+def _materialise(tree):
+    return jax.lax.optimization_barrier(tree) if MATERIALISE_SLICES else tree
+
+
 def _add_trees(a, b):
     return jax.tree_util.tree_map(lambda x, y: x + y, a, b)
+
+
+def _flat(a: Array) -> Array:
+    return a.reshape(-1, a.shape[-1])
+
+
+def _weight_gradients(project, rp, p, xs, r_prev, d_xps, d_hps):
+    """The parameter gradients of ``project`` and ``recurrent_product`` summed over all steps,
+    and the input gradient: VJPs of the two maps applied to every step at once, so each weight
+    gradient is one large product (``X^T dXP``, ``R^T dHP``). Time and batch are flattened into
+    one row axis first (the maps treat leading axes as batch): contracting a single axis gives
+    XLA a plain ``A^T B`` product, where contracting ``(T, B...)`` made it transpose the
+    ``(T, B, G)`` cotangents in memory before a slower generic product (measured 3x slower)."""
+    _, vjp_proj = jax.vjp(project, p, _flat(xs))
+    g_proj, d_xs = vjp_proj(_flat(d_xps))
+    r2 = _flat(r_prev)
+    _, vjp_rp = jax.vjp(lambda p_: rp(p_, r2), p)
+    (g_rp,) = vjp_rp(_flat(d_hps))
+    return g_proj, g_rp, d_xs.reshape(xs.shape)
 
 
 def fused_scan(
@@ -110,7 +139,7 @@ def fused_scan(
 
     def scan_forward(p, c0, xs, lens, keep_residuals):
         def body(c, inp):
-            t, x = inp
+            t, x = _materialise(inp)
             if keep_residuals:
                 new_c, y, pre = one_step(p, c, x)
             else:
@@ -148,7 +177,7 @@ def fused_scan(
         upd_params = _uses_params(upd, p, *probe)
 
         def body(dc, inp):
-            t, c, pre_t, dy = inp
+            t, c, pre_t, dy = _materialise(inp)
             _, vjp_u = jax.vjp(lambda c_, pre_: upd(p, c_, pre_), c, pre_t)
             dc_prev, d_pre = vjp_u((dc, dy))
             _, vjp_r = jax.vjp(lambda r: rp(p, r), getattr(c, key))
@@ -167,12 +196,8 @@ def fused_scan(
             body, d_final, (jnp.arange(T), c_prev, pre, d_ys), reverse=True, unroll=unroll
         )
         d_xps, d_hps = d_pre[0], d_pre[-1]  # both dz for additive cells
-        # Weight gradients of all steps at once: one large product each.
-        _, vjp_proj = jax.vjp(project, p, xs)
-        g_proj, d_xs = vjp_proj(d_xps)
-        r_prev = getattr(c_prev, key)
-        _, vjp_rp = jax.vjp(lambda p_: rp(p_, r_prev), p)
-        (g_rp,) = vjp_rp(d_hps)
+        g_proj, g_rp, d_xs = _weight_gradients(project, rp, p, xs, getattr(c_prev, key),
+                                               d_xps, d_hps)
         grads = _add_trees(g_proj, g_rp)
         if upd_params:
             _, vjp_up = jax.vjp(lambda p_: upd(p_, c_prev, pre), p)
