@@ -86,6 +86,7 @@ def test_gradients_match_finite_differences(name, make, q_size):
     params = att.init(jax.random.key(2), q_size, D)
     q, m, mask = _inputs(q_size, seed=3)
 
+    @jax.jit
     def f(params, q, m):
         ctx, w = attend(att, params, q, m, att.prepare(params, m), mask)
         return jnp.sum(ctx * jnp.arange(D)) + jnp.sum(w * jnp.arange(S))

@@ -119,10 +119,11 @@ SRC_LEN = jnp.array([3, 1], jnp.int32)
 def test_seq2seq_beam_matches_exhaustive_teacher_forced_scores():
     V, L = 4, 3
     model = _seq2seq(V)
-    p = model.init(jax.random.key(0))
+    p = jax.jit(model.init)(jax.random.key(0))
     # Scale the readout so the distribution is peaked and the search is not trivial.
     p = p._replace(readout=p.readout._replace(w=3.0 * p.readout.w))
-    res = model.beam_search(p, SRC, SRC_LEN, max_len=L, beam_width=40)
+    res = jax.jit(lambda p: model.beam_search(p, SRC, SRC_LEN, max_len=L, beam_width=40))(p)
+    logits = jax.jit(model.logits)
     seqs = [s for n in range(1, L + 1) for s in itertools.product(range(V), repeat=n)
             if EOS not in s[:-1] and (n == L or s[-1] == EOS)]
     for b in range(2):
@@ -132,7 +133,7 @@ def test_seq2seq_beam_matches_exhaustive_teacher_forced_scores():
         tl = np.array([len(s) for s in seqs], np.int32)
         src = jnp.repeat(SRC[b : b + 1], len(seqs), 0)
         sl = jnp.repeat(SRC_LEN[b : b + 1], len(seqs), 0)
-        logp = jax.nn.log_softmax(model.logits(p, src, sl, jnp.asarray(tgt), jnp.asarray(tl)))
+        logp = jax.nn.log_softmax(logits(p, src, sl, jnp.asarray(tgt), jnp.asarray(tl)))
         tok_lp = np.take_along_axis(np.asarray(logp, np.float64), tgt[..., None], -1)[..., 0]
         total = np.where(np.arange(L) < tl[:, None], tok_lp, 0.0).sum(1)
         i = int(np.argmax(total))
@@ -144,7 +145,7 @@ def test_seq2seq_beam_matches_exhaustive_teacher_forced_scores():
 
 def test_decoding_is_the_same_with_and_without_jit():
     model = _seq2seq(6)
-    p = model.init(jax.random.key(1))
+    p = jax.jit(model.init)(jax.random.key(1))
     g = model.greedy(p, SRC, SRC_LEN, max_len=6)
     gj = jax.jit(lambda p, s, l: model.greedy(p, s, l, max_len=6))(p, SRC, SRC_LEN)
     bs = model.beam_search(p, SRC, SRC_LEN, max_len=6, beam_width=3, length_penalty=0.6)
@@ -154,7 +155,7 @@ def test_decoding_is_the_same_with_and_without_jit():
         np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
         np.testing.assert_array_equal(np.asarray(a.lengths), np.asarray(b.lengths))
         np.testing.assert_allclose(np.asarray(a.scores), np.asarray(b.scores), rtol=1e-5)
-    b1 = model.beam_search(p, SRC, SRC_LEN, max_len=6, beam_width=1)
+    b1 = jax.jit(lambda p: model.beam_search(p, SRC, SRC_LEN, max_len=6, beam_width=1))(p)
     np.testing.assert_array_equal(np.asarray(b1.tokens), np.asarray(g.tokens))
 
 

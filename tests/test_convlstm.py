@@ -101,6 +101,7 @@ def test_gradients_match_finite_differences():
     p = _random_params(cell, 1, 7)
     xs = jax.random.normal(jax.random.key(8), (3, 1, 4, 4, 1))
 
+    @jax.jit
     def f(p, xs):
         _, ys = jaxrnn.run(cell, p, xs, time_major=True)
         return jnp.sum(ys * jnp.linspace(-1.0, 1.0, ys.size).reshape(ys.shape))

@@ -19,7 +19,7 @@ TGT_LEN = jnp.array([3, 5, 1], jnp.int32)
 
 def _model(attention="general", style="luong", decoder=None, encoder=None, embed=4, **kw):
     att = {"general": multiplicative("general"), "additive": additive(6), None: None}[attention]
-    enc = encoder or jaxrnn.stacked([jaxrnn.bidirectional(jaxrnn.lstm(5)), jaxrnn.gru(7)])
+    enc = encoder or jaxrnn.bidirectional(jaxrnn.gru(3))
     return encoder_decoder(
         source_vocab=8, target_vocab=5, embed_size=embed, encoder=enc,
         decoder=decoder or jaxrnn.lstm(6), attention=att, style=style, **kw,
@@ -35,7 +35,7 @@ def _perfect_model():
     readout with logit margin 100, so the correct token has probability 1 in float32."""
     V = 5
     model = _model(decoder=jaxrnn.elman(V), attentional_size=V, embed=V)
-    p = model.init(jax.random.key(0))
+    p = jax.jit(model.init)(jax.random.key(0))
     nxt = {BOS: 3, 3: 4, 4: 3, EOS: 3, PAD: 3}
     perm = np.zeros((V, V), np.float32)
     for a, b in nxt.items():
@@ -55,32 +55,38 @@ def _perfect_model():
 
 def test_perfect_model_has_zero_loss_and_padding_is_ignored():
     model, p = _perfect_model()
+    loss_fn = jax.jit(model.loss)
     tgt = jnp.array([[3, 4, 3, 4], [3, 4, 1, 1], [3, 0, 2, 2]], jnp.int32)  # wrong tokens in pads
     tl = jnp.array([4, 2, 1], jnp.int32)
-    loss = float(model.loss(p, SRC, SRC_LEN, tgt, tl))
+    loss = float(loss_fn(p, SRC, SRC_LEN, tgt, tl))
     assert loss == pytest.approx(0.0, abs=1e-6)
     # The same targets scored over their full width include the wrong padded tokens.
-    assert float(model.loss(p, SRC, SRC_LEN, tgt, jnp.array([4, 4, 4], jnp.int32))) > 10.0
+    assert float(loss_fn(p, SRC, SRC_LEN, tgt, jnp.array([4, 4, 4], jnp.int32))) > 10.0
     # One wrong last valid token costs the logit margin, averaged over the 7 valid tokens (a wrong
     # token earlier would also be fed to the next step and make that one wrong too).
     bad = tgt.at[1, 1].set(3)
-    assert float(model.loss(p, SRC, SRC_LEN, bad, tl)) == pytest.approx(100.0 / 7, rel=1e-3)
+    assert float(loss_fn(p, SRC, SRC_LEN, bad, tl)) == pytest.approx(100.0 / 7, rel=1e-3)
 
 
-@pytest.mark.parametrize("style,attention", [("luong", "general"), ("bahdanau", "additive"),
-                                             ("luong", None)])
+@pytest.mark.parametrize("style,attention", [("luong", "general"), ("bahdanau", "additive")])
 def test_teacher_forcing_equals_python_loop_over_the_cell(style, attention):
     model = _model(attention, style)
-    p = model.init(jax.random.key(1))
-    logits = np.asarray(model.logits(p, SRC, SRC_LEN, TGT, TGT_LEN))
-    enc = model.encode(p, SRC, SRC_LEN)
-    cell = model.decoder_cell(enc)
+    p = jax.jit(model.init)(jax.random.key(1))
+    logits = np.asarray(jax.jit(model.logits)(p, SRC, SRC_LEN, TGT, TGT_LEN))
+    enc = jax.jit(model.encode)(p, SRC, SRC_LEN)
+
+    @jax.jit
+    def one_step(p, enc, carry, prev):  # the cell's own step, called from a Python loop
+        cell = model.decoder_cell(enc)
+        x = jnp.take(p.target_embedding, prev, axis=0)
+        carry, y = cell.step(p.decoder, carry, cell.project(p.decoder, x))
+        return carry, y @ p.readout.w + p.readout.b
+
     carry = enc.carry
     prev = jnp.full((3,), BOS, jnp.int32)
     for t in range(TGT.shape[1]):
-        x = jnp.take(p.target_embedding, prev, axis=0)
-        carry, y = cell.step(p.decoder, carry, cell.project(p.decoder, x))
-        want = np.asarray(y @ p.readout.w + p.readout.b)
+        carry, want = one_step(p, enc, carry, prev)
+        want = np.asarray(want)
         valid = np.asarray(t < TGT_LEN)
         np.testing.assert_allclose(logits[valid, t], want[valid], rtol=2e-5, atol=2e-5)
         np.testing.assert_array_equal(logits[~valid, t], 0.0)
@@ -89,12 +95,13 @@ def test_teacher_forcing_equals_python_loop_over_the_cell(style, attention):
 
 def test_padded_source_tokens_do_not_change_anything():
     model = _model("additive")
-    p = model.init(jax.random.key(2))
+    p = jax.jit(model.init)(jax.random.key(2))
     src2 = jnp.where(jnp.arange(4) < SRC_LEN[:, None], SRC, 7)
-    a = model.logits(p, SRC, SRC_LEN, TGT, TGT_LEN)
-    b = model.logits(p, src2, SRC_LEN, TGT, TGT_LEN)
+    logits = jax.jit(model.logits)
+    a = logits(p, SRC, SRC_LEN, TGT, TGT_LEN)
+    b = logits(p, src2, SRC_LEN, TGT, TGT_LEN)
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
-    w = np.asarray(model.attention_weights(p, SRC, SRC_LEN, TGT, TGT_LEN))
+    w = np.asarray(jax.jit(model.attention_weights)(p, SRC, SRC_LEN, TGT, TGT_LEN))
     src_mask = np.arange(4) < np.asarray(SRC_LEN)[:, None]
     tgt_mask = np.arange(5) < np.asarray(TGT_LEN)[:, None]
     assert np.all(w[~src_mask[:, None, :].repeat(5, 1)] == 0.0)
@@ -103,44 +110,55 @@ def test_padded_source_tokens_do_not_change_anything():
 
 
 def test_bridge_identity_when_carries_match_and_dense_otherwise():
-    same = _model(encoder=jaxrnn.lstm(6), decoder=jaxrnn.lstm(6))
-    p = same.init(jax.random.key(3))
+    same = _model(None, encoder=jaxrnn.lstm(6), decoder=jaxrnn.lstm(6))  # and no attention
+    p = jax.jit(same.init)(jax.random.key(3))
     assert p.bridge is None
-    enc = same.encode(p, SRC, SRC_LEN)
+    enc = jax.jit(same.encode)(p, SRC, SRC_LEN)
     xs = jnp.take(p.source_embedding, SRC, axis=0)
-    final, _ = jaxrnn.run(jaxrnn.lstm(6), p.encoder, xs, lengths=SRC_LEN)
-    np.testing.assert_allclose(np.asarray(enc.carry.inner.h), np.asarray(final.h), rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(enc.carry.inner.c), np.asarray(final.c), rtol=1e-6)
-    differ = _model()  # bi-LSTM(5) + GRU(7) into LSTM(6): leaves 5+5+5+5+7 -> 6+6
-    assert differ.init(jax.random.key(3)).bridge.w.shape == (27, 12)
+    final, _ = jax.jit(lambda p, xs: jaxrnn.run(jaxrnn.lstm(6), p, xs, lengths=SRC_LEN))(
+        p.encoder, xs
+    )
+    assert enc.memory is None
+    np.testing.assert_allclose(np.asarray(enc.carry.h), np.asarray(final.h), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(enc.carry.c), np.asarray(final.c), rtol=1e-6)
+    # Without attention the decoder is the plain cell: logits are its readout, run by the engine.
+    lg = jax.jit(same.logits)(p, SRC, SRC_LEN, TGT, TGT_LEN)
+    xt = jnp.take(p.target_embedding, jnp.concatenate([jnp.full((3, 1), BOS), TGT[:, :-1]], 1), 0)
+    _, ys = jax.jit(lambda p, x, c: jaxrnn.run(jaxrnn.lstm(6), p, x, carry=c, lengths=TGT_LEN))(
+        p.decoder, xt, enc.carry
+    )
+    want = np.where(np.asarray(jaxrnn.sequence_mask(TGT_LEN, 5))[..., None],
+                    np.asarray(ys @ p.readout.w + p.readout.b), 0.0)
+    np.testing.assert_allclose(np.asarray(lg), want, rtol=1e-5, atol=1e-6)
+    differ = _model(encoder=jaxrnn.stacked([jaxrnn.bidirectional(jaxrnn.lstm(5)), jaxrnn.gru(7)]))
+    # bi-LSTM(5) + GRU(7) into LSTM(6): carry leaves 5+5+5+5+7 -> 6+6
+    assert jax.eval_shape(differ.init, jax.random.key(3)).bridge.w.shape == (27, 12)
     none = _model(bridge=False)
-    pn = none.init(jax.random.key(3))
+    pn = jax.eval_shape(none.init, jax.random.key(3))
     assert pn.bridge is None
-    assert np.all(np.asarray(none.encode(pn, SRC, SRC_LEN).carry.inner.h) == 0)
 
 
 def test_scheduled_sampling_with_probability_one_follows_greedy_decoding():
     model = _model("general")
-    p = model.init(jax.random.key(4))
+    p = jax.jit(model.init)(jax.random.key(4))
     full = jnp.full((3,), 5, jnp.int32)
-    lg = model.logits(p, SRC, SRC_LEN, TGT, full, sampling_prob=1.0, key=jax.random.key(0))
+    lg = jax.jit(lambda p, k: model.logits(p, SRC, SRC_LEN, TGT, full, sampling_prob=1.0, key=k))(
+        p, jax.random.key(0)
+    )
     fed = np.asarray(jnp.argmax(lg, -1))
-    g = model.greedy(p, SRC, SRC_LEN, max_len=5)
+    g = jax.jit(lambda p: model.greedy(p, SRC, SRC_LEN, max_len=5))(p)
     for b in range(3):
         n = int(g.lengths[b])
         np.testing.assert_array_equal(fed[b, :n], np.asarray(g.tokens[b, :n]))
-    # and probability 0 is plain teacher forcing
-    tf = model.logits(p, SRC, SRC_LEN, TGT, TGT_LEN)
-    ss0 = model.logits(p, SRC, SRC_LEN, TGT, TGT_LEN, sampling_prob=0.0, key=jax.random.key(0))
-    np.testing.assert_allclose(np.asarray(tf), np.asarray(ss0), rtol=1e-6)
 
 
 def test_loss_gradients_match_finite_differences():
     model = _model("additive", "bahdanau", decoder=jaxrnn.gru(4),
                    encoder=jaxrnn.bidirectional(jaxrnn.elman(3)))
-    p = model.init(jax.random.key(5))
+    p = jax.jit(model.init)(jax.random.key(5))
     emb = p.target_embedding
 
+    @jax.jit
     def f(dec, emb):
         return model.loss(p._replace(decoder=dec, target_embedding=emb), SRC, SRC_LEN, TGT,
                           TGT_LEN)
@@ -150,7 +168,7 @@ def test_loss_gradients_match_finite_differences():
 
 def test_bad_inputs_raise_clear_errors():
     model = _model()
-    p = model.init(jax.random.key(0))
+    p = jax.eval_shape(model.init, jax.random.key(0))  # every check runs before params are used
     with pytest.raises(TypeError, match="src: expected integer"):
         model.loss(p, SRC.astype(jnp.float32), SRC_LEN, TGT, TGT_LEN)
     with pytest.raises(ValueError, match=r"src_lengths: expected shape \(3,\)"):
@@ -174,7 +192,7 @@ def test_bad_inputs_raise_clear_errors():
         _model(style="bengio")
     with pytest.raises(ValueError, match="attention: this model has no attention"):
         m = _model(None)
-        m.attention_weights(m.init(jax.random.key(0)), SRC, SRC_LEN, TGT, TGT_LEN)
+        m.attention_weights(jax.eval_shape(m.init, jax.random.key(0)), SRC, SRC_LEN, TGT, TGT_LEN)
 
 
 # --------------------------------------------------------------------------- PER / WER
