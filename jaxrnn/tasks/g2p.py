@@ -238,8 +238,6 @@ def _decode(model, params, words_ids, *, beam, max_len, batch_size=256):
 
 
 def train(args) -> dict:
-    from jaxrnn.seq2seq import error_rates
-
     t_start = time.perf_counter()
     checkpoint, heatmap = _paths(args)
     lexicon = load_cmudict()
@@ -259,7 +257,7 @@ def train(args) -> dict:
         "cell": args.cell, "layers": args.layers, "bidirectional": bool(args.bidirectional),
         "n_letters": len(vocabs.letters),
         "n_phonemes": len(vocabs.phonemes), "letters": letters, "phonemes": phonemes,
-        "max_len": max_len,
+        "max_len": max_len, "seed": args.seed, "test_words": args.test_words,
     }
     print(f"g2p: CMUdict {len(lexicon)} alphabetic words; train {len(train_words)}, "
           f"test {len(test_words)} (split by word, seed {args.seed}); "
@@ -300,20 +298,8 @@ def train(args) -> dict:
     save(checkpoint, params, config)
 
     t_eval = time.perf_counter()
-    test_ids = [vocabs.encode_word(w) for w in test_words]
-    hyps = [vocabs.decode_phonemes(t) for t in _decode(model, params, test_ids, beam=args.beam,
-                                                       max_len=max_len)]
-    any_pron = error_rates([lexicon[w] for w in test_words], hyps)
-    first_pron = error_rates([lexicon[w][0] for w in test_words], hyps)
+    any_pron, first_pron = _score(model, params, vocabs, lexicon, test_words, args.beam, max_len)
     eval_s = time.perf_counter() - t_eval
-    decode = "greedy" if args.beam == 1 else f"beam {args.beam}"
-    per, wer = any_pron["token_error_rate"], any_pron["sequence_error_rate"]
-    print(f"test ({len(test_words)} held-out words, {decode}): "
-          f"PER {100 * per:.2f}%  WER {100 * wer:.2f}%"
-          f"  (first listed pronunciation only: PER {100 * first_pron['token_error_rate']:.2f}% "
-          f"WER {100 * first_pron['sequence_error_rate']:.2f}%)")
-    for w, h in list(zip(test_words, hyps, strict=True))[:8]:
-        print(f"  {w:>14s}  {' '.join(h):30s} ref {' '.join(lexicon[w][0])}")
     save_heatmap(model, params, vocabs, test_words[:4], heatmap, max_len)
     print(f"attention heat-map: {heatmap}")
     total_s = time.perf_counter() - t_start
@@ -325,6 +311,44 @@ def train(args) -> dict:
         "train_words": len(train_words), "test_words": len(test_words), "steps": n_steps,
         "seconds": total_s,
     }
+
+
+def _score(model, params, vocabs, lexicon, test_words, beam, max_len):
+    """Decode the test words; print and return (scores against any listed pronunciation,
+    scores against the first listed one)."""
+    from jaxrnn.seq2seq import error_rates
+
+    test_ids = [vocabs.encode_word(w) for w in test_words]
+    hyps = [vocabs.decode_phonemes(t)
+            for t in _decode(model, params, test_ids, beam=beam, max_len=max_len)]
+    any_pron = error_rates([lexicon[w] for w in test_words], hyps)
+    first_pron = error_rates([lexicon[w][0] for w in test_words], hyps)
+    decode = "greedy" if beam == 1 else f"beam {beam}, length penalty 1"
+    per, wer = any_pron["token_error_rate"], any_pron["sequence_error_rate"]
+    print(f"test ({len(test_words)} held-out words, {decode}): "
+          f"PER {100 * per:.2f}%  WER {100 * wer:.2f}%"
+          f"  (first listed pronunciation only: PER {100 * first_pron['token_error_rate']:.2f}% "
+          f"WER {100 * first_pron['sequence_error_rate']:.2f}%)")
+    for w, h in list(zip(test_words, hyps, strict=True))[:8]:
+        print(f"  {w:>14s}  {' '.join(h):30s} ref {' '.join(lexicon[w][0])}")
+    return any_pron, first_pron
+
+
+def evaluate(args) -> dict:
+    """Reload the trained weights and score the same held-out words (same seed and test size as
+    in training), greedily or with ``--beam K``."""
+    t0 = time.perf_counter()
+    model, params, config = load(_paths(args)[0])
+    vocabs = Vocabs(config["letters"], config["phonemes"])
+    lexicon = load_cmudict()
+    _, test_words = split_words(lexicon, test_size=config["test_words"], train_size=0,
+                                seed=config["seed"])
+    any_pron, first_pron = _score(model, params, vocabs, lexicon, test_words, args.beam,
+                                  config["max_len"])
+    print(f"time: {time.perf_counter() - t0:.0f}s")
+    return {"per": any_pron["token_error_rate"], "wer": any_pron["sequence_error_rate"],
+            "per_first": first_pron["token_error_rate"],
+            "wer_first": first_pron["sequence_error_rate"]}
 
 
 def save_heatmap(model, params, vocabs, words, path, max_len):
