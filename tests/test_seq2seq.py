@@ -216,3 +216,37 @@ def test_error_rates_by_hand():
     assert r["sequence_error_rate"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="hypotheses: expected 3"):
         error_rates(refs, hyps[:2])
+
+
+# --------------------------------------------------------------------------- g2p task helpers
+
+def test_g2p_split_is_by_word_and_seeded():
+    from jaxrnn.tasks.g2p import split_words
+
+    words = [f"w{i}" for i in range(100)] + ["w1", "w2"]  # duplicates collapse to one word
+    train, test = split_words(words, test_size=10, train_size=None, seed=3)
+    assert len(test) == 10 and len(train) == 90 and not set(train) & set(test)
+    assert (train, test) == split_words(words, test_size=10, train_size=None, seed=3)
+    assert split_words(words, test_size=10, train_size=20, seed=3)[0] == train[:20]
+
+
+def test_g2p_batches_append_eos_and_use_buckets():
+    from jaxrnn.tasks.g2p import EOS as G2P_EOS
+    from jaxrnn.tasks.g2p import Vocabs, pad_batch
+
+    v = Vocabs("abc'", ["K", "AE"])
+    src, sl, tgt, tl = pad_batch([(v.encode_word("cab"), [4, 3]), (v.encode_word("a"), [3])])
+    assert src.shape == tgt.shape == (2, 10)  # the smallest bucket that fits
+    np.testing.assert_array_equal(sl, [3, 1])
+    np.testing.assert_array_equal(tl, [3, 2])
+    np.testing.assert_array_equal(tgt[0, :4], [4, 3, G2P_EOS, 0])
+    assert v.decode_phonemes([4, 3, G2P_EOS, 4]) == ["K", "AE"]
+    with pytest.raises(ValueError, match="text: 'ab1' has characters outside"):
+        v.encode_word("ab1")
+
+
+def test_g2p_generate_without_weights_says_how_to_train(tmp_path):
+    from jaxrnn.tasks.g2p import load
+
+    with pytest.raises(FileNotFoundError, match="train first with `jaxrnn train --task g2p`"):
+        load(str(tmp_path / "missing.npz"))

@@ -16,10 +16,12 @@ Model: letters -> embedding -> bidirectional LSTM encoder -> LSTM decoder with L
 (input-feeding) attention of the chosen kind -> phonemes, trained with teacher forcing, decoded
 greedily or by beam search.
 
-Published encoder-decoder figures on CMUdict (full training set, about 107k words, and the
-standard 12k-word test set of Bisani & Ney 2008, so not the same split as here):
-Yao & Zweig 2015, encoder-decoder LSTM 7.63% PER / 28.61% WER, bi-directional LSTM
-5.45% / 23.55%; Rao et al. 2015, deep bidirectional LSTM 21.3% WER (9.1% with an n-gram model).
+Published neural figures on CMUdict (about 107k training words and the 12k-word test set of
+Bisani & Ney 2008, trained for hours, so not the same split or budget as here):
+Rao et al. 2015 (ICASSP), deep bidirectional LSTM with CTC: 25.8% WER, 21.3% combined with a joint
+n-gram model (both from the paper's abstract). Yao & Zweig 2015 (Interspeech), as commonly
+cited from their table (not re-checked here): encoder-decoder LSTM about 7.6% PER / 28.6% WER,
+and an alignment-based bi-directional LSTM about 5.5% PER / 23.5% WER.
 """
 
 from __future__ import annotations
