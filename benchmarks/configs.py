@@ -20,6 +20,11 @@ class Config(NamedTuple):
         return self.batch * self.T
 
 
+# --quick measures only the cells the targets name
+QUICK_CELLS = ("lstm", "gru", "elman")
+# cells also timed on the plain scan (no fused path), to show that lever in every full run
+PLAIN_TOO = ("lstm", "gru")
+
 CONFIGS = {
     # throughput-bound: a medium product per step
     "A": Config("A", batch=32, T=128, features=64, hidden=256),
@@ -30,8 +35,9 @@ CONFIGS = {
 }
 
 # LSTM sequence-length sweep: hidden 256, batch 8 (input 64 as in config A).
-SWEEP_T_FULL = (128, 512, 2048, 8192, 65536)
-SWEEP_T_QUICK = (128, 2048)
+SWEEP_T_FULL = (128, 512, 2048, 8192)
+# the longest sequence is timed in its own process, which also records its peak memory
+SWEEP_T_LONG = 65536
 # Chunk length of the rematerialised training step for long sequences (jaxrnn.run(remat=k)):
 # memory O(T/k + k) carries instead of O(T) residuals.
 SWEEP_REMAT_FROM_T = 8192

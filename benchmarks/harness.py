@@ -58,8 +58,10 @@ def _peer_flops(family, cfg, mode) -> float:
     return _flops(Entry(family, make, family), cfg, mode)
 
 
-def _measure_group(cfg, mode, family, entries, peers, reps, min_seconds, run_kwargs, log):
-    """All jaxrnn cells compared with one peer family, and the peers, interleaved."""
+def _measure_group(cfg, mode, family, entries, peers, reps, min_seconds, run_kwargs, log,
+                   plain_too=()):
+    """All jaxrnn cells compared with one peer family, and the peers, interleaved. Cells named
+    in ``plain_too`` are also timed with the fused path switched off (``parts=None``)."""
     from benchmarks import competitors as C
     from benchmarks.measure import interleaved, summarise
 
@@ -71,6 +73,12 @@ def _measure_group(cfg, mode, family, entries, peers, reps, min_seconds, run_kwa
         meta[key] = {"lib": "jaxrnn", "cell": e.name, "peer_family": family, "note": e.note,
                      "flops": _flops(e, cfg, mode),
                      "run_kwargs": {k: str(v) for k, v in (kw or {}).items()}}
+        if e.name in plain_too and e.make(4).parts is not None:
+            key = f"jaxrnn-plain-scan:{e.name}"
+            runners[key] = C.jaxrnn_runner(lambda H, e=e: e.make(H)._replace(parts=None), cfg,
+                                           mode, run_kwargs=kw, run_fn=e.run)
+            meta[key] = {"lib": "jaxrnn-plain-scan", "cell": e.name, "peer_family": family,
+                         "note": "fused path off", "flops": _flops(e, cfg, mode)}
     if family is not None:
         for p in peers:
             try:
@@ -119,7 +127,8 @@ def worker(spec: dict) -> dict:
         for mode in spec["modes"]:
             for family, group in _group_by_family(entries).items():
                 recs, notes = _measure_group(cfg, mode, family, group, spec["peers"], spec["reps"],
-                                             spec.get("min_seconds", 0.0), None, log)
+                                             spec.get("min_seconds", 0.0), None, log,
+                                             plain_too=spec.get("plain_too", ()))
                 res["records"] += recs
                 res["notes"] += notes
     elif kind == "sweep":
@@ -142,16 +151,18 @@ def worker(spec: dict) -> dict:
     elif kind == "rss":
         import jaxrnn
         from benchmarks import competitors as C
+        from benchmarks.measure import interleaved, summarise
 
         cfg = K.sweep_config(spec["T"])
         base = max_rss_bytes()
         r = C.jaxrnn_runner(jaxrnn.lstm, cfg, spec["mode"], run_kwargs=spec.get("run_kwargs") or {})
-        r.call()
+        times = interleaved({"jaxrnn": r}, spec.get("reps", 2), warmup=0)["jaxrnn"]
         res["records"].append({"T": spec["T"], "mode": spec["mode"], "lib": "jaxrnn",
                                "cell": "lstm",
                                "run_kwargs": spec.get("run_kwargs") or {},
                                "baseline_rss_bytes": base, "peak_rss_bytes": max_rss_bytes(),
-                               "xla_planned_bytes": r.mem_bytes})
+                               "xla_planned_bytes": r.mem_bytes, "compile_s": r.compile_s,
+                               **summarise(times, cfg.tokens)})
     else:
         raise ValueError(f"spec kind: unknown {kind!r}")
     res["ceiling_flops"].append(matmul_ceiling())
@@ -240,19 +251,19 @@ def plan(args) -> list[tuple[dict, str]]:
         for c in configs:
             if alloc != "default" and c == "C" and not args.allocators:
                 continue  # both allocators only where the targets are (A, B), to keep it short
-            jobs.append(({"kind": "config", "config": c, "cells": args.cells,
+            cells = args.cells or (list(K.QUICK_CELLS) if args.quick else None)
+            jobs.append(({"kind": "config", "config": c, "cells": cells,
                           "modes": ["forward", "train"], "peers": peers, "reps": reps,
-                          "min_seconds": 0.0 if args.quick else 1.0}, alloc))
+                          "plain_too": [] if args.quick else list(K.PLAIN_TOO)}, alloc))
     if "sweep" not in args.skip and not args.quick:
-        Ts = K.SWEEP_T_QUICK if args.quick else K.SWEEP_T_FULL
+        Ts = K.SWEEP_T_FULL
         jobs.append(({"kind": "sweep", "Ts": list(Ts), "modes": ["forward", "train"],
                       "peers": [p for p in peers if p in ("flax", "torch")], "reps": reps,
                       "peer_max_T": 8192}, "default"))
     if "compile" not in args.skip:
         jobs.append(({"kind": "compile", "Ts": [128, 8192]}, "default"))
     if "rss" not in args.skip and not args.quick:
-        T = max(K.SWEEP_T_FULL)
-        jobs.append(({"kind": "rss", "T": T, "mode": "train",
+        jobs.append(({"kind": "rss", "T": K.SWEEP_T_LONG, "mode": "train", "reps": 2,
                       "run_kwargs": {"remat": K.SWEEP_REMAT_CHUNK}}, "default"))
     return jobs
 

@@ -58,9 +58,10 @@ def ratios(run):
 
 
 def config_table(run, kind="config") -> str:
+    cols = PEERS + ("jaxrnn-plain-scan",)
     head = ("| alloc | config | mode | cell | jaxrnn tok/s (spread) | compile s | XLA MiB | "
-            "% ceiling | " + " | ".join(PEERS) + " |")
-    lines = [head, "|" + "---|" * (8 + len(PEERS))]
+            "% ceiling | " + " | ".join(PEERS) + " | jaxrnn, fused path off |")
+    lines = [head, "|" + "---|" * (8 + len(cols))]
     for s, alloc, cfg, mode, r, peers in _config_rows(run):
         if s["spec"]["kind"] != kind:
             continue
@@ -71,7 +72,7 @@ def config_table(run, kind="config") -> str:
         lines.append(
             f"| {alloc} | {cfg} | {mode}{remat} | {r['cell']} | {_k(r['tokens_per_s'])} "
             f"(±{100 * r['spread'] / 2:.0f}%) | {r['compile_s']:.2f} | {mem} | {frac} | "
-            + " | ".join(_fmt_peer(r, peers.get(p)) for p in PEERS) + " |"
+            + " | ".join(_fmt_peer(r, peers.get(p)) for p in cols) + " |"
         )
     return "\n".join(lines)
 
@@ -142,9 +143,11 @@ def targets(run) -> list[tuple[str, str, str]]:
                             "yes" if rr <= 1.3 else "no"))
         if s["spec"]["kind"] == "rss":
             for r in s["records"]:
-                out.append((f"LSTM train T={r['T']} peak memory <= 2 GiB",
+                speed = f", {_k(r['tokens_per_s'])} tok/s" if "tokens_per_s" in r else ""
+                out.append((f"LSTM train T={r['T']} (remat chunks of "
+                            f"{r['run_kwargs'].get('remat')}) peak memory <= 2 GiB",
                             f"{r['peak_rss_bytes'] / GiB:.2f} GiB peak RSS (process), "
-                            f"{r['baseline_rss_bytes'] / GiB:.2f} GiB after imports",
+                            f"{r['baseline_rss_bytes'] / GiB:.2f} GiB after imports{speed}",
                             "yes" if r["peak_rss_bytes"] <= 2 * GiB else "no"))
     return out
 
@@ -168,7 +171,8 @@ def markdown(run) -> str:
         parts += ["", "Notes: " + "; ".join(notes)]
     ceils = [c for s in run["sections"] for c in s.get("ceiling_flops", [])]
     if ceils:
-        parts += ["", f"FLOP ceiling (1024^3 float32 matmul under jit): median "
+        parts += ["", f"FLOP ceiling (1024^3 float32 matmul under jit, fastest of 15 runs; median "
+                      f"over the measurements at the start and end of every worker): "
                       f"{statistics.median(ceils) / 1e9:.1f} GFLOP/s (range "
                       f"{min(ceils) / 1e9:.1f}-{max(ceils) / 1e9:.1f})"]
     return "\n".join(parts)

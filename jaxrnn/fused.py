@@ -61,16 +61,6 @@ def _uses_params(fn, params, *args) -> bool:
     return any(id(v) in invars for v in used)
 
 
-# Read each step's slices of the stacked inputs once, into their own buffers, instead of letting
-# XLA fuse a dynamic slice into every consumer (each elementwise fusion of the step would
-# otherwise index the whole (T, ...) stack again).
-MATERIALISE_SLICES = True
-
-
-def _materialise(tree):
-    return jax.lax.optimization_barrier(tree) if MATERIALISE_SLICES else tree
-
-
 def _add_trees(a, b):
     return jax.tree_util.tree_map(lambda x, y: x + y, a, b)
 
@@ -139,7 +129,7 @@ def fused_scan(
 
     def scan_forward(p, c0, xs, lens, keep_residuals):
         def body(c, inp):
-            t, x = _materialise(inp)
+            t, x = inp
             if keep_residuals:
                 new_c, y, pre = one_step(p, c, x)
             else:
@@ -177,7 +167,7 @@ def fused_scan(
         upd_params = _uses_params(upd, p, *probe)
 
         def body(dc, inp):
-            t, c, pre_t, dy = _materialise(inp)
+            t, c, pre_t, dy = inp
             _, vjp_u = jax.vjp(lambda c_, pre_: upd(p, c_, pre_), c, pre_t)
             dc_prev, d_pre = vjp_u((dc, dy))
             _, vjp_r = jax.vjp(lambda r: rp(p, r), getattr(c, key))
