@@ -72,7 +72,8 @@ def _check_like(expected: PyTree, params: PyTree, what: str) -> None:
     got_def = jax.tree_util.tree_structure(params)
     if exp_def != got_def:
         raise ValueError(f"params: expected the structure of {what}: {exp_def}, got {got_def}")
-    for e, g in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(params)):
+    leaves = jax.tree_util.tree_leaves
+    for e, g in zip(leaves(expected), leaves(params), strict=True):
         if tuple(jnp.shape(g)) != tuple(e.shape):
             shapes = jax.tree_util.tree_map(lambda a: tuple(a.shape), expected)
             got = jax.tree_util.tree_map(lambda a: tuple(jnp.shape(a)), params)
@@ -117,10 +118,10 @@ class _ParamsModule(nnx.Module):
         expected = jax.eval_shape(lambda k: self._init(k, self.input_size), jax.random.key(0))
         _check_like(expected, params, self._what)
         flat_vars = jax.tree_util.tree_leaves(self.params, is_leaf=_is_variable)
-        for var, value, e in zip(
-            flat_vars, jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(expected)
-        ):
-            var[...] = jnp.asarray(value, e.dtype)
+        values = jax.tree_util.tree_leaves(params)
+        dtypes = [e.dtype for e in jax.tree_util.tree_leaves(expected)]
+        for var, value, dtype in zip(flat_vars, values, dtypes, strict=True):
+            var[...] = jnp.asarray(value, dtype)
 
 
 class CellModule(_ParamsModule):
@@ -152,7 +153,9 @@ class CellModule(_ParamsModule):
         hoist_projection: bool = False,
     ):
         if not isinstance(cell, Cell):
-            raise TypeError(f"cell: expected a jaxrnn Cell (e.g. jaxrnn.lstm(64)), got {type(cell)}")
+            raise TypeError(
+                f"cell: expected a jaxrnn Cell (e.g. jaxrnn.lstm(64)), got {type(cell)}"
+            )
         self.cell = cell
         self.run_options = dict(
             reverse=bool(reverse),

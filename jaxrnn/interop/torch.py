@@ -254,8 +254,9 @@ def to_state_dict(params, *, bias: bool = True) -> dict:
     sd = {}
     for k, layer in enumerate(params):
         if _mode_of(layer) != mode or isinstance(layer, BidirectionalParams) != bidir:
-            raise ValueError(f"params[{k}]: every layer must be a {mode} "
-                             f"{'bidirectional ' if bidir else ''}layer, got {type(layer).__name__}")
+            kind = f"{mode} {'bidirectional ' if bidir else ''}layer"
+            raise ValueError(f"params[{k}]: every layer must be a {kind}, got "
+                             f"{type(layer).__name__}")
         dirs = [(layer.forward, ""), (layer.backward, "_reverse")] if bidir else [(layer, "")]
         for p, rev in dirs:
             sfx = f"_l{k}{rev}"
