@@ -6,10 +6,12 @@ One train step on ``n`` devices computes what it computes on one: each device ru
 which XLA (GSPMD) turns into all-reduces, so every device ends the step with the same replicated
 parameters. Results equal the single-device run up to the order of floating-point sums.
 
-    >>> import jaxrnn.parallel as par
-    >>> mesh = par.make_mesh()                       # all devices, axis "batch"
-    >>> step = par.data_parallel_jit(step_fn, mesh)  # step_fn(state, batch) -> (state, logs)
-    >>> # or simply: jaxrnn.train.fit(..., data_parallel=True)  /  jaxrnn train --data-parallel
+Usage::
+
+    import jaxrnn.parallel as par
+    mesh = par.make_mesh()                       # all devices, axis "batch"
+    step = par.data_parallel_jit(step_fn, mesh)  # step_fn(state, batch) -> (state, logs)
+    # or simply: jaxrnn.train.fit(..., data_parallel=True)  /  jaxrnn train --data-parallel
 
 Several simulated devices on one CPU (for tests): set
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` in the environment *before* JAX
