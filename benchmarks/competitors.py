@@ -10,6 +10,7 @@ for every JAX library. Peers are optional: a missing package raises :class:`Peer
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -235,13 +236,13 @@ def keras_runner(family: str, cfg: Config, mode: str) -> Runner:
 # --------------------------------------------------------------------------- PyTorch CPU
 
 TORCH_THREADS = 2
+TORCH_OMP_WAIT_POLICY = "PASSIVE"
 
 
-def torch_runner(family: str, cfg: Config, mode: str) -> Runner:
-    try:
-        import torch
-    except ImportError as e:
-        raise PeerMissing("torch not installed") from e
+def _torch_step(family: str, cfg: Config, mode: str):
+    """One PyTorch step as a closure (runs in the PyTorch worker process)."""
+    import torch
+
     torch.set_num_threads(TORCH_THREADS)
     torch.manual_seed(1)
     rnn_cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[family]
@@ -265,8 +266,53 @@ def torch_runner(family: str, cfg: Config, mode: str) -> Runner:
             loss.backward()
             opt.step()
 
+    return call
+
+
+def _torch_worker(conn, family, cfg_fields, mode):
+    """Serve timed PyTorch steps over a pipe: each request runs one step, replies its seconds."""
+    call = _torch_step(family, Config(*cfg_fields), mode)
     call()
-    return Runner("torch", call, None, None, f"{TORCH_THREADS} threads")
+    conn.send("ready")
+    while conn.recv() == "call":
+        t0 = time.perf_counter()
+        call()
+        conn.send(time.perf_counter() - t0)
+    conn.close()
+
+
+def torch_runner(family: str, cfg: Config, mode: str) -> Runner:
+    """PyTorch runs in its own process, stepped in lock-step with the JAX libraries (one step
+    per request, timed inside that process). In the same process as JAX its OpenMP threads and
+    XLA's thread pool fight over the 2 cores: measured up to 100x slower steps."""
+    import importlib.util
+    import multiprocessing as mp
+
+    if importlib.util.find_spec("torch") is None:
+        raise PeerMissing("torch not installed")
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_torch_worker, args=(child, family, tuple(cfg), mode), daemon=True)
+    # OpenMP threads that sleep instead of spinning while idle: with spinning (the default) and
+    # other jobs on the 2 cores, PyTorch's steps were measured 5-10x slower (see NOTES.md).
+    old = os.environ.get("OMP_WAIT_POLICY")
+    os.environ["OMP_WAIT_POLICY"] = TORCH_OMP_WAIT_POLICY
+    try:
+        proc.start()
+    finally:
+        if old is None:
+            os.environ.pop("OMP_WAIT_POLICY")
+        else:
+            os.environ["OMP_WAIT_POLICY"] = old
+    if parent.recv() != "ready":
+        raise RuntimeError("torch worker did not start")
+
+    def call():
+        parent.send("call")
+        return parent.recv()
+
+    return Runner("torch", call, None, None,
+                  f"{TORCH_THREADS} threads, OMP_WAIT_POLICY={TORCH_OMP_WAIT_POLICY}, own process")
 
 
 PEERS = {
