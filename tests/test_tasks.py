@@ -199,6 +199,11 @@ def test_charlm_encoding_streams_and_unigram_baseline():
     assert charlm.unigram_bpc(train_ids, np.array([2, 3]), 4) == pytest.approx(expected)
     with pytest.raises(ValueError, match="--val-fraction"):
         charlm.split_text(text, 0.0)
+    seg = charlm.segment_data(np.arange(10), 4)  # 2 segments of 4 (+1 for the last target)
+    np.testing.assert_array_equal(seg["inputs"], [[0, 1, 2, 3], [4, 5, 6, 7]])
+    np.testing.assert_array_equal(seg["targets"], [[1, 2, 3, 4], [5, 6, 7, 8]])
+    with pytest.raises(ValueError, match="segment"):
+        charlm.segment_data(np.arange(4), 4)
 
 
 def test_charlm_sample_continues_the_prime():
@@ -308,6 +313,7 @@ def test_cli_sentiment_without_archive_says_how_to_fetch(tmp_path, monkeypatch, 
     ("sentiment", "--embed", "0", "--embed"),
     ("charlm", "--bptt", "0", "--bptt"),
     ("charlm", "--minutes", "-2", "--minutes"),
+    ("charlm", "--reset-every", "-1", "--reset-every"),
     ("forecast", "--clip-norm", "0", "--clip-norm"),
     ("fashion", "--clip-norm", "0", "--clip-norm"),
     ("music", "--max-len", "1", "--max-len"),

@@ -7,14 +7,17 @@ held out; the vocabulary is every character of the training part (others map to 
 
 Training: the training text is cut into ``--batch-size`` contiguous streams, read in chunks of
 ``--bptt`` characters; the carry passes from chunk to chunk and gradients stop at chunk
-boundaries (:mod:`jaxrnn.train.tbptt`). Model: embedding -> recurrent stack -> dense over the
-vocabulary; softmax cross-entropy; Adam with gradient clipping. Training stops after
+boundaries (:mod:`jaxrnn.train.tbptt`); every ``--reset-every`` chunks (1000 characters by
+default) the carry restarts from zeros, so the model learns to read from a fresh state and its
+state cannot drift far from what a fresh start reaches. Model: embedding -> recurrent stack ->
+dense over the vocabulary; softmax cross-entropy; Adam with gradient clipping. Training stops after
 ``--epochs`` passes or ``--minutes`` of wall time, whichever comes first, so one command fits a
 time budget. A checkpoint (state, carry, stream position) is written every ``--checkpoint-every``
 chunks; ``--resume`` continues from it.
 
-Held-out metric: bits per character on the held-out text, evaluated statefully (the carry runs
-through the whole held-out stream), against the baselines of a uniform distribution over the
+Held-out metric: bits per character on the held-out text, evaluated statefully in segments as
+long as the training resets (the carry runs through each 1000-character segment from zeros),
+against the baselines of a uniform distribution over the
 vocabulary (:math:`\log_2 V`) and of the training text's character frequencies (unigram).
 
 ``jaxrnn generate --task charlm --temperature 0.8 --length 300`` reloads the trained model and
@@ -44,8 +47,11 @@ WARMUP_CHARS = 500  # training text stored with the model to warm the carry up b
 def add_arguments(parser) -> None:
     g = parser.add_argument_group("charlm task")
     g.add_argument("--embed", type=int, default=32, help="character embedding size (default 32)")
-    g.add_argument("--bptt", type=int, default=100,
-                   help="truncated BPTT: characters per chunk (default 100)")
+    g.add_argument("--bptt", type=int, default=50,
+                   help="truncated BPTT: characters per chunk (default 50)")
+    g.add_argument("--reset-every", type=int, default=20,
+                   help="reset each stream's carry to zeros every N chunks (default 20: "
+                        "1000-character segments); 0 never resets")
     g.add_argument("--minutes", type=float, default=8.0,
                    help="stop training after this many minutes of wall time (default 8)")
     g.add_argument("--val-fraction", type=float, default=0.02,
@@ -93,6 +99,18 @@ def stream_data(ids: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
     from jaxrnn.train import batchify
 
     return {"inputs": batchify(ids[:-1], batch_size), "targets": batchify(ids[1:], batch_size)}
+
+
+def segment_data(ids: np.ndarray, segment: int) -> dict[str, np.ndarray]:
+    """``{"inputs", "targets": (n, segment)}``: consecutive segments of ``segment + 1``
+    characters (the tail that does not fill one is dropped), each a stream of its own, so a
+    stateful evaluation starts every segment from the zero carry, as training does after each
+    reset."""
+    n = (len(ids) - 1) // segment
+    if n < 1:
+        raise ValueError(f"ids: {len(ids)} characters are fewer than one segment of {segment}")
+    idx = np.arange(n)[:, None] * segment + np.arange(segment)[None, :]
+    return {"inputs": ids[idx], "targets": ids[idx + 1]}
 
 
 def unigram_bpc(train_ids: np.ndarray, held_ids: np.ndarray, vocab_size: int) -> float:
@@ -220,6 +238,8 @@ def train(args) -> dict:
     )
     from jaxrnn.train.checkpoint import save_params
 
+    if args.reset_every < 0:
+        raise ValueError(f"--reset-every: expected an integer >= 0, got {args.reset_every}")
     for name in ("embed", "bptt", "checkpoint_every"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got "
@@ -233,7 +253,8 @@ def train(args) -> dict:
     train_ids, held_ids = encode_text(train_text, vocab), encode_text(held_text, vocab)
     config = {"cell": args.cell, "hidden": args.hidden, "layers": args.layers,
               "dropout": args.dropout, "embed": args.embed, "vocab_size": len(vocab),
-              "vocab": vocab.to_dict(), "warmup": train_text[-WARMUP_CHARS:]}
+              "vocab": vocab.to_dict(), "warmup": train_text[-WARMUP_CHARS:],
+              "segment": args.reset_every * args.bptt, "bptt": args.bptt}
     init, apply = make_model(config)
     data = stream_data(train_ids, args.batch_size)
     chunks = stream_chunks(data, args.bptt)
@@ -266,6 +287,12 @@ def train(args) -> dict:
         bar = tqdm(total=len(chunks), initial=start, desc=f"epoch {epoch + 1}/{args.epochs}",
                    disable=not args.progress, leave=False, dynamic_ncols=True)
         for i in range(start, len(chunks)):
+            if args.reset_every and i % args.reset_every == 0:
+                # Without resets the carry of a stream drifts over tens of thousands of
+                # characters into states a fresh start never reaches, and the model learns to
+                # depend on them: from a zero carry it then predicts little better than
+                # character frequencies. Resets keep training and evaluation alike.
+                carry = zeros_carry(apply, state.params, chunks[0]["inputs"])
             state, carry, logs = step(state, carry, chunks[i])
             pending.append(logs["loss"])
             bar.update(1)
@@ -290,7 +317,7 @@ def train(args) -> dict:
     checkpoint(epoch, start)
     train_seconds = time.perf_counter() - t0
     trained = int(state.step) * chars_per_chunk
-    held = stream_data(held_ids, min(args.batch_size, max(1, len(held_ids) // (2 * args.bptt))))
+    held = _held_data(held_ids, config, args.batch_size)
     scores, _ = evaluate_stream(apply, state.params, "softmax_cross_entropy", held, args.bptt,
                                 metrics=["bpc"])
     history["val_chars"].append(trained)
@@ -316,6 +343,14 @@ def train(args) -> dict:
             "sample": text}
 
 
+def _held_data(held_ids, config, batch_size):
+    """Held-out streams: segments as long as the training resets (each from a zero carry), or
+    ``batch_size`` contiguous streams when training never reset."""
+    if config.get("segment"):
+        return segment_data(held_ids, config["segment"])
+    return stream_data(held_ids, min(batch_size, max(1, len(held_ids) // (2 * config["bptt"]))))
+
+
 def _load_model(args):
     from jaxrnn.data import Vocab
     from jaxrnn.train.checkpoint import load_params, read_params_config
@@ -333,8 +368,8 @@ def evaluate(args) -> dict:
     _, held_text = split_text(_load_text(args), args.val_fraction)
     held_ids = encode_text(held_text, vocab)
     _, apply = make_model(config)
-    held = stream_data(held_ids, min(args.batch_size, max(1, len(held_ids) // (2 * args.bptt))))
-    scores, _ = evaluate_stream(apply, params, "softmax_cross_entropy", held, args.bptt,
+    held = _held_data(held_ids, config, args.batch_size)
+    scores, _ = evaluate_stream(apply, params, "softmax_cross_entropy", held, config["bptt"],
                                 metrics=["bpc"])
     print(f"held-out bits per character: {scores['bpc']:.3f} on {held['inputs'].size:,} "
           f"characters")
