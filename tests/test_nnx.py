@@ -160,7 +160,7 @@ def test_nnx_training_loop_lowers_held_out_loss():
         return jnp.mean((model(x_te, l_te) - y_te) ** 2)
 
     before = float(test_loss(model))
-    for i in range(60):
+    for i in range(40):
         sl = slice((i % 8) * 32, (i % 8 + 1) * 32)
         train_step(model, optimizer, x_tr[sl], l_tr[sl], y_tr[sl])
     after = float(test_loss(model))
