@@ -8,8 +8,19 @@
     (4, 10, 32)
 """
 
+from jaxrnn import classic, data, parallel, seq2seq, train  # subpackages
 from jaxrnn.cells import *  # noqa: F403
 from jaxrnn.cells import __all__ as _cells_all
+from jaxrnn.cells.minimal import (
+    MinGRUParams,
+    MinGRUState,
+    MinLSTMParams,
+    MinLSTMState,
+    min_gru,
+    min_lstm,
+    parallel_run,
+)
+from jaxrnn.classic.esn import reservoir
 from jaxrnn.layers import (
     BidirectionalParams,
     Dense,
@@ -45,4 +56,17 @@ __all__ = [
     "Dense",
     "DenseParams",
     "embedding",
+    "min_gru",
+    "min_lstm",
+    "MinGRUParams",
+    "MinGRUState",
+    "MinLSTMParams",
+    "MinLSTMState",
+    "parallel_run",
+    "reservoir",
+    "classic",
+    "data",
+    "parallel",
+    "seq2seq",
+    "train",
 ]

@@ -3,7 +3,6 @@
 import time
 
 import jax
-import jax.numpy as jnp
 
 DESCRIPTION = "run LSTM and GRU over a batch; print shapes and timings"
 
@@ -33,6 +32,7 @@ def main(args):
         step_s = (time.perf_counter() - t0) / 5
         tok = args.batch * args.steps / step_s
         print(f"{name}: ys {tuple(ys.shape)}, final h {tuple(carry.h.shape)}; "
-              f"first call {compile_s:.2f}s, step {step_s * 1e3:.1f} ms ({tok / 1e3:.0f}k tokens/s)")
+              f"first call {compile_s:.2f}s, step {step_s * 1e3:.1f} ms "
+              f"({tok / 1e3:.0f}k tokens/s)")
         out[name] = tok
     return out
