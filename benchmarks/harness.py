@@ -148,6 +148,14 @@ def worker(spec: dict) -> dict:
                 res["notes"] += notes
     elif kind == "compile":
         res["records"] += _compile_check(spec["Ts"], log)
+    elif kind == "convlstm":
+        from benchmarks.extras import convlstm_section
+
+        res["records"] += convlstm_section(spec, log)
+    elif kind == "minsweep":
+        from benchmarks.extras import min_sweep_section
+
+        res["records"] += min_sweep_section(spec, log)
     elif kind == "rss":
         import jaxrnn
         from benchmarks import competitors as C
@@ -240,6 +248,8 @@ def plan(args) -> list[tuple[dict, str]]:
     peers = [p for p in chosen if p not in args.skip_peers]
     reps = args.reps
     jobs = []
+    if args.extras:  # only the ConvLSTM and the minimal-cell sweep
+        return _extras_jobs(args, reps)
     if args.tiny:
         dims = dict(name="tiny", batch=2, T=8, features=4, hidden=8, out=3)
         spec = {"kind": "config", "config": "tiny", "config_dims": dims,
@@ -260,11 +270,26 @@ def plan(args) -> list[tuple[dict, str]]:
         jobs.append(({"kind": "sweep", "Ts": list(Ts), "modes": ["forward", "train"],
                       "peers": [p for p in peers if p in ("flax", "torch")], "reps": reps,
                       "peer_max_T": 8192}, "default"))
+    if not args.quick:
+        jobs += _extras_jobs(args, reps)
     if "compile" not in args.skip:
         jobs.append(({"kind": "compile", "Ts": [128, 8192]}, "default"))
     if "rss" not in args.skip and not args.quick:
         jobs.append(({"kind": "rss", "T": K.SWEEP_T_LONG, "mode": "train", "reps": 2,
                       "run_kwargs": {"remat": K.SWEEP_REMAT_CHUNK}}, "default"))
+    return jobs
+
+
+def _extras_jobs(args, reps) -> list[tuple[dict, str]]:
+    from benchmarks import extras as X
+
+    jobs = []
+    if "convlstm" not in args.skip:
+        jobs.append(({"kind": "convlstm", "modes": ["forward", "train"], "reps": reps},
+                     "default"))
+    if "minsweep" not in args.skip:
+        jobs.append(({"kind": "minsweep", "Ts": list(X.MIN_SWEEP_T),
+                      "modes": ["forward", "train"], "reps": reps}, "default"))
     return jobs
 
 
@@ -308,7 +333,11 @@ def main(argv=None):
     ap.add_argument("--configs", nargs="*", help="subset of A B C")
     ap.add_argument("--cells", nargs="*", help="subset of jaxrnn cells")
     ap.add_argument("--allocators", nargs="*", choices=["default", "tuned"])
-    ap.add_argument("--skip", nargs="*", default=[], choices=["sweep", "compile", "rss"])
+    ap.add_argument("--skip", nargs="*", default=[],
+                    choices=["sweep", "compile", "rss", "convlstm", "minsweep"])
+    ap.add_argument("--extras", action="store_true",
+                    help="only the ConvLSTM and the minGRU/minLSTM-vs-LSTM/GRU T sweep; the "
+                         "report is appended to --markdown (default BENCHMARKS.md)")
     ap.add_argument("--peers", nargs="*", choices=list(PEER_NAMES),
                     help="peers to measure (default: all; --quick: flax torch)")
     ap.add_argument("--skip-peers", nargs="*", default=[], choices=list(PEER_NAMES))
@@ -338,6 +367,7 @@ def main(argv=None):
         sections.append(_spawn(spec, alloc, args.inprocess or args.tiny, log))
     subset = args.configs or args.cells or args.allocators or args.skip or args.peers is not None
     mode = "tiny" if args.tiny else "quick" if args.quick else "custom" if subset else "full"
+    mode = "extras" if args.extras else mode
     run = {
         "started_utc": started.isoformat(timespec="seconds"),
         "wall_s": time.perf_counter() - t0,
@@ -355,7 +385,10 @@ def main(argv=None):
     print(text)
     png = report.chart(run, args.out / f"{stem}.png")
     md_path = args.markdown or (ROOT / "BENCHMARKS.md" if mode == "full" else None)
-    if md_path is not None:
+    if args.extras:
+        report.append_extras_md(run, args.markdown or (ROOT / "BENCHMARKS.md"),
+                                args.out / f"{stem}.json")
+    elif md_path is not None:
         report.write_benchmarks_md(run, md_path, png, args.out / f"{stem}.json")
     log(f"wrote {args.out / (stem + '.json')} and {png}; total {run['wall_s']:.0f} s")
     return run

@@ -92,6 +92,9 @@ def discover(already: set[str]) -> tuple[list[Entry], list[str]]:
             continue
         if name in ("resolve_activation",):
             continue
+        if name == "convlstm":  # frames, not plain sequences: its own section (extras.py)
+            notes.append("cell 'convlstm': measured on video frames in its own section")
+            continue
         cell = None
         for args in ((8,), (8, 8)):
             try:

@@ -156,12 +156,17 @@ def markdown(run) -> str:
     parts = [f"## jaxrnn benchmark ({run['mode']}, {run['started_utc']}, {run['wall_s']:.0f} s)",
              "", "tok/s = batch x T / median step time; ratios are jaxrnn / peer (> 1: jaxrnn "
              "faster); spread = ± half the interquartile range; % ceiling = useful FLOP/s over "
-             "the 1024^3 matmul rate measured in the same worker.", "",
-             config_table(run, "config")]
+             "the 1024^3 matmul rate measured in the same worker."]
+    if any(s["spec"]["kind"] == "config" for s in run["sections"]):
+        parts += ["", config_table(run, "config")]
     if any(s["spec"]["kind"] == "sweep" for s in run["sections"]):
         parts += ["", "### LSTM sequence-length sweep (hidden 256, batch 8, input 64)", "",
                   config_table(run, "sweep")]
-    parts += ["", "### Peers", "", peer_table(run)]
+    from benchmarks.extras import markdown_parts
+
+    parts += markdown_parts(run)
+    if any(s["spec"]["kind"] in ("config", "sweep") for s in run["sections"]):
+        parts += ["", "### Peers", "", peer_table(run)]
     tg = targets(run)
     if tg:
         parts += ["", "### Targets", "", "| target | measured | met |", "|---|---|---|"]
@@ -250,3 +255,23 @@ def write_benchmarks_md(run, path: Path, png, json_path: Path, preamble: str = "
         lines += [f"![ratios and sweep]({rel(png)})", ""]
     lines += [markdown(run), "", f"Raw record: `{rel(json_path)}`", ""]
     path.write_text("\n".join(lines))
+
+
+def append_extras_md(run, path: Path, json_path: Path) -> None:
+    """Append the ConvLSTM and minimal-cell sweep sections of an ``--extras`` run to ``path``,
+    keeping what is there."""
+    from benchmarks.extras import markdown_parts
+
+    m = run["machine"]
+    try:
+        rel = str(Path(json_path).resolve().relative_to(path.parent.resolve()))
+    except ValueError:
+        rel = str(json_path)
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    lines = ["", f"## ConvLSTM and minimal cells ({run['started_utc']}, "
+                 f"{run['wall_s']:.0f} s)", "",
+             f"- command: `{run['command']}`",
+             f"- machine: {m['cpu']}, {m['cores']} cores; shared with other jobs",
+             "- versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items() if v)]
+    lines += markdown_parts(run) + ["", f"Raw record: `{rel}`", ""]
+    path.write_text(old.rstrip("\n") + "\n" + "\n".join(lines))

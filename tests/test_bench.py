@@ -57,3 +57,25 @@ def test_bad_arguments_are_rejected():
         harness.main(["--reps", "0"])
     with pytest.raises(ValueError, match="--cells: unknown"):
         harness._cell_entries(["no_such_cell"])
+
+
+def test_extras_convlstm_and_min_sweep_tiny():
+    from benchmarks import extras
+
+    video = dict(name="tinyvideo", batch=2, T=3, height=4, width=4, in_channels=1, channels=2)
+    res = harness.worker({"kind": "convlstm", "config_dims": video, "modes": ["forward", "train"],
+                          "reps": 2})
+    assert {r["mode"] for r in res["records"]} == {"forward", "train"}
+    for r in res["records"]:
+        assert r["tokens_per_s"] == pytest.approx(2 * 3 / r["median_s"])
+    sweep = harness.worker({"kind": "minsweep", "Ts": [4], "modes": ["forward", "train"],
+                            "reps": 2, "dims": dict(batch=2, features=3, hidden=4)})
+    run = {"sections": [dict(res, allocator="default"), dict(sweep, allocator="default")]}
+    W = extras.min_sweep_winners(run)
+    assert set(W) == {(4, "forward"), (4, "train")}
+    names = {r["cell"] for r in sweep["records"]}
+    assert {"lstm", "gru"} <= names
+    for win, tps in W.values():
+        assert tps[win] == max(tps.values())
+    text = "\n".join(extras.markdown_parts(run))
+    assert "ConvLSTM" in text and "minGRU" in text
