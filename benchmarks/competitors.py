@@ -58,12 +58,14 @@ def _planned_bytes(compiled) -> int | None:
 
 
 def aot_runner(lib: str, fn, state, *consts, train: bool, note: str = "",
-               compiler_options=None) -> Runner:
+               compiler_options=None, execute: bool = True) -> Runner:
     """Compile ``fn(state, *consts)`` ahead of time. In training mode ``fn`` returns
     ``(new_state, loss)`` and the state is threaded through the calls, as in a training loop."""
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(state, *consts).compile(compiler_options=compiler_options)
     compile_s = time.perf_counter() - t0  # trace + lower + XLA compile, no execution
+    if not execute:  # only the compiled program's planned memory is wanted
+        return Runner(lib, None, compile_s, _planned_bytes(compiled), note)
     out = compiled(state, *consts)
     jax.block_until_ready(out)
     box = [out[0] if train else state]
@@ -102,7 +104,7 @@ def _mse(pred, y):
 # --------------------------------------------------------------------------- jaxrnn
 
 def jaxrnn_runner(make_cell, cfg: Config, mode: str, *, run_kwargs=None, lib="jaxrnn",
-                  run_fn=None, compiler_options=None) -> Runner:
+                  run_fn=None, compiler_options=None, execute: bool = True) -> Runner:
     run_kwargs = dict(run_kwargs or {})
     run_fn = jaxrnn.run if run_fn is None else run_fn
     cell = make_cell(cfg.hidden)
@@ -117,14 +119,14 @@ def jaxrnn_runner(make_cell, cfg: Config, mode: str, *, run_kwargs=None, lib="ja
 
     if mode == "forward":
         return aot_runner(lib, forward, params, x, train=False,
-                          compiler_options=compiler_options)
+                          compiler_options=compiler_options, execute=execute)
 
     def loss(p, x, y):
         return _mse(readout.apply(p[1], forward(p, x)), y)
 
     step, opt = adam_step(loss)
     return aot_runner(lib, step, (params, opt.init(params)), x, y, train=True,
-                      compiler_options=compiler_options)
+                      compiler_options=compiler_options, execute=execute)
 
 
 def jaxrnn_step_flops(make_cell, cfg: Config) -> float:

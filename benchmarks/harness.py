@@ -165,11 +165,16 @@ def worker(spec: dict) -> dict:
         base = max_rss_bytes()
         r = C.jaxrnn_runner(jaxrnn.lstm, cfg, spec["mode"], run_kwargs=spec.get("run_kwargs") or {})
         times = interleaved({"jaxrnn": r}, spec.get("reps", 2), warmup=0)["jaxrnn"]
+        peak = max_rss_bytes()
+        # The same step without remat is only compiled, not run (it would need several GiB):
+        # XLA's planned memory for it is the "without" figure beside the measured "with".
+        plain = C.jaxrnn_runner(jaxrnn.lstm, cfg, spec["mode"], execute=False)
         res["records"].append({"T": spec["T"], "mode": spec["mode"], "lib": "jaxrnn",
                                "cell": "lstm",
                                "run_kwargs": spec.get("run_kwargs") or {},
-                               "baseline_rss_bytes": base, "peak_rss_bytes": max_rss_bytes(),
+                               "baseline_rss_bytes": base, "peak_rss_bytes": peak,
                                "xla_planned_bytes": r.mem_bytes, "compile_s": r.compile_s,
+                               "xla_planned_bytes_no_remat": plain.mem_bytes,
                                **summarise(times, cfg.tokens)})
     else:
         raise ValueError(f"spec kind: unknown {kind!r}")

@@ -149,6 +149,11 @@ def targets(run) -> list[tuple[str, str, str]]:
                             f"{r['peak_rss_bytes'] / GiB:.2f} GiB peak RSS (process), "
                             f"{r['baseline_rss_bytes'] / GiB:.2f} GiB after imports{speed}",
                             "yes" if r["peak_rss_bytes"] <= 2 * GiB else "no"))
+                if r.get("xla_planned_bytes_no_remat"):
+                    out.append((f"LSTM train T={r['T']} memory without remat (compiled only)",
+                                f"{r['xla_planned_bytes_no_remat'] / GiB:.2f} GiB planned by XLA"
+                                f" (with remat: {r['xla_planned_bytes'] / GiB:.2f} GiB planned)",
+                                "-"))
     return out
 
 
