@@ -151,8 +151,9 @@ def run(
         pass), bounding memory on long sequences to ``O(T/k + k)`` carries.
       hoist_projection: compute ``cell.project`` for all steps before the loop (one large product)
         instead of per step inside it. Which is faster is machine-dependent; see BENCHMARKS.md.
-      fused_gradient: take the fused sequence path (:mod:`jaxrnn.fused`, a custom VJP) when the
-        cell supports it. ``False`` forces the plain scan: forward-mode autodiff (``jax.jvp``,
+      fused_gradient: take the fused sequence path when the cell supports it: on CPU the cell's
+        compiled kernel (:mod:`jaxrnn.kernels`), elsewhere :mod:`jaxrnn.fused`; both are custom
+        VJPs. ``False`` forces the plain scan: forward-mode autodiff (``jax.jvp``,
         ``jax.jacfwd``, ``jax.linearize``) needs it, as a custom VJP has no forward mode.
 
     Returns:
@@ -238,12 +239,20 @@ def run(
         final, ys = jax.lax.scan(chunk_body, carry, chunked_in)
         ys = ys.reshape((T_run, *ys.shape[2:]))[:T]
     elif fused_gradient and fused.supported(cell):
-        # The cell exposes its step as recurrent product + update: the fused path computes the
-        # same values, with a hand-written backward pass (see jaxrnn/fused.py).
-        final, ys = fused.fused_scan(
-            cell, params, carry, seq, lengths if masked else None,
-            projected=hoist_projection, unroll=unroll,
-        )
+        # The cell exposes its step as recurrent product + update. First choice: the cell's own
+        # whole-sequence kernel (jaxrnn/kernels, CPU), fed the projections of all steps; then
+        # the fused scan, same values with a hand-written backward pass (jaxrnn/fused.py).
+        sequence = cell.parts.sequence
+        out = None
+        if sequence is not None:
+            out = sequence(params, carry, lambda: seq if hoist_projection else
+                           cell.project(params, seq), lengths if masked else None)
+        if out is None:
+            out = fused.fused_scan(
+                cell, params, carry, seq, lengths if masked else None,
+                projected=hoist_projection, unroll=unroll,
+            )
+        final, ys = out
     else:
         final, ys = jax.lax.scan(body, carry, xs_in, unroll=unroll)
 

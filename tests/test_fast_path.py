@@ -5,6 +5,8 @@ tests/test_cells.py and tests/test_scan.py); the same cell with ``parts=None`` a
 Finite differences check the fused gradient independently for one cell.
 """
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 from jax.test_util import check_grads
 
 import jaxrnn
-from jaxrnn import fused
+from jaxrnn import fused, kernels
 
 F = 3
 
@@ -79,10 +81,15 @@ def _compare(cell, batch_shape, T, **kw):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.parametrize("path", ["kernel", "xla"])
 @pytest.mark.parametrize("name", sorted(CELLS))
-def test_fused_equals_plain_with_padding(name):
+def test_fused_equals_plain_with_padding(name, path):
+    # "kernel": the compiled CPU kernel where the cell has one (jaxrnn/kernels), else the XLA
+    # fused scan; "xla": the XLA fused scan for every cell.
     lengths = jnp.array([6, 3, 0, 1])
-    _compare(CELLS[name](), (4,), 6, lengths=lengths)
+    ctx = kernels.disabled() if path == "xla" else contextlib.nullcontext()
+    with ctx:
+        _compare(CELLS[name](), (4,), 6, lengths=lengths)
 
 
 # the engine's handling of direction and layout is cell-independent: three cells suffice (one
@@ -126,6 +133,7 @@ def _count_fused_calls(monkeypatch):
     return calls
 
 
+@kernels.disabled()
 def test_engine_takes_the_fused_path_only_where_supported(monkeypatch):
     calls = _count_fused_calls(monkeypatch)
     cell = jaxrnn.lstm(4)

@@ -75,17 +75,24 @@ class StepParts(NamedTuple):
     update: Callable[[PyTree, PyTree, Array, Array], tuple[PyTree, Array]]
     step: Callable[[PyTree, PyTree, Array], tuple[PyTree, Array]]
     additive: bool = False  # update reads xp and hp only through xp + hp (LSTM, Elman, ...)
+    # Optional whole-sequence fast path (a fused kernel, :mod:`jaxrnn.kernels`):
+    # ``sequence(params, carry, make_xp, lengths) -> (final_carry, ys) | None`` with ``make_xp()``
+    # giving the time-major projections ``(T, B..., G)``; ``None`` means "not here" (another
+    # backend, dtype or configuration) and the engine takes its own fused scan.
+    sequence: Callable | None = None
 
 
-def compose_step(recurrent_product, update, recurrent_key: str = "h", *, additive=False):
+def compose_step(recurrent_product, update, recurrent_key: str = "h", *, additive=False,
+                 sequence=None):
     """Build ``step`` from a recurrent product and an update; returns ``(step, parts)`` for the
     ``Cell(step=step, parts=parts)`` fields. ``additive=True`` promises that ``update`` uses
-    ``xp`` and ``hp`` only through their sum (so the engine keeps one pre-activation per step)."""
+    ``xp`` and ``hp`` only through their sum (so the engine keeps one pre-activation per step).
+    ``sequence`` is the optional whole-sequence kernel path (see :class:`StepParts`)."""
 
     def step(params, carry, xp):
         return update(params, carry, xp, recurrent_product(params, getattr(carry, recurrent_key)))
 
-    return step, StepParts(recurrent_product, update, step, bool(additive))
+    return step, StepParts(recurrent_product, update, step, bool(additive), sequence)
 
 
 # --------------------------------------------------------------------------- activations

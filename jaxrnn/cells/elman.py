@@ -25,6 +25,7 @@ from jaxrnn.cells.base import (
     orthogonal_blocks,
     resolve_activation,
 )
+from jaxrnn.kernels import ops
 
 
 class ElmanParams(NamedTuple):
@@ -93,7 +94,17 @@ def elman(
             y = act_y(matmul(h, params.w_y, compute_dtype) + params.b_y)
             return ElmanState(h), y
 
-    step, parts = compose_step(recurrent_product, update, additive=True)
+    kernel_form = (O is None and ops.full_precision(compute_dtype)
+                   and ops.is_activation(activation, "tanh"))
+
+    def sequence(params, carry, make_xp, lengths):
+        out = ops.tanh_recurrence(params.w_h, carry.h, make_xp, lengths) if kernel_form else None
+        if out is None:
+            return None
+        h_last, ys = out
+        return ElmanState(h_last), ys
+
+    step, parts = compose_step(recurrent_product, update, additive=True, sequence=sequence)
 
     return Cell(
         init=init,

@@ -30,6 +30,7 @@ from jaxrnn.cells.base import (
     orthogonal_blocks,
     resolve_activation,
 )
+from jaxrnn.kernels import ops
 
 
 class FullyRecurrentParams(NamedTuple):
@@ -82,7 +83,16 @@ def fully_recurrent(
             u = act(xp + hp).astype(carry.h.dtype)
             return FullyRecurrentState(u), u[..., :O]
 
-    step, parts = compose_step(recurrent_product, update, additive=True)
+    kernel_form = ops.full_precision(compute_dtype) and ops.is_activation(activation, "tanh")
+
+    def sequence(params, carry, make_xp, lengths):
+        out = ops.tanh_recurrence(params.w_h, carry.h, make_xp, lengths) if kernel_form else None
+        if out is None:
+            return None
+        h_last, ys = out
+        return FullyRecurrentState(h_last), ys[..., :O]
+
+    step, parts = compose_step(recurrent_product, update, additive=True, sequence=sequence)
 
     return Cell(
         init=init,

@@ -38,6 +38,7 @@ from jaxrnn.cells.base import (
     orthogonal_blocks,
     resolve_activation,
 )
+from jaxrnn.kernels import ops
 
 
 class GRUParams(NamedTuple):
@@ -99,7 +100,22 @@ def gru(
 
     # reset_after=True is one recurrent product plus elementwise work (the fused engine applies);
     # reset_after=False has a second product that depends on r, so it keeps the plain step.
-    step_reset_after, parts = compose_step(recurrent_product, update_reset_after)
+    kernel_form = (ops.full_precision(compute_dtype) and ops.is_activation(activation, "tanh")
+                   and ops.is_activation(recurrent_activation, "sigmoid"))
+
+    def sequence(params: GRUParams, carry: GRUState, make_xp, lengths):
+        if not kernel_form or not ops.sequence_usable(params.w_h, params.b_h, carry.h):
+            return None
+        xp = make_xp()
+        if xp.dtype != jnp.float32 or xp.shape[0] == 0:
+            return None
+        xp2, (h0,), lens, batch_shape = ops.flatten_batch(xp, [carry.h], lengths)
+        hs = ops.gru_sequence(xp2, params.w_h, params.b_h, h0, lens)
+        hs, ys = ops.unflatten_steps(hs, lengths, batch_shape)
+        return GRUState(hs[-1]), ys
+
+    step_reset_after, parts = compose_step(recurrent_product, update_reset_after,
+                                           sequence=sequence)
 
     def step_reset_before(params: GRUParams, carry: GRUState, xp: Array):
         with jax.named_scope("gru_step"):

@@ -33,6 +33,7 @@ from jaxrnn.cells.base import (
     orthogonal_blocks,
     resolve_activation,
 )
+from jaxrnn.kernels import ops
 
 
 class LSTMParams(NamedTuple):
@@ -113,7 +114,23 @@ def lstm(
             h = h.astype(carry.h.dtype)
             return LSTMState(h, c), h
 
-    step, parts = compose_step(recurrent_product, update, additive=True)
+    # The fused CPU kernel computes exactly this cell: no peepholes, tanh / sigmoid, float32.
+    kernel_form = (not use_peephole and ops.full_precision(compute_dtype)
+                   and ops.is_activation(activation, "tanh")
+                   and ops.is_activation(recurrent_activation, "sigmoid"))
+
+    def sequence(params: LSTMParams, carry: LSTMState, make_xp, lengths):
+        if not kernel_form or not ops.sequence_usable(params.w_h, carry.h, carry.c):
+            return None
+        xp = make_xp()
+        if xp.dtype != jnp.float32 or xp.shape[0] == 0:
+            return None
+        xp2, (h0, c0), lens, batch_shape = ops.flatten_batch(xp, [carry.h, carry.c], lengths)
+        hs, c_last = ops.lstm_sequence(xp2, params.w_h, h0, c0, lens)
+        hs, ys = ops.unflatten_steps(hs, lengths, batch_shape)
+        return LSTMState(hs[-1], c_last.reshape(carry.c.shape)), ys
+
+    step, parts = compose_step(recurrent_product, update, additive=True, sequence=sequence)
 
     return Cell(
         init=init,

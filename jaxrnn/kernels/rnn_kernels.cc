@@ -1,0 +1,644 @@
+// Fused sequence kernels for the hot recurrent cells (LSTM, GRU, Elman), as XLA FFI custom calls
+// on CPU.
+//
+// Why they exist: inside `lax.scan`, XLA's CPU while loop costs about as much per step as the
+// recurrent matrix product itself (benchmarks/NOTES.md, shared PERF-NOTES). These kernels run
+// the whole time loop in one call: each step is one small matrix product and one elementwise
+// pass, with no per-step dispatch. The input projection (`x W_x + b` for all steps) and the weight
+// gradients (one product over all steps) stay in XLA, where large products are fast; only the
+// recurrence itself lives here.
+//
+// Threading: each step's work is split by hidden unit into chunks. A chunk owns the same units
+// in every gate block, so its gate nonlinearities need nothing from other chunks and one barrier
+// per step suffices. The caller thread and helpers taken from XLA's intra-op thread pool claim
+// chunks; each thread starts with its "home" chunks so that its slice of the recurrent weights
+// stays in its own cache from step to step. A helper that never gets a pool thread costs nothing
+// but speed: the caller claims every chunk it finds unclaimed.
+//
+// Layouts are row-major and time-major: xp (T, B, G), hs (T, B, H), weights (H, G) with the gate
+// blocks side by side in the order the Python cells use.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// ----------------------------------------------------------------------------- small products
+
+// 16 floats: one AVX-512 register, two AVX2 registers; GCC picks the instructions for the
+// machine the kernels are compiled on (-march=native).
+typedef float vf16 __attribute__((vector_size(64)));
+typedef float vf16u __attribute__((vector_size(64), aligned(4)));
+
+inline vf16 load16(const float* p) { return *reinterpret_cast<const vf16u*>(p); }
+inline void store16(float* p, vf16 v) { *reinterpret_cast<vf16u*>(p) = v; }
+
+// C[0:MR, 0:16*NV] = Cin (or 0) + A[0:MR, 0:K] @ W[0:K, 0:16*NV]; Cin rows may have stride 0
+// (a bias broadcast over rows).
+template <int MR, int NV>
+inline void micro(int K, const float* A, int lda, const float* W, int ldw, const float* Cin,
+                  int ldcin, float* C, int ldc) {
+  vf16 acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v)
+      acc[r][v] = Cin ? load16(Cin + (size_t)r * ldcin + 16 * v) : vf16{};
+  for (int k = 0; k < K; ++k) {
+    vf16 w[NV];
+    for (int v = 0; v < NV; ++v) w[v] = load16(W + (size_t)k * ldw + 16 * v);
+    for (int r = 0; r < MR; ++r) {
+      const float a = A[(size_t)r * lda + k];
+      for (int v = 0; v < NV; ++v) acc[r][v] += a * w[v];
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) store16(C + (size_t)r * ldc + 16 * v, acc[r][v]);
+}
+
+template <int NV>
+inline void micro_rows(int rows, int K, const float* A, int lda, const float* W, int ldw,
+                       const float* Cin, int ldcin, float* C, int ldc) {
+  switch (rows) {
+    case 8: return micro<8, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+    case 7: return micro<7, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+    case 6: return micro<6, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+    case 5: return micro<5, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+    case 4: return micro<4, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+    case 3: return micro<3, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+    case 2: return micro<2, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+    default: return micro<1, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+  }
+}
+
+// C[:, n0:n1] = Cin[:, n0:n1] (or 0) + A (M, K) @ W[:, n0:n1]; all row-major. Column panels
+// outside, row blocks inside: a (K, 32) panel of W (32 KiB at K = 256) is read once from L2 and
+// then reused from L1 by every block of rows.
+void gemm_cols(int M, int K, const float* A, int lda, const float* W, int ldw, const float* Cin,
+               int ldcin, float* C, int ldc, int n0, int n1) {
+  int n = n0;
+  for (; n + 32 <= n1; n += 32)
+    for (int m0 = 0; m0 < M; m0 += 8)
+      micro_rows<2>(std::min(8, M - m0), K, A + (size_t)m0 * lda, lda, W + n, ldw,
+                    Cin ? Cin + (size_t)m0 * ldcin + n : nullptr, ldcin,
+                    C + (size_t)m0 * ldc + n, ldc);
+  for (; n + 16 <= n1; n += 16)
+    for (int m0 = 0; m0 < M; m0 += 8)
+      micro_rows<1>(std::min(8, M - m0), K, A + (size_t)m0 * lda, lda, W + n, ldw,
+                    Cin ? Cin + (size_t)m0 * ldcin + n : nullptr, ldcin,
+                    C + (size_t)m0 * ldc + n, ldc);
+  for (; n < n1; ++n)  // fewer than 16 columns left (hidden sizes not a multiple of 16)
+    for (int m = 0; m < M; ++m) {
+      float s = Cin ? Cin[(size_t)m * ldcin + n] : 0.f;
+      for (int k = 0; k < K; ++k) s += A[(size_t)m * lda + k] * W[(size_t)k * ldw + n];
+      C[(size_t)m * ldc + n] = s;
+    }
+}
+
+// The recurrent product restricted to hidden units [u0, u1) of every gate block.
+void gemm_units(int M, int K, const float* A, const float* W, int H, int gates,
+                const float* Cin, int ldcin, float* C, int u0, int u1) {
+  const int G = gates * H;
+  for (int q = 0; q < gates; ++q)
+    gemm_cols(M, K, A, K, W, G, Cin, ldcin, C, G, q * H + u0, q * H + u1);
+}
+
+// W (K, N) -> W^T (N, K), for the backward product d h_{t-1} = d hp_t W_h^T.
+std::vector<float> transpose(const float* W, int K, int N) {
+  std::vector<float> t((size_t)K * N);
+  for (int k = 0; k < K; ++k)
+    for (int n = 0; n < N; ++n) t[(size_t)n * K + k] = W[(size_t)k * N + n];
+  return t;
+}
+
+// ----------------------------------------------------------------------------- nonlinearities
+
+// Written with exp only so that GCC vectorises the loops through glibc's vector expf.
+inline float sigmoidf(float x) { return 1.f / (1.f + std::exp(-x)); }
+inline float tanhf_(float x) { return 1.f - 2.f / (1.f + std::exp(2.f * x)); }
+
+// ----------------------------------------------------------------------------- team of threads
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Spin, then yield: on an oversubscribed machine a pure spin would starve the thread we wait on.
+struct Backoff {
+  int spins = 0;
+  void wait() {
+    if (++spins < 4000) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+};
+
+struct TeamState {
+  explicit TeamState(int nchunks, int nhelpers)
+      : claimed(nchunks), helper_state(nhelpers) {
+    for (auto& c : claimed) c.store(-1);
+    for (auto& h : helper_state) h.store(0);
+  }
+  std::atomic<int> open{-1};        // the phase threads may work on now
+  std::atomic<int64_t> done{0};     // chunks finished, over all phases
+  std::vector<std::atomic<int>> claimed;       // last phase each chunk was claimed for
+  std::vector<std::atomic<int>> helper_state;  // 0 not started, 1 running, 2 finished, 3 cancelled
+  std::thread::id caller;
+};
+
+inline bool try_claim(TeamState& st, int phase, int c) {
+  int expected = phase - 1;
+  return st.claimed[c].compare_exchange_strong(expected, phase, std::memory_order_acq_rel);
+}
+
+// Thread `id` (0 = the caller) owns chunk `id`; the caller also takes the chunks of helpers that
+// have not started (yet). A running helper's chunk is never taken from it: its slice of the
+// weights stays in its core's cache, which is worth more than balancing a slow step.
+template <class Fn>
+void claim_and_work(TeamState& st, int phase, int id, int nchunks, Fn& fn) {
+  if (try_claim(st, phase, id)) {
+    fn(phase, id);
+    st.done.fetch_add(1, std::memory_order_acq_rel);
+  }
+  if (id != 0) return;
+  for (int c = 1; c < nchunks; ++c) {
+    const int h = st.helper_state[c - 1].load(std::memory_order_acquire);
+    if (h == 1 || h == 2) continue;
+    if (try_claim(st, phase, c)) {
+      fn(phase, c);
+      st.done.fetch_add(1, std::memory_order_acq_rel);
+    }
+  }
+}
+
+// Runs fn(phase, chunk) for every chunk of phases 0..nphases-1, all chunks of a phase finishing
+// before any chunk of the next one starts.
+template <class Fn>
+void run_phases(ffi::ThreadPool* pool, int nthreads, int nphases, int nchunks, Fn fn) {
+  const int nhelpers = pool ? nchunks - 1 : 0;  // one chunk per thread (see make_chunks)
+  auto st = std::make_shared<TeamState>(nchunks, nhelpers);
+  st->caller = std::this_thread::get_id();
+  Fn* fn_ptr = &fn;
+  for (int h = 0; h < nhelpers; ++h) {
+    const int home = h + 1;
+    pool->Schedule([st, h, home, nphases, nchunks, fn_ptr]() {
+      // A pool that cannot take the task runs it inline on the caller: do nothing then.
+      if (std::this_thread::get_id() == st->caller) return;
+      int expected = 0;
+      if (!st->helper_state[h].compare_exchange_strong(expected, 1)) return;  // cancelled
+      int last = -1;
+      Backoff backoff;
+      for (;;) {
+        const int p = st->open.load(std::memory_order_acquire);
+        if (p >= nphases) break;
+        if (p > last) {
+          claim_and_work(*st, p, home, nchunks, *fn_ptr);
+          last = p;
+          backoff.spins = 0;
+        } else {
+          backoff.wait();
+        }
+      }
+      st->helper_state[h].store(2, std::memory_order_release);
+    });
+  }
+  for (int p = 0; p < nphases; ++p) {
+    st->open.store(p, std::memory_order_release);
+    claim_and_work(*st, p, 0, nchunks, fn);
+    const int64_t target = (int64_t)(p + 1) * nchunks;
+    Backoff backoff;
+    while (st->done.load(std::memory_order_acquire) < target) backoff.wait();
+  }
+  st->open.store(nphases, std::memory_order_release);
+  // fn lives on this stack: wait for every helper that started, cancel those that did not.
+  for (int h = 0; h < nhelpers; ++h) {
+    int expected = 0;
+    if (!st->helper_state[h].compare_exchange_strong(expected, 3)) {
+      Backoff backoff;
+      while (st->helper_state[h].load(std::memory_order_acquire) != 2) backoff.wait();
+    }
+  }
+}
+
+// Unit chunks: one per thread, each a multiple of 16 units where possible, so that the
+// product's columns fill whole vectors.
+struct Chunks {
+  std::vector<int> start;
+  int count() const { return (int)start.size() - 1; }
+};
+
+Chunks make_chunks(int H, int nthreads) {
+  Chunks ch;
+  const int blocks = std::max(1, H / 16);
+  const int n = std::max(1, std::min(blocks, nthreads));
+  for (int i = 0; i <= n; ++i) ch.start.push_back(i == n ? H : 16 * (int)((int64_t)blocks * i / n));
+  return ch;
+}
+
+// Below this many multiply-adds per step, threads cost more than they save.
+constexpr int64_t kParallelMinWork = 1 << 16;
+
+int team_size(ffi::ThreadPool& pool, int64_t work_per_step) {
+  if (work_per_step < kParallelMinWork) return 1;
+  const int64_t n = pool.num_threads();
+  const int hw = (int)std::thread::hardware_concurrency();
+  if (const char* env = std::getenv("JAXRNN_KERNEL_THREADS")) return std::max(1, std::atoi(env));
+  return (int)std::max<int64_t>(1, std::min<int64_t>(n, hw > 0 ? hw : 1));
+}
+
+inline bool step_valid(const int32_t* lens, int t, int b) { return !lens || t < lens[b]; }
+
+// ----------------------------------------------------------------------------- LSTM
+
+// Gate order (i, f, g, o). Training saves the activated gates and every cell state.
+ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> wh,
+                       ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+                       ffi::Buffer<ffi::S32> lens_buf, ffi::ResultBuffer<ffi::F32> hs_out,
+                       ffi::ResultBuffer<ffi::F32> c_last_out, ffi::ResultBuffer<ffi::F32> cs_out,
+                       ffi::ResultBuffer<ffi::F32> gates_out, bool masked, bool training) {
+  const auto d = xp.dimensions();
+  const int T = (int)d[0], B = (int)d[1], G = (int)d[2], H = G / 4;
+  const float* XP = xp.typed_data();
+  const float* W = wh.typed_data();
+  const int32_t* lens = masked ? lens_buf.typed_data() : nullptr;
+  float* HS = hs_out->typed_data();
+  float* CS = training ? cs_out->typed_data() : nullptr;
+  float* Z = training ? gates_out->typed_data() : nullptr;
+  std::vector<float> zbuf(training ? 0 : (size_t)B * G), cbuf(training ? 0 : (size_t)2 * B * H);
+  const int nthreads = team_size(pool, (int64_t)B * G * H);
+  const Chunks ch = make_chunks(H, nthreads);
+  if (T == 0) {
+    std::memcpy(c_last_out->typed_data(), c0.typed_data(), sizeof(float) * B * H);
+    return ffi::Error::Success();
+  }
+
+  run_phases(&pool, nthreads, T, ch.count(), [&](int t, int c) {
+    const int u0 = ch.start[c], u1 = ch.start[c + 1];
+    const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
+    const float* c_prev = t ? (CS ? CS + (size_t)(t - 1) * B * H : cbuf.data() + (size_t)((t - 1) & 1) * B * H)
+                            : c0.typed_data();
+    float* c_t = CS ? CS + (size_t)t * B * H : cbuf.data() + (size_t)(t & 1) * B * H;
+    float* z = Z ? Z + (size_t)t * B * G : zbuf.data();
+    float* h_t = HS + (size_t)t * B * H;
+    gemm_units(B, H, h_prev, W, H, 4, XP + (size_t)t * B * G, G, z, u0, u1);
+    for (int b = 0; b < B; ++b) {
+      float* zb = z + (size_t)b * G;
+      const float* cp = c_prev + (size_t)b * H;
+      const float* hp = h_prev + (size_t)b * H;
+      float* cb = c_t + (size_t)b * H;
+      float* hb = h_t + (size_t)b * H;
+      if (!step_valid(lens, t, b)) {  // past this sequence's end the carry is frozen
+        for (int j = u0; j < u1; ++j) { hb[j] = hp[j]; cb[j] = cp[j]; }
+        continue;
+      }
+#pragma omp simd
+      for (int j = u0; j < u1; ++j) {
+        const float i = sigmoidf(zb[j]), f = sigmoidf(zb[H + j]);
+        const float g = tanhf_(zb[2 * H + j]), o = sigmoidf(zb[3 * H + j]);
+        const float cn = f * cp[j] + i * g;
+        zb[j] = i; zb[H + j] = f; zb[2 * H + j] = g; zb[3 * H + j] = o;
+        cb[j] = cn;
+        hb[j] = o * tanhf_(cn);
+      }
+    }
+  });
+  const float* c_fin = CS ? CS + (size_t)(T - 1) * B * H : cbuf.data() + (size_t)((T - 1) & 1) * B * H;
+  std::memcpy(c_last_out->typed_data(), c_fin, sizeof(float) * B * H);
+  return ffi::Error::Success();
+}
+
+// Cotangents of the gate pre-activations dz (T, B, 4H), and of h0 and c0, from the cotangents
+// of every step's h (dhs) and of the last cell state.
+ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> wh, ffi::Buffer<ffi::F32> gates,
+                        ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> c0,
+                        ffi::Buffer<ffi::F32> dhs_buf, ffi::Buffer<ffi::F32> dc_last,
+                        ffi::Buffer<ffi::S32> lens_buf, ffi::ResultBuffer<ffi::F32> dz_out,
+                        ffi::ResultBuffer<ffi::F32> dh0_out, ffi::ResultBuffer<ffi::F32> dc0_out,
+                        bool masked) {
+  const auto d = gates.dimensions();
+  const int T = (int)d[0], B = (int)d[1], G = (int)d[2], H = G / 4;
+  const std::vector<float> WT = transpose(wh.typed_data(), H, G);  // (G, H)
+  const float* Zs = gates.typed_data();
+  const float* CS = cs.typed_data();
+  const float* DHS = dhs_buf.typed_data();
+  const int32_t* lens = masked ? lens_buf.typed_data() : nullptr;
+  float* DZ = dz_out->typed_data();
+  float* dh = dh0_out->typed_data();  // the running d h carry; ends as d h0
+  float* dc = dc0_out->typed_data();  // the running d c carry; ends as d c0
+  std::memset(dh, 0, sizeof(float) * B * H);
+  std::memcpy(dc, dc_last.typed_data(), sizeof(float) * B * H);
+  const int nthreads = team_size(pool, (int64_t)B * G * H);
+  const Chunks ch = make_chunks(H, nthreads);
+
+  // Phase k: d h for step T-k from dz of step T-k+1 (k > 0), then the gates of step T-1-k.
+  run_phases(&pool, nthreads, T + 1, ch.count(), [&](int k, int c) {
+    const int u0 = ch.start[c], u1 = ch.start[c + 1];
+    const int t = T - 1 - k;
+    if (k > 0) {
+      // dh holds the part of d h_t that bypasses the product (frozen rows); add dz_{t+1} W_h^T.
+      gemm_cols(B, G, DZ + (size_t)(t + 1) * B * G, G, WT.data(), H, dh, H, dh, H, u0, u1);
+    }
+    if (t < 0) return;
+    const float* zt = Zs + (size_t)t * B * G;
+    const float* ct = CS + (size_t)t * B * H;
+    const float* cp_all = t ? CS + (size_t)(t - 1) * B * H : c0.typed_data();
+    const float* dht = DHS + (size_t)t * B * H;
+    float* dzt = DZ + (size_t)t * B * G;
+    for (int b = 0; b < B; ++b) {
+      const float* zb = zt + (size_t)b * G;
+      float* dzb = dzt + (size_t)b * G;
+      float* dhb = dh + (size_t)b * H;
+      float* dcb = dc + (size_t)b * H;
+      const float* dyb = dht + (size_t)b * H;
+      if (!step_valid(lens, t, b)) {  // frozen carry: its cotangent passes through unchanged
+        for (int j = u0; j < u1; ++j) {
+          dhb[j] += dyb[j];
+          dzb[j] = dzb[H + j] = dzb[2 * H + j] = dzb[3 * H + j] = 0.f;
+        }
+        continue;
+      }
+      const float* cb = ct + (size_t)b * H;
+      const float* cpb = cp_all + (size_t)b * H;
+#pragma omp simd
+      for (int j = u0; j < u1; ++j) {
+        const float i = zb[j], f = zb[H + j], g = zb[2 * H + j], o = zb[3 * H + j];
+        const float dht_ = dhb[j] + dyb[j];
+        const float tc = tanhf_(cb[j]);
+        const float dcn = dcb[j] + dht_ * o * (1.f - tc * tc);
+        dzb[j] = dcn * g * i * (1.f - i);
+        dzb[H + j] = dcn * cpb[j] * f * (1.f - f);
+        dzb[2 * H + j] = dcn * i * (1.f - g * g);
+        dzb[3 * H + j] = dht_ * tc * o * (1.f - o);
+        dcb[j] = dcn * f;
+        dhb[j] = 0.f;
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// ----------------------------------------------------------------------------- GRU
+
+// reset_after form, gate order (r, z, n): hp = h W_h + b_h, r = s(xr + hr), u = s(xz + hz),
+// n = tanh(xn + r * hn), h' = (1 - u) n + u h. Training saves (r, u, n, hn) per step.
+ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> wh,
+                      ffi::Buffer<ffi::F32> bh, ffi::Buffer<ffi::F32> h0,
+                      ffi::Buffer<ffi::S32> lens_buf, ffi::ResultBuffer<ffi::F32> hs_out,
+                      ffi::ResultBuffer<ffi::F32> saved_out, bool masked, bool training) {
+  const auto d = xp.dimensions();
+  const int T = (int)d[0], B = (int)d[1], G = (int)d[2], H = G / 3;
+  const float* XP = xp.typed_data();
+  const float* W = wh.typed_data();
+  const int32_t* lens = masked ? lens_buf.typed_data() : nullptr;
+  float* HS = hs_out->typed_data();
+  float* SV = training ? saved_out->typed_data() : nullptr;
+  std::vector<float> hp((size_t)B * G);
+  const int nthreads = team_size(pool, (int64_t)B * G * H);
+  const Chunks ch = make_chunks(H, nthreads);
+
+  run_phases(&pool, nthreads, T, ch.count(), [&](int t, int c) {
+    const int u0 = ch.start[c], u1 = ch.start[c + 1];
+    const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
+    float* h_t = HS + (size_t)t * B * H;
+    gemm_units(B, H, h_prev, W, H, 3, bh.typed_data(), 0, hp.data(), u0, u1);
+    const float* xt = XP + (size_t)t * B * G;
+    for (int b = 0; b < B; ++b) {
+      const float* xb = xt + (size_t)b * G;
+      const float* hpb = hp.data() + (size_t)b * G;
+      const float* hprev = h_prev + (size_t)b * H;
+      float* hb = h_t + (size_t)b * H;
+      float* sv = SV ? SV + ((size_t)t * B + b) * 4 * H : nullptr;
+      if (!step_valid(lens, t, b)) {
+        for (int j = u0; j < u1; ++j) hb[j] = hprev[j];
+        if (sv)
+          for (int j = u0; j < u1; ++j) sv[j] = sv[H + j] = sv[2 * H + j] = sv[3 * H + j] = 0.f;
+        continue;
+      }
+#pragma omp simd
+      for (int j = u0; j < u1; ++j) {
+        const float r = sigmoidf(xb[j] + hpb[j]);
+        const float u = sigmoidf(xb[H + j] + hpb[H + j]);
+        const float hn = hpb[2 * H + j];
+        const float n = tanhf_(xb[2 * H + j] + r * hn);
+        hb[j] = (1.f - u) * n + u * hprev[j];
+        if (sv) { sv[j] = r; sv[H + j] = u; sv[2 * H + j] = n; sv[3 * H + j] = hn; }
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// Cotangents of xp (T, B, 3H) and hp (T, B, 3H) -- they differ only in the n block (d hn =
+// d n_pre * r) -- and of h0.
+ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> wh, ffi::Buffer<ffi::F32> saved,
+                       ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> h0,
+                       ffi::Buffer<ffi::F32> dhs_buf, ffi::Buffer<ffi::S32> lens_buf,
+                       ffi::ResultBuffer<ffi::F32> dxp_out, ffi::ResultBuffer<ffi::F32> dhp_out,
+                       ffi::ResultBuffer<ffi::F32> dh0_out, bool masked) {
+  const auto d = hs.dimensions();
+  const int T = (int)d[0], B = (int)d[1], H = (int)d[2], G = 3 * H;
+  const std::vector<float> WT = transpose(wh.typed_data(), H, G);
+  const float* SV = saved.typed_data();
+  const float* HS = hs.typed_data();
+  const float* DHS = dhs_buf.typed_data();
+  const int32_t* lens = masked ? lens_buf.typed_data() : nullptr;
+  float* DX = dxp_out->typed_data();
+  float* DHP = dhp_out->typed_data();
+  float* dh = dh0_out->typed_data();
+  std::memset(dh, 0, sizeof(float) * B * H);
+  const int nthreads = team_size(pool, (int64_t)B * G * H);
+  const Chunks ch = make_chunks(H, nthreads);
+
+  run_phases(&pool, nthreads, T + 1, ch.count(), [&](int k, int c) {
+    const int u0 = ch.start[c], u1 = ch.start[c + 1];
+    const int t = T - 1 - k;
+    if (k > 0) gemm_cols(B, G, DHP + (size_t)(t + 1) * B * G, G, WT.data(), H, dh, H, dh, H, u0, u1);
+    if (t < 0) return;
+    const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
+    for (int b = 0; b < B; ++b) {
+      const float* sv = SV + ((size_t)t * B + b) * 4 * H;
+      float* dxb = DX + ((size_t)t * B + b) * G;
+      float* dhpb = DHP + ((size_t)t * B + b) * G;
+      float* dhb = dh + (size_t)b * H;
+      const float* dyb = DHS + ((size_t)t * B + b) * H;
+      const float* hpv = h_prev + (size_t)b * H;
+      if (!step_valid(lens, t, b)) {
+        for (int j = u0; j < u1; ++j) {
+          dhb[j] += dyb[j];
+          dxb[j] = dxb[H + j] = dxb[2 * H + j] = 0.f;
+          dhpb[j] = dhpb[H + j] = dhpb[2 * H + j] = 0.f;
+        }
+        continue;
+      }
+#pragma omp simd
+      for (int j = u0; j < u1; ++j) {
+        const float r = sv[j], u = sv[H + j], n = sv[2 * H + j], hn = sv[3 * H + j];
+        const float dht_ = dhb[j] + dyb[j];
+        const float dnp = dht_ * (1.f - u) * (1.f - n * n);
+        const float dup = dht_ * (hpv[j] - n) * u * (1.f - u);
+        const float drp = dnp * hn * r * (1.f - r);
+        dxb[j] = drp; dxb[H + j] = dup; dxb[2 * H + j] = dnp;
+        dhpb[j] = drp; dhpb[H + j] = dup; dhpb[2 * H + j] = dnp * r;
+        dhb[j] = dht_ * u;  // the direct path u * h_{t-1}; the product adds the rest
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// ----------------------------------------------------------------------------- Elman
+
+// h' = (1 - a) h + a tanh(xp + h W_h); a = 1 is the Elman net, a < 1 a leaky reservoir.
+// Training with a < 1 also saves s = tanh(.) per step (with a = 1 it equals h').
+ffi::Error ElmanForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> wh,
+                        ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::S32> lens_buf,
+                        ffi::ResultBuffer<ffi::F32> hs_out, ffi::ResultBuffer<ffi::F32> ss_out,
+                        bool masked, bool save_s, float leak) {
+  const auto d = xp.dimensions();
+  const int T = (int)d[0], B = (int)d[1], H = (int)d[2];
+  const float* XP = xp.typed_data();
+  const float* W = wh.typed_data();
+  const int32_t* lens = masked ? lens_buf.typed_data() : nullptr;
+  float* HS = hs_out->typed_data();
+  float* SS = save_s ? ss_out->typed_data() : nullptr;
+  std::vector<float> zbuf((size_t)B * H);
+  const int nthreads = team_size(pool, (int64_t)B * H * H);
+  const Chunks ch = make_chunks(H, nthreads);
+
+  run_phases(&pool, nthreads, T, ch.count(), [&](int t, int c) {
+    const int u0 = ch.start[c], u1 = ch.start[c + 1];
+    const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
+    float* h_t = HS + (size_t)t * B * H;
+    float* z = zbuf.data();
+    gemm_units(B, H, h_prev, W, H, 1, XP + (size_t)t * B * H, H, z, u0, u1);
+    for (int b = 0; b < B; ++b) {
+      const float* zb = z + (size_t)b * H;
+      const float* hp = h_prev + (size_t)b * H;
+      float* hb = h_t + (size_t)b * H;
+      float* sb = SS ? SS + ((size_t)t * B + b) * H : nullptr;
+      if (!step_valid(lens, t, b)) {
+        for (int j = u0; j < u1; ++j) hb[j] = hp[j];
+        if (sb)
+          for (int j = u0; j < u1; ++j) sb[j] = 0.f;
+        continue;
+      }
+      if (leak == 1.f) {
+#pragma omp simd
+        for (int j = u0; j < u1; ++j) hb[j] = tanhf_(zb[j]);
+      } else {
+#pragma omp simd
+        for (int j = u0; j < u1; ++j) {
+          const float s = tanhf_(zb[j]);
+          hb[j] = (1.f - leak) * hp[j] + leak * s;
+          if (sb) sb[j] = s;
+        }
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error ElmanBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> wh, ffi::Buffer<ffi::F32> ss,
+                         ffi::Buffer<ffi::F32> dhs_buf, ffi::Buffer<ffi::S32> lens_buf,
+                         ffi::ResultBuffer<ffi::F32> dz_out, ffi::ResultBuffer<ffi::F32> dh0_out,
+                         bool masked, float leak) {
+  const auto d = ss.dimensions();
+  const int T = (int)d[0], B = (int)d[1], H = (int)d[2];
+  const std::vector<float> WT = transpose(wh.typed_data(), H, H);
+  const float* SS = ss.typed_data();  // tanh outputs (== hs when leak == 1)
+  const float* DHS = dhs_buf.typed_data();
+  const int32_t* lens = masked ? lens_buf.typed_data() : nullptr;
+  float* DZ = dz_out->typed_data();
+  float* dh = dh0_out->typed_data();
+  std::memset(dh, 0, sizeof(float) * B * H);
+  const int nthreads = team_size(pool, (int64_t)B * H * H);
+  const Chunks ch = make_chunks(H, nthreads);
+
+  run_phases(&pool, nthreads, T + 1, ch.count(), [&](int k, int c) {
+    const int u0 = ch.start[c], u1 = ch.start[c + 1];
+    const int t = T - 1 - k;
+    if (k > 0) gemm_cols(B, H, DZ + (size_t)(t + 1) * B * H, H, WT.data(), H, dh, H, dh, H, u0, u1);
+    if (t < 0) return;
+    for (int b = 0; b < B; ++b) {
+      const float* sb = SS + ((size_t)t * B + b) * H;
+      float* dzb = DZ + ((size_t)t * B + b) * H;
+      float* dhb = dh + (size_t)b * H;
+      const float* dyb = DHS + ((size_t)t * B + b) * H;
+      if (!step_valid(lens, t, b)) {
+        for (int j = u0; j < u1; ++j) { dhb[j] += dyb[j]; dzb[j] = 0.f; }
+        continue;
+      }
+#pragma omp simd
+      for (int j = u0; j < u1; ++j) {
+        const float dht_ = dhb[j] + dyb[j];
+        dzb[j] = dht_ * leak * (1.f - sb[j] * sb[j]);
+        dhb[j] = dht_ * (1.f - leak);
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+using F32 = ffi::Buffer<ffi::F32>;
+using S32 = ffi::Buffer<ffi::S32>;
+using R32 = ffi::ResultBuffer<ffi::F32>;
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_lstm_forward, LstmForward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<S32>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("masked").Attr<bool>("training"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_lstm_backward, LstmBackward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<S32>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("masked"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_forward, GruForward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<S32>()
+                                  .Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("masked").Attr<bool>("training"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_backward, GruBackward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Arg<S32>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("masked"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_elman_forward, ElmanForward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<S32>()
+                                  .Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("masked").Attr<bool>("save_s").Attr<float>("leak"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_elman_backward, ElmanBackward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<S32>()
+                                  .Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("masked").Attr<float>("leak"));

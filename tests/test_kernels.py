@@ -1,0 +1,218 @@
+"""The compiled CPU sequence kernels (jaxrnn/kernels) against independent references.
+
+Values: the cell equations written out step by step in NumPy float64, including padding.
+Gradients: JAX's own autodiff of the plain scan (itself checked against NumPy and finite
+differences in test_scan.py / test_fast_path.py) and finite differences on the kernel path.
+Sizes are chosen to reach every code path of the kernels: hidden sizes that are and are not a
+multiple of the 16-wide vectors, batches that are and are not a multiple of the 8-row blocks,
+and problems big enough to be split across threads.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jaxrnn
+from jaxrnn import fused, kernels
+from jaxrnn.kernels import ops
+
+# Without a C++ compiler the library falls back to pure JAX by design; with one, a kernel that
+# fails to build is a defect, so the tests then fail (test_status...) instead of skipping.
+pytestmark = pytest.mark.skipif(
+    kernels._compiler() is None, reason="no C++ compiler: the kernels cannot be built here"
+)
+
+
+def _sig(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _np_run(name, p, xs, lengths):
+    """The cells' equations in float64, one step at a time; xs (B, T, F)."""
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), p)
+    xs = np.asarray(xs, np.float64)
+    B, T, _ = xs.shape
+    H = p.w_h.shape[0]
+    h, c = np.zeros((B, H)), np.zeros((B, H))
+    ys = np.zeros((B, T, H))
+    for t in range(T):
+        xp = xs[:, t] @ p.w_x + p.b
+        if name == "lstm":
+            z = xp + h @ p.w_h
+            i, f = _sig(z[:, :H]), _sig(z[:, H:2 * H])
+            g, o = np.tanh(z[:, 2 * H:3 * H]), _sig(z[:, 3 * H:])
+            c_new = f * c + i * g
+            h_new = o * np.tanh(c_new)
+        elif name == "gru":
+            hp = h @ p.w_h + p.b_h
+            r = _sig(xp[:, :H] + hp[:, :H])
+            u = _sig(xp[:, H:2 * H] + hp[:, H:2 * H])
+            n = np.tanh(xp[:, 2 * H:] + r * hp[:, 2 * H:])
+            h_new, c_new = (1 - u) * n + u * h, c
+        else:  # elman
+            h_new, c_new = np.tanh(xp + h @ p.w_h), c
+        valid = (t < lengths)[:, None] if lengths is not None else np.ones((B, 1), bool)
+        h, c = np.where(valid, h_new, h), np.where(valid, c_new, c)
+        ys[:, t] = np.where(valid, h_new, 0.0)
+    return ys, h, c
+
+
+MAKE = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, "elman": jaxrnn.elman}
+SIZES = [(3, 5, 4, 7), (11, 9, 6, 37), (32, 12, 16, 64), (9, 6, 5, 160)]  # B, T, F, H
+
+
+def _params(cell, F, seed=0):
+    p = cell.init(jax.random.key(seed), F)
+    leaves, tree = jax.tree_util.tree_flatten(p)
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    return jax.tree_util.tree_unflatten(
+        tree, [a + 0.2 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
+    )
+
+
+@pytest.mark.parametrize("name", sorted(MAKE))
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("padded", [False, True])
+def test_kernel_matches_numpy_equations(name, size, padded):
+    B, T, F, H = size
+    cell = MAKE[name](H)
+    p = _params(cell, F)
+    xs = jax.random.normal(jax.random.key(5), (B, T, F))
+    lengths = np.random.default_rng(0).integers(0, T + 1, size=B) if padded else None
+    final, ys = jax.jit(lambda p, xs: jaxrnn.run(cell, p, xs, lengths=lengths))(p, xs)
+    ys_ref, h_ref, c_ref = _np_run(name, p, xs, lengths)
+    np.testing.assert_allclose(ys, ys_ref, atol=2e-5, rtol=1e-4)
+    np.testing.assert_allclose(final.h, h_ref, atol=2e-5, rtol=1e-4)
+    if name == "lstm":
+        np.testing.assert_allclose(final.c, c_ref, atol=2e-5, rtol=1e-4)
+
+
+def _loss(cell, lengths, **kw):
+    def f(p, xs, carry):
+        final, ys = jaxrnn.run(cell, p, xs, carry=carry, lengths=lengths, **kw)
+        w = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
+        leaves = jax.tree_util.tree_leaves(final)
+        return jnp.sum(jnp.tanh(ys) * w) + sum(jnp.sum(leaf**2) for leaf in leaves)
+
+    return f
+
+
+@pytest.mark.parametrize("name", sorted(MAKE))
+@pytest.mark.parametrize("size", SIZES[1:])
+def test_kernel_gradients_match_autodiff_of_the_plain_scan(name, size):
+    B, T, F, H = size
+    cell = MAKE[name](H)
+    p = _params(cell, F)
+    xs = jax.random.normal(jax.random.key(5), (B, T, F))
+    carry = jax.tree_util.tree_map(lambda a: 0.3 * jnp.ones_like(a), cell.initial_carry(p, (B,)))
+    lengths = jnp.asarray(np.random.default_rng(1).integers(0, T + 1, size=B))
+    args = (p, xs, carry)
+    g_kernel = jax.jit(jax.grad(_loss(cell, lengths), argnums=(0, 1, 2)))(*args)
+    plain = cell._replace(parts=None)
+    g_plain = jax.jit(jax.grad(_loss(plain, lengths), argnums=(0, 1, 2)))(*args)
+    for a, b in zip(jax.tree_util.tree_leaves(g_kernel), jax.tree_util.tree_leaves(g_plain),
+                    strict=True):
+        scale = float(jnp.abs(b).max()) + 1e-6
+        np.testing.assert_allclose(a / scale, b / scale, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", sorted(MAKE))
+def test_kernel_gradient_matches_finite_differences(name):
+    cell = MAKE[name](6)
+    p = _params(cell, 3)
+    xs = jax.random.normal(jax.random.key(2), (2, 5, 3))
+    lengths = jnp.array([5, 3])
+
+    def f(p, xs):
+        return _loss(cell, lengths)(p, xs, None)
+
+    check_grads(f, (p, xs), order=1, modes=["rev"], atol=2e-2, rtol=2e-2, eps=1e-2)
+
+
+def test_leaky_recurrence_matches_numpy_and_autodiff():
+    T, B, H, a = 7, 5, 24, 0.3
+    rng = np.random.default_rng(3)
+    xp = jnp.asarray(rng.normal(size=(T, B, H)), jnp.float32)
+    w = jnp.asarray(0.3 * rng.normal(size=(H, H)), jnp.float32)
+    h0 = jnp.asarray(rng.normal(size=(B, H)), jnp.float32)
+    lengths = jnp.array([7, 0, 3, 6, 1])
+
+    def reference(xp, w, h0):
+        def body(h, inp):
+            t, x = inp
+            new = (1 - a) * h + a * jnp.tanh(x + h @ w)
+            kept = jnp.where((t < lengths)[:, None], new, h)
+            return kept, kept
+        return jax.lax.scan(body, h0, (jnp.arange(T), xp))[1]
+
+    h_np, out = np.asarray(h0, np.float64), []
+    for t in range(T):
+        z = np.asarray(xp[t], np.float64) + h_np @ np.asarray(w, np.float64)
+        new = (1 - a) * h_np + a * np.tanh(z)
+        h_np = np.where((t < np.asarray(lengths))[:, None], new, h_np)
+        out.append(h_np)
+    hs = jax.jit(lambda *z: ops.elman_sequence(*z, lengths, leak=a))(xp, w, h0)
+    np.testing.assert_allclose(hs, np.stack(out), atol=2e-5)
+    ct = jnp.asarray(rng.normal(size=(T, B, H)), jnp.float32)
+    def kernel_loss(*z):
+        return jnp.sum(ops.elman_sequence(*z, lengths, leak=a) * ct)
+
+    g_k = jax.grad(kernel_loss, (0, 1, 2))(xp, w, h0)
+    g_r = jax.grad(lambda *z: jnp.sum(reference(*z) * ct), (0, 1, 2))(xp, w, h0)
+    for x, y in zip(g_k, g_r, strict=True):
+        np.testing.assert_allclose(x, y, atol=5e-5, rtol=1e-4)
+
+
+def test_kernel_under_vmap_and_two_batch_dims():
+    cell = jaxrnn.lstm(20)
+    p = _params(cell, 4)
+    xs = jax.random.normal(jax.random.key(1), (3, 2, 6, 4))  # (vmap, B, T, F)
+    out = jax.jit(jax.vmap(lambda x: jaxrnn.run(cell, p, x)[1]))(xs)
+    with kernels.disabled():
+        ref = jax.jit(jax.vmap(lambda x: jaxrnn.run(cell, p, x)[1]))(xs)
+    np.testing.assert_allclose(out, ref, atol=2e-5)
+    both = jax.jit(lambda x: jaxrnn.run(cell, p, x)[1])(xs)  # batch shape (3, 2)
+    np.testing.assert_allclose(both, ref, atol=2e-5)
+
+
+def test_which_cells_take_the_kernel(monkeypatch):
+    taken = []
+    for fn in ("lstm_sequence", "gru_sequence", "elman_sequence"):
+        real = getattr(ops, fn)
+
+        def spy(*a, _real=real, _fn=fn, **k):
+            taken.append(_fn)
+            return _real(*a, **k)
+
+        monkeypatch.setattr(ops, fn, spy)
+    xs = jnp.ones((2, 3, 4))
+
+    def runs(cell):
+        taken.clear()
+        jaxrnn.run(cell, cell.init(jax.random.key(0), 4), xs)
+        return list(taken)
+
+    assert runs(jaxrnn.lstm(8)) == ["lstm_sequence"]
+    assert runs(jaxrnn.gru(8)) == ["gru_sequence"]
+    assert runs(jaxrnn.elman(8)) == ["elman_sequence"]
+    assert runs(jaxrnn.fully_recurrent(8, 2)) == ["elman_sequence"]
+    # configurations the kernels do not compute take the XLA paths
+    assert runs(jaxrnn.lstm(8, peephole=True)) == []
+    assert runs(jaxrnn.lstm(8, compute_dtype=jnp.bfloat16)) == []
+    assert runs(jaxrnn.lstm(8, activation="relu")) == []
+    assert runs(jaxrnn.elman(8, output_size=3)) == []
+    assert runs(jaxrnn.gru(8, reset_after=False)) == []
+    with kernels.disabled():
+        assert runs(jaxrnn.lstm(8)) == []
+    cell = jaxrnn.lstm(8)
+    taken.clear()
+    jaxrnn.run(cell, cell.init(jax.random.key(0), 4), xs, fused_gradient=False)
+    jaxrnn.run(cell, cell.init(jax.random.key(0), 4), xs, remat=2)
+    assert taken == []
+    assert fused.supported(cell)
+
+
+def test_status_names_the_library():
+    assert kernels.status().startswith("on (")
