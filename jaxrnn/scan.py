@@ -244,9 +244,8 @@ def run(
         # the fused scan, same values with a hand-written backward pass (jaxrnn/fused.py).
         sequence = cell.parts.sequence
         out = None
-        if sequence is not None:
-            out = sequence(params, carry, lambda: seq if hoist_projection else
-                           cell.project(params, seq), lengths if masked else None)
+        if sequence is not None and not hoist_projection:
+            out = sequence(params, carry, seq, lengths if masked else None)
         if out is None:
             out = fused.fused_scan(
                 cell, params, carry, seq, lengths if masked else None,

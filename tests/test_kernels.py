@@ -132,35 +132,39 @@ def test_kernel_gradient_matches_finite_differences(name):
 
 
 def test_leaky_recurrence_matches_numpy_and_autodiff():
-    T, B, H, a = 7, 5, 24, 0.3
+    T, B, F, H, a = 7, 5, 4, 24, 0.3
     rng = np.random.default_rng(3)
-    xp = jnp.asarray(rng.normal(size=(T, B, H)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(T, B, F)), jnp.float32)
+    w_x = jnp.asarray(rng.normal(size=(F, H)), jnp.float32)
+    bias = jnp.asarray(rng.normal(size=(H,)), jnp.float32)
     w = jnp.asarray(0.3 * rng.normal(size=(H, H)), jnp.float32)
     h0 = jnp.asarray(rng.normal(size=(B, H)), jnp.float32)
     lengths = jnp.array([7, 0, 3, 6, 1])
 
-    def reference(xp, w, h0):
+    def reference(x, w_x, bias, w, h0):
         def body(h, inp):
-            t, x = inp
-            new = (1 - a) * h + a * jnp.tanh(x + h @ w)
+            t, x_t = inp
+            new = (1 - a) * h + a * jnp.tanh(x_t @ w_x + bias + h @ w)
             kept = jnp.where((t < lengths)[:, None], new, h)
             return kept, kept
-        return jax.lax.scan(body, h0, (jnp.arange(T), xp))[1]
+        return jax.lax.scan(body, h0, (jnp.arange(T), x))[1]
 
     h_np, out = np.asarray(h0, np.float64), []
     for t in range(T):
-        z = np.asarray(xp[t], np.float64) + h_np @ np.asarray(w, np.float64)
+        f64 = [np.asarray(v, np.float64) for v in (x[t], w_x, bias, w)]
+        z = f64[0] @ f64[1] + f64[2] + h_np @ f64[3]
         new = (1 - a) * h_np + a * np.tanh(z)
         h_np = np.where((t < np.asarray(lengths))[:, None], new, h_np)
         out.append(h_np)
-    hs = jax.jit(lambda *z: ops.elman_sequence(*z, lengths, leak=a))(xp, w, h0)
+    args = (x, w_x, bias, w, h0)
+    hs = jax.jit(lambda *z: ops.elman_sequence(*z, lengths, leak=a))(*args)
     np.testing.assert_allclose(hs, np.stack(out), atol=2e-5)
     ct = jnp.asarray(rng.normal(size=(T, B, H)), jnp.float32)
     def kernel_loss(*z):
         return jnp.sum(ops.elman_sequence(*z, lengths, leak=a) * ct)
 
-    g_k = jax.grad(kernel_loss, (0, 1, 2))(xp, w, h0)
-    g_r = jax.grad(lambda *z: jnp.sum(reference(*z) * ct), (0, 1, 2))(xp, w, h0)
+    g_k = jax.grad(kernel_loss, (0, 1, 2, 3, 4))(*args)
+    g_r = jax.grad(lambda *z: jnp.sum(reference(*z) * ct), (0, 1, 2, 3, 4))(*args)
     for x, y in zip(g_k, g_r, strict=True):
         np.testing.assert_allclose(x, y, atol=5e-5, rtol=1e-4)
 
@@ -204,6 +208,10 @@ def test_which_cells_take_the_kernel(monkeypatch):
     assert runs(jaxrnn.lstm(8, activation="relu")) == []
     assert runs(jaxrnn.elman(8, output_size=3)) == []
     assert runs(jaxrnn.gru(8, reset_after=False)) == []
+    taken.clear()
+    lstm = jaxrnn.lstm(8)
+    jaxrnn.run(lstm, lstm.init(jax.random.key(0), 4), xs, hoist_projection=True)
+    assert taken == []
     with kernels.disabled():
         assert runs(jaxrnn.lstm(8)) == []
     cell = jaxrnn.lstm(8)

@@ -76,9 +76,10 @@ class StepParts(NamedTuple):
     step: Callable[[PyTree, PyTree, Array], tuple[PyTree, Array]]
     additive: bool = False  # update reads xp and hp only through xp + hp (LSTM, Elman, ...)
     # Optional whole-sequence fast path (a fused kernel, :mod:`jaxrnn.kernels`):
-    # ``sequence(params, carry, make_xp, lengths) -> (final_carry, ys) | None`` with ``make_xp()``
-    # giving the time-major projections ``(T, B..., G)``; ``None`` means "not here" (another
-    # backend, dtype or configuration) and the engine takes its own fused scan.
+    # ``sequence(params, carry, xs, lengths) -> (final_carry, ys) | None`` with ``xs`` the
+    # time-major inputs ``(T, B..., F)`` (not projected: the kernel projects each step itself);
+    # ``None`` means "not here" (another backend, dtype or configuration) and the engine takes
+    # its own fused scan.
     sequence: Callable | None = None
 
 

@@ -85,8 +85,9 @@ def fully_recurrent(
 
     kernel_form = ops.full_precision(compute_dtype) and ops.is_activation(activation, "tanh")
 
-    def sequence(params, carry, make_xp, lengths):
-        out = ops.tanh_recurrence(params.w_h, carry.h, make_xp, lengths) if kernel_form else None
+    def sequence(params, carry, xs, lengths):
+        out = (ops.tanh_recurrence(params.w_x, params.b, params.w_h, carry.h, xs, lengths)
+               if kernel_form else None)
         if out is None:
             return None
         h_last, ys = out

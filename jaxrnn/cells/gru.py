@@ -103,14 +103,12 @@ def gru(
     kernel_form = (ops.full_precision(compute_dtype) and ops.is_activation(activation, "tanh")
                    and ops.is_activation(recurrent_activation, "sigmoid"))
 
-    def sequence(params: GRUParams, carry: GRUState, make_xp, lengths):
-        if not kernel_form or not ops.sequence_usable(params.w_h, params.b_h, carry.h):
+    def sequence(params: GRUParams, carry: GRUState, xs, lengths):
+        if not kernel_form or not ops.usable_inputs(xs, params.w_x, params.b, params.w_h,
+                                                    params.b_h, carry.h):
             return None
-        xp = make_xp()
-        if xp.dtype != jnp.float32 or xp.shape[0] == 0:
-            return None
-        xp2, (h0,), lens, batch_shape = ops.flatten_batch(xp, [carry.h], lengths)
-        hs = ops.gru_sequence(xp2, params.w_h, params.b_h, h0, lens)
+        x2, (h0,), lens, batch_shape = ops.flatten_batch(xs, [carry.h], lengths)
+        hs = ops.gru_sequence(x2, params.w_x, params.b, params.w_h, params.b_h, h0, lens)
         hs, ys = ops.unflatten_steps(hs, lengths, batch_shape)
         return GRUState(hs[-1]), ys
 

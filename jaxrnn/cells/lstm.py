@@ -119,14 +119,12 @@ def lstm(
                    and ops.is_activation(activation, "tanh")
                    and ops.is_activation(recurrent_activation, "sigmoid"))
 
-    def sequence(params: LSTMParams, carry: LSTMState, make_xp, lengths):
-        if not kernel_form or not ops.sequence_usable(params.w_h, carry.h, carry.c):
+    def sequence(params: LSTMParams, carry: LSTMState, xs, lengths):
+        if not kernel_form or not ops.usable_inputs(xs, params.w_x, params.b, params.w_h,
+                                                    carry.h, carry.c):
             return None
-        xp = make_xp()
-        if xp.dtype != jnp.float32 or xp.shape[0] == 0:
-            return None
-        xp2, (h0, c0), lens, batch_shape = ops.flatten_batch(xp, [carry.h, carry.c], lengths)
-        hs, c_last = ops.lstm_sequence(xp2, params.w_h, h0, c0, lens)
+        x2, (h0, c0), lens, batch_shape = ops.flatten_batch(xs, [carry.h, carry.c], lengths)
+        hs, c_last = ops.lstm_sequence(x2, params.w_x, params.b, params.w_h, h0, c0, lens)
         hs, ys = ops.unflatten_steps(hs, lengths, batch_shape)
         return LSTMState(hs[-1], c_last.reshape(carry.c.shape)), ys
 

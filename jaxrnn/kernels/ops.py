@@ -1,12 +1,13 @@
 """The recurrences of LSTM, GRU and Elman-type cells as differentiable JAX functions over the
 kernels of ``rnn_kernels.cc``.
 
-Each function takes the input projections of all steps, ``xp`` ``(T, B, G)`` time-major (the
-projection itself stays in XLA: one large product, differentiated by JAX), the recurrent weights
-and the initial carry, and returns the carry of every step. Its custom VJP calls the backward
-kernel for the cotangents of the pre-activations, then forms the recurrent weight gradient as one
-product over all steps, ``H_prev^T dZ``. ``lengths`` (``(B,)`` int32 or ``None``) freezes each
-row's carry from its length on, as in :func:`jaxrnn.run`.
+Each function takes the inputs of all steps, ``x`` ``(T, B, F)`` time-major, the input weights
+and bias, the recurrent weights and the initial carry, and returns the carry of every step; the
+kernel computes both products of each step. Its custom VJP calls the backward kernel for the
+cotangents of the pre-activations ``dZ``, then forms every weight gradient as one product over
+all steps (``X^T dZ``, ``H_prev^T dZ``) and the input gradient as ``dZ W_x^T``, in XLA.
+``lengths`` (``(B,)`` int32 or ``None``) freezes each row's carry from its length on, as in
+:func:`jaxrnn.run`.
 
 Cells call these through :func:`sequence_usable` and their own ``StepParts.sequence``; users
 normally never do.
@@ -60,152 +61,162 @@ def _rows(a):
     return a.reshape(-1, a.shape[-1])
 
 
+def _input_grads(x, w_x, dxp):
+    """Cotangents of ``x``, ``W_x`` and ``b`` from those of ``xp = x W_x + b`` (all steps)."""
+    rows = _rows(dxp)
+    return (rows @ w_x.T).reshape(x.shape), _rows(x).T @ rows, rows.sum(axis=0)
+
+
 # ----------------------------------------------------------------------------- LSTM
 
-def _lstm_forward(xp, w_h, h0, c0, lens, training):
-    T, B, G = xp.shape
+def _lstm_forward(x, w_x, b, w_h, h0, c0, lens, training):
+    T, B, _ = x.shape
+    G = w_h.shape[1]
     H = G // 4
     big = (T, B, H) if training else (1,)
     gates = (T, B, G) if training else (1,)
     return _call("jaxrnn_lstm_forward", (_spec((T, B, H)), _spec((B, H)), _spec(big), _spec(gates)),
-                 xp, w_h, h0, c0, _lens_arg(lens), masked=lens is not None, training=training)
+                 x, w_x, b, w_h, h0, c0, _lens_arg(lens), masked=lens is not None,
+                 training=training)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _lstm(xp, w_h, h0, c0, lens, masked):
-    hs, c_last, _, _ = _lstm_forward(xp, w_h, h0, c0, lens if masked else None, False)
+@partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _lstm(x, w_x, b, w_h, h0, c0, lens, masked):
+    hs, c_last, _, _ = _lstm_forward(x, w_x, b, w_h, h0, c0, lens if masked else None, False)
     return hs, c_last
 
 
-def _lstm_fwd(xp, w_h, h0, c0, lens, masked):
-    hs, c_last, cs, gates = _lstm_forward(xp, w_h, h0, c0, lens if masked else None, True)
-    return (hs, c_last), (w_h, h0, c0, lens, hs, cs, gates)
+def _lstm_fwd(x, w_x, b, w_h, h0, c0, lens, masked):
+    hs, c_last, cs, gates = _lstm_forward(x, w_x, b, w_h, h0, c0, lens if masked else None, True)
+    return (hs, c_last), (x, w_x, w_h, h0, c0, lens, hs, cs, gates)
 
 
 def _lstm_bwd(masked, res, cts):
-    w_h, h0, c0, lens, hs, cs, gates = res
+    x, w_x, w_h, h0, c0, lens, hs, cs, gates = res
     d_hs, d_c_last = cts
     B, H = h0.shape
     dz, dh0, dc0 = _call(
         "jaxrnn_lstm_backward", (_spec(gates.shape), _spec((B, H)), _spec((B, H))),
         w_h, gates, cs, c0, d_hs.astype(_f32), d_c_last.astype(_f32),
-        _lens_arg(lens if masked else None),
-        masked=masked,
+        _lens_arg(lens if masked else None), masked=masked,
     )
+    dx, dw_x, db = _input_grads(x, w_x, dz)
     dw_h = _h_prev(h0, hs).T @ _rows(dz)
-    return dz, dw_h, dh0, dc0, None
+    return dx, dw_x, db, dw_h, dh0, dc0, None
 
 
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
 
 
-def lstm_sequence(xp, w_h, h0, c0, lengths=None):
-    """LSTM over all steps, gate order (i, f, g, o): returns ``(hs (T, B, H), c_T (B, H))``;
-    ``hs[t]`` is the carry after step ``t`` (frozen past a row's length)."""
-    lens = _lens_arg(lengths)
-    return _lstm(xp, w_h, h0, c0, lens, lengths is not None)
+def lstm_sequence(x, w_x, b, w_h, h0, c0, lengths=None):
+    """LSTM over all steps, gate order (i, f, g, o), ``z = x W_x + b + h W_h``: returns
+    ``(hs (T, B, H), c_T (B, H))``; ``hs[t]`` is the carry after step ``t`` (frozen past a row's
+    length)."""
+    return _lstm(x, w_x, b, w_h, h0, c0, _lens_arg(lengths), lengths is not None)
 
 
 # ----------------------------------------------------------------------------- GRU
 
-def _gru_forward(xp, w_h, b_h, h0, lens, training):
-    T, B, G = xp.shape
-    H = G // 3
+def _gru_forward(x, w_x, b, w_h, b_h, h0, lens, training):
+    T, B, _ = x.shape
+    H = w_h.shape[0]
     saved = (T, B, 4 * H) if training else (1,)
     return _call("jaxrnn_gru_forward", (_spec((T, B, H)), _spec(saved)),
-                 xp, w_h, b_h, h0, _lens_arg(lens), masked=lens is not None, training=training)
+                 x, w_x, b, w_h, b_h, h0, _lens_arg(lens), masked=lens is not None,
+                 training=training)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _gru(xp, w_h, b_h, h0, lens, masked):
-    hs, _ = _gru_forward(xp, w_h, b_h, h0, lens if masked else None, False)
+@partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _gru(x, w_x, b, w_h, b_h, h0, lens, masked):
+    hs, _ = _gru_forward(x, w_x, b, w_h, b_h, h0, lens if masked else None, False)
     return hs
 
 
-def _gru_fwd(xp, w_h, b_h, h0, lens, masked):
-    hs, saved = _gru_forward(xp, w_h, b_h, h0, lens if masked else None, True)
-    return hs, (w_h, h0, lens, hs, saved)
+def _gru_fwd(x, w_x, b, w_h, b_h, h0, lens, masked):
+    hs, saved = _gru_forward(x, w_x, b, w_h, b_h, h0, lens if masked else None, True)
+    return hs, (x, w_x, w_h, h0, lens, hs, saved)
 
 
 def _gru_bwd(masked, res, d_hs):
-    w_h, h0, lens, hs, saved = res
+    x, w_x, w_h, h0, lens, hs, saved = res
     B, H = h0.shape
     T = hs.shape[0]
     dxp, dhp, dh0 = _call(
         "jaxrnn_gru_backward", (_spec((T, B, 3 * H)), _spec((T, B, 3 * H)), _spec((B, H))),
         w_h, saved, hs, h0, d_hs.astype(_f32), _lens_arg(lens if masked else None), masked=masked,
     )
+    dx, dw_x, db = _input_grads(x, w_x, dxp)
     dhp_rows = _rows(dhp)
     dw_h = _h_prev(h0, hs).T @ dhp_rows
     db_h = dhp_rows.sum(axis=0)
-    return dxp, dw_h, db_h, dh0, None
+    return dx, dw_x, db, dw_h, db_h, dh0, None
 
 
 _gru.defvjp(_gru_fwd, _gru_bwd)
 
 
-def gru_sequence(xp, w_h, b_h, h0, lengths=None):
-    """GRU (reset-after form, gate order (r, z, n), ``hp = h W_h + b_h``) over all steps:
-    returns ``hs (T, B, H)``."""
-    return _gru(xp, w_h, b_h, h0, _lens_arg(lengths), lengths is not None)
+def gru_sequence(x, w_x, b, w_h, b_h, h0, lengths=None):
+    """GRU (reset-after form, gate order (r, z, n), ``xp = x W_x + b``, ``hp = h W_h + b_h``)
+    over all steps: returns ``hs (T, B, H)``."""
+    return _gru(x, w_x, b, w_h, b_h, h0, _lens_arg(lengths), lengths is not None)
 
 
 # ----------------------------------------------------------------------------- Elman / leaky
 
-def _elman_forward(xp, w_h, h0, lens, leak, training):
-    T, B, H = xp.shape
+def _elman_forward(x, w_x, b, w_h, h0, lens, leak, training):
+    T, B, _ = x.shape
+    H = w_h.shape[0]
     save_s = training and leak != 1.0
     return _call("jaxrnn_elman_forward", (_spec((T, B, H)), _spec((T, B, H) if save_s else (1,))),
-                 xp, w_h, h0, _lens_arg(lens), masked=lens is not None, save_s=save_s,
+                 x, w_x, b, w_h, h0, _lens_arg(lens), masked=lens is not None, save_s=save_s,
                  leak=np.float32(leak))
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _elman(xp, w_h, h0, lens, masked, leak):
-    hs, _ = _elman_forward(xp, w_h, h0, lens if masked else None, leak, False)
+@partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _elman(x, w_x, b, w_h, h0, lens, masked, leak):
+    hs, _ = _elman_forward(x, w_x, b, w_h, h0, lens if masked else None, leak, False)
     return hs
 
 
-def _elman_fwd(xp, w_h, h0, lens, masked, leak):
-    hs, ss = _elman_forward(xp, w_h, h0, lens if masked else None, leak, True)
-    return hs, (w_h, h0, lens, hs, hs if leak == 1.0 else ss)
+def _elman_fwd(x, w_x, b, w_h, h0, lens, masked, leak):
+    hs, ss = _elman_forward(x, w_x, b, w_h, h0, lens if masked else None, leak, True)
+    return hs, (x, w_x, w_h, h0, lens, hs, hs if leak == 1.0 else ss)
 
 
 def _elman_bwd(masked, leak, res, d_hs):
-    w_h, h0, lens, hs, ss = res
+    x, w_x, w_h, h0, lens, hs, ss = res
     dz, dh0 = _call(
         "jaxrnn_elman_backward", (_spec(hs.shape), _spec(h0.shape)),
         w_h, ss, d_hs.astype(_f32), _lens_arg(lens if masked else None), masked=masked,
         leak=np.float32(leak),
     )
+    dx, dw_x, db = _input_grads(x, w_x, dz)
     dw_h = _h_prev(h0, hs).T @ _rows(dz)
-    return dz, dw_h, dh0, None
+    return dx, dw_x, db, dw_h, dh0, None
 
 
 _elman.defvjp(_elman_fwd, _elman_bwd)
 
 
-def elman_sequence(xp, w_h, h0, lengths=None, *, leak: float = 1.0):
-    """``h_t = (1 - leak) h_{t-1} + leak * tanh(xp_t + h_{t-1} W_h)`` over all steps: returns
-    ``hs (T, B, H)``. ``leak = 1`` is the Elman net (and the fully recurrent net)."""
-    return _elman(xp, w_h, h0, _lens_arg(lengths), lengths is not None, float(leak))
+def elman_sequence(x, w_x, b, w_h, h0, lengths=None, *, leak: float = 1.0):
+    """``h_t = (1 - leak) h_{t-1} + leak * tanh(x_t W_x + b + h_{t-1} W_h)`` over all steps:
+    returns ``hs (T, B, H)``. ``leak = 1`` is the Elman net (and the fully recurrent net)."""
+    return _elman(x, w_x, b, w_h, h0, _lens_arg(lengths), lengths is not None, float(leak))
 
 
 # ----------------------------------------------------------------------------- batch shapes
 
-def flatten_batch(xp, carry_leaves, lengths):
-    """``(T, B..., G)`` -> ``(T, B, G)`` and carries ``(B..., H)`` -> ``(B, H)`` for the kernels;
+def flatten_batch(x, carry_leaves, lengths):
+    """``(T, B..., F)`` -> ``(T, B, F)`` and carries ``(B..., H)`` -> ``(B, H)`` for the kernels;
     returns the flat arrays and the batch shape to restore."""
-    batch_shape = xp.shape[1:-1]
+    batch_shape = x.shape[1:-1]
     n = 1
     for d in batch_shape:
         n *= d
-    xp2 = xp.reshape(xp.shape[0], n, xp.shape[-1])
+    x2 = x.reshape(x.shape[0], n, x.shape[-1])
     leaves2 = [c.reshape(n, c.shape[-1]) for c in carry_leaves]
     lens2 = None if lengths is None else jnp.asarray(lengths).reshape(n)
-    return xp2, leaves2, lens2, batch_shape
-
-
+    return x2, leaves2, lens2, batch_shape
 
 
 def unflatten_steps(hs, lengths, batch_shape):
@@ -225,16 +236,18 @@ def is_activation(fn, name: str) -> bool:
     return fn == name or fn is known
 
 
-def tanh_recurrence(w_h, h, make_xp, lengths, *, leak: float = 1.0):
+def usable_inputs(x, *arrays) -> bool:
+    """:func:`sequence_usable` plus a non-empty float32 time axis on ``x`` ``(T, B..., F)``."""
+    return x.shape[0] > 0 and sequence_usable(x, *arrays)
+
+
+def tanh_recurrence(w_x, b, w_h, h, x, lengths, *, leak: float = 1.0):
     """The ``sequence`` path shared by the Elman net, the fully recurrent net and the leaky
     reservoir: ``(h_T (B..., H), ys (T, B..., H))``, or ``None`` where the kernel does not apply."""
-    if not sequence_usable(w_h, h):
+    if not usable_inputs(x, w_x, b, w_h, h):
         return None
-    xp = make_xp()
-    if xp.dtype != _f32 or xp.shape[0] == 0:
-        return None
-    xp2, (h0,), lens, batch_shape = flatten_batch(xp, [h], lengths)
-    hs = elman_sequence(xp2, w_h, h0, lens, leak=leak)
+    x2, (h0,), lens, batch_shape = flatten_batch(x, [h], lengths)
+    hs = elman_sequence(x2, w_x, b, w_h, h0, lens, leak=leak)
     hs, ys = unflatten_steps(hs, lengths, batch_shape)
     return hs[-1], ys
 
@@ -254,5 +267,6 @@ __all__ = [
     "lstm_sequence",
     "sequence_usable",
     "tanh_recurrence",
+    "usable_inputs",
     "unflatten_steps",
 ]

@@ -15,8 +15,8 @@
 // stays in its own cache from step to step. A helper that never gets a pool thread costs nothing
 // but speed: the caller claims every chunk it finds unclaimed.
 //
-// Layouts are row-major and time-major: xp (T, B, G), hs (T, B, H), weights (H, G) with the gate
-// blocks side by side in the order the Python cells use.
+// Layouts are row-major and time-major: x (T, B, F), hs (T, B, H), weights (F, G) and (H, G)
+// with the gate blocks side by side in the order the Python cells use, biases (G,).
 
 #include <algorithm>
 #include <atomic>
@@ -113,6 +113,14 @@ void gemm_units(int M, int K, const float* A, const float* W, int H, int gates,
     gemm_cols(M, K, A, K, W, G, Cin, ldcin, C, G, q * H + u0, q * H + u1);
 }
 
+// z[:, units of every gate] = b + x_t W_x (+ h_{t-1} W_h when w_h is given).
+void gates_units(int B, int F, int H, int gates, const float* x_t, const float* w_x,
+                 const float* b, const float* h_prev, const float* w_h, float* z, int u0,
+                 int u1) {
+  gemm_units(B, F, x_t, w_x, H, gates, b, 0, z, u0, u1);
+  if (w_h) gemm_units(B, H, h_prev, w_h, H, gates, z, gates * H, z, u0, u1);
+}
+
 // W (K, N) -> W^T (N, K), for the backward product d h_{t-1} = d hp_t W_h^T.
 std::vector<float> transpose(const float* W, int K, int N) {
   std::vector<float> t((size_t)K * N);
@@ -123,9 +131,13 @@ std::vector<float> transpose(const float* W, int K, int N) {
 
 // ----------------------------------------------------------------------------- nonlinearities
 
-// Written with exp only so that GCC vectorises the loops through glibc's vector expf.
-inline float sigmoidf(float x) { return 1.f / (1.f + std::exp(-x)); }
-inline float tanhf_(float x) { return 1.f - 2.f / (1.f + std::exp(2.f * x)); }
+// Written with exp only so that GCC vectorises the loops through glibc's vector expf. The
+// argument is clamped to [-30, 30]: beyond it both functions are 0 or 1 to float precision, and
+// glibc's vector expf leaves its fast path for arguments near overflow (measured: an LSTM whose
+// gates saturate ran 1.6x slower unclamped).
+inline float clamp30(float x) { return std::min(30.f, std::max(-30.f, x)); }
+inline float sigmoidf(float x) { return 1.f / (1.f + std::exp(-clamp30(x))); }
+inline float tanhf_(float x) { return 1.f - 2.f / (1.f + std::exp(clamp30(2.f * x))); }
 
 // ----------------------------------------------------------------------------- team of threads
 
@@ -165,9 +177,12 @@ inline bool try_claim(TeamState& st, int phase, int c) {
   return st.claimed[c].compare_exchange_strong(expected, phase, std::memory_order_acq_rel);
 }
 
-// Thread `id` (0 = the caller) owns chunk `id`; the caller also takes the chunks of helpers that
-// have not started (yet). A running helper's chunk is never taken from it: its slice of the
-// weights stays in its core's cache, which is worth more than balancing a slow step.
+// Thread `id` (0 = the caller) owns chunk `id`: its slice of the weights then stays in its
+// core's cache from step to step. The caller also takes a helper's chunk when the helper has not
+// started, or has not claimed it within a short wait (a helper descheduled by a busy machine
+// would otherwise stall every step).
+constexpr int kStealAfterSpins = 2000;
+
 template <class Fn>
 void claim_and_work(TeamState& st, int phase, int id, int nchunks, Fn& fn) {
   if (try_claim(st, phase, id)) {
@@ -177,7 +192,12 @@ void claim_and_work(TeamState& st, int phase, int id, int nchunks, Fn& fn) {
   if (id != 0) return;
   for (int c = 1; c < nchunks; ++c) {
     const int h = st.helper_state[c - 1].load(std::memory_order_acquire);
-    if (h == 1 || h == 2) continue;
+    if (h == 1) {  // running: give it a moment to claim its own chunk
+      for (int spin = 0; spin < kStealAfterSpins; ++spin) {
+        if (st.claimed[c].load(std::memory_order_acquire) >= phase) break;
+        cpu_relax();
+      }
+    }
     if (try_claim(st, phase, c)) {
       fn(phase, c);
       st.done.fetch_add(1, std::memory_order_acq_rel);
@@ -265,14 +285,15 @@ inline bool step_valid(const int32_t* lens, int t, int b) { return !lens || t < 
 // ----------------------------------------------------------------------------- LSTM
 
 // Gate order (i, f, g, o). Training saves the activated gates and every cell state.
-ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> wh,
+ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> wx,
+                       ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> wh,
                        ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
                        ffi::Buffer<ffi::S32> lens_buf, ffi::ResultBuffer<ffi::F32> hs_out,
                        ffi::ResultBuffer<ffi::F32> c_last_out, ffi::ResultBuffer<ffi::F32> cs_out,
                        ffi::ResultBuffer<ffi::F32> gates_out, bool masked, bool training) {
-  const auto d = xp.dimensions();
-  const int T = (int)d[0], B = (int)d[1], G = (int)d[2], H = G / 4;
-  const float* XP = xp.typed_data();
+  const auto d = x.dimensions();
+  const int T = (int)d[0], B = (int)d[1], F = (int)d[2], G = (int)wh.dimensions()[1], H = G / 4;
+  const float* X = x.typed_data();
   const float* W = wh.typed_data();
   const int32_t* lens = masked ? lens_buf.typed_data() : nullptr;
   float* HS = hs_out->typed_data();
@@ -294,7 +315,8 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xp, ffi::Buff
     float* c_t = CS ? CS + (size_t)t * B * H : cbuf.data() + (size_t)(t & 1) * B * H;
     float* z = Z ? Z + (size_t)t * B * G : zbuf.data();
     float* h_t = HS + (size_t)t * B * H;
-    gemm_units(B, H, h_prev, W, H, 4, XP + (size_t)t * B * G, G, z, u0, u1);
+    gates_units(B, F, H, 4, X + (size_t)t * B * F, wx.typed_data(), bias.typed_data(), h_prev, W,
+                z, u0, u1);
     for (int b = 0; b < B; ++b) {
       float* zb = z + (size_t)b * G;
       const float* cp = c_prev + (size_t)b * H;
@@ -395,18 +417,19 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> wh, ffi::Buf
 
 // reset_after form, gate order (r, z, n): hp = h W_h + b_h, r = s(xr + hr), u = s(xz + hz),
 // n = tanh(xn + r * hn), h' = (1 - u) n + u h. Training saves (r, u, n, hn) per step.
-ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> wh,
+ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> wx,
+                      ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> wh,
                       ffi::Buffer<ffi::F32> bh, ffi::Buffer<ffi::F32> h0,
                       ffi::Buffer<ffi::S32> lens_buf, ffi::ResultBuffer<ffi::F32> hs_out,
                       ffi::ResultBuffer<ffi::F32> saved_out, bool masked, bool training) {
-  const auto d = xp.dimensions();
-  const int T = (int)d[0], B = (int)d[1], G = (int)d[2], H = G / 3;
-  const float* XP = xp.typed_data();
+  const auto d = x.dimensions();
+  const int T = (int)d[0], B = (int)d[1], F = (int)d[2], G = (int)wh.dimensions()[1], H = G / 3;
+  const float* X = x.typed_data();
   const float* W = wh.typed_data();
   const int32_t* lens = masked ? lens_buf.typed_data() : nullptr;
   float* HS = hs_out->typed_data();
   float* SV = training ? saved_out->typed_data() : nullptr;
-  std::vector<float> hp((size_t)B * G);
+  std::vector<float> hp((size_t)B * G), xpb((size_t)B * G);
   const int nthreads = team_size(pool, (int64_t)B * G * H);
   const Chunks ch = make_chunks(H, nthreads);
 
@@ -415,7 +438,9 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xp, ffi::Buffe
     const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
     float* h_t = HS + (size_t)t * B * H;
     gemm_units(B, H, h_prev, W, H, 3, bh.typed_data(), 0, hp.data(), u0, u1);
-    const float* xt = XP + (size_t)t * B * G;
+    gates_units(B, F, H, 3, X + (size_t)t * B * F, wx.typed_data(), bias.typed_data(), nullptr,
+                nullptr, xpb.data(), u0, u1);
+    const float* xt = xpb.data();
     for (int b = 0; b < B; ++b) {
       const float* xb = xt + (size_t)b * G;
       const float* hpb = hp.data() + (size_t)b * G;
@@ -504,13 +529,14 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> wh, ffi::Buff
 
 // h' = (1 - a) h + a tanh(xp + h W_h); a = 1 is the Elman net, a < 1 a leaky reservoir.
 // Training with a < 1 also saves s = tanh(.) per step (with a = 1 it equals h').
-ffi::Error ElmanForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> wh,
+ffi::Error ElmanForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> wx,
+                        ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> wh,
                         ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::S32> lens_buf,
                         ffi::ResultBuffer<ffi::F32> hs_out, ffi::ResultBuffer<ffi::F32> ss_out,
                         bool masked, bool save_s, float leak) {
-  const auto d = xp.dimensions();
-  const int T = (int)d[0], B = (int)d[1], H = (int)d[2];
-  const float* XP = xp.typed_data();
+  const auto d = x.dimensions();
+  const int T = (int)d[0], B = (int)d[1], F = (int)d[2], H = (int)wh.dimensions()[0];
+  const float* X = x.typed_data();
   const float* W = wh.typed_data();
   const int32_t* lens = masked ? lens_buf.typed_data() : nullptr;
   float* HS = hs_out->typed_data();
@@ -524,7 +550,8 @@ ffi::Error ElmanForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xp, ffi::Buf
     const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
     float* h_t = HS + (size_t)t * B * H;
     float* z = zbuf.data();
-    gemm_units(B, H, h_prev, W, H, 1, XP + (size_t)t * B * H, H, z, u0, u1);
+    gates_units(B, F, H, 1, X + (size_t)t * B * F, wx.typed_data(), bias.typed_data(), h_prev, W,
+                z, u0, u1);
     for (int b = 0; b < B; ++b) {
       const float* zb = z + (size_t)b * H;
       const float* hp = h_prev + (size_t)b * H;
@@ -602,7 +629,8 @@ using R32 = ffi::ResultBuffer<ffi::F32>;
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_lstm_forward, LstmForward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<S32>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<S32>()
                                   .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
                                   .Attr<bool>("masked").Attr<bool>("training"));
 
@@ -617,7 +645,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_lstm_backward, LstmBackward,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_forward, GruForward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<S32>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<S32>()
                                   .Ret<F32>().Ret<F32>()
                                   .Attr<bool>("masked").Attr<bool>("training"));
 
@@ -632,7 +661,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_backward, GruBackward,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_elman_forward, ElmanForward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<S32>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Arg<S32>()
                                   .Ret<F32>().Ret<F32>()
                                   .Attr<bool>("masked").Attr<bool>("save_s").Attr<float>("leak"));
 
