@@ -169,6 +169,20 @@ def test_leaky_recurrence_matches_numpy_and_autodiff():
         np.testing.assert_allclose(x, y, atol=5e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("feedback", [0, 2])
+def test_reservoir_kernel_matches_its_plain_scan(feedback):
+    cell = jaxrnn.classic.reservoir(40, leak_rate=0.4, bias_scaling=0.3, feedback_size=feedback,
+                                    density=0.3)
+    p = cell.init(jax.random.key(0), 3)
+    xs = jax.random.normal(jax.random.key(1), (4, 9, 3 + feedback))
+    lengths = jnp.array([9, 4, 0, 7])
+    out = jax.jit(lambda p, xs: jaxrnn.run(cell, p, xs, lengths=lengths))(p, xs)
+    ref = jax.jit(lambda p, xs: jaxrnn.run(cell._replace(parts=None), p, xs, lengths=lengths))(
+        p, xs)
+    for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(ref), strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+
+
 def test_kernel_under_vmap_and_two_batch_dims():
     cell = jaxrnn.lstm(20)
     p = _params(cell, 4)
@@ -202,6 +216,7 @@ def test_which_cells_take_the_kernel(monkeypatch):
     assert runs(jaxrnn.gru(8)) == ["gru_sequence"]
     assert runs(jaxrnn.elman(8)) == ["elman_sequence"]
     assert runs(jaxrnn.fully_recurrent(8, 2)) == ["elman_sequence"]
+    assert runs(jaxrnn.classic.reservoir(8, leak_rate=0.5)) == ["elman_sequence"]
     # configurations the kernels do not compute take the XLA paths
     assert runs(jaxrnn.lstm(8, peephole=True)) == []
     assert runs(jaxrnn.lstm(8, compute_dtype=jnp.bfloat16)) == []

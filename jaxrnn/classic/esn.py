@@ -41,9 +41,11 @@ from jaxrnn.cells.base import (
     Cell,
     check_batch_shape,
     check_positive_int,
+    compose_step,
     matmul,
     resolve_activation,
 )
+from jaxrnn.kernels import ops
 from jaxrnn.scan import run
 
 
@@ -178,11 +180,29 @@ def reservoir(
             xp = xp + matmul(z[..., F:], params.w_fb, compute_dtype)
         return xp
 
-    def step(params: ReservoirParams, carry: ReservoirState, xp: Array):
+    def recurrent_product(params: ReservoirParams, h: Array) -> Array:
+        return matmul(h, params.w, compute_dtype)
+
+    def update(params: ReservoirParams, carry: ReservoirState, xp: Array, hp: Array):
         with jax.named_scope("reservoir_step"):
-            x = (1.0 - a) * carry.h + a * act(xp + matmul(carry.h, params.w, compute_dtype))
-            x = x.astype(carry.h.dtype)
+            x = ((1.0 - a) * carry.h + a * act(xp + hp)).astype(carry.h.dtype)
             return ReservoirState(x), x
+
+    kernel_form = ops.full_precision(compute_dtype) and ops.is_activation(activation, "tanh")
+
+    def sequence(params: ReservoirParams, carry: ReservoirState, xs: Array, lengths):
+        # the fused CPU kernel (jaxrnn/kernels): a leaky tanh recurrence, feedback weights
+        # stacked under the input weights as the inputs carry [u_t, y_{t-1}]
+        if not kernel_form:
+            return None
+        w_x = params.w_in if params.w_fb is None else jnp.concatenate([params.w_in, params.w_fb])
+        out = ops.tanh_recurrence(w_x, params.b, params.w, carry.h, xs, lengths, leak=a)
+        if out is None:
+            return None
+        return ReservoirState(out[0]), out[1]
+
+    # the update uses the fixed reservoir weights only through xp + hp: additive
+    step, parts = compose_step(recurrent_product, update, additive=True, sequence=sequence)
 
     def input_size(params: ReservoirParams) -> int:
         fb = 0 if params.w_fb is None else params.w_fb.shape[0]
@@ -197,6 +217,7 @@ def reservoir(
         output_size=H,
         name="reservoir",
         input_size=input_size,
+        parts=parts,
     )
 
 
