@@ -40,11 +40,12 @@ def _spec(shape):
     return jax.ShapeDtypeStruct(tuple(shape), _f32)
 
 
-def _call(name, outs, *args, **attrs):
+def _call(name, outs, *args, aliases=None, **attrs):
     if not kernels.load():
         raise RuntimeError(f"jaxrnn kernels: {kernels.status()}")
     # "sequential" keeps vmap correct: each mapped slice is one kernel call with its own batch.
-    return jax.ffi.ffi_call(name, outs, vmap_method="sequential")(*args, **attrs)
+    return jax.ffi.ffi_call(name, outs, vmap_method="sequential",
+                            input_output_aliases=aliases)(*args, **attrs)
 
 
 def _lens_arg(lens):
@@ -95,10 +96,12 @@ def _lstm_bwd(masked, res, cts):
     x, w_x, w_h, h0, c0, lens, hs, cs, gates = res
     d_hs, d_c_last = cts
     B, H = h0.shape
+    # dz overwrites the saved gates step by step (each step's gates are read before its dz is
+    # written): no second (T, B, 4H) buffer, whose fresh pages cost more than its arithmetic.
     dz, dh0, dc0 = _call(
         "jaxrnn_lstm_backward", (_spec(gates.shape), _spec((B, H)), _spec((B, H))),
         w_h, gates, cs, c0, d_hs.astype(_f32), d_c_last.astype(_f32),
-        _lens_arg(lens if masked else None), masked=masked,
+        _lens_arg(lens if masked else None), masked=masked, aliases={1: 0},
     )
     dx, dw_x, db = _input_grads(x, w_x, dz)
     dw_h = _h_prev(h0, hs).T @ _rows(dz)
