@@ -143,15 +143,24 @@ def _gru_fwd(x, w_x, b, w_h, b_h, h0, lens, masked):
 def _gru_bwd(masked, res, d_hs):
     x, w_x, w_h, h0, lens, hs, saved = res
     B, H = h0.shape
-    T = hs.shape[0]
-    dxp, dhp, dh0 = _call(
-        "jaxrnn_gru_backward", (_spec((T, B, 3 * H)), _spec((T, B, 3 * H)), _spec((B, H))),
+    # d4 = (d r_pre, d u_pre, d n_pre, d hn) per step, over the saved buffer (see the kernel):
+    # xp's cotangent is blocks 0-2, hp's blocks 0, 1, 3. The weight products run on all four
+    # blocks (the extra block costs less than copying out two (T, B, 3H) slices) and the
+    # unneeded columns are dropped from the small results.
+    d4, dh0 = _call(
+        "jaxrnn_gru_backward", (_spec(saved.shape), _spec((B, H))),
         w_h, saved, hs, h0, d_hs.astype(_f32), _lens_arg(lens if masked else None), masked=masked,
+        aliases={1: 0},
     )
-    dx, dw_x, db = _input_grads(x, w_x, dxp)
-    dhp_rows = _rows(dhp)
-    dw_h = _h_prev(h0, hs).T @ dhp_rows
-    db_h = dhp_rows.sum(axis=0)
+    rows = _rows(d4)
+    w_x4 = jnp.concatenate([w_x, jnp.zeros((w_x.shape[0], H), w_x.dtype)], axis=1)
+    dx = (rows @ w_x4.T).reshape(x.shape)
+    sums = rows.sum(axis=0)
+    dw_x = (_rows(x).T @ rows)[:, : 3 * H]
+    db = sums[: 3 * H]
+    full = _h_prev(h0, hs).T @ rows
+    dw_h = jnp.concatenate([full[:, : 2 * H], full[:, 3 * H :]], axis=1)
+    db_h = jnp.concatenate([sums[: 2 * H], sums[3 * H :]])
     return dx, dw_x, db, dw_h, db_h, dh0, None
 
 

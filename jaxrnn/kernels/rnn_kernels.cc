@@ -467,22 +467,23 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   return ffi::Error::Success();
 }
 
-// Cotangents of xp (T, B, 3H) and hp (T, B, 3H) -- they differ only in the n block (d hn =
-// d n_pre * r) -- and of h0.
+// Cotangents, written over the saved (r, u, n, hn) of each step as (d r_pre, d u_pre, d n_pre,
+// d hn): those of xp are the first three blocks, those of hp blocks 1, 2 and 4 (they differ
+// only in the n block, d hn = d n_pre * r). Reusing the saved buffer spares two fresh
+// (T, B, 3H) buffers. Also the cotangent of h0.
 ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> wh, ffi::Buffer<ffi::F32> saved,
                        ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::F32> dhs_buf, ffi::Buffer<ffi::S32> lens_buf,
-                       ffi::ResultBuffer<ffi::F32> dxp_out, ffi::ResultBuffer<ffi::F32> dhp_out,
-                       ffi::ResultBuffer<ffi::F32> dh0_out, bool masked) {
+                       ffi::ResultBuffer<ffi::F32> d4_out, ffi::ResultBuffer<ffi::F32> dh0_out,
+                       bool masked) {
   const auto d = hs.dimensions();
-  const int T = (int)d[0], B = (int)d[1], H = (int)d[2], G = 3 * H;
-  const std::vector<float> WT = transpose(wh.typed_data(), H, G);
+  const int T = (int)d[0], B = (int)d[1], H = (int)d[2], G = 3 * H, G4 = 4 * H;
+  const std::vector<float> WT = transpose(wh.typed_data(), H, G);  // (3H, H)
   const float* SV = saved.typed_data();
   const float* HS = hs.typed_data();
   const float* DHS = dhs_buf.typed_data();
   const int32_t* lens = masked ? lens_buf.typed_data() : nullptr;
-  float* DX = dxp_out->typed_data();
-  float* DHP = dhp_out->typed_data();
+  float* D4 = d4_out->typed_data();  // may be the same memory as SV
   float* dh = dh0_out->typed_data();
   std::memset(dh, 0, sizeof(float) * B * H);
   const int nthreads = team_size(pool, (int64_t)B * G * H);
@@ -491,21 +492,23 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> wh, ffi::Buff
   run_phases(&pool, nthreads, T + 1, ch.count(), [&](int k, int c) {
     const int u0 = ch.start[c], u1 = ch.start[c + 1];
     const int t = T - 1 - k;
-    if (k > 0) gemm_cols(B, G, DHP + (size_t)(t + 1) * B * G, G, WT.data(), H, dh, H, dh, H, u0, u1);
+    if (k > 0) {  // dh += d(r, u)_pre W_h[:, :2H]^T + d hn W_h[:, 2H:]^T
+      const float* d4 = D4 + (size_t)(t + 1) * B * G4;
+      gemm_cols(B, 2 * H, d4, G4, WT.data(), H, dh, H, dh, H, u0, u1);
+      gemm_cols(B, H, d4 + 3 * H, G4, WT.data() + (size_t)2 * H * H, H, dh, H, dh, H, u0, u1);
+    }
     if (t < 0) return;
     const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
     for (int b = 0; b < B; ++b) {
-      const float* sv = SV + ((size_t)t * B + b) * 4 * H;
-      float* dxb = DX + ((size_t)t * B + b) * G;
-      float* dhpb = DHP + ((size_t)t * B + b) * G;
+      const float* sv = SV + ((size_t)t * B + b) * G4;
+      float* db4 = D4 + ((size_t)t * B + b) * G4;
       float* dhb = dh + (size_t)b * H;
       const float* dyb = DHS + ((size_t)t * B + b) * H;
       const float* hpv = h_prev + (size_t)b * H;
       if (!step_valid(lens, t, b)) {
         for (int j = u0; j < u1; ++j) {
           dhb[j] += dyb[j];
-          dxb[j] = dxb[H + j] = dxb[2 * H + j] = 0.f;
-          dhpb[j] = dhpb[H + j] = dhpb[2 * H + j] = 0.f;
+          db4[j] = db4[H + j] = db4[2 * H + j] = db4[3 * H + j] = 0.f;
         }
         continue;
       }
@@ -516,8 +519,7 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> wh, ffi::Buff
         const float dnp = dht_ * (1.f - u) * (1.f - n * n);
         const float dup = dht_ * (hpv[j] - n) * u * (1.f - u);
         const float drp = dnp * hn * r * (1.f - r);
-        dxb[j] = drp; dxb[H + j] = dup; dxb[2 * H + j] = dnp;
-        dhpb[j] = drp; dhpb[H + j] = dup; dhpb[2 * H + j] = dnp * r;
+        db4[j] = drp; db4[H + j] = dup; db4[2 * H + j] = dnp; db4[3 * H + j] = dnp * r;
         dhb[j] = dht_ * u;  // the direct path u * h_{t-1}; the product adds the rest
       }
     }
@@ -655,7 +657,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_backward, GruBackward,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Arg<S32>()
-                                  .Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Ret<F32>().Ret<F32>()
                                   .Attr<bool>("masked"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_elman_forward, ElmanForward,
