@@ -64,6 +64,7 @@ def _measure_group(cfg, mode, family, entries, peers, reps, min_seconds, run_kwa
     in ``plain_too`` are also timed with the fused path switched off (``parts=None``)."""
     from benchmarks import competitors as C
     from benchmarks.measure import interleaved, summarise
+    from jaxrnn import kernels
 
     runners, meta, notes = {}, {}, []
     for e in entries:
@@ -79,6 +80,13 @@ def _measure_group(cfg, mode, family, entries, peers, reps, min_seconds, run_kwa
                                            mode, run_kwargs=kw, run_fn=e.run)
             meta[key] = {"lib": "jaxrnn-plain-scan", "cell": e.name, "peer_family": family,
                          "note": "fused path off", "flops": _flops(e, cfg, mode)}
+        if e.name in plain_too and getattr(e.make(4).parts, "sequence", None) is not None:
+            # the same cell with the CPU kernels off: the XLA fused scan (jaxrnn/fused.py)
+            key = f"jaxrnn-xla-fused:{e.name}"
+            with kernels.disabled():
+                runners[key] = C.jaxrnn_runner(e.make, cfg, mode, run_kwargs=kw, run_fn=e.run)
+            meta[key] = {"lib": "jaxrnn-xla-fused", "cell": e.name, "peer_family": family,
+                         "note": "kernels off", "flops": _flops(e, cfg, mode)}
     if family is not None:
         for p in peers:
             try:
@@ -307,6 +315,10 @@ def versions() -> dict:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             out[pkg] = None
+    from jaxrnn import kernels
+
+    # whether jaxrnn's compiled CPU kernels were in use (they fall back to XLA without a compiler)
+    out["jaxrnn CPU kernels"] = kernels.status().split(" (")[0]
     return out
 
 

@@ -58,9 +58,10 @@ def ratios(run):
 
 
 def config_table(run, kind="config") -> str:
-    cols = PEERS + ("jaxrnn-plain-scan",)
+    cols = PEERS + ("jaxrnn-plain-scan", "jaxrnn-xla-fused")
     head = ("| alloc | config | mode | cell | jaxrnn tok/s (spread) | compile s | XLA MiB | "
-            "% ceiling | " + " | ".join(PEERS) + " | jaxrnn, fused path off |")
+            "% ceiling | " + " | ".join(PEERS) + " | jaxrnn, fused path off | "
+            "jaxrnn, kernels off |")
     lines = [head, "|" + "---|" * (8 + len(cols))]
     for s, alloc, cfg, mode, r, peers in _config_rows(run):
         if s["spec"]["kind"] != kind:
