@@ -114,6 +114,9 @@ def build(verbose: bool = False) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
     os.close(fd)
     cmd = [cxx, *CXXFLAGS, "-I", jax.ffi.include_dir(), str(SOURCE), "-o", tmp]
+    # Once per machine and jaxlib version; say so, as the first run() otherwise seems to hang.
+    print(f"jaxrnn: compiling the CPU kernels into {path.parent} (once, about 10 s)",
+          file=sys.stderr)
     if verbose:
         print(" ".join(cmd), file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True)
