@@ -79,3 +79,25 @@ def test_extras_convlstm_and_min_sweep_tiny():
         assert tps[win] == max(tps.values())
     text = "\n".join(extras.markdown_parts(run))
     assert "ConvLSTM" in text and "minGRU" in text
+
+
+def test_median_of_runs_judges_each_target(monkeypatch):
+    from benchmarks import median
+
+    per_run = [
+        [("[default] lstm A train >= 1.5x Flax", "1.40x", "no"),
+         ("[default] LSTM A train >= PyTorch", "1.10x", "yes"),
+         ("[default] lstm A train >= 50% of FLOP ceiling", "60%", "yes")],
+        [("[default] lstm A train >= 1.5x Flax", "1.70x", "yes"),
+         ("[default] LSTM A train >= PyTorch", "0.90x", "no"),
+         ("[default] lstm A train >= 50% of FLOP ceiling", "40%", "no")],
+        [("[default] lstm A train >= 1.5x Flax", "1.60x", "yes"),
+         ("[default] LSTM A train >= PyTorch", "0.95x", "no"),
+         ("[default] lstm A train >= 50% of FLOP ceiling", "45%", "no")],
+    ]
+    monkeypatch.setattr(median, "targets", lambda run: per_run[run])
+    rows = median.median_table([0, 1, 2]).splitlines()[2:]
+    assert rows[0].endswith("| 1.40x | 1.70x | 1.60x | 1.60x | yes |")
+    assert rows[1].endswith("| 1.10x | 0.90x | 0.95x | 0.95x | no |")
+    assert rows[2].endswith("| 60% | 40% | 45% | 45% | no |")
+    assert median.threshold("[tuned] gru B forward >= 1.2x best peer") == 1.2
