@@ -85,13 +85,9 @@ def fully_recurrent(
 
     kernel_form = ops.full_precision(compute_dtype) and ops.is_activation(activation, "tanh")
 
-    def sequence(params, carry, xs, lengths):
-        out = (ops.tanh_recurrence(params.w_x, params.b, params.w_h, carry.h, xs, lengths)
-               if kernel_form else None)
-        if out is None:
-            return None
-        h_last, ys = out
-        return FullyRecurrentState(h_last), ys[..., :O]
+    sequence = (ops.tanh_cell_sequence(FullyRecurrentState, lambda p: (p.w_x, p.b, p.w_h),
+                                       outputs=lambda ys: ys[..., :O])
+                if kernel_form else None)
 
     step, parts = compose_step(recurrent_product, update, additive=True, sequence=sequence)
 

@@ -190,16 +190,14 @@ def reservoir(
 
     kernel_form = ops.full_precision(compute_dtype) and ops.is_activation(activation, "tanh")
 
-    def sequence(params: ReservoirParams, carry: ReservoirState, xs: Array, lengths):
-        # the fused CPU kernel (jaxrnn/kernels): a leaky tanh recurrence, feedback weights
-        # stacked under the input weights as the inputs carry [u_t, y_{t-1}]
-        if not kernel_form:
-            return None
+    def kernel_weights(params: ReservoirParams):
+        # the fused CPU kernel (jaxrnn/kernels) is a leaky tanh recurrence; the feedback weights
+        # go under the input weights, as the inputs carry [u_t, y_{t-1}]
         w_x = params.w_in if params.w_fb is None else jnp.concatenate([params.w_in, params.w_fb])
-        out = ops.tanh_recurrence(w_x, params.b, params.w, carry.h, xs, lengths, leak=a)
-        if out is None:
-            return None
-        return ReservoirState(out[0]), out[1]
+        return w_x, params.b, params.w
+
+    sequence = (ops.tanh_cell_sequence(ReservoirState, kernel_weights, leak=a)
+                if kernel_form else None)
 
     # the update uses the fixed reservoir weights only through xp + hp: additive
     step, parts = compose_step(recurrent_product, update, additive=True, sequence=sequence)

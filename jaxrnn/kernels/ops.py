@@ -264,6 +264,22 @@ def tanh_recurrence(w_x, b, w_h, h, x, lengths, *, leak: float = 1.0):
     return hs[-1], ys
 
 
+def tanh_cell_sequence(state_cls, weights, *, leak: float = 1.0, outputs=None):
+    """A cell's ``StepParts.sequence`` for a tanh recurrence whose carry is ``state_cls(h)``:
+    ``weights(params) -> (w_x, b, w_h)``; ``outputs(ys)`` maps the states to the cell's outputs
+    (default: the states themselves)."""
+
+    def sequence(params, carry, xs, lengths):
+        w_x, b, w_h = weights(params)
+        out = tanh_recurrence(w_x, b, w_h, carry.h, xs, lengths, leak=leak)
+        if out is None:
+            return None
+        h_last, ys = out
+        return state_cls(h_last), (ys if outputs is None else outputs(ys))
+
+    return sequence
+
+
 def full_precision(compute_dtype) -> bool:
     """Whether a cell's ``compute_dtype`` leaves its products in float32 (the kernels' only
     precision)."""
@@ -278,6 +294,7 @@ __all__ = [
     "is_activation",
     "lstm_sequence",
     "sequence_usable",
+    "tanh_cell_sequence",
     "tanh_recurrence",
     "usable_inputs",
     "unflatten_steps",
