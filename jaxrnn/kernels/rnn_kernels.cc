@@ -272,6 +272,35 @@ Chunks make_chunks(int H, int nthreads) {
   return ch;
 }
 
+// Row split: with the weights small enough to sit in every core's L2, the threads split the batch
+// rows instead of the units. Rows never meet, so each thread runs the whole sequence on its
+// rows with no barrier at all (the per-step barrier weighs most when a step is small), and a
+// thread that shares its core with another process slows only its own rows. With larger
+// weights the unit split keeps each core's weight slice at half the size.
+// Measured (NOTES.md lever 12): a clear gain for the Elman net at config A (16 rows per
+// thread), none at config B (4 rows per thread: the product's 8-row register blocks run half
+// empty), so rows are split only in whole blocks of 8.
+constexpr int64_t kRowSplitMaxWeightBytes = 512 << 10;
+constexpr int kRowSplitMinRows = 8;
+
+// step(phase, b0, b1, u0, u1) does rows [b0, b1) and units [u0, u1) of one phase; phases must
+// run in order for each row.
+template <class Step>
+void drive(ffi::ThreadPool& pool, int nthreads, int nphases, int B, int H,
+           int64_t weight_bytes, Step step) {
+  if (nthreads > 1 && B >= kRowSplitMinRows * nthreads && weight_bytes <= kRowSplitMaxWeightBytes) {
+    run_phases(&pool, nthreads, 1, nthreads, [&](int, int c) {
+      const int b0 = (int)((int64_t)B * c / nthreads), b1 = (int)((int64_t)B * (c + 1) / nthreads);
+      for (int p = 0; p < nphases; ++p) step(p, b0, b1, 0, H);
+    });
+    return;
+  }
+  const Chunks ch = make_chunks(H, nthreads);
+  run_phases(&pool, nthreads, nphases, ch.count(), [&](int p, int c) {
+    step(p, 0, B, ch.start[c], ch.start[c + 1]);
+  });
+}
+
 // Below this many multiply-adds per step, threads cost more than they save.
 constexpr int64_t kParallelMinWork = 1 << 16;
 
@@ -304,23 +333,21 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   float* Z = training ? gates_out->typed_data() : nullptr;
   std::vector<float> zbuf(training ? 0 : (size_t)B * G), cbuf(training ? 0 : (size_t)2 * B * H);
   const int nthreads = team_size(pool, (int64_t)B * G * H);
-  const Chunks ch = make_chunks(H, nthreads);
   if (T == 0) {
     std::memcpy(c_last_out->typed_data(), c0.typed_data(), sizeof(float) * B * H);
     return ffi::Error::Success();
   }
 
-  run_phases(&pool, nthreads, T, ch.count(), [&](int t, int c) {
-    const int u0 = ch.start[c], u1 = ch.start[c + 1];
+  drive(pool, nthreads, T, B, H, (int64_t)(F + H) * G * 4, [&](int t, int b0, int b1, int u0, int u1) {
     const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
     const float* c_prev = t ? (CS ? CS + (size_t)(t - 1) * B * H : cbuf.data() + (size_t)((t - 1) & 1) * B * H)
                             : c0.typed_data();
     float* c_t = CS ? CS + (size_t)t * B * H : cbuf.data() + (size_t)(t & 1) * B * H;
     float* z = Z ? Z + (size_t)t * B * G : zbuf.data();
     float* h_t = HS + (size_t)t * B * H;
-    gates_units(B, F, H, 4, X + (size_t)t * B * F, wx.typed_data(), bias.typed_data(), h_prev, W,
-                z, u0, u1);
-    for (int b = 0; b < B; ++b) {
+    gates_units(b1 - b0, F, H, 4, X + ((size_t)t * B + b0) * F, wx.typed_data(), bias.typed_data(),
+                h_prev + (size_t)b0 * H, W, z + (size_t)b0 * G, u0, u1);
+    for (int b = b0; b < b1; ++b) {
       float* zb = z + (size_t)b * G;
       const float* cp = c_prev + (size_t)b * H;
       const float* hp = h_prev + (size_t)b * H;
@@ -367,15 +394,14 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> wh, ffi::Buf
   std::memset(dh, 0, sizeof(float) * B * H);
   std::memcpy(dc, dc_last.typed_data(), sizeof(float) * B * H);
   const int nthreads = team_size(pool, (int64_t)B * G * H);
-  const Chunks ch = make_chunks(H, nthreads);
 
   // Phase k: d h for step T-k from dz of step T-k+1 (k > 0), then the gates of step T-1-k.
-  run_phases(&pool, nthreads, T + 1, ch.count(), [&](int k, int c) {
-    const int u0 = ch.start[c], u1 = ch.start[c + 1];
+  drive(pool, nthreads, T + 1, B, H, (int64_t)G * H * 4, [&](int k, int b0, int b1, int u0, int u1) {
     const int t = T - 1 - k;
     if (k > 0) {
       // dh holds the part of d h_t that bypasses the product (frozen rows); add dz_{t+1} W_h^T.
-      gemm_cols(B, G, DZ + (size_t)(t + 1) * B * G, G, WT.data(), H, dh, H, dh, H, u0, u1);
+      gemm_cols(b1 - b0, G, DZ + ((size_t)(t + 1) * B + b0) * G, G, WT.data(), H,
+                dh + (size_t)b0 * H, H, dh + (size_t)b0 * H, H, u0, u1);
     }
     if (t < 0) return;
     const float* zt = Zs + (size_t)t * B * G;
@@ -383,7 +409,7 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> wh, ffi::Buf
     const float* cp_all = t ? CS + (size_t)(t - 1) * B * H : c0.typed_data();
     const float* dht = DHS + (size_t)t * B * H;
     float* dzt = DZ + (size_t)t * B * G;
-    for (int b = 0; b < B; ++b) {
+    for (int b = b0; b < b1; ++b) {
       const float* zb = zt + (size_t)b * G;
       float* dzb = dzt + (size_t)b * G;
       float* dhb = dh + (size_t)b * H;
@@ -434,17 +460,16 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   float* SV = training ? saved_out->typed_data() : nullptr;
   std::vector<float> hp((size_t)B * G), xpb((size_t)B * G);
   const int nthreads = team_size(pool, (int64_t)B * G * H);
-  const Chunks ch = make_chunks(H, nthreads);
 
-  run_phases(&pool, nthreads, T, ch.count(), [&](int t, int c) {
-    const int u0 = ch.start[c], u1 = ch.start[c + 1];
+  drive(pool, nthreads, T, B, H, (int64_t)(F + H) * G * 4, [&](int t, int b0, int b1, int u0, int u1) {
     const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
     float* h_t = HS + (size_t)t * B * H;
-    gemm_units(B, H, h_prev, W, H, 3, bh.typed_data(), 0, hp.data(), u0, u1);
-    gates_units(B, F, H, 3, X + (size_t)t * B * F, wx.typed_data(), bias.typed_data(), nullptr,
-                nullptr, xpb.data(), u0, u1);
+    gemm_units(b1 - b0, H, h_prev + (size_t)b0 * H, W, H, 3, bh.typed_data(), 0,
+               hp.data() + (size_t)b0 * G, u0, u1);
+    gates_units(b1 - b0, F, H, 3, X + ((size_t)t * B + b0) * F, wx.typed_data(), bias.typed_data(),
+                nullptr, nullptr, xpb.data() + (size_t)b0 * G, u0, u1);
     const float* xt = xpb.data();
-    for (int b = 0; b < B; ++b) {
+    for (int b = b0; b < b1; ++b) {
       const float* xb = xt + (size_t)b * G;
       const float* hpb = hp.data() + (size_t)b * G;
       const float* hprev = h_prev + (size_t)b * H;
@@ -490,19 +515,19 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> wh, ffi::Buff
   float* dh = dh0_out->typed_data();
   std::memset(dh, 0, sizeof(float) * B * H);
   const int nthreads = team_size(pool, (int64_t)B * G * H);
-  const Chunks ch = make_chunks(H, nthreads);
 
-  run_phases(&pool, nthreads, T + 1, ch.count(), [&](int k, int c) {
-    const int u0 = ch.start[c], u1 = ch.start[c + 1];
+  drive(pool, nthreads, T + 1, B, H, (int64_t)G * H * 4, [&](int k, int b0, int b1, int u0, int u1) {
     const int t = T - 1 - k;
     if (k > 0) {  // dh += d(r, u)_pre W_h[:, :2H]^T + d hn W_h[:, 2H:]^T
-      const float* d4 = D4 + (size_t)(t + 1) * B * G4;
-      gemm_cols(B, 2 * H, d4, G4, WT.data(), H, dh, H, dh, H, u0, u1);
-      gemm_cols(B, H, d4 + 3 * H, G4, WT.data() + (size_t)2 * H * H, H, dh, H, dh, H, u0, u1);
+      const float* d4 = D4 + ((size_t)(t + 1) * B + b0) * G4;
+      float* dhr = dh + (size_t)b0 * H;
+      gemm_cols(b1 - b0, 2 * H, d4, G4, WT.data(), H, dhr, H, dhr, H, u0, u1);
+      gemm_cols(b1 - b0, H, d4 + 3 * H, G4, WT.data() + (size_t)2 * H * H, H, dhr, H, dhr, H, u0,
+                u1);
     }
     if (t < 0) return;
     const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
-    for (int b = 0; b < B; ++b) {
+    for (int b = b0; b < b1; ++b) {
       const float* sv = SV + ((size_t)t * B + b) * G4;
       float* db4 = D4 + ((size_t)t * B + b) * G4;
       float* dhb = dh + (size_t)b * H;
@@ -548,16 +573,14 @@ ffi::Error ElmanForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
   float* SS = save_s ? ss_out->typed_data() : nullptr;
   std::vector<float> zbuf((size_t)B * H);
   const int nthreads = team_size(pool, (int64_t)B * H * H);
-  const Chunks ch = make_chunks(H, nthreads);
 
-  run_phases(&pool, nthreads, T, ch.count(), [&](int t, int c) {
-    const int u0 = ch.start[c], u1 = ch.start[c + 1];
+  drive(pool, nthreads, T, B, H, (int64_t)(F + H) * H * 4, [&](int t, int b0, int b1, int u0, int u1) {
     const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
     float* h_t = HS + (size_t)t * B * H;
     float* z = zbuf.data();
-    gates_units(B, F, H, 1, X + (size_t)t * B * F, wx.typed_data(), bias.typed_data(), h_prev, W,
-                z, u0, u1);
-    for (int b = 0; b < B; ++b) {
+    gates_units(b1 - b0, F, H, 1, X + ((size_t)t * B + b0) * F, wx.typed_data(), bias.typed_data(),
+                h_prev + (size_t)b0 * H, W, z + (size_t)b0 * H, u0, u1);
+    for (int b = b0; b < b1; ++b) {
       const float* zb = z + (size_t)b * H;
       const float* hp = h_prev + (size_t)b * H;
       float* hb = h_t + (size_t)b * H;
@@ -598,14 +621,14 @@ ffi::Error ElmanBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> wh, ffi::Bu
   float* dh = dh0_out->typed_data();
   std::memset(dh, 0, sizeof(float) * B * H);
   const int nthreads = team_size(pool, (int64_t)B * H * H);
-  const Chunks ch = make_chunks(H, nthreads);
 
-  run_phases(&pool, nthreads, T + 1, ch.count(), [&](int k, int c) {
-    const int u0 = ch.start[c], u1 = ch.start[c + 1];
+  drive(pool, nthreads, T + 1, B, H, (int64_t)H * H * 4, [&](int k, int b0, int b1, int u0, int u1) {
     const int t = T - 1 - k;
-    if (k > 0) gemm_cols(B, H, DZ + (size_t)(t + 1) * B * H, H, WT.data(), H, dh, H, dh, H, u0, u1);
+    if (k > 0)
+      gemm_cols(b1 - b0, H, DZ + ((size_t)(t + 1) * B + b0) * H, H, WT.data(), H,
+                dh + (size_t)b0 * H, H, dh + (size_t)b0 * H, H, u0, u1);
     if (t < 0) return;
-    for (int b = 0; b < B; ++b) {
+    for (int b = b0; b < b1; ++b) {
       const float* sb = SS + ((size_t)t * B + b) * H;
       float* dzb = DZ + ((size_t)t * B + b) * H;
       float* dhb = dh + (size_t)b * H;
