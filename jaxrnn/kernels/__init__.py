@@ -72,16 +72,20 @@ def _compiler() -> str | None:
 
 def _cpu_signature() -> str:
     """-march=native code runs only on CPUs like the one that built it: key the cache on it."""
+    import platform
+
+    # model name *and* instruction-set flags (the first CPU's): two machines may share a model
+    # name yet differ in ISA (a VM masking AVX-512), and a home directory may be shared.
+    seen: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith(("flags", "Features", "model name")):
-                    return line
+                key = line.split(":", 1)[0].strip()
+                if key in ("flags", "Features", "model name") and key not in seen:
+                    seen[key] = line
     except OSError:
         pass
-    import platform
-
-    return platform.processor() + platform.machine()
+    return "".join(seen[k] for k in sorted(seen)) + platform.processor() + platform.machine()
 
 
 def _library_path(cxx: str) -> Path:
