@@ -183,6 +183,25 @@ def test_reservoir_kernel_matches_its_plain_scan(feedback):
         np.testing.assert_allclose(a, b, atol=2e-5)
 
 
+@pytest.mark.parametrize(
+    "T,B,H,N", [(1, 3, 5, 7), (5, 3, 13, 40), (7, 9, 24, 96), (300, 2, 17, 33), (40, 16, 72, 200)]
+)
+def test_weight_gradient_products_match_numpy(T, B, H, N):
+    # The kernel reads h_{t-1} in place ([h0; hs[:-1]]) and slabs the step rows; odd sizes hit
+    # the row, column and slab tails (300 * 2 rows > one slab of 128); the last size is split
+    # between threads.
+    rng = np.random.default_rng(T * 1000 + H)
+    h0, hs, dz = (rng.standard_normal(s).astype(np.float32) for s in ((B, H), (T, B, H), (T, B, N)))
+    prev = np.concatenate([h0[None], hs[:-1]]).astype(np.float64).reshape(-1, H)
+    want_prev = prev.T @ dz.astype(np.float64).reshape(-1, N)
+    want_same = hs.astype(np.float64).reshape(-1, H).T @ dz.astype(np.float64).reshape(-1, N)
+    got_prev = jax.jit(ops._prev_outer)(h0, hs, dz)
+    got_same = jax.jit(ops._steps_outer)(hs, dz)
+    assert got_prev.shape == (H, N) and got_same.shape == (H, N)
+    np.testing.assert_allclose(got_prev, want_prev, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got_same, want_same, rtol=1e-4, atol=1e-4)
+
+
 def test_kernel_under_vmap_and_two_batch_dims():
     cell = jaxrnn.lstm(20)
     p = _params(cell, 4)

@@ -40,6 +40,7 @@ TARGETS = (
     "jaxrnn_gru_backward",
     "jaxrnn_elman_forward",
     "jaxrnn_elman_backward",
+    "jaxrnn_steps_outer",
 )
 # -ffast-math lets GCC vectorise exp through glibc's vector math library (measured: the LSTM
 # step's gate pass 4x faster). The kernels never test for inf or NaN, and their sigmoid and tanh

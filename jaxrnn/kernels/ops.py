@@ -52,10 +52,19 @@ def _lens_arg(lens):
     return jnp.zeros((1,), jnp.int32) if lens is None else lens.astype(jnp.int32)
 
 
-def _h_prev(h0, hs):
-    """The carry entering each step, flattened to rows: ``concat(h0, hs[:-1])``."""
-    prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
-    return prev.reshape(-1, prev.shape[-1])
+def _prev_outer(h0, hs, dz):
+    """``sum_t h_{t-1}^T dz_t`` (``h_{-1} = h0``): the recurrent weights' gradient, one product
+    over all steps, computed by the kernel straight from ``h0`` and ``hs`` (XLA would first
+    copy them into a shifted ``(T, B, H)`` buffer)."""
+    return _call("jaxrnn_steps_outer", _spec((hs.shape[-1], dz.shape[-1])), h0, hs, dz,
+                 shifted=True)
+
+
+def _steps_outer(x, dz):
+    """``sum_t x_t^T dz_t``, the input weights' gradient, by the same kernel: XLA's own product
+    wants ``x`` as rows and made a second copy of the (time-major) ``x`` for it."""
+    return _call("jaxrnn_steps_outer", _spec((x.shape[-1], dz.shape[-1])), x[0], x, dz,
+                 shifted=False)
 
 
 def _rows(a):
@@ -65,7 +74,7 @@ def _rows(a):
 def _input_grads(x, w_x, dxp):
     """Cotangents of ``x``, ``W_x`` and ``b`` from those of ``xp = x W_x + b`` (all steps)."""
     rows = _rows(dxp)
-    return (rows @ w_x.T).reshape(x.shape), _rows(x).T @ rows, rows.sum(axis=0)
+    return (rows @ w_x.T).reshape(x.shape), _steps_outer(x, dxp), rows.sum(axis=0)
 
 
 # ----------------------------------------------------------------------------- LSTM
@@ -104,7 +113,7 @@ def _lstm_bwd(masked, res, cts):
         _lens_arg(lens if masked else None), masked=masked, aliases={1: 0},
     )
     dx, dw_x, db = _input_grads(x, w_x, dz)
-    dw_h = _h_prev(h0, hs).T @ _rows(dz)
+    dw_h = _prev_outer(h0, hs, dz)
     return dx, dw_x, db, dw_h, dh0, dc0, None
 
 
@@ -156,9 +165,9 @@ def _gru_bwd(masked, res, d_hs):
     w_x4 = jnp.concatenate([w_x, jnp.zeros((w_x.shape[0], H), w_x.dtype)], axis=1)
     dx = (rows @ w_x4.T).reshape(x.shape)
     sums = rows.sum(axis=0)
-    dw_x = (_rows(x).T @ rows)[:, : 3 * H]
+    dw_x = _steps_outer(x, d4)[:, : 3 * H]
     db = sums[: 3 * H]
-    full = _h_prev(h0, hs).T @ rows
+    full = _prev_outer(h0, hs, d4)
     dw_h = jnp.concatenate([full[:, : 2 * H], full[:, 3 * H :]], axis=1)
     db_h = jnp.concatenate([sums[: 2 * H], sums[3 * H :]])
     return dx, dw_x, db, dw_h, db_h, dh0, None
@@ -203,7 +212,7 @@ def _elman_bwd(masked, leak, res, d_hs):
         leak=np.float32(leak),
     )
     dx, dw_x, db = _input_grads(x, w_x, dz)
-    dw_h = _h_prev(h0, hs).T @ _rows(dz)
+    dw_h = _prev_outer(h0, hs, dz)
     return dx, dw_x, db, dw_h, dh0, None
 
 
