@@ -134,13 +134,29 @@ std::vector<float> transpose(const float* W, int K, int N) {
 
 // ----------------------------------------------------------------------------- nonlinearities
 
-// Written with exp only so that GCC vectorises the loops through glibc's vector expf. The
-// argument is clamped to [-30, 30]: beyond it both functions are 0 or 1 to float precision, and
-// glibc's vector expf leaves its fast path for arguments near overflow (measured: an LSTM whose
-// gates saturate ran 1.6x slower unclamped).
+// exp for |x| <= 30 in a form GCC vectorises inline inside the `omp simd` loops: x = n ln2 + r
+// (ln2 in two parts), exp(r) by Cephes' degree-7 polynomial, 2^n put into the exponent bits.
+// Error ~2 ulp. Measured against glibc's vector expf (a call per vector) in the LSTM gate pass
+// at config B: 1.1 vs 1.5 us per step and thread; sigmoid and tanh stay within 3e-7 of float64.
+inline float exp_bounded(float x) {
+  const float n = std::floor(std::fma(x, 1.44269504088896341f, 0.5f));
+  float r = std::fma(n, -0.693145751953125f, x);
+  r = std::fma(n, -1.428606765330187045e-06f, r);
+  float p = 1.9875691500e-4f;
+  p = std::fma(p, r, 1.3981999507e-3f);
+  p = std::fma(p, r, 8.3334519073e-3f);
+  p = std::fma(p, r, 4.1665795894e-2f);
+  p = std::fma(p, r, 1.6666665459e-1f);
+  p = std::fma(p, r, 5.0000001201e-1f);
+  p = std::fma(p, r * r, r + 1.f);
+  return p * __builtin_bit_cast(float, ((int32_t)n + 127) << 23);
+}
+
+// Written with exp only. The argument is clamped to [-30, 30]: beyond it both functions are 0
+// or 1 to float precision, and it keeps 2^n a normal float.
 inline float clamp30(float x) { return std::min(30.f, std::max(-30.f, x)); }
-inline float sigmoidf(float x) { return 1.f / (1.f + std::exp(-clamp30(x))); }
-inline float tanhf_(float x) { return 1.f - 2.f / (1.f + std::exp(clamp30(2.f * x))); }
+inline float sigmoidf(float x) { return 1.f / (1.f + exp_bounded(-clamp30(x))); }
+inline float tanhf_(float x) { return 1.f - 2.f / (1.f + exp_bounded(clamp30(2.f * x))); }
 
 // ----------------------------------------------------------------------------- team of threads
 
