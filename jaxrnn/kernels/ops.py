@@ -5,7 +5,8 @@ Each function takes the inputs of all steps, ``x`` ``(T, B, F)`` time-major, the
 and bias, the recurrent weights and the initial carry, and returns the carry of every step; the
 kernel computes both products of each step. Its custom VJP calls the backward kernel for the
 cotangents of the pre-activations ``dZ``, then forms every weight gradient as one product over
-all steps (``X^T dZ``, ``H_prev^T dZ``) and the input gradient as ``dZ W_x^T``, in XLA.
+all steps (``X^T dZ``, ``H_prev^T dZ``, by a kernel that reads ``x`` and ``h0, hs`` in place)
+and the input gradient as ``dZ W_x^T`` (in XLA).
 ``lengths`` (``(B,)`` int32 or ``None``) freezes each row's carry from its length on, as in
 :func:`jaxrnn.run`.
 
