@@ -63,8 +63,9 @@ def _prev_outer(h0, hs, dz):
 
 def _steps_outer(x, dz):
     """``sum_t x_t^T dz_t``, the input weights' gradient, by the same kernel: XLA's own product
-    wants ``x`` as rows and made a second copy of the (time-major) ``x`` for it."""
-    return _call("jaxrnn_steps_outer", _spec((x.shape[-1], dz.shape[-1])), x[0], x, dz,
+    wants ``x`` as rows and made a second copy of the (time-major) ``x`` for it. The kernel's
+    first operand (the initial carry) is not read unshifted; ``x`` stands in for it."""
+    return _call("jaxrnn_steps_outer", _spec((x.shape[-1], dz.shape[-1])), x, x, dz,
                  shifted=False)
 
 
