@@ -33,10 +33,18 @@ import jax.numpy as jnp
 from jaxrnn.cells.base import Array, Cell, PyTree
 
 
-def supported(cell: Cell) -> bool:
-    """Whether ``cell`` can take the fused path: it exposes parts and its step is still theirs."""
+def owns_step(cell: Cell) -> bool:
+    """Whether ``cell`` exposes parts and its step is still theirs (not replaced by a wrapper,
+    e.g. recurrent dropout): only then may the engine use the parts instead of ``step``."""
     parts = getattr(cell, "parts", None)
     return parts is not None and parts.step is cell.step
+
+
+def supported(cell: Cell) -> bool:
+    """Whether ``cell`` can take the fused scan: it owns its step and splits it into a
+    recurrent product and an update (cells linear in their state, minGRU/minLSTM, have only a
+    whole-sequence path)."""
+    return owns_step(cell) and cell.parts.recurrent_product is not None
 
 
 def _mask_like(valid: Array, x: Array) -> Array:

@@ -238,19 +238,22 @@ def run(
 
         final, ys = jax.lax.scan(chunk_body, carry, chunked_in)
         ys = ys.reshape((T_run, *ys.shape[2:]))[:T]
-    elif fused_gradient and fused.supported(cell):
-        # The cell exposes its step as recurrent product + update. First choice: the cell's own
-        # whole-sequence kernel (jaxrnn/kernels, CPU), fed the projections of all steps; then
-        # the fused scan, same values with a hand-written backward pass (jaxrnn/fused.py).
+    elif fused_gradient and fused.owns_step(cell):
+        # The cell exposes parts of its step. First choice: the cell's own whole-sequence
+        # kernel (jaxrnn/kernels, CPU), fed the inputs of all steps; then, for a step split into
+        # recurrent product + update, the fused scan (same values, a hand-written backward
+        # pass, jaxrnn/fused.py); else the plain scan.
         sequence = cell.parts.sequence
         out = None
         if sequence is not None and not hoist_projection:
             out = sequence(params, carry, seq, lengths if masked else None)
-        if out is None:
+        if out is None and fused.supported(cell):
             out = fused.fused_scan(
                 cell, params, carry, seq, lengths if masked else None,
                 projected=hoist_projection, unroll=unroll,
             )
+        if out is None:
+            out = jax.lax.scan(body, carry, xs_in, unroll=unroll)
         final, ys = out
     else:
         final, ys = jax.lax.scan(body, carry, xs_in, unroll=unroll)

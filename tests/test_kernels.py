@@ -202,6 +202,84 @@ def test_weight_gradient_products_match_numpy(T, B, H, N):
     np.testing.assert_allclose(got_same, want_same, rtol=1e-4, atol=1e-4)
 
 
+def _g_np(v):
+    return np.where(v >= 0, v + 0.5, _sig(v))
+
+
+def _np_minimal(name, p, xs, h0, lengths):
+    """minGRU / minLSTM in their direct (not log-space) form, float64, step by step."""
+    w, bias = np.asarray(p.w_x, np.float64), np.asarray(p.b, np.float64)
+    xs = np.asarray(xs, np.float64)
+    B, T, _ = xs.shape
+    H = h0.shape[-1]
+    h = np.asarray(h0, np.float64)
+    ys = np.zeros((B, T, H))
+    for t in range(T):
+        k = xs[:, t] @ w + bias
+        if name == "min_gru":
+            z = _sig(k[:, :H])
+            h_new = (1 - z) * h + z * _g_np(k[:, H:])
+        else:
+            f, i = _sig(k[:, :H]), _sig(k[:, H:2 * H])
+            h_new = f / (f + i) * h + i / (f + i) * _g_np(k[:, 2 * H:])
+        valid = (t < lengths)[:, None]
+        h = np.where(valid, h_new, h)
+        ys[:, t] = np.where(valid, h_new, 0.0)
+    return ys, h
+
+
+MINIMAL = {"min_gru": jaxrnn.min_gru, "min_lstm": jaxrnn.min_lstm}
+
+
+@pytest.mark.parametrize("name", sorted(MINIMAL))
+@pytest.mark.parametrize("size", [(3, 5, 4, 7), (11, 9, 6, 37), (32, 64, 5, 160)])  # B, T, F, H
+@pytest.mark.parametrize("scale", [1.0, 40.0])
+def test_minimal_kernel_matches_numpy_equations(name, size, scale):
+    # The last size has T * B * H > 2^17: the kernel splits the rows between threads.
+    # scale 40 drives gate pre-activations far past +-30, where the kernel's exps are clamped:
+    # minLSTM's gate ratio must still be right when both gates are nearly shut.
+    B, T, F, H = size
+    cell = MINIMAL[name](H)
+    p = _params(cell, F)
+    xs = scale * jax.random.normal(jax.random.key(5), (B, T, F))
+    h0 = cell.initial_carry(p, (B,))._replace(h=jax.random.normal(jax.random.key(6), (B, H)))
+    lengths = np.random.default_rng(0).integers(0, T + 1, size=B)
+    final, ys = jax.jit(lambda p, xs, c: jaxrnn.run(cell, p, xs, carry=c, lengths=lengths))(
+        p, xs, h0)
+    ys_ref, h_ref = _np_minimal(name, p, xs, h0.h, lengths)
+    tol = 2e-5 * max(1.0, float(np.abs(ys_ref).max()))  # candidates grow like k_h past 0
+    np.testing.assert_allclose(ys, ys_ref, atol=tol, rtol=1e-4)
+    np.testing.assert_allclose(final.h, h_ref, atol=tol, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(MINIMAL))
+@pytest.mark.parametrize("size", [(11, 9, 6, 37), (32, 64, 5, 160)])
+def test_minimal_kernel_gradients_match_autodiff_and_finite_differences(name, size):
+    B, T, F, H = size
+    cell = MINIMAL[name](H)
+    p = _params(cell, F)
+    xs = jax.random.normal(jax.random.key(5), (B, T, F))
+    carry = cell.initial_carry(p, (B,))._replace(h=0.3 * jnp.ones((B, H)))
+    lengths = jnp.asarray(np.random.default_rng(1).integers(0, T + 1, size=B))
+    args = (p, xs, carry)
+    g_kernel = jax.jit(jax.grad(_loss(cell, lengths), argnums=(0, 1, 2)))(*args)
+    plain = cell._replace(parts=None)
+    g_plain = jax.jit(jax.grad(_loss(plain, lengths), argnums=(0, 1, 2)))(*args)
+    for a, b in zip(jax.tree_util.tree_leaves(g_kernel), jax.tree_util.tree_leaves(g_plain),
+                    strict=True):
+        scale = float(jnp.abs(b).max()) + 1e-6
+        np.testing.assert_allclose(a / scale, b / scale, atol=2e-5)
+    small = MINIMAL[name](6)
+    ps = _params(small, 3)
+    xs_s = jax.random.normal(jax.random.key(3), (2, 5, 3))
+    # g(v) has a kink at v = 0 (slope 1/4 below, 1 above): keep every pre-activation farther
+    # from it than the finite-difference step, or the difference quotient straddles the kink.
+    assert float(jnp.abs(small.project(ps, xs_s)).min()) > 10 * 1e-3
+    c_s = small.initial_carry(ps, (2,))._replace(h=jnp.array([[0.5] * 6, [-0.4] * 6]))
+    check_grads(_loss(small, jnp.array([5, 3])), (ps, xs_s, c_s), order=1, modes=["rev"],
+                atol=2e-2, rtol=2e-2, eps=1e-3)
+
+
 def test_kernel_under_vmap_and_two_batch_dims():
     cell = jaxrnn.lstm(20)
     p = _params(cell, 4)
@@ -216,7 +294,7 @@ def test_kernel_under_vmap_and_two_batch_dims():
 
 def test_which_cells_take_the_kernel(monkeypatch):
     taken = []
-    for fn in ("lstm_sequence", "gru_sequence", "elman_sequence"):
+    for fn in ("lstm_sequence", "gru_sequence", "elman_sequence", "minimal_sequence"):
         real = getattr(ops, fn)
 
         def spy(*a, _real=real, _fn=fn, **k):
@@ -236,6 +314,9 @@ def test_which_cells_take_the_kernel(monkeypatch):
     assert runs(jaxrnn.elman(8)) == ["elman_sequence"]
     assert runs(jaxrnn.fully_recurrent(8, 2)) == ["elman_sequence"]
     assert runs(jaxrnn.classic.reservoir(8, leak_rate=0.5)) == ["elman_sequence"]
+    assert runs(jaxrnn.min_gru(8)) == ["minimal_sequence"]
+    assert runs(jaxrnn.min_lstm(8)) == ["minimal_sequence"]
+    assert runs(jaxrnn.min_lstm(8, compute_dtype=jnp.bfloat16)) == []
     # configurations the kernels do not compute take the XLA paths
     assert runs(jaxrnn.lstm(8, peephole=True)) == []
     assert runs(jaxrnn.lstm(8, compute_dtype=jnp.bfloat16)) == []

@@ -61,6 +61,7 @@ from jaxrnn.cells.base import (
     Cell,
     PyTree,
     check_batch_shape,
+    StepParts,
     check_positive_int,
     glorot_blocks,
     matmul,
@@ -146,6 +147,25 @@ def _minimal_cell(
             h = (jnp.exp(log_a) * carry.h + jnp.exp(log_b)).astype(carry.h.dtype)
             return state_type(h), h
 
+    def sequence(params, carry, xs, lengths):
+        """The engine's whole-sequence path on CPU: the projection of all steps as one product,
+        then the coefficients and the recurrence in one kernel call
+        (:func:`jaxrnn.kernels.ops.minimal_sequence`). ``None`` where it does not apply."""
+        # Imported here: the kernels' ops import jaxrnn modules that import this package.
+        from jaxrnn.kernels import ops
+
+        if not ops.full_precision(compute_dtype) or not ops.usable_inputs(
+            xs, params.w_x, params.b, carry.h
+        ):
+            return None
+        xp2, (h0,), lens, batch_shape = ops.flatten_batch(project(params, xs), [carry.h], lengths)
+        hs = ops.minimal_sequence(name, xp2, h0, lens)
+        hs, ys = ops.unflatten_steps(hs, lengths, batch_shape)
+        return state_type(hs[-1]), ys
+
+    # No recurrent product to split off: the parts carry only the whole-sequence path.
+    parts = StepParts(recurrent_product=None, update=None, step=step, sequence=sequence)
+
     return Cell(
         init=init,
         initial_carry=initial_carry,
@@ -155,6 +175,7 @@ def _minimal_cell(
         output_size=H,
         name=name,
         input_size=lambda p: p.w_x.shape[0],
+        parts=parts,
     )
 
 

@@ -1,4 +1,4 @@
-"""The recurrences of LSTM, GRU and Elman-type cells as differentiable JAX functions over the
+"""The recurrences of LSTM, GRU, Elman-type and minGRU/minLSTM cells as differentiable JAX functions over the
 kernels of ``rnn_kernels.cc``.
 
 Each function takes the inputs of all steps, ``x`` ``(T, B, F)`` time-major, the input weights
@@ -227,6 +227,41 @@ def elman_sequence(x, w_x, b, w_h, h0, lengths=None, *, leak: float = 1.0):
     return _elman(x, w_x, b, w_h, h0, _lens_arg(lengths), lengths is not None, float(leak))
 
 
+# ----------------------------------------------------------------------------- minGRU / minLSTM
+
+_MIN_KINDS = {"min_gru": 0, "min_lstm": 1}
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _minimal(xp, h0, lens, kind, masked):
+    return _call("jaxrnn_min_forward", _spec((xp.shape[0], xp.shape[1], h0.shape[1])),
+                 xp, h0, _lens_arg(lens if masked else None), kind=np.int64(kind), masked=masked)
+
+
+def _minimal_fwd(xp, h0, lens, kind, masked):
+    hs = _minimal(xp, h0, lens, kind, masked)
+    return hs, (xp, hs, h0, lens)
+
+
+def _minimal_bwd(kind, masked, res, d_hs):
+    xp, hs, h0, lens = res
+    # The coefficients are recomputed from xp, whose buffer then takes d xp step by step.
+    dxp, dh0 = _call("jaxrnn_min_backward", (_spec(xp.shape), _spec(h0.shape)),
+                     xp, hs, h0, d_hs.astype(_f32), _lens_arg(lens if masked else None),
+                     kind=np.int64(kind), masked=masked, aliases={0: 0})
+    return dxp, dh0, None
+
+
+_minimal.defvjp(_minimal_fwd, _minimal_bwd)
+
+
+def minimal_sequence(name, xp, h0, lengths=None):
+    """minGRU (``name="min_gru"``, ``xp`` blocks ``(z, h~)``) or minLSTM (``"min_lstm"``, blocks
+    ``(f, i, h~)``) over all steps from the projected inputs ``xp (T, B, kH)``: returns
+    ``hs (T, B, H)``, frozen past each row's length (:mod:`jaxrnn.cells.minimal`)."""
+    return _minimal(xp, h0, _lens_arg(lengths), _MIN_KINDS[name], lengths is not None)
+
+
 # ----------------------------------------------------------------------------- batch shapes
 
 def flatten_batch(x, carry_leaves, lengths):
@@ -299,6 +334,7 @@ def full_precision(compute_dtype) -> bool:
 
 __all__ = [
     "elman_sequence",
+    "minimal_sequence",
     "flatten_batch",
     "full_precision",
     "gru_sequence",
