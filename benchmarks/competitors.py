@@ -144,12 +144,40 @@ def jaxrnn_step_flops(make_cell, cfg: Config) -> float:
 
 # --------------------------------------------------------------------------- Flax (linen)
 
+def _flax_jordan_cell(nn):
+    """A Jordan cell as a Flax user writes one (Flax has none): an ``nn.RNNCellBase`` built
+    the way Flax builds ``SimpleCell``, with the readout inside the step because the context
+    fed back is the output. Same equations and sizes as ``jaxrnn.jordan(H, H)``: ``h = tanh(x
+    W + b + y_prev U)``, ``y = tanh(h V + c)``."""
+
+    class JordanCell(nn.RNNCellBase):
+        features: int
+
+        @nn.compact
+        def __call__(self, carry, x):
+            h = jnp.tanh(nn.Dense(self.features, name="i")(x)
+                         + nn.Dense(self.features, use_bias=False, name="h")(carry))
+            y = jnp.tanh(nn.Dense(self.features, name="o")(h))
+            return y, y
+
+        @nn.nowrap
+        def initialize_carry(self, rng, input_shape):
+            return jnp.zeros((*input_shape[:-1], self.features))
+
+        @property
+        def num_feature_axes(self) -> int:
+            return 1
+
+    return JordanCell
+
+
 def flax_runner(family: str, cfg: Config, mode: str) -> Runner:
     try:
         import flax.linen as nn
     except ImportError as e:
         raise PeerMissing("flax not installed") from e
-    cells = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "rnn": nn.SimpleCell}
+    cells = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "rnn": nn.SimpleCell,
+             "jordan": _flax_jordan_cell(nn)}
     cell_cls = cells[family]
 
     class Model(nn.Module):
@@ -218,6 +246,8 @@ def keras_runner(family: str, cfg: Config, mode: str) -> Runner:
     if keras.backend.backend() != "jax":
         raise PeerMissing(f"keras runs on {keras.backend.backend()}, not jax")
     layer = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
+    if family not in layer:
+        raise PeerMissing(f"keras has no {family} layer")
     inp = keras.Input((cfg.T, cfg.features), batch_size=cfg.batch)
     h = layer[family](cfg.hidden, return_sequences=True)(inp)
     model = keras.Model(inp, [h, keras.layers.Dense(cfg.out)(h)])
@@ -298,6 +328,8 @@ def torch_runner(family: str, cfg: Config, mode: str) -> Runner:
 
     if importlib.util.find_spec("torch") is None:
         raise PeerMissing("torch not installed")
+    if family not in ("lstm", "gru", "rnn"):
+        raise PeerMissing(f"torch has no {family} module")
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_torch_worker, args=(child, family, tuple(cfg), mode), daemon=True)

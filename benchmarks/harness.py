@@ -54,7 +54,8 @@ def _peer_flops(family, cfg, mode) -> float:
     import jaxrnn
     from benchmarks.registry import Entry
 
-    make = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, "rnn": jaxrnn.elman}[family]
+    make = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, "rnn": jaxrnn.elman,
+            "jordan": lambda H: jaxrnn.jordan(H, H)}[family]
     return _flops(Entry(family, make, family), cfg, mode)
 
 

@@ -16,8 +16,9 @@ import jaxrnn
 
 class Entry(NamedTuple):
     """``make(hidden) -> Cell``; ``peer``: the peer family it is compared with (``"lstm"``,
-    ``"gru"``, ``"rnn"``) or ``None``; ``note`` says when the peer is only the closest match;
-    ``run``: the function that runs it over a sequence (``jaxrnn.run`` unless given)."""
+    ``"gru"``, ``"rnn"``, ``"jordan"``) or ``None``; ``note`` says when the peer is only the
+    closest match; ``run``: the function that runs it over a sequence (``jaxrnn.run`` unless
+    given)."""
 
     name: str
     make: Callable[[int], jaxrnn.Cell]
@@ -51,8 +52,10 @@ def _entry(name, build, peer, note="", factory=None, run=None):
 # name, how to build it from the factory, peer family, note
 _SPECS = [
     _entry("elman", lambda f, H: f(H), "rnn"),
-    _entry("jordan", lambda f, H: f(H, H), "rnn",
-           "closest peer: simple RNN (Jordan has 2 products)"),
+    # Flax has no Jordan cell: its peer is the same equations written as a Flax cell
+    # (competitors._flax_jordan_cell); no other peer library has one.
+    _entry("jordan", lambda f, H: f(H, H), "jordan",
+           "peer: the same equations as a Flax nn.RNNCellBase (Flax has no Jordan cell)"),
     _entry("lstm", lambda f, H: f(H), "lstm"),
     _entry("gru", lambda f, H: f(H), "gru"),
     _entry("fully_recurrent", lambda f, H: f(H, H), "rnn", "same equations as a simple RNN"),

@@ -3,6 +3,8 @@ that what it reports is consistent with its own raw measurements)."""
 
 import json
 
+import jax
+import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib")
@@ -20,7 +22,26 @@ def test_registry_covers_every_cell_factory():
     for e in entries:
         cell = e.make(4)
         assert isinstance(cell, jaxrnn.Cell)
-        assert e.peer in (None, "lstm", "gru", "rnn")
+        assert e.peer in (None, "lstm", "gru", "rnn", "jordan")
+
+
+def test_flax_jordan_peer_computes_the_jordan_equations():
+    # Flax has no Jordan cell; the harness's peer is one written as a Flax cell. It must be the
+    # same network as jaxrnn.jordan(H, H), or the ratio compares different work.
+    nn = pytest.importorskip("flax.linen")
+    from benchmarks.competitors import _flax_jordan_cell
+
+    B, T, F, H = 3, 6, 4, 5
+    x = jax.random.normal(jax.random.key(0), (B, T, F))
+    rnn = nn.RNN(_flax_jordan_cell(nn)(H))
+    variables = rnn.init(jax.random.key(1), x)
+    ys_flax = rnn.apply(variables, x)
+    v = variables["params"]["cell"]
+    params = jaxrnn.cells.JordanParams(
+        w_x=v["i"]["kernel"], w_y_h=v["h"]["kernel"], b=v["i"]["bias"],
+        w_y=v["o"]["kernel"], b_y=v["o"]["bias"])
+    _, ys = jaxrnn.run(jaxrnn.jordan(H, H), params, x)
+    np.testing.assert_allclose(ys, ys_flax, atol=1e-5)
 
 
 def test_tiny_run_writes_consistent_records(tmp_path):

@@ -280,6 +280,69 @@ def test_minimal_kernel_gradients_match_autodiff_and_finite_differences(name, si
                 atol=2e-2, rtol=2e-2, eps=1e-3)
 
 
+def _np_jordan(p, xs, y0, lengths):
+    """The Jordan net's equations in float64, one step at a time; xs (B, T, F)."""
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), p)
+    xs = np.asarray(xs, np.float64)
+    B, T, _ = xs.shape
+    y = np.asarray(y0, np.float64)
+    ys = np.zeros((B, T, y.shape[-1]))
+    for t in range(T):
+        h = np.tanh(xs[:, t] @ p.w_x + p.b + y @ p.w_y_h)
+        y_new = np.tanh(h @ p.w_y + p.b_y)
+        valid = (t < lengths)[:, None]
+        y = np.where(valid, y_new, y)
+        ys[:, t] = np.where(valid, y_new, 0.0)
+    return ys, y
+
+
+# B, T, F, H, O: one thread; O not a multiple of 16; units split between threads (two phases
+# per step); rows split between threads (B >= 16).
+JORDAN_SIZES = [(3, 5, 4, 7, 3), (5, 9, 6, 37, 21), (12, 7, 5, 160, 48), (32, 6, 8, 96, 64)]
+
+
+@pytest.mark.parametrize("size", JORDAN_SIZES)
+def test_jordan_kernel_matches_numpy_equations(size):
+    B, T, F, H, O = size
+    cell = jaxrnn.jordan(H, O)
+    p = _params(cell, F)
+    xs = jax.random.normal(jax.random.key(5), (B, T, F))
+    y0 = 0.5 * jax.random.normal(jax.random.key(6), (B, O))
+    lengths = np.random.default_rng(0).integers(0, T + 1, size=B)
+    final, ys = jax.jit(lambda p, xs, y0: jaxrnn.run(
+        cell, p, xs, carry=cell.initial_carry(p, (B,))._replace(y=y0), lengths=lengths))(p, xs, y0)
+    ys_ref, y_ref = _np_jordan(p, xs, y0, lengths)
+    np.testing.assert_allclose(ys, ys_ref, atol=2e-5, rtol=1e-4)
+    np.testing.assert_allclose(final.y, y_ref, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("size", JORDAN_SIZES[1:])
+def test_jordan_kernel_gradients_match_autodiff_of_the_plain_scan(size):
+    B, T, F, H, O = size
+    cell = jaxrnn.jordan(H, O)
+    p = _params(cell, F)
+    xs = jax.random.normal(jax.random.key(5), (B, T, F))
+    carry = cell.initial_carry(p, (B,))._replace(y=0.3 * jnp.ones((B, O)))
+    lengths = jnp.asarray(np.random.default_rng(1).integers(0, T + 1, size=B))
+    args = (p, xs, carry)
+    g_kernel = jax.jit(jax.grad(_loss(cell, lengths), argnums=(0, 1, 2)))(*args)
+    plain = cell._replace(parts=None)
+    g_plain = jax.jit(jax.grad(_loss(plain, lengths), argnums=(0, 1, 2)))(*args)
+    for a, b in zip(jax.tree_util.tree_leaves(g_kernel), jax.tree_util.tree_leaves(g_plain),
+                    strict=True):
+        scale = float(jnp.abs(b).max()) + 1e-6
+        np.testing.assert_allclose(a / scale, b / scale, atol=2e-5)
+
+
+def test_jordan_kernel_gradient_matches_finite_differences():
+    cell = jaxrnn.jordan(6, 4)
+    p = _params(cell, 3)
+    xs = jax.random.normal(jax.random.key(2), (2, 5, 3))
+    carry = cell.initial_carry(p, (2,))._replace(y=jnp.array([[0.3] * 4, [-0.2] * 4]))
+    check_grads(_loss(cell, jnp.array([5, 3])), (p, xs, carry), order=1, modes=["rev"],
+                atol=2e-2, rtol=2e-2, eps=1e-2)
+
+
 def test_kernel_under_vmap_and_two_batch_dims():
     cell = jaxrnn.lstm(20)
     p = _params(cell, 4)
@@ -294,7 +357,8 @@ def test_kernel_under_vmap_and_two_batch_dims():
 
 def test_which_cells_take_the_kernel(monkeypatch):
     taken = []
-    for fn in ("lstm_sequence", "gru_sequence", "elman_sequence", "minimal_sequence"):
+    for fn in ("lstm_sequence", "gru_sequence", "elman_sequence", "minimal_sequence",
+               "jordan_sequence"):
         real = getattr(ops, fn)
 
         def spy(*a, _real=real, _fn=fn, **k):
@@ -314,6 +378,8 @@ def test_which_cells_take_the_kernel(monkeypatch):
     assert runs(jaxrnn.elman(8)) == ["elman_sequence"]
     assert runs(jaxrnn.fully_recurrent(8, 2)) == ["elman_sequence"]
     assert runs(jaxrnn.classic.reservoir(8, leak_rate=0.5)) == ["elman_sequence"]
+    assert runs(jaxrnn.jordan(8, 3)) == ["jordan_sequence"]
+    assert runs(jaxrnn.jordan(8, 3, output_activation="sigmoid")) == []
     assert runs(jaxrnn.min_gru(8)) == ["minimal_sequence"]
     assert runs(jaxrnn.min_lstm(8)) == ["minimal_sequence"]
     assert runs(jaxrnn.min_lstm(8, compute_dtype=jnp.bfloat16)) == []

@@ -60,8 +60,8 @@ from jaxrnn.cells.base import (
     Array,
     Cell,
     PyTree,
-    check_batch_shape,
     StepParts,
+    check_batch_shape,
     check_positive_int,
     glorot_blocks,
     matmul,
@@ -148,8 +148,8 @@ def _minimal_cell(
             return state_type(h), h
 
     def sequence(params, carry, xs, lengths):
-        """The engine's whole-sequence path on CPU: the projection of all steps as one product,
-        then the coefficients and the recurrence in one kernel call
+        """The engine's whole-sequence path on CPU: the projection of all steps as one product
+        (the cell's ``project``), then the coefficients and the recurrence in one kernel call
         (:func:`jaxrnn.kernels.ops.minimal_sequence`). ``None`` where it does not apply."""
         # Imported here: the kernels' ops import jaxrnn modules that import this package.
         from jaxrnn.kernels import ops
@@ -158,8 +158,8 @@ def _minimal_cell(
             xs, params.w_x, params.b, carry.h
         ):
             return None
-        xp2, (h0,), lens, batch_shape = ops.flatten_batch(project(params, xs), [carry.h], lengths)
-        hs = ops.minimal_sequence(name, xp2, h0, lens)
+        x2, (h0,), lens, batch_shape = ops.flatten_batch(xs, [carry.h], lengths)
+        hs = ops.minimal_sequence(name, x2, params.w_x, params.b, h0, lens)
         hs, ys = ops.unflatten_steps(hs, lengths, batch_shape)
         return state_type(hs[-1]), ys
 

@@ -1,4 +1,5 @@
-"""Fused CPU sequence kernels for LSTM, GRU, Elman-type and minGRU/minLSTM cells (XLA FFI custom calls).
+"""Fused CPU sequence kernels for LSTM, GRU, Elman-type, Jordan and minGRU/minLSTM cells (XLA
+FFI custom calls).
 
 The engine (:func:`jaxrnn.run`) takes these kernels on CPU for the cells that offer them: the
 whole time loop runs in one custom call instead of an XLA while loop, whose per-step overhead
@@ -41,6 +42,8 @@ TARGETS = (
     "jaxrnn_elman_forward",
     "jaxrnn_elman_backward",
     "jaxrnn_steps_outer",
+    "jaxrnn_jordan_forward",
+    "jaxrnn_jordan_backward",
     "jaxrnn_min_forward",
     "jaxrnn_min_backward",
 )

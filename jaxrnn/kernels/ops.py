@@ -1,4 +1,5 @@
-"""The recurrences of LSTM, GRU, Elman-type and minGRU/minLSTM cells as differentiable JAX functions over the
+"""The recurrences of LSTM, GRU, Elman-type, Jordan and minGRU/minLSTM
+cells as differentiable JAX functions over the
 kernels of ``rnn_kernels.cc``.
 
 Each function takes the inputs of all steps, ``x`` ``(T, B, F)`` time-major, the input weights
@@ -227,39 +228,96 @@ def elman_sequence(x, w_x, b, w_h, h0, lengths=None, *, leak: float = 1.0):
     return _elman(x, w_x, b, w_h, h0, _lens_arg(lengths), lengths is not None, float(leak))
 
 
+# ----------------------------------------------------------------------------- Jordan
+
+def _jordan_forward(x, w_x, b, w_yh, w_y, b_y, y0, lens, training):
+    T, B, _ = x.shape
+    H, O = w_x.shape[1], w_y.shape[1]
+    return _call("jaxrnn_jordan_forward",
+                 (_spec((T, B, O)), _spec((T, B, H) if training else (1,))),
+                 x, w_x, b, w_yh, w_y, b_y, y0, _lens_arg(lens), masked=lens is not None,
+                 training=training)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(8,))
+def _jordan(x, w_x, b, w_yh, w_y, b_y, y0, lens, masked):
+    ys, _ = _jordan_forward(x, w_x, b, w_yh, w_y, b_y, y0, lens if masked else None, False)
+    return ys
+
+
+def _jordan_fwd(x, w_x, b, w_yh, w_y, b_y, y0, lens, masked):
+    ys, hs = _jordan_forward(x, w_x, b, w_yh, w_y, b_y, y0, lens if masked else None, True)
+    return ys, (x, w_x, w_yh, w_y, y0, lens, hs, ys)
+
+
+def _jordan_bwd(masked, res, d_ys):
+    x, w_x, w_yh, w_y, y0, lens, hs, ys = res
+    dz1, dz2, dy0 = _call(
+        "jaxrnn_jordan_backward", (_spec(hs.shape), _spec(ys.shape), _spec(y0.shape)),
+        w_yh, w_y, hs, ys, d_ys.astype(_f32), _lens_arg(lens if masked else None), masked=masked,
+    )
+    dx, dw_x, db = _input_grads(x, w_x, dz1)
+    dw_yh = _prev_outer(y0, ys, dz1)  # sum_t y_{t-1}^T dz1_t
+    dw_y = _steps_outer(hs, dz2)  # sum_t h_t^T dz2_t
+    return dx, dw_x, db, dw_yh, dw_y, _rows(dz2).sum(axis=0), dy0, None
+
+
+_jordan.defvjp(_jordan_fwd, _jordan_bwd)
+
+
+def jordan_sequence(x, w_x, b, w_yh, w_y, b_y, y0, lengths=None):
+    """The Jordan net over all steps, ``h_t = tanh(x_t W_x + b + y_{t-1} W_yh)``,
+    ``y_t = tanh(h_t W_y + b_y)``: returns ``ys (T, B, O)``, the carries (frozen past a row's
+    length)."""
+    return _jordan(x, w_x, b, w_yh, w_y, b_y, y0, _lens_arg(lengths), lengths is not None)
+
+
 # ----------------------------------------------------------------------------- minGRU / minLSTM
 
 _MIN_KINDS = {"min_gru": 0, "min_lstm": 1}
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _minimal(xp, h0, lens, kind, masked):
+def _min_project(x, w_x, b):
+    return (_rows(x) @ w_x + b).reshape(x.shape[:-1] + (w_x.shape[1],))
+
+
+def _min_forward(xp, h0, lens, kind):
     return _call("jaxrnn_min_forward", _spec((xp.shape[0], xp.shape[1], h0.shape[1])),
-                 xp, h0, _lens_arg(lens if masked else None), kind=np.int64(kind), masked=masked)
+                 xp, h0, _lens_arg(lens), kind=np.int64(kind), masked=lens is not None)
 
 
-def _minimal_fwd(xp, h0, lens, kind, masked):
-    hs = _minimal(xp, h0, lens, kind, masked)
-    return hs, (xp, hs, h0, lens)
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _minimal(x, w_x, b, h0, lens, kind, masked):
+    return _min_forward(_min_project(x, w_x, b), h0, lens if masked else None, kind)
+
+
+def _minimal_fwd(x, w_x, b, h0, lens, kind, masked):
+    xp = _min_project(x, w_x, b)
+    hs = _min_forward(xp, h0, lens if masked else None, kind)
+    return hs, (x, w_x, xp, hs, h0, lens)
 
 
 def _minimal_bwd(kind, masked, res, d_hs):
-    xp, hs, h0, lens = res
-    # The coefficients are recomputed from xp, whose buffer then takes d xp step by step.
+    x, w_x, xp, hs, h0, lens = res
+    # The coefficients are recomputed from xp, whose buffer then takes d xp step by step; the
+    # weight gradient is the in-kernel product over all steps (as for the other cells: XLA's
+    # own product copied the (T, B, kH) cotangents, and at config A that pushed minLSTM's
+    # training step past glibc's 32 MiB mmap ceiling, NOTES.md lever 13).
     dxp, dh0 = _call("jaxrnn_min_backward", (_spec(xp.shape), _spec(h0.shape)),
                      xp, hs, h0, d_hs.astype(_f32), _lens_arg(lens if masked else None),
                      kind=np.int64(kind), masked=masked, aliases={0: 0})
-    return dxp, dh0, None
+    dx, dw_x, db = _input_grads(x, w_x, dxp)
+    return dx, dw_x, db, dh0, None
 
 
 _minimal.defvjp(_minimal_fwd, _minimal_bwd)
 
 
-def minimal_sequence(name, xp, h0, lengths=None):
-    """minGRU (``name="min_gru"``, ``xp`` blocks ``(z, h~)``) or minLSTM (``"min_lstm"``, blocks
-    ``(f, i, h~)``) over all steps from the projected inputs ``xp (T, B, kH)``: returns
-    ``hs (T, B, H)``, frozen past each row's length (:mod:`jaxrnn.cells.minimal`)."""
-    return _minimal(xp, h0, _lens_arg(lengths), _MIN_KINDS[name], lengths is not None)
+def minimal_sequence(name, x, w_x, b, h0, lengths=None):
+    """minGRU (``name="min_gru"``, projection blocks ``(z, h~)``) or minLSTM (``"min_lstm"``,
+    blocks ``(f, i, h~)``) over all steps, ``xp = x W_x + b``: returns ``hs (T, B, H)``, frozen
+    past each row's length (:mod:`jaxrnn.cells.minimal`)."""
+    return _minimal(x, w_x, b, h0, _lens_arg(lengths), _MIN_KINDS[name], lengths is not None)
 
 
 # ----------------------------------------------------------------------------- batch shapes
@@ -339,6 +397,7 @@ __all__ = [
     "full_precision",
     "gru_sequence",
     "is_activation",
+    "jordan_sequence",
     "lstm_sequence",
     "sequence_usable",
     "tanh_cell_sequence",

@@ -664,6 +664,164 @@ ffi::Error ElmanBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> wh, ffi::Bu
   return ffi::Error::Success();
 }
 
+// ----------------------------------------------------------------------------- Jordan
+
+// h_t = tanh(x_t W_x + b + y_{t-1} U), y_t = tanh(h_t V + b_y): the recurrence runs through the
+// readout, so each step is two dependent products, split between threads as two phases (units
+// of H, then units of O) or, with enough rows and weights that fit every core's L2, by rows with
+// no barrier at all (as `drive` does for one product).
+constexpr int64_t kJordanRowSplitMaxWeightBytes = 768 << 10;
+
+// fn(p, b0, b1, n0, n1): phase p on rows [b0, b1) and units [n0, n1) of H (p % 2 == h_parity)
+// or of O (otherwise).
+template <class Fn>
+void drive_two(ffi::ThreadPool& pool, int nthreads, int nphases, int h_parity, int B, int H,
+               int O, int64_t weight_bytes, Fn fn) {
+  auto width = [&](int p) { return p % 2 == h_parity ? H : O; };
+  if (nthreads > 1 && B >= kRowSplitMinRows * nthreads &&
+      weight_bytes <= kJordanRowSplitMaxWeightBytes) {
+    run_phases(&pool, nthreads, 1, nthreads, [&](int, int c) {
+      const int b0 = (int)((int64_t)B * c / nthreads), b1 = (int)((int64_t)B * (c + 1) / nthreads);
+      for (int p = 0; p < nphases; ++p) fn(p, b0, b1, 0, width(p));
+    });
+    return;
+  }
+  const int n = std::max(1, std::min(nthreads, std::min(H / 16, O / 16)));
+  const Chunks ch_h = make_chunks(H, n), ch_o = make_chunks(O, n);
+  run_phases(n > 1 ? &pool : nullptr, n, nphases, n, [&](int p, int c) {
+    const Chunks& ch = p % 2 == h_parity ? ch_h : ch_o;
+    fn(p, 0, B, ch.start[c], ch.start[c + 1]);
+  });
+}
+
+// Outputs: ys (T, B, O), the carries (frozen past a row's length); in training also every h_t.
+ffi::Error JordanForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> wx,
+                         ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> wyh,
+                         ffi::Buffer<ffi::F32> wy, ffi::Buffer<ffi::F32> by,
+                         ffi::Buffer<ffi::F32> y0, ffi::Buffer<ffi::S32> lens_buf,
+                         ffi::ResultBuffer<ffi::F32> ys_out, ffi::ResultBuffer<ffi::F32> hs_out,
+                         bool masked, bool training) {
+  const auto d = x.dimensions();
+  const int T = (int)d[0], B = (int)d[1], F = (int)d[2];
+  const int H = (int)wx.dimensions()[1], O = (int)wy.dimensions()[1];
+  const float* X = x.typed_data();
+  const int32_t* lens = masked ? lens_buf.typed_data() : nullptr;
+  float* YS = ys_out->typed_data();
+  float* HSV = training ? hs_out->typed_data() : nullptr;
+  std::vector<float> hbuf(training ? 0 : (size_t)B * H), zo((size_t)B * O);
+  const int nthreads = team_size(pool, (int64_t)B * (F + O + O) * H);
+  const int64_t wbytes = (int64_t)(F * H + 2 * O * H) * 4;
+
+  drive_two(pool, nthreads, 2 * T, 0, B, H, O, wbytes, [&](int p, int b0, int b1, int n0, int n1) {
+    const int t = p / 2, rows = b1 - b0;
+    const float* y_prev = t ? YS + (size_t)(t - 1) * B * O : y0.typed_data();
+    float* h_t = HSV ? HSV + (size_t)t * B * H : hbuf.data();
+    if (p % 2 == 0) {  // h_t on units [n0, n1)
+      float* hr = h_t + (size_t)b0 * H;
+      gemm_cols(rows, F, X + ((size_t)t * B + b0) * F, F, wx.typed_data(), H, bias.typed_data(), 0,
+                hr, H, n0, n1);
+      gemm_cols(rows, O, y_prev + (size_t)b0 * O, O, wyh.typed_data(), H, hr, H, hr, H, n0, n1);
+      for (int b = 0; b < rows; ++b) {
+        float* hb = hr + (size_t)b * H;
+#pragma omp simd
+        for (int j = n0; j < n1; ++j) hb[j] = tanhf_(hb[j]);
+      }
+      return;
+    }
+    // y_t on units [n0, n1)
+    float* zr = zo.data() + (size_t)b0 * O;
+    gemm_cols(rows, H, h_t + (size_t)b0 * H, H, wy.typed_data(), O, by.typed_data(), 0, zr, O, n0, n1);
+    for (int b = b0; b < b1; ++b) {
+      const float* zb = zo.data() + (size_t)b * O;
+      const float* yp = y_prev + (size_t)b * O;
+      float* yb = YS + ((size_t)t * B + b) * O;
+      if (!step_valid(lens, t, b)) {
+        for (int j = n0; j < n1; ++j) yb[j] = yp[j];
+        continue;
+      }
+#pragma omp simd
+      for (int j = n0; j < n1; ++j) yb[j] = tanhf_(zb[j]);
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// The reverse pass. gy, the cotangent of y_t, is d_ys[t] plus what step t+1 sends back (dz1 U^T,
+// or its own gy where that step was padding). Phase 0 prepares step T-1; then per step, units
+// of H: dz1_t = (dz2_t V^T) (1 - h_t^2); units of O: the cotangent sent to y_{t-1}, and from it
+// dz2_{t-1} (or, after step 0, d y0). Padded steps have dz1 = dz2 = 0.
+ffi::Error JordanBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> wyh, ffi::Buffer<ffi::F32> wy,
+                          ffi::Buffer<ffi::F32> hsv, ffi::Buffer<ffi::F32> ys,
+                          ffi::Buffer<ffi::F32> dys, ffi::Buffer<ffi::S32> lens_buf,
+                          ffi::ResultBuffer<ffi::F32> dz1_out, ffi::ResultBuffer<ffi::F32> dz2_out,
+                          ffi::ResultBuffer<ffi::F32> dy0_out, bool masked) {
+  const auto d = hsv.dimensions();
+  const int T = (int)d[0], B = (int)d[1], H = (int)d[2], O = (int)wy.dimensions()[1];
+  const std::vector<float> VT = transpose(wy.typed_data(), H, O);   // (O, H)
+  const std::vector<float> UT = transpose(wyh.typed_data(), O, H);  // (H, O)
+  const float* HS = hsv.typed_data();
+  const float* Y = ys.typed_data();
+  const float* DY = dys.typed_data();
+  const int32_t* lens = masked ? lens_buf.typed_data() : nullptr;
+  float* DZ1 = dz1_out->typed_data();
+  float* DZ2 = dz2_out->typed_data();
+  float* DY0 = dy0_out->typed_data();
+  std::vector<float> gy((size_t)B * O), back((size_t)B * O);
+  const int nthreads = team_size(pool, (int64_t)B * 2 * O * H);
+  const int64_t wbytes = (int64_t)2 * O * H * 4;
+
+  // gy_t = d_ys[t] + sent; dz2_t from it (rows b, units [n0, n1)).
+  auto start_step = [&](int t, int b, const float* sent, int n0, int n1) {
+    const float* dyb = DY + ((size_t)t * B + b) * O;
+    const float* yb = Y + ((size_t)t * B + b) * O;
+    float* gb = gy.data() + (size_t)b * O;
+    float* dz = DZ2 + ((size_t)t * B + b) * O;
+    const bool valid = step_valid(lens, t, b);
+#pragma omp simd
+    for (int j = n0; j < n1; ++j) {
+      const float g = dyb[j] + (sent ? sent[j] : 0.f);
+      gb[j] = g;
+      dz[j] = valid ? g * (1.f - yb[j] * yb[j]) : 0.f;
+    }
+  };
+
+  drive_two(pool, nthreads, 2 * T + 1, 1, B, H, O, wbytes, [&](int p, int b0, int b1, int n0, int n1) {
+    const int rows = b1 - b0;
+    if (p == 0) {
+      for (int b = b0; b < b1; ++b) start_step(T - 1, b, nullptr, n0, n1);
+      return;
+    }
+    const int t = T - 1 - (p - 1) / 2;
+    if (p % 2 == 1) {  // dz1_t on units [n0, n1) of H
+      float* dz1 = DZ1 + ((size_t)t * B + b0) * H;
+      gemm_cols(rows, O, DZ2 + ((size_t)t * B + b0) * O, O, VT.data(), H, nullptr, 0, dz1, H, n0, n1);
+      for (int b = 0; b < rows; ++b) {
+        float* db = dz1 + (size_t)b * H;
+        const float* hb = HS + ((size_t)t * B + b0 + b) * H;
+#pragma omp simd
+        for (int j = n0; j < n1; ++j) db[j] *= 1.f - hb[j] * hb[j];
+      }
+      return;
+    }
+    // units [n0, n1) of O: what step t sends to y_{t-1}
+    float* br = back.data() + (size_t)b0 * O;
+    gemm_cols(rows, H, DZ1 + ((size_t)t * B + b0) * H, H, UT.data(), O, nullptr, 0, br, O, n0, n1);
+    for (int b = b0; b < b1; ++b) {
+      float* sent = back.data() + (size_t)b * O;
+      if (!step_valid(lens, t, b)) {  // y_t was y_{t-1}: its cotangent passes through
+        const float* gb = gy.data() + (size_t)b * O;
+        for (int j = n0; j < n1; ++j) sent[j] = gb[j];
+      }
+      if (t > 0) {
+        start_step(t - 1, b, sent, n0, n1);
+      } else {
+        for (int j = n0; j < n1; ++j) DY0[(size_t)b * O + j] = sent[j];
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
 // ----------------------------------------------------------------------------- recurrent weight gradient
 
 // C[0:MR, 0:16*NV] += A[0:K, 0:MR]^T @ W[0:K, 0:16*NV]: the micro-product with A read down its
@@ -995,3 +1153,19 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_min_backward, MinBackward,
                                   .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<S32>()
                                   .Ret<F32>().Ret<F32>()
                                   .Attr<int64_t>("kind").Attr<bool>("masked"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_jordan_forward, JordanForward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<F32>().Arg<S32>()
+                                  .Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("masked").Attr<bool>("training"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_jordan_backward, JordanBackward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Arg<S32>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<bool>("masked"));
