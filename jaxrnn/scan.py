@@ -238,7 +238,9 @@ def run(
 
         final, ys = jax.lax.scan(chunk_body, carry, chunked_in)
         ys = ys.reshape((T_run, *ys.shape[2:]))[:T]
-    elif fused_gradient and fused.owns_step(cell):
+    elif fused_gradient and T_run > 0 and fused.owns_step(cell):
+        # (an empty sequence takes the plain scan: nothing to fuse, and the fused scan's
+        # backward pass reads its first step)
         # The cell exposes parts of its step. First choice: the cell's own whole-sequence
         # kernel (jaxrnn/kernels, CPU), fed the inputs of all steps; then, for a step split into
         # recurrent product + update, the fused scan (same values, a hand-written backward

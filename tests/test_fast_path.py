@@ -170,3 +170,23 @@ def test_parts_rebuild_the_step():
         )
         for a, b in leaves:
             np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_gradient_over_an_empty_sequence(name):
+    # T = 0: the outputs are empty and the final carry is the initial one, so the parameters
+    # get zero gradient and the carry's cotangent passes through unchanged.
+    cell = CELLS[name]()
+    p = _randomise(cell.init(jax.random.key(0), F), jax.random.key(1))
+    xs = jnp.zeros((2, 0, F))
+    carry = jax.tree_util.tree_map(lambda a: a + 0.5, cell.initial_carry(p, (2,)))
+
+    def f(p, carry):
+        final, ys = jaxrnn.run(cell, p, xs, carry=carry)
+        return jnp.sum(ys) + sum(jnp.sum(3.0 * leaf) for leaf in jax.tree_util.tree_leaves(final))
+
+    g_p, g_c = jax.grad(f, argnums=(0, 1))(p, carry)
+    for leaf in jax.tree_util.tree_leaves(g_p):
+        np.testing.assert_array_equal(leaf, 0.0)
+    for leaf in jax.tree_util.tree_leaves(g_c):
+        np.testing.assert_array_equal(leaf, 3.0)
