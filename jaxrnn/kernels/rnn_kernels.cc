@@ -36,6 +36,12 @@
 
 namespace ffi = xla::ffi;
 
+// The hot helpers are force-inlined: GCC's inliner works to a budget for the whole file, and
+// once the minGRU/minLSTM and Jordan kernels were added it stopped inlining the exp and the
+// micro-products into the LSTM kernel, which then ran 2x slower (config B forward: 5.0 -> 10.7
+// ms per call; benchmarks/NOTES.md lever 19).
+#define JAXRNN_INLINE inline __attribute__((always_inline))
+
 namespace {
 
 // ----------------------------------------------------------------------------- small products
@@ -45,13 +51,13 @@ namespace {
 typedef float vf16 __attribute__((vector_size(64)));
 typedef float vf16u __attribute__((vector_size(64), aligned(4)));
 
-inline vf16 load16(const float* p) { return *reinterpret_cast<const vf16u*>(p); }
-inline void store16(float* p, vf16 v) { *reinterpret_cast<vf16u*>(p) = v; }
+JAXRNN_INLINE vf16 load16(const float* p) { return *reinterpret_cast<const vf16u*>(p); }
+JAXRNN_INLINE void store16(float* p, vf16 v) { *reinterpret_cast<vf16u*>(p) = v; }
 
 // C[0:MR, 0:16*NV] = Cin (or 0) + A[0:MR, 0:K] @ W[0:K, 0:16*NV]; Cin rows may have stride 0
 // (a bias broadcast over rows).
 template <int MR, int NV>
-inline void micro(int K, const float* A, int lda, const float* W, int ldw, const float* Cin,
+JAXRNN_INLINE void micro(int K, const float* A, int lda, const float* W, int ldw, const float* Cin,
                   int ldcin, float* C, int ldc) {
   vf16 acc[MR][NV];
   for (int r = 0; r < MR; ++r)
@@ -70,7 +76,7 @@ inline void micro(int K, const float* A, int lda, const float* W, int ldw, const
 }
 
 template <int NV>
-inline void micro_rows(int rows, int K, const float* A, int lda, const float* W, int ldw,
+JAXRNN_INLINE void micro_rows(int rows, int K, const float* A, int lda, const float* W, int ldw,
                        const float* Cin, int ldcin, float* C, int ldc) {
   switch (rows) {
     case 8: return micro<8, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
@@ -138,7 +144,7 @@ std::vector<float> transpose(const float* W, int K, int N) {
 // (ln2 in two parts), exp(r) by Cephes' degree-7 polynomial, 2^n put into the exponent bits.
 // Error ~2 ulp. Measured against glibc's vector expf (a call per vector) in the LSTM gate pass
 // at config B: 1.1 vs 1.5 us per step and thread; sigmoid and tanh stay within 3e-7 of float64.
-inline float exp_bounded(float x) {
+JAXRNN_INLINE float exp_bounded(float x) {
   const float n = std::floor(std::fma(x, 1.44269504088896341f, 0.5f));
   float r = std::fma(n, -0.693145751953125f, x);
   r = std::fma(n, -1.428606765330187045e-06f, r);
@@ -154,9 +160,9 @@ inline float exp_bounded(float x) {
 
 // Written with exp only. The argument is clamped to [-30, 30]: beyond it both functions are 0
 // or 1 to float precision, and it keeps 2^n a normal float.
-inline float clamp30(float x) { return std::min(30.f, std::max(-30.f, x)); }
-inline float sigmoidf(float x) { return 1.f / (1.f + exp_bounded(-clamp30(x))); }
-inline float tanhf_(float x) { return 1.f - 2.f / (1.f + exp_bounded(clamp30(2.f * x))); }
+JAXRNN_INLINE float clamp30(float x) { return std::min(30.f, std::max(-30.f, x)); }
+JAXRNN_INLINE float sigmoidf(float x) { return 1.f / (1.f + exp_bounded(-clamp30(x))); }
+JAXRNN_INLINE float tanhf_(float x) { return 1.f - 2.f / (1.f + exp_bounded(clamp30(2.f * x))); }
 
 // ----------------------------------------------------------------------------- team of threads
 
@@ -328,7 +334,7 @@ int team_size(ffi::ThreadPool& pool, int64_t work_per_step) {
   return (int)std::max<int64_t>(1, std::min<int64_t>(n, hw > 0 ? hw : 1));
 }
 
-inline bool step_valid(const int32_t* lens, int t, int b) { return !lens || t < lens[b]; }
+JAXRNN_INLINE bool step_valid(const int32_t* lens, int t, int b) { return !lens || t < lens[b]; }
 
 // ----------------------------------------------------------------------------- LSTM
 
@@ -827,7 +833,7 @@ ffi::Error JordanBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> wyh, ffi::
 // C[0:MR, 0:16*NV] += A[0:K, 0:MR]^T @ W[0:K, 0:16*NV]: the micro-product with A read down its
 // columns (A (K, MR) row-major with stride lda), for products of the form X^T dZ.
 template <int MR, int NV>
-inline void micro_tn(int K, const float* A, int lda, const float* W, int ldw, float* C, int ldc) {
+JAXRNN_INLINE void micro_tn(int K, const float* A, int lda, const float* W, int ldw, float* C, int ldc) {
   vf16 acc[MR][NV];
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < NV; ++v) acc[r][v] = load16(C + (size_t)r * ldc + 16 * v);
@@ -843,7 +849,7 @@ inline void micro_tn(int K, const float* A, int lda, const float* W, int ldw, fl
 }
 
 template <int NV>
-inline void micro_tn_rows(int rows, int K, const float* A, int lda, const float* W, int ldw,
+JAXRNN_INLINE void micro_tn_rows(int rows, int K, const float* A, int lda, const float* W, int ldw,
                           float* C, int ldc) {
   switch (rows) {
     case 8: return micro_tn<8, NV>(K, A, lda, W, ldw, C, ldc);
@@ -927,14 +933,14 @@ ffi::Error StepsOuter(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> h0, ffi::Buffe
 enum MinKind { kMinGru = 0, kMinLstm = 1 };
 
 // g(k_h) and g'(k_h), branch-free so that the element loops vectorise.
-inline float min_g(float kh, float sh) { return kh >= 0.f ? kh + 0.5f : sh; }
-inline float min_dg(float kh, float sh) { return kh >= 0.f ? 1.f : sh * (1.f - sh); }
+JAXRNN_INLINE float min_g(float kh, float sh) { return kh >= 0.f ? kh + 0.5f : sh; }
+JAXRNN_INLINE float min_dg(float kh, float sh) { return kh >= 0.f ? 1.f : sh * (1.f - sh); }
 
 // minLSTM's gate ratio a = f / (f + i) (and c = 1 - a, computed as its own ratio to keep its
 // precision when small) without under- or overflow for any k_f, k_i: multiplying by
 // (1 + e^-k_f)(1 + e^-k_i) gives a = (1 + e^-k_i) / (2 + e^-k_i + e^-k_f); every exponent is
 // shifted by m = max(0, -k_f, -k_i) so that the largest term is 1 and the sum is >= 1.
-inline void min_lstm_ratio(float kf, float ki, float& a, float& c) {
+JAXRNN_INLINE void min_lstm_ratio(float kf, float ki, float& a, float& c) {
   const float m = std::max(0.f, std::max(-kf, -ki));
   const float e0 = exp_bounded(std::max(-30.f, -m));
   const float ei = exp_bounded(std::max(-30.f, -ki - m));
