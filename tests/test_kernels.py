@@ -405,3 +405,19 @@ def test_which_cells_take_the_kernel(monkeypatch):
 
 def test_status_names_the_library():
     assert kernels.status().startswith("on (")
+
+
+def test_hot_helpers_are_inlined_into_the_kernels():
+    # A build in which GCC's file-wide inlining budget ran out called the exp out of line (one
+    # `exp_bounded` symbol in the library) and ran the LSTM kernel 2x slower (benchmarks/NOTES.md
+    # lever 19). The helpers are now forced inline: no out-of-line copy may exist.
+    import shutil
+    import subprocess
+
+    if shutil.which("nm") is None:
+        pytest.skip("nm not installed")
+    assert kernels.load()
+    symbols = subprocess.run(["nm", "-C", kernels._state["path"]], capture_output=True,
+                             text=True, check=True).stdout
+    for helper in ("exp_bounded", "sigmoidf", "tanhf_", "micro<", "micro_tn<", "micro_rows<"):
+        assert helper not in symbols, helper
