@@ -99,11 +99,9 @@ def _loss(cell, lengths, **kw):
     return f
 
 
-@pytest.mark.parametrize("name", sorted(MAKE))
-@pytest.mark.parametrize("size", SIZES[1:])
-def test_kernel_gradients_match_autodiff_of_the_plain_scan(name, size):
-    B, T, F, H = size
-    cell = MAKE[name](H)
+def _assert_gradients_match_the_plain_scan(cell, B, T, F):
+    """Gradients (parameters, inputs, initial carry) through the kernel path against JAX's
+    autodiff of the plain scan (``parts=None``), with padding."""
     p = _params(cell, F)
     xs = jax.random.normal(jax.random.key(5), (B, T, F))
     carry = jax.tree_util.tree_map(lambda a: 0.3 * jnp.ones_like(a), cell.initial_carry(p, (B,)))
@@ -116,6 +114,13 @@ def test_kernel_gradients_match_autodiff_of_the_plain_scan(name, size):
                     strict=True):
         scale = float(jnp.abs(b).max()) + 1e-6
         np.testing.assert_allclose(a / scale, b / scale, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", sorted(MAKE))
+@pytest.mark.parametrize("size", SIZES[1:])
+def test_kernel_gradients_match_autodiff_of_the_plain_scan(name, size):
+    B, T, F, H = size
+    _assert_gradients_match_the_plain_scan(MAKE[name](H), B, T, F)
 
 
 @pytest.mark.parametrize("name", sorted(MAKE))
@@ -256,19 +261,7 @@ def test_minimal_kernel_matches_numpy_equations(name, size, scale):
 @pytest.mark.parametrize("size", [(11, 9, 6, 37), (32, 64, 5, 160)])
 def test_minimal_kernel_gradients_match_autodiff_and_finite_differences(name, size):
     B, T, F, H = size
-    cell = MINIMAL[name](H)
-    p = _params(cell, F)
-    xs = jax.random.normal(jax.random.key(5), (B, T, F))
-    carry = cell.initial_carry(p, (B,))._replace(h=0.3 * jnp.ones((B, H)))
-    lengths = jnp.asarray(np.random.default_rng(1).integers(0, T + 1, size=B))
-    args = (p, xs, carry)
-    g_kernel = jax.jit(jax.grad(_loss(cell, lengths), argnums=(0, 1, 2)))(*args)
-    plain = cell._replace(parts=None)
-    g_plain = jax.jit(jax.grad(_loss(plain, lengths), argnums=(0, 1, 2)))(*args)
-    for a, b in zip(jax.tree_util.tree_leaves(g_kernel), jax.tree_util.tree_leaves(g_plain),
-                    strict=True):
-        scale = float(jnp.abs(b).max()) + 1e-6
-        np.testing.assert_allclose(a / scale, b / scale, atol=2e-5)
+    _assert_gradients_match_the_plain_scan(MINIMAL[name](H), B, T, F)
     small = MINIMAL[name](6)
     ps = _params(small, 3)
     xs_s = jax.random.normal(jax.random.key(3), (2, 5, 3))
@@ -319,19 +312,7 @@ def test_jordan_kernel_matches_numpy_equations(size):
 @pytest.mark.parametrize("size", JORDAN_SIZES[1:])
 def test_jordan_kernel_gradients_match_autodiff_of_the_plain_scan(size):
     B, T, F, H, O = size
-    cell = jaxrnn.jordan(H, O)
-    p = _params(cell, F)
-    xs = jax.random.normal(jax.random.key(5), (B, T, F))
-    carry = cell.initial_carry(p, (B,))._replace(y=0.3 * jnp.ones((B, O)))
-    lengths = jnp.asarray(np.random.default_rng(1).integers(0, T + 1, size=B))
-    args = (p, xs, carry)
-    g_kernel = jax.jit(jax.grad(_loss(cell, lengths), argnums=(0, 1, 2)))(*args)
-    plain = cell._replace(parts=None)
-    g_plain = jax.jit(jax.grad(_loss(plain, lengths), argnums=(0, 1, 2)))(*args)
-    for a, b in zip(jax.tree_util.tree_leaves(g_kernel), jax.tree_util.tree_leaves(g_plain),
-                    strict=True):
-        scale = float(jnp.abs(b).max()) + 1e-6
-        np.testing.assert_allclose(a / scale, b / scale, atol=2e-5)
+    _assert_gradients_match_the_plain_scan(jaxrnn.jordan(H, O), B, T, F)
 
 
 def test_jordan_kernel_gradient_matches_finite_differences():

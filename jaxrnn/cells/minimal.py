@@ -148,9 +148,10 @@ def _minimal_cell(
             return state_type(h), h
 
     def sequence(params, carry, xs, lengths):
-        """The engine's whole-sequence path on CPU: the projection of all steps as one product
-        (the cell's ``project``), then the coefficients and the recurrence in one kernel call
-        (:func:`jaxrnn.kernels.ops.minimal_sequence`). ``None`` where it does not apply."""
+        """The engine's whole-sequence path on CPU (:func:`jaxrnn.kernels.ops.minimal_sequence`):
+        ``x W_x + b`` for all steps as one product, then the coefficients and the recurrence in
+        one kernel call; the same values as ``project`` + ``step`` in float32. ``None`` where it
+        does not apply."""
         # Imported here: the kernels' ops import jaxrnn modules that import this package.
         from jaxrnn.kernels import ops
 
