@@ -142,6 +142,35 @@ REF_STEPS = {
 }
 
 
+def min_g(v):
+    """minGRU/minLSTM's positive candidate activation g."""
+    return np.where(v >= 0, v + 0.5, sigmoid(v))
+
+
+def minimal_ref_run(name, params, xs, h0, lengths=None):
+    """Feng et al. 2024, Algorithms for minGRU / minLSTM (sequential, linear space), float64.
+    ``xs (B, T, F)``; returns ``(h_final, ys)``."""
+    w = np.asarray(params.w_x, np.float64)
+    b = np.asarray(params.b, np.float64)
+    xs = np.asarray(xs, np.float64)
+    B, T, _ = xs.shape
+    H = h0.shape[-1]
+    h = np.asarray(h0, np.float64).copy()
+    ys = np.zeros((B, T, H))
+    for t in range(T):
+        k = xs[:, t] @ w + b
+        if name == "min_gru":
+            z = sigmoid(k[:, :H])
+            new = (1 - z) * h + z * min_g(k[:, H:])
+        else:
+            f, i = sigmoid(k[:, :H]), sigmoid(k[:, H : 2 * H])
+            new = f / (f + i) * h + i / (f + i) * min_g(k[:, 2 * H :])
+        valid = np.ones(B, bool) if lengths is None else t < np.asarray(lengths)
+        h = np.where(valid[:, None], new, h)
+        ys[:, t] = np.where(valid[:, None], new, 0.0)
+    return h, ys
+
+
 def ref_step(name, params, carry, x):
     """One step of cell ``name`` in NumPy float64; returns ``(carry, y)`` with the carry as the
     same NamedTuple type as ``carry``."""

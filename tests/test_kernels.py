@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _reference import minimal_ref_run, ref_step
 from jax.test_util import check_grads
 
 import jaxrnn
@@ -207,32 +208,6 @@ def test_weight_gradient_products_match_numpy(T, B, H, N):
     np.testing.assert_allclose(got_same, want_same, rtol=1e-4, atol=1e-4)
 
 
-def _g_np(v):
-    return np.where(v >= 0, v + 0.5, _sig(v))
-
-
-def _np_minimal(name, p, xs, h0, lengths):
-    """minGRU / minLSTM in their direct (not log-space) form, float64, step by step."""
-    w, bias = np.asarray(p.w_x, np.float64), np.asarray(p.b, np.float64)
-    xs = np.asarray(xs, np.float64)
-    B, T, _ = xs.shape
-    H = h0.shape[-1]
-    h = np.asarray(h0, np.float64)
-    ys = np.zeros((B, T, H))
-    for t in range(T):
-        k = xs[:, t] @ w + bias
-        if name == "min_gru":
-            z = _sig(k[:, :H])
-            h_new = (1 - z) * h + z * _g_np(k[:, H:])
-        else:
-            f, i = _sig(k[:, :H]), _sig(k[:, H:2 * H])
-            h_new = f / (f + i) * h + i / (f + i) * _g_np(k[:, 2 * H:])
-        valid = (t < lengths)[:, None]
-        h = np.where(valid, h_new, h)
-        ys[:, t] = np.where(valid, h_new, 0.0)
-    return ys, h
-
-
 MINIMAL = {"min_gru": jaxrnn.min_gru, "min_lstm": jaxrnn.min_lstm}
 
 
@@ -251,7 +226,7 @@ def test_minimal_kernel_matches_numpy_equations(name, size, scale):
     lengths = np.random.default_rng(0).integers(0, T + 1, size=B)
     final, ys = jax.jit(lambda p, xs, c: jaxrnn.run(cell, p, xs, carry=c, lengths=lengths))(
         p, xs, h0)
-    ys_ref, h_ref = _np_minimal(name, p, xs, h0.h, lengths)
+    h_ref, ys_ref = minimal_ref_run(name, p, xs, np.asarray(h0.h), lengths)
     tol = 2e-5 * max(1.0, float(np.abs(ys_ref).max()))  # candidates grow like k_h past 0
     np.testing.assert_allclose(ys, ys_ref, atol=tol, rtol=1e-4)
     np.testing.assert_allclose(final.h, h_ref, atol=tol, rtol=1e-4)
@@ -274,19 +249,17 @@ def test_minimal_kernel_gradients_match_autodiff_and_finite_differences(name, si
 
 
 def _np_jordan(p, xs, y0, lengths):
-    """The Jordan net's equations in float64, one step at a time; xs (B, T, F)."""
-    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), p)
+    """The Jordan net step by step (the shared NumPy step of ``_reference``) with padding;
+    xs (B, T, F)."""
     xs = np.asarray(xs, np.float64)
-    B, T, _ = xs.shape
-    y = np.asarray(y0, np.float64)
-    ys = np.zeros((B, T, y.shape[-1]))
-    for t in range(T):
-        h = np.tanh(xs[:, t] @ p.w_x + p.b + y @ p.w_y_h)
-        y_new = np.tanh(h @ p.w_y + p.b_y)
+    carry = jaxrnn.cells.JordanState(np.asarray(y0, np.float64))
+    ys = np.zeros(xs.shape[:2] + (carry.y.shape[-1],))
+    for t in range(xs.shape[1]):
+        new, y_new = ref_step("jordan", p, carry, xs[:, t])
         valid = (t < lengths)[:, None]
-        y = np.where(valid, y_new, y)
+        carry = type(carry)(np.where(valid, new.y, carry.y))
         ys[:, t] = np.where(valid, y_new, 0.0)
-    return ys, y
+    return ys, carry.y
 
 
 # B, T, F, H, O: one thread; O not a multiple of 16; units split between threads (two phases

@@ -5,44 +5,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _reference import minimal_ref_run as numpy_reference
 from jax.test_util import check_grads
 
 import jaxrnn
 from jaxrnn.cells.minimal import min_gru, min_lstm, parallel_run
 
 FACTORIES = {"min_gru": min_gru, "min_lstm": min_lstm}
-
-
-def _sigmoid(v):
-    return 1.0 / (1.0 + np.exp(-v))
-
-
-def _g(v):
-    return np.where(v >= 0, v + 0.5, _sigmoid(v))
-
-
-def numpy_reference(name, params, xs, h0, lengths=None):
-    """Feng et al. 2024, Algorithms for minGRU / minLSTM (sequential, linear space), float64.
-    ``xs (B, T, F)``; returns ``(h_final, ys)``."""
-    w = np.asarray(params.w_x, np.float64)
-    b = np.asarray(params.b, np.float64)
-    xs = np.asarray(xs, np.float64)
-    B, T, _ = xs.shape
-    H = h0.shape[-1]
-    h = np.asarray(h0, np.float64).copy()
-    ys = np.zeros((B, T, H))
-    for t in range(T):
-        k = xs[:, t] @ w + b
-        if name == "min_gru":
-            z = _sigmoid(k[:, :H])
-            new = (1 - z) * h + z * _g(k[:, H:])
-        else:
-            f, i = _sigmoid(k[:, :H]), _sigmoid(k[:, H : 2 * H])
-            new = f / (f + i) * h + i / (f + i) * _g(k[:, 2 * H :])
-        valid = np.ones(B, bool) if lengths is None else t < np.asarray(lengths)
-        h = np.where(valid[:, None], new, h)
-        ys[:, t] = np.where(valid[:, None], new, 0.0)
-    return h, ys
 
 
 def _setup(name, B=3, T=23, F=5, H=7, seed=0, scale=1.0):
