@@ -48,7 +48,13 @@ class BusyProcess:
     def __init__(self, popen: subprocess.Popen):
         self.popen = popen
         self.pid = popen.pid
+        self.mark()
+
+    def mark(self) -> None:
+        """Start counting its CPU use from now (called once it spins, so that the interpreter's
+        start-up is not counted)."""
         self.started = time.perf_counter()
+        self.cpu_at_start = cpu_seconds(self.pid) or 0.0
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU seconds used (Linux ``/proc``); None where unknown."""
@@ -107,6 +113,7 @@ def _start_one() -> BusyProcess:
     if line.strip() != b"spinning":
         _stop(busy)
         raise RuntimeError(f"busy process {p.pid} did not start (exit code {p.poll()})")
+    busy.mark()
     return busy
 
 
@@ -157,4 +164,5 @@ def share_used(procs: list[BusyProcess]) -> float | None:
     if not procs or any(u is None for u in used):
         return None
     now = time.perf_counter()
-    return sum(u / max(now - b.started, 1e-9) for u, b in zip(used, procs, strict=True))
+    return sum((u - b.cpu_at_start) / max(now - b.started, 1e-9)
+               for u, b in zip(used, procs, strict=True))

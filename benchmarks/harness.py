@@ -281,7 +281,9 @@ def worker_env(allocator: str, kernel_threads: str | None, base=None) -> dict:
     for k in ALLOCATORS["tuned"]:
         env.pop(k, None)
     env.update(ALLOCATORS[allocator])
-    if kernel_threads is not None:
+    if kernel_threads == "default":  # the kernels' built-in choice: the variable unset
+        env.pop(KERNEL_THREADS_ENV, None)
+    elif kernel_threads is not None:
         env[KERNEL_THREADS_ENV] = str(kernel_threads)
     env["KERAS_BACKEND"] = "jax"
     env.setdefault("PYTHONPATH", str(ROOT))
@@ -291,7 +293,8 @@ def worker_env(allocator: str, kernel_threads: str | None, base=None) -> dict:
 def _spawn(spec: dict, allocator: str, inprocess: bool, log) -> dict:
     kt = spec.get("kernel_threads")
     if inprocess:
-        if kt is not None and os.environ.get(KERNEL_THREADS_ENV) != str(kt):
+        if kt is not None and os.environ.get(KERNEL_THREADS_ENV) != (
+                None if kt == "default" else str(kt)):
             raise ValueError("--kernel-threads needs a fresh worker per setting: drop "
                              "--inprocess (or set JAXRNN_KERNEL_THREADS yourself)")
         res = worker(spec)
@@ -460,14 +463,14 @@ def machine() -> dict:
 
 
 def _kernel_threads(text: str) -> list[str]:
-    """``--kernel-threads 1,auto``: a comma-separated list of team sizes (integers >= 1 or
-    ``auto``)."""
+    """``--kernel-threads 1,auto``: a comma-separated list of team sizes: integers >= 1,
+    ``auto``, or ``default`` (the variable unset)."""
     out = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in out if t != "auto" and not (t.isdigit() and int(t) >= 1)]
-    if not out or bad:
+    bad = [t for t in out if t not in ("auto", "default") and not (t.isdigit() and int(t) >= 1)]
+    if not out or bad or len(set(out)) != len(out):
         raise argparse.ArgumentTypeError(
-            f"expected a comma-separated list of integers >= 1 or 'auto' (e.g. 1,auto), "
-            f"got {text!r}")
+            "expected a comma-separated list of distinct integers >= 1, 'auto' or 'default' "
+            f"(e.g. 1,auto), got {text!r}")
     return out
 
 
@@ -497,7 +500,7 @@ def main(argv=None):
                     help="competing busy processes in the contended timings (default 1)")
     ap.add_argument("--kernel-threads", type=_kernel_threads, default=None,
                     help="e.g. 1,auto: repeat every config section once per setting of "
-                         "JAXRNN_KERNEL_THREADS (a fresh worker each)")
+                         "JAXRNN_KERNEL_THREADS (a fresh worker each; 'default' = unset)")
     ap.add_argument("--configs", nargs="*", help="subset of A B C")
     ap.add_argument("--cells", nargs="*", help="subset of jaxrnn cells")
     ap.add_argument("--allocators", nargs="*", choices=["default", "tuned"])

@@ -126,6 +126,37 @@ def contention_table(run) -> str | None:
     return "\n".join(lines)
 
 
+def threads_table(run) -> str | None:
+    """jaxrnn's throughput per kernel team size (``--kernel-threads``), quiet and contended,
+    with the ratio to Flax timed in the same worker: the figures to choose the team size by."""
+    settings = []
+    cells = {}
+    for s in run["sections"]:
+        kt = s.get("kernel_threads")
+        if kt is None or s["spec"]["kind"] != "config":
+            continue
+        if kt not in settings:
+            settings.append(kt)
+        for contention in ("quiet", "busy"):
+            for _, _, cfg, mode, r, peers in _config_rows({"sections": [s]}, contention):
+                key = (s["allocator"], cfg, mode, r["cell"])
+                flax = peers.get("flax")
+                vs = f" ({r['tokens_per_s'] / flax['tokens_per_s']:.2f}x Flax)" if flax else ""
+                cells.setdefault(key, {})[(kt, contention)] = _k(r["tokens_per_s"]) + vs
+    if not settings:
+        return None
+    cols = [(kt, c) for kt in settings for c in ("quiet", "busy")
+            if any((kt, c) in v for v in cells.values())]
+    names = {"quiet": "quiet", "busy": "contended"}
+    lines = ["| alloc | config | mode | cell | "
+             + " | ".join(f"threads={kt} {names[c]}" for kt, c in cols) + " |",
+             "|" + "---|" * (4 + len(cols))]
+    for key, v in cells.items():
+        lines.append("| " + " | ".join(key) + " | "
+                     + " | ".join(v.get(col, "-") for col in cols) + " |")
+    return "\n".join(lines)
+
+
 def config_table(run, kind="config", contention="quiet") -> str:
     cols = PEERS + ("jaxrnn-plain-scan", "jaxrnn-xla-fused")
     head = ("| setting | config | mode | cell | jaxrnn tok/s (spread) | compile s | XLA MiB | "
@@ -293,6 +324,12 @@ def markdown(run, level: int = 2, heading: bool = True) -> str:
                   "calls, killed by PID after them), every library interleaved in the same "
                   "conditions. `contended / quiet` = throughput kept under contention; `busy "
                   "cores used` = the CPU the competing processes got.", "", ct]
+    tt = threads_table(run)
+    if tt:
+        parts += ["", f"{h}# Kernel team size (`JAXRNN_KERNEL_THREADS`)", "",
+                  "jaxrnn tok/s per setting, each in its own worker (a fresh process with the "
+                  "variable set), with the ratio to Flax timed in that worker. Where the kernels "
+                  "do not read the variable, the columns differ only by noise.", "", tt]
     if any(s["spec"]["kind"] == "sweep" for s in run["sections"]):
         parts += ["", f"{h}# LSTM sequence-length sweep (hidden 256, batch 8, input 64)", "",
                   config_table(run, "sweep")]
