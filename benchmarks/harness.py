@@ -35,9 +35,13 @@ WORKER_ENV_KEYS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_T
 # --------------------------------------------------------------------------- worker side
 
 def _cell_entries(names):
+    """The registry's cells named in ``names`` (all if empty; ``"kernel"``: those with a
+    whole-sequence kernel path and a peer)."""
     from benchmarks.registry import all_cells
 
     entries, notes = all_cells()
+    if names == "kernel":
+        return [e for e in entries if e.peer and _has_kernel(e)], notes
     if names:
         unknown = set(names) - {e.name for e in entries}
         if unknown:
@@ -68,9 +72,12 @@ def _peer_flops(family, cfg, mode) -> float:
     return _flops(Entry(family, make, family), cfg, mode)
 
 
-def _has_kernel(cell) -> bool:
-    """Whether the cell offers a whole-sequence kernel path (the "kernel cells" of the targets)."""
-    return getattr(getattr(cell, "parts", None), "sequence", None) is not None
+def _has_kernel(entry) -> bool:
+    """Whether the entry runs a whole-sequence kernel path (the "kernel cells" of the targets):
+    its cell offers one and it runs through ``jaxrnn.run`` (``parallel_run`` takes none)."""
+    cell = entry.make(4)
+    plain_run = getattr(entry, "run", None) is None
+    return plain_run and getattr(getattr(cell, "parts", None), "sequence", None) is not None
 
 
 def _timed(runners, reps, warmup, min_seconds, condition, busy_n, log):
@@ -109,7 +116,7 @@ def _measure_group(cfg, mode, family, entries, peers, reps, min_seconds, run_kwa
         key = f"jaxrnn:{e.name}"
         runners[key] = C.jaxrnn_runner(e.make, cfg, mode, run_kwargs=kw, run_fn=e.run)
         meta[key] = {"lib": "jaxrnn", "cell": e.name, "peer_family": family, "note": e.note,
-                     "flops": _flops(e, cfg, mode), "kernel": _has_kernel(e.make(4)),
+                     "flops": _flops(e, cfg, mode), "kernel": _has_kernel(e),
                      "run_kwargs": {k: str(v) for k, v in (kw or {}).items()}}
         if e.name in plain_too and e.make(4).parts is not None:
             key = f"jaxrnn-plain-scan:{e.name}"
@@ -164,7 +171,9 @@ def worker(spec: dict) -> dict:
     kind = spec["kind"]
     res = {"spec": spec, "records": [], "notes": [], "load_start": os.getloadavg(),
            "env": {k: os.environ[k] for k in sorted(os.environ) if k in WORKER_ENV_KEYS}}
-    res["ceiling_flops"] = [matmul_ceiling()]
+    # the ceiling's product size: 1024 for reports; the harness's self-tests ask for less
+    ceiling_n = spec.get("ceiling_n", 1024)
+    res["ceiling_flops"] = [matmul_ceiling(ceiling_n)]
 
     if kind == "config":
         name = spec["config"]
@@ -227,7 +236,7 @@ def worker(spec: dict) -> dict:
                                **summarise(times, cfg.tokens)})
     else:
         raise ValueError(f"spec kind: unknown {kind!r}")
-    res["ceiling_flops"].append(matmul_ceiling())
+    res["ceiling_flops"].append(matmul_ceiling(ceiling_n))
     res["load_end"] = os.getloadavg()
     return res
 
@@ -345,7 +354,7 @@ def plan(args) -> list[tuple[dict, str]]:
             spec = {"kind": "config", "config": "tiny", "config_dims": dims,
                     "cells": args.cells, "modes": ["forward", "train"], "peers": peers,
                     "reps": reps, "contention": ["quiet", "busy"] if args.contended else ["quiet"],
-                    **busy}
+                    "ceiling_n": 256, **busy}
             if kt is not None:
                 spec["kernel_threads"] = kt
             jobs.append((spec, "default"))
@@ -360,7 +369,7 @@ def plan(args) -> list[tuple[dict, str]]:
                     continue  # both allocators only where the targets are (A, B), to keep it short
                 contended = args.contended or (
                     full and alloc == "default" and c in CONTENDED_CONFIGS)
-                cells = args.cells or (list(K.QUICK_CELLS) if args.quick else None)
+                cells = args.cells or (K.QUICK_CELLS if args.quick else None)
                 spec = {"kind": "config", "config": c, "cells": cells,
                         "modes": ["forward", "train"], "peers": peers, "reps": reps,
                         "plain_too": [] if args.quick else list(K.PLAIN_TOO),
@@ -490,7 +499,8 @@ def run_mode(args) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--quick", action="store_true",
-                    help="configs A and B against Flax and PyTorch, no sweep (< 2 min)")
+                    help="configs A and B, every kernel cell, against Flax and PyTorch, no "
+                         "sweep (a few minutes; twice that with --contended)")
     ap.add_argument("--tiny", action="store_true", help="a tiny configuration (harness self-test)")
     ap.add_argument("--contended", action="store_true",
                     help="time every config section quiet and then again with competing busy "
@@ -519,6 +529,8 @@ def main(argv=None):
                     help="update this file's block for this CPU model and run mode (default: "
                          "BENCHMARKS.md for full and quick runs)")
     ap.add_argument("--no-markdown", action="store_true", help="write no Markdown file")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="print the sections this command would run, and run none")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -530,6 +542,13 @@ def main(argv=None):
         ap.error(f"--reps: expected >= 1, got {args.reps}")
     if args.busy_procs < 1:
         ap.error(f"--busy-procs: expected >= 1, got {args.busy_procs}")
+
+    if args.dry_run:
+        jobs = plan(args)
+        for spec, alloc in jobs:
+            print(f"{alloc:8s} {json.dumps(spec)}")
+        print(f"{len(jobs)} sections; run mode {run_mode(args)!r}")
+        return jobs
 
     from benchmarks import report
     from benchmarks.contention import is_running

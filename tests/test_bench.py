@@ -29,6 +29,12 @@ def test_registry_covers_every_cell_factory():
         cell = e.make(4)
         assert isinstance(cell, jaxrnn.Cell)
         assert e.peer in (None, "lstm", "gru", "rnn", "jordan")
+    # --quick's "kernel" cells: a whole-sequence path, run through jaxrnn.run, with a peer
+    kernel = {e.name for e in harness._cell_entries("kernel")[0]}
+    assert {"lstm", "gru", "elman"} <= kernel
+    for e in entries:
+        has = e.make(4).parts is not None and e.make(4).parts.sequence is not None
+        assert (e.name in kernel) == (has and e.run is None and e.peer is not None), e.name
 
 
 def test_flax_jordan_peer_computes_the_jordan_equations():
@@ -352,8 +358,8 @@ def test_kernel_threads_runs_each_setting_in_its_own_worker():
         ("1", "A"), ("1", "B"), ("auto", "A"), ("auto", "B")]
     assert all(j["contention"] == ["quiet", "busy"] for j in jobs)
     # a fresh worker sees the setting in its environment and says so in its record
-    res = harness._spawn({"kind": "compile", "Ts": [], "kernel_threads": "1"}, "default",
-                         False, print)
+    res = harness._spawn({"kind": "compile", "Ts": [], "kernel_threads": "1", "ceiling_n": 64},
+                         "default", False, print)
     assert res["env"].get("JAXRNN_KERNEL_THREADS") == "1"
     assert res["label"] == "default, threads=1"
     env = harness.worker_env("default", "default", {"JAXRNN_KERNEL_THREADS": "4"})
