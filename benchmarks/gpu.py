@@ -290,7 +290,7 @@ def main(argv=None):
 
     import jax
 
-    from benchmarks.harness import versions
+    from benchmarks.harness import machine, versions
 
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
     if jax.default_backend() != "gpu" and not args.smoke:
@@ -303,7 +303,8 @@ def main(argv=None):
     run = {"started_utc": started.isoformat(timespec="seconds"), "mode": mode,
            "command": "python -m benchmarks.gpu "
                       + " ".join(argv if argv is not None else sys.argv[1:]),
-           "device": device_info(), "versions": versions(), "groups": [], "notes": [],
+           "device": device_info(), "machine": machine(), "versions": versions(),
+           "groups": [], "notes": [],
            "wall_s": 0.0, "tag": args.tag}
     if jax.default_backend() != "gpu":
         run["notes"].append(f"no GPU: JAX ran on {jax.default_backend()} (smoke run)")

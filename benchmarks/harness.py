@@ -331,12 +331,45 @@ def _spawn(spec: dict, allocator: str, inprocess: bool, log) -> dict:
 
 # configurations that get a contended section in a full run (the targets' configurations)
 CONTENDED_CONFIGS = ("A", "B")
+SMOKE_DIMS = dict(batch=2, T=8, features=4, hidden=8, out=3)
+
+
+def smoke(jobs: list[tuple[dict, str]]) -> list[tuple[dict, str]]:
+    """The same sections (same cells, peers, conditions, workers) at tiny sizes and 2 reps:
+    ``--smoke`` checks that a command runs end to end in a minute or two, measuring nothing."""
+    out = []
+    for spec, alloc in jobs:
+        spec = dict(spec, reps=min(spec.get("reps", 2), 2), ceiling_n=128)
+        kind = spec["kind"]
+        if kind == "config" and "config_dims" not in spec:
+            spec["config_dims"] = dict(name=f"smoke-{spec['config']}", **SMOKE_DIMS)
+            spec["config"] = spec["config_dims"]["name"]
+        elif kind == "sweep":
+            spec.update(Ts=[8, 16], peer_max_T=16)
+        elif kind == "compile":
+            spec["Ts"] = [8, 16]
+        elif kind == "rss":
+            spec.update(T=64, run_kwargs={"remat": 8})
+        elif kind == "convlstm":
+            spec["config_dims"] = dict(name="smoke-video", batch=2, T=3, height=4, width=4,
+                                       in_channels=1, channels=2)
+        elif kind == "minsweep":
+            spec.update(Ts=[8], dims=dict(batch=2, features=3, hidden=4))
+        out.append((spec, alloc))
+    return out
 
 
 def plan(args) -> list[tuple[dict, str]]:
-    """The sections of a run, each with its allocator setting. ``--kernel-threads`` repeats
-    every config section once per setting (a fresh worker each); ``--contended`` times each of
-    them quiet and then under contention (a full run does so at A and B, default allocator)."""
+    """The sections of a run, each with its allocator setting; ``--smoke``: the same at tiny
+    sizes (:func:`smoke`)."""
+    jobs = _plan(args)
+    return smoke(jobs) if getattr(args, "smoke", False) else jobs
+
+
+def _plan(args) -> list[tuple[dict, str]]:
+    """``--kernel-threads`` repeats every config section once per setting (a fresh worker
+    each); ``--contended`` times each of them quiet and then under contention (a full run does
+    so at A and B, default allocator)."""
     from benchmarks import configs as K
 
     chosen = args.peers if args.peers is not None else (
@@ -493,6 +526,8 @@ def run_mode(args) -> str:
         mode += "-contended"  # a full run always has its contended section
     if args.kernel_threads:
         mode += "-threads"
+    if getattr(args, "smoke", False):
+        mode += "-smoke"
     return mode
 
 
@@ -502,6 +537,9 @@ def main(argv=None):
                     help="configs A and B, every kernel cell, against Flax and PyTorch, no "
                          "sweep (a few minutes; twice that with --contended)")
     ap.add_argument("--tiny", action="store_true", help="a tiny configuration (harness self-test)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="run this command's sections at tiny sizes and 2 reps (an end-to-end "
+                         "check of e.g. --quick --contended; measures nothing)")
     ap.add_argument("--contended", action="store_true",
                     help="time every config section quiet and then again with competing busy "
                          "processes (--busy-procs) that the harness starts and kills; a full "
@@ -591,7 +629,8 @@ def main(argv=None):
     text = report.markdown(run)
     print(text)
     png = report.chart(run, args.out / f"{stem}.png")
-    default_md = mode == "full" or mode.startswith("quick") or mode == "extras"
+    default_md = not args.smoke and (mode == "full" or mode.startswith("quick")
+                                     or mode == "extras")
     md_path = args.markdown or (ROOT / "BENCHMARKS.md" if default_md else None)
     if md_path is not None and not args.no_markdown:
         report.write_benchmarks_md(run, md_path, png, args.out / f"{stem}.json")

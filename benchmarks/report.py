@@ -364,7 +364,9 @@ def chart(run, path: Path) -> Path | None:
     except ImportError:
         return None
     R = ratios(run)
-    keys = [k for k in sorted(R) if k[0] == "default" and "flax" in R[k]]
+    labels = sorted({k[0] for k in R})
+    first = "default" if "default" in labels else (labels[0] if labels else None)
+    keys = [k for k in sorted(R) if k[0] == first and "flax" in R[k]]
     sweep = [(r["config"]["T"], r["mode"], r["lib"], r["tokens_per_s"])
              for s in run["sections"] if s["spec"]["kind"] == "sweep" for r in s["records"]]
     fig, axes = plt.subplots(1, 2 if sweep else 1, figsize=(14 if sweep else 9, 5), squeeze=False)
@@ -377,7 +379,7 @@ def chart(run, path: Path) -> Path | None:
         ax.axhline(1.0, color="k", lw=0.8)
         ax.axhline(1.5, color="g", ls="--", lw=0.8, label="target 1.5x")
         ax.set_ylabel("jaxrnn / Flax tokens/s")
-        ax.set_title("jaxrnn vs Flax (default allocator; blue forward, orange train)")
+        ax.set_title(f"jaxrnn vs Flax ({first}, quiet; blue forward, orange train)")
         ax.legend()
     if sweep:
         ax = axes[0][1]

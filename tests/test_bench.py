@@ -357,6 +357,16 @@ def test_kernel_threads_runs_each_setting_in_its_own_worker():
     assert sorted((j["kernel_threads"], j["config"]) for j in jobs) == [
         ("1", "A"), ("1", "B"), ("auto", "A"), ("auto", "B")]
     assert all(j["contention"] == ["quiet", "busy"] for j in jobs)
+    # --smoke: the same sections, cells, peers and conditions at tiny sizes
+    small = harness.plan(harness.argparse.Namespace(**{**vars(ns), "smoke": True}))
+    big = harness.plan(ns)
+    assert len(small) == len(big)
+    for (s_spec, s_alloc), (b_spec, b_alloc) in zip(small, big, strict=True):
+        assert s_alloc == b_alloc and s_spec["kind"] == b_spec["kind"]
+        assert s_spec.get("contention") == b_spec.get("contention")
+        assert s_spec.get("kernel_threads") == b_spec.get("kernel_threads")
+        if s_spec["kind"] == "config":
+            assert s_spec["config_dims"]["T"] == 8 and s_spec["cells"] == b_spec["cells"]
     # a fresh worker sees the setting in its environment and says so in its record
     res = harness._spawn({"kind": "compile", "Ts": [], "kernel_threads": "1", "ceiling_n": 64},
                          "default", False, print)
