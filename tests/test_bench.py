@@ -120,12 +120,13 @@ def test_extras_convlstm_and_min_sweep_tiny():
 
     video = dict(name="tinyvideo", batch=2, T=3, height=4, width=4, in_channels=1, channels=2)
     res = harness.worker({"kind": "convlstm", "config_dims": video, "modes": ["forward", "train"],
-                          "reps": 2})
+                          "reps": 2, "ceiling_n": 64})
     assert {r["mode"] for r in res["records"]} == {"forward", "train"}
     for r in res["records"]:
         assert r["tokens_per_s"] == pytest.approx(2 * 3 / r["median_s"])
     sweep = harness.worker({"kind": "minsweep", "Ts": [4], "modes": ["forward", "train"],
-                            "reps": 2, "dims": dict(batch=2, features=3, hidden=4)})
+                            "reps": 2, "dims": dict(batch=2, features=3, hidden=4),
+                            "cells": ["lstm", "gru", "min_gru"], "ceiling_n": 64})
     run = {"sections": [dict(res, allocator="default"), dict(sweep, allocator="default")]}
     W = extras.min_sweep_winners(run)
     assert set(W) == {(4, "forward"), (4, "train")}
