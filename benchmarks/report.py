@@ -301,6 +301,29 @@ def machine_line(run) -> str:
     return text
 
 
+def warnings(run) -> list[str]:
+    """Conditions that make this run's figures weak evidence: a machine that was not quiet
+    (load average above half the cores before the run), competing processes that got less
+    than half a core (the machine was busy anyway), busy processes left running."""
+    out = []
+    m = run.get("machine", {})
+    cores = m.get("usable_cores") or m.get("cores") or 1
+    load = m.get("loadavg_before")  # (the load after includes the run's own processes)
+    if load and load[0] > 0.5 * cores:
+        out.append(f"the 1-minute load average before the run was {load[0]:.1f} on {cores} "
+                   "cores (other work, or a run that ended less than a minute before): the "
+                   "quiet figures may not be quiet")
+    used = [r.get("busy_cores_used") for s in run["sections"] for r in s["records"]
+            if _contention(r) == "busy" and r["lib"] == "jaxrnn"]
+    weak = [u for u in used if u is not None and u < 0.5]
+    if weak:
+        out.append(f"in {len(weak)} of {len(used)} contended groups the competing processes got "
+                   "less than half a core: the contention was weaker than intended")
+    if run.get("busy_left_running"):
+        out.append(f"busy processes still running after the run: {run['busy_left_running']}")
+    return out
+
+
 def markdown(run, level: int = 2, heading: bool = True) -> str:
     """The report of one run; its title at heading ``level`` (left out when ``heading`` is
     false, for a caller that writes its own), its subsections one level below."""
@@ -346,6 +369,9 @@ def markdown(run, level: int = 2, heading: bool = True) -> str:
     notes = sorted({n for s in run["sections"] for n in s.get("notes", [])})
     if notes:
         parts += ["", "Notes: " + "; ".join(notes)]
+    warn = warnings(run)
+    if warn:
+        parts += ["", "**Caution:** " + "; ".join(warn) + "."]
     ceils = [c for s in run["sections"] for c in s.get("ceiling_flops", [])]
     if ceils:
         parts += ["", f"FLOP ceiling (1024^3 float32 matmul under jit, fastest of 15 runs; median "

@@ -297,6 +297,19 @@ def test_contended_targets_follow_the_records():
     assert "| default | A | forward | lstm | 0.3k | 0.1k | 33% | 25% | 1.50x | 2.00x |" in table
 
 
+def test_report_warns_when_the_contention_or_the_quiet_is_not_real():
+    run = _fake_run()
+    assert report.warnings(run) == []
+    run["machine"]["loadavg_before"] = [3.0, 1, 1]  # 2 cores
+    for r in run["sections"][0]["records"]:
+        if r["contention"] == "busy":
+            r["busy_cores_used"] = 0.2
+    warn = report.warnings(run)
+    assert any("load average before the run was 3.0 on 2 cores" in w for w in warn)
+    assert any("in 2 of 2 contended groups" in w for w in warn)
+    assert "**Caution:**" in report.markdown(run)
+
+
 def test_median_of_runs_judges_contended_targets():
     from benchmarks import median
 
