@@ -57,6 +57,7 @@ Compilation and placement: every step is compiled by :func:`jaxrnn.train.step.co
 single hook point for sharding (data parallelism) over devices.
 """
 
+from jaxrnn.train.callbacks import Callback, Monitor
 from jaxrnn.train.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -64,6 +65,7 @@ from jaxrnn.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from jaxrnn.train.epochs import NonFiniteLossError
 from jaxrnn.train.loop import FitResult, evaluate, evaluate_with, fit, plot_history, predict
 from jaxrnn.train.losses import (
     LOSSES,
@@ -91,6 +93,7 @@ from jaxrnn.train.step import (
     make_eval_step,
     make_optimizer,
     make_train_step,
+    skip_nonfinite_updates,
     supervised_objective,
 )
 from jaxrnn.train.tbptt import (
@@ -115,6 +118,9 @@ __all__ = [
     "predict",
     "plot_history",
     "FitResult",
+    "NonFiniteLossError",
+    "Callback",
+    "Monitor",
     "LOSSES",
     "get_loss",
     "masked_mean",
@@ -133,6 +139,7 @@ __all__ = [
     "TrainState",
     "init_train_state",
     "make_optimizer",
+    "skip_nonfinite_updates",
     "make_train_step",
     "make_eval_step",
     "supervised_objective",
