@@ -37,7 +37,9 @@ with ``apply_fn=None``.
 
 **Stateful model** (truncated BPTT, :mod:`jaxrnn.train.tbptt`):
 ``apply(params, inputs, *, carry, key=None, deterministic=True) -> (new_carry, outputs)``;
-``make_tbptt_step``, ``train_stream`` and ``evaluate_stream`` run it over ``batchify``-ed streams.
+``make_tbptt_step``, ``train_stream`` and ``evaluate_stream`` run it over ``batchify``-ed streams;
+``fit_stream`` is ``fit`` for streams (progress, history, validation, early stopping,
+checkpoints with the carry, bit-exact resume).
 
 **Checkpoints** (:mod:`jaxrnn.train.checkpoint`): ``save_checkpoint(dir, state,
 data_position=..., extra=...)`` / ``load_checkpoint(dir, target_state)`` for resumable training
@@ -100,6 +102,7 @@ from jaxrnn.train.tbptt import (
     batchify,
     chunk_objective,
     evaluate_stream,
+    fit_stream,
     make_tbptt_step,
     stream_chunks,
     train_stream,
@@ -151,4 +154,5 @@ __all__ = [
     "make_tbptt_step",
     "train_stream",
     "evaluate_stream",
+    "fit_stream",
 ]
