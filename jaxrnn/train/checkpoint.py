@@ -135,8 +135,10 @@ def _encode_extra(extra: dict) -> tuple[dict, dict]:
 def _decode_extra(body: dict) -> dict:
     extra = body.get("extra") or {}
     kinds = body.get("extra_kinds")
-    if kinds is None:  # written before extra had kinds: raw state dicts
-        return dict(extra)
+    if kinds is None:
+        # Written before extra had kinds: raw state dicts, where fit stored "nothing" as {}
+        # and its history and monitor as JSON text (fit's resume reads both).
+        return {name: None if isinstance(v, dict) and not v else v for name, v in extra.items()}
     return {name: json.loads(value) if kinds.get(name) == "json" else value
             for name, value in extra.items()}
 

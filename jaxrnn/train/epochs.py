@@ -17,6 +17,7 @@ postfix and the non-finite check) and before writing a checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -212,13 +213,15 @@ class EpochLoop:
         self.global_step = int(self.state.step)
         if ck.data_position is not None:
             self.it.set_position(ck.data_position)
-        self.history = ck.extra["history"]
-        if self.monitor is not None and ck.extra.get("monitor"):
-            self.monitor.load(ck.extra["monitor"])
-        self.stopped = bool(ck.extra.get("stopped", False))
-        self.acc = restore_acc(ck.extra.get("acc"))
-        self.best_params = ck.extra["best_params"]
-        self.stepper.load_extra(ck.extra)
+        extra = {k: json.loads(v) if k in ("history", "monitor") and isinstance(v, str) else v
+                 for k, v in ck.extra.items()}  # JSON text: a checkpoint of an older fit
+        self.history = extra["history"]
+        if self.monitor is not None and extra.get("monitor"):
+            self.monitor.load(extra["monitor"])
+        self.stopped = bool(extra.get("stopped", False))
+        self.acc = restore_acc(extra.get("acc"))
+        self.best_params = extra["best_params"]
+        self.stepper.load_extra(extra)
         if self.verbose:
             print(f"resumed from {ck.path} at step {self.global_step} "
                   f"(epoch {self.it.epoch + 1}, batch {self.it.batch_index})")
