@@ -212,3 +212,29 @@ def test_resume_is_bit_exact_with_partial_batches_lr_scale_and_the_guard(rng, tm
         np.testing.assert_array_equal(resumed.params[k], straight.params[k])
     assert resumed.history["loss"] == straight.history["loss"]
     assert resumed.history["val_loss"] == straight.history["val_loss"]
+
+
+@pytest.mark.parametrize("kw, error, message", [
+    ({"drop_remainder": "yes"}, TypeError, "drop_remainder: expected a bool"),
+    ({"skip_nonfinite": 1}, TypeError, "skip_nonfinite: expected None or a bool"),
+    ({"callbacks": 3}, TypeError, "callbacks: expected None, a callback or a sequence"),
+    ({"lr_scale": 3}, TypeError, "lr_scale: expected None, a function"),
+    ({"lr_scale": [1.0, -1.0]}, ValueError, r"lr_scale\(epoch=1\): expected a finite"),
+    ({"max_steps": 0}, ValueError, "max_steps: expected None or an int >= 1"),
+    ({"checkpoint_every": True}, ValueError, "checkpoint_every: expected None or an int >= 1"),
+    ({"checkpoint_dir": 3}, TypeError, "checkpoint_dir: expected None or a path"),
+    ({"min_delta": float("nan")}, ValueError, "min_delta: expected a finite number >= 0"),
+    ({"epochs": True}, ValueError, "epochs: expected an int >= 0"),
+])
+def test_fit_bad_keywords_name_the_argument_before_tracing(rng, kw, error, message):
+    data, params = linear_data(rng)
+    traced = []
+
+    def apply(*a, **k):
+        traced.append(1)
+        return linear_apply(*a, **k)
+
+    with pytest.raises(error, match=message):
+        train.fit(apply, params, "mse", optax.sgd(0.1), data,
+                  **{"epochs": 2, "batch_size": 4, "patience": 1, **QUIET, **kw})
+    assert traced == []

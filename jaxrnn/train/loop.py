@@ -377,17 +377,17 @@ def fit(
     loss_fn = get_loss(loss) if objective is None else None
     it = _as_iterator(train_data, batch_size, shuffle=True, seed=seed,
                       drop_remainder=drop_remainder, argname="train_data")
+    monitor = _default_monitor(monitor, val_data, patience, metrics)
+    tracker = Monitor(monitor or "loss", mode, min_delta, patience)
+    callbacks = as_callbacks(callbacks)
+    optimizer, skipping = _guard(optimizer, params, skip_nonfinite)
+    optimizer = with_lr_scale(optimizer, lr_scale, epochs, it.num_batches(0))
     checked = [(d, n) for d, n in ((it, "train_data"), (val_data, "val_data"))
                if d is not None and isinstance(_data_dict(d), Mapping)]
     for data, name in checked:  # cheap checks first: labels need the model's output shape
         check_lengths(data, name)
     for data, name in checked if objective is None else ():
         check_labels(data, name, apply_fn, params, loss_fn)
-    monitor = _default_monitor(monitor, val_data, patience, metrics)
-    tracker = Monitor(monitor or "loss", mode, min_delta, patience)
-    callbacks = as_callbacks(callbacks)
-    optimizer, skipping = _guard(optimizer, params, skip_nonfinite)
-    optimizer = with_lr_scale(optimizer, lr_scale, epochs, it.num_batches(0))
 
     # init_train_state copies params: the step donates the state's buffers, not the caller's.
     state = init_train_state(params, optimizer,
