@@ -28,8 +28,8 @@ import jax.numpy as jnp
 from tqdm.auto import tqdm
 
 from jaxrnn.data.batching import DataPosition
+from jaxrnn.train import checkpoint as msgpack_checkpoint
 from jaxrnn.train.callbacks import Monitor
-from jaxrnn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from jaxrnn.train.metrics import finalize
 from jaxrnn.train.step import TrainState
 
@@ -135,6 +135,25 @@ def snapshot(tree):
     return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), tree)
 
 
+# --------------------------------------------------------------------------- checkpoint formats
+
+CHECKPOINT_FORMATS = ("msgpack", "orbax")
+
+
+def checkpoint_store(checkpoint_format: str):
+    """The module with ``save_checkpoint`` / ``load_checkpoint`` / ``latest_checkpoint`` for
+    ``checkpoint_format``: ``"msgpack"`` (:mod:`jaxrnn.train.checkpoint`, one file) or
+    ``"orbax"`` (:mod:`jaxrnn.train.orbax_checkpoint`, Orbax step directories)."""
+    if checkpoint_format == "msgpack":
+        return msgpack_checkpoint
+    if checkpoint_format == "orbax":
+        from jaxrnn.train import orbax_checkpoint
+
+        return orbax_checkpoint
+    raise ValueError(f"checkpoint_format: expected one of {CHECKPOINT_FORMATS}, got "
+                     f"{checkpoint_format!r}")
+
+
 # --------------------------------------------------------------------------- steppers
 
 class PlainStepper:
@@ -173,13 +192,15 @@ class EpochLoop:
                  monitor: Monitor | None, restore_best: bool, validate=None, callbacks=(),
                  checkpoint_dir: str | None = None, checkpoint_every: int | None = None,
                  max_steps: int | None = None, skip_nonfinite: bool = False,
-                 progress: bool = True, verbose: bool = True, params_template=None):
+                 progress: bool = True, verbose: bool = True, params_template=None,
+                 checkpoint_format: str = "msgpack"):
         self.stepper, self.it, self.state = stepper, iterator, state
         self.epochs, self.metrics, self.monitor = epochs, metrics, monitor
         self.restore_best, self.validate, self.callbacks = restore_best, validate, callbacks
         self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
         self.max_steps, self.skip_nonfinite = max_steps, skip_nonfinite
         self.progress, self.verbose = progress, verbose
+        self.store = checkpoint_store(checkpoint_format)
         self.params_template = state.params if params_template is None else params_template
         self.history: dict[str, list] = {}
         self.best_params = None
@@ -197,18 +218,19 @@ class EpochLoop:
                  "monitor": None if self.monitor is None else self.monitor.to_dict(),
                  "stopped": self.stopped, "acc": self.acc, "best_params": self.best_params,
                  **self.stepper.extra()}
-        save_checkpoint(self.checkpoint_dir, self.state, extra=extra,
-                        data_position=self.it.position if position is None else position)
+        self.store.save_checkpoint(self.checkpoint_dir, self.state, extra=extra,
+                                   data_position=self.it.position if position is None
+                                   else position)
 
     def resume(self) -> None:
         """Continue from the newest readable checkpoint in ``checkpoint_dir``, if any."""
-        if latest_checkpoint(self.checkpoint_dir) is None:
+        if self.store.latest_checkpoint(self.checkpoint_dir) is None:
             if self.verbose:
                 print(f"no checkpoint in {self.checkpoint_dir}; starting fresh")
             return
-        ck = load_checkpoint(self.checkpoint_dir, self.state,
-                             extra_target={"best_params": self.params_template,
-                                           **self.stepper.extra_target()})
+        ck = self.store.load_checkpoint(self.checkpoint_dir, self.state,
+                                        extra_target={"best_params": self.params_template,
+                                                      **self.stepper.extra_target()})
         self.state = ck.state
         self.global_step = int(self.state.step)
         if ck.data_position is not None:

@@ -27,6 +27,7 @@ from jaxrnn.train.epochs import (
     NonFiniteLossError,
     PlainStepper,
     accumulate,
+    checkpoint_store,
     snapshot,
     summarise,
 )
@@ -308,6 +309,7 @@ def fit(
     skip_nonfinite: bool | None = None,
     callbacks=None,
     lr_scale=None,
+    checkpoint_format: str = "msgpack",
 ) -> FitResult:
     """Train ``params`` with the compiled step of :func:`~jaxrnn.train.make_train_step`.
 
@@ -361,6 +363,9 @@ def fit(
         per epoch, 0-based, before training) or a list of factors; every update of epoch ``e``
         is multiplied by it (:func:`~jaxrnn.train.step.scale_by_epoch`). Per-step schedules:
         pass an ``optax.Schedule`` as ``make_optimizer``'s learning rate.
+      checkpoint_format: ``"msgpack"`` (one file, :mod:`jaxrnn.train.checkpoint`) or
+        ``"orbax"`` (Orbax step directories, :mod:`jaxrnn.train.orbax_checkpoint`), with the
+        same guarantees (atomic, bit-exact resume, the last readable one kept).
 
     Returns:
       A :class:`~jaxrnn.train.epochs.FitResult` (``best_epoch`` counts from 0).
@@ -371,6 +376,7 @@ def fit(
     checkpoint_dir = _check_checkpoint_dir(checkpoint_dir)
     if resume and checkpoint_dir is None:
         raise ValueError("resume: needs checkpoint_dir, got checkpoint_dir=None")
+    checkpoint_store(checkpoint_format)
     if not isinstance(drop_remainder, bool):
         raise TypeError(f"drop_remainder: expected a bool, got {drop_remainder!r}")
     metrics = get_metrics(metrics)
@@ -408,7 +414,8 @@ def fit(
                      restore_best=restore_best, validate=validate, callbacks=callbacks,
                      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                      max_steps=max_steps, skip_nonfinite=skipping, progress=progress,
-                     verbose=verbose, params_template=params)
+                     verbose=verbose, params_template=params,
+                     checkpoint_format=checkpoint_format)
     if resume:
         loop.resume()
     loop.run()

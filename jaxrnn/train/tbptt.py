@@ -309,6 +309,7 @@ def fit_stream(
     skip_nonfinite: bool | None = None,
     callbacks=None,
     lr_scale=None,
+    checkpoint_format: str = "msgpack",
 ):
     """:func:`~jaxrnn.train.fit` for truncated BPTT over streams: epochs of
     :func:`make_tbptt_step` over the ``chunk_len``-step chunks of ``data`` (``{key: (B, N,
@@ -321,13 +322,14 @@ def fit_stream(
     stopping (``monitor``, ``patience``, ``restore_best``), checkpoints every epoch and every
     ``checkpoint_every`` chunks holding the state, the carry, the position and the history (a
     resumed run continues bit-for-bit), Ctrl-C saving, the non-finite guard, callbacks and the
-    per-epoch ``lr_scale``. The arguments mean what they mean for ``fit``.
+    per-epoch ``lr_scale``, ``checkpoint_format`` (``"msgpack"`` or ``"orbax"``). The arguments
+    mean what they mean for ``fit``.
 
     Returns:
       A :class:`~jaxrnn.train.epochs.FitResult`.
     """
     from jaxrnn.train.callbacks import Monitor, as_callbacks
-    from jaxrnn.train.epochs import EpochLoop
+    from jaxrnn.train.epochs import EpochLoop, checkpoint_store
     from jaxrnn.train.loop import (
         _check_checkpoint_dir,
         _check_int,
@@ -344,6 +346,7 @@ def fit_stream(
     checkpoint_dir = _check_checkpoint_dir(checkpoint_dir)
     if resume and checkpoint_dir is None:
         raise ValueError("resume: needs checkpoint_dir, got checkpoint_dir=None")
+    checkpoint_store(checkpoint_format)
     metrics = get_metrics(metrics)
     loss_fn = get_loss(loss)
     it = ChunkIterator(data, chunk_len, seed)
@@ -368,7 +371,7 @@ def fit_stream(
                      callbacks=as_callbacks(callbacks), checkpoint_dir=checkpoint_dir,
                      checkpoint_every=checkpoint_every, max_steps=max_steps,
                      skip_nonfinite=skipping, progress=progress, verbose=verbose,
-                     params_template=params)
+                     params_template=params, checkpoint_format=checkpoint_format)
     if resume:
         loop.resume()
     loop.run()
