@@ -25,7 +25,15 @@ Build models from :mod:`jaxrnn.layers` (``stacked``, ``bidirectional``, ``dense`
 ``recurrent_stack``, ``sequence_classifier``).
 
 **Loss**: ``loss(outputs, targets, mask=None) -> scalar`` (see :mod:`jaxrnn.train.losses`; names
-``"mse"``, ``"binary_cross_entropy_with_logits"``, ``"softmax_cross_entropy"`` work too).
+``"mse"``, ``"mae"``, ``"binary_cross_entropy_with_logits"``, ``"softmax_cross_entropy"`` and
+Keras' ``"sparse_categorical_crossentropy"``, ``"categorical_crossentropy"``,
+``"binary_crossentropy"``, ``"mean_squared_error"`` work too, all from logits).
+
+**Callback** (:mod:`jaxrnn.train.callbacks`): ``on_epoch_end(epoch, logs, state) -> stop?``
+(or a plain function), passed to ``fit(..., callbacks=[...])``; ``lr_scale=`` gives a per-epoch
+learning-rate factor. ``fit(..., skip_nonfinite=True)`` (or ``make_optimizer(...,
+skip_nonfinite=True)``) skips NaN/inf updates; otherwise ``fit`` stops with
+:class:`NonFiniteLossError` naming the epoch and batch.
 
 **Metric**: :class:`~jaxrnn.train.metrics.Metric` ``(name, stats, result)``, or a name:
 ``"accuracy"``, ``"binary_accuracy"``, ``"bpc"``, ``"perplexity"``, ``"rmse"``, ``"mae"``,
@@ -45,6 +53,8 @@ checkpoints with the carry, bit-exact resume).
 data_position=..., extra=...)`` / ``load_checkpoint(dir, target_state)`` for resumable training
 (``fit(..., checkpoint_dir=..., resume=True)`` does this itself); ``save_params(path, params,
 config)`` / ``load_params(path, target)`` for a trained model and the config to rebuild it.
+The same guarantees in Orbax's format: :mod:`jaxrnn.train.orbax_checkpoint`
+(``fit(..., checkpoint_format="orbax")``).
 
 Typical use::
 
