@@ -56,8 +56,6 @@ def add_arguments(parser) -> None:
                    help="stop training after this many minutes of wall time (default 8)")
     g.add_argument("--val-fraction", type=float, default=0.02,
                    help="last fraction of the text held out (default 0.02, ~100k characters)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
     g.add_argument("--checkpoint-every", type=int, default=500,
                    help="write a checkpoint every N chunks (default 500)")
     g.add_argument("--max-chars", type=int, default=None,
@@ -259,7 +257,8 @@ def train(args) -> dict:
     data = stream_data(train_ids, args.batch_size)
     chunks = stream_chunks(data, args.bptt)
     chars_per_chunk = args.batch_size * args.bptt
-    optimizer = make_optimizer(args.lr, clip_norm=args.clip_norm)
+    optimizer = make_optimizer(args.lr, clip_norm=args.clip_norm,
+                               skip_nonfinite=args.skip_nonfinite)
     state = init_train_state(init(jax.random.key(args.seed)), optimizer, args.seed)
     step = make_tbptt_step(apply, "softmax_cross_entropy", optimizer)
     carry = zeros_carry(apply, state.params, chunks[0]["inputs"])

@@ -30,8 +30,6 @@ def add_arguments(parser) -> None:
     g = parser.add_argument_group("digits task")
     g.add_argument("--patience", type=int, default=8,
                    help="early stopping: epochs without validation improvement (default 8)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
     g.add_argument("--limit", type=int, default=None,
                    help="use only the first N images (smoke tests)")
 
@@ -115,7 +113,7 @@ def train(args) -> dict:
         model.apply,
         model.init(jax.random.key(args.seed)),
         "softmax_cross_entropy",
-        make_optimizer(args.lr, clip_norm=args.clip_norm),
+        make_optimizer(args.lr, clip_norm=args.clip_norm, skip_nonfinite=args.skip_nonfinite),
         data["train"],
         val_data=data["val"],
         epochs=args.epochs,

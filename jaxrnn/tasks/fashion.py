@@ -37,8 +37,6 @@ def add_arguments(parser) -> None:
                    help="training images held out for validation (default 5000)")
     g.add_argument("--patience", type=int, default=2,
                    help="early stopping: epochs without validation improvement (default 2)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
     g.add_argument("--limit", type=int, default=None,
                    help="use only the first N training and N/5 test images (smoke tests)")
 
@@ -119,7 +117,8 @@ def train(args) -> dict:
           f"x{args.layers} hidden {args.hidden}")
     result = fit(
         model.apply, model.init(jax.random.key(args.seed)), "softmax_cross_entropy",
-        make_optimizer(args.lr, clip_norm=args.clip_norm), splits["train"],
+        make_optimizer(args.lr, clip_norm=args.clip_norm,
+                       skip_nonfinite=args.skip_nonfinite), splits["train"],
         val_data=splits["val"], epochs=args.epochs,
         batch_size=min(args.batch_size, n["train"]), metrics=["accuracy"], seed=args.seed,
         monitor="val_accuracy", patience=args.patience, checkpoint_dir=args.checkpoint_dir,

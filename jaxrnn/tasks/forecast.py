@@ -52,8 +52,6 @@ def add_arguments(parser) -> None:
                         "global: by the training period's only (default window)")
     g.add_argument("--patience", type=int, default=40,
                    help="early stopping: epochs without validation improvement (default 40)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
 
 
 # --------------------------------------------------------------------------- data
@@ -284,7 +282,8 @@ def train(args) -> dict:
               f"{args.cell} hidden {args.hidden}")
         result = fit(
             model.apply, model.init(jax.random.key(args.seed)), "mse",
-            make_optimizer(args.lr, clip_norm=args.clip_norm), prep["train"],
+            make_optimizer(args.lr, clip_norm=args.clip_norm,
+                           skip_nonfinite=args.skip_nonfinite), prep["train"],
             val_data=prep["val"], epochs=args.epochs,
             batch_size=min(args.batch_size, len(prep["train"]["targets"])), seed=args.seed,
             patience=args.patience, checkpoint_dir=os.path.join(args.checkpoint_dir, name),

@@ -62,8 +62,6 @@ def add_arguments(parser) -> None:
                    help="evaluate on the held-out batch every N steps (default 100)")
     g.add_argument("--eval-size", type=int, default=1000,
                    help="held-out sequences (default 1000)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
     g.add_argument("--verbose", action="store_true",
                    help="print every held-out evaluation")
     g.add_argument("--copy-length", type=int, default=10,
@@ -146,7 +144,8 @@ def train_one(problem: Problem, cell_name: str, args, seed: int) -> dict:
                              per_step=problem.per_step)
     key = jax.random.key(seed)
     k_init, k_data, k_eval = jax.random.split(key, 3)
-    optimizer = make_optimizer(args.lr, clip_norm=args.clip_norm)
+    optimizer = make_optimizer(args.lr, clip_norm=args.clip_norm,
+                               skip_nonfinite=args.skip_nonfinite)
     state = init_train_state(init(k_init), optimizer, seed)
 
     def objective(params, batch, key, deterministic):

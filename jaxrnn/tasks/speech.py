@@ -32,8 +32,6 @@ def add_arguments(parser) -> None:
     g = parser.add_argument_group("speech task")
     g.add_argument("--patience", type=int, default=15,
                    help="early stopping: epochs without validation improvement (default 15)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
     g.add_argument("--val-fraction", type=float, default=0.1,
                    help="fraction of the training set held out for early stopping")
 
@@ -115,7 +113,8 @@ def train(args) -> dict:
           f"{config['hidden']}")
     result = fit(
         model.apply, model.init(jax.random.key(args.seed)), "softmax_cross_entropy",
-        make_optimizer(args.lr, clip_norm=args.clip_norm), splits["train"],
+        make_optimizer(args.lr, clip_norm=args.clip_norm,
+                       skip_nonfinite=args.skip_nonfinite), splits["train"],
         val_data=splits.get("val"), epochs=args.epochs,
         batch_size=min(args.batch_size, n["train"]), metrics=["accuracy"], seed=args.seed,
         patience=args.patience if "val" in splits else None,
