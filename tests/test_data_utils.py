@@ -30,18 +30,59 @@ SEQS = [[1, 2, 3], [4, 5], [6, 7, 8, 9, 10]]
     ("post", "post", [[1, 2, 3, 0], [4, 5, 0, 0], [6, 7, 8, 9]]),
 ])
 def test_pad_sequences_keras_semantics(padding, truncating, expected):
-    out, lengths = pad_sequences(SEQS, maxlen=4, padding=padding, truncating=truncating)
+    out = pad_sequences(SEQS, maxlen=4, padding=padding, truncating=truncating)
     np.testing.assert_array_equal(out, expected)
-    np.testing.assert_array_equal(lengths, [3, 2, 4])
     assert out.dtype == np.int32
+    if padding == "post":
+        _, lengths = pad_sequences(SEQS, maxlen=4, padding=padding, truncating=truncating,
+                                   return_lengths=True)
+        np.testing.assert_array_equal(lengths, [3, 2, 4])
+
+
+def test_pad_sequences_pads_at_the_end_by_default():
+    # The engine's lengths mean "valid steps first"; the default must agree with them.
+    out, lengths = pad_sequences(SEQS, return_lengths=True)
+    np.testing.assert_array_equal(out, [[1, 2, 3, 0, 0], [4, 5, 0, 0, 0], [6, 7, 8, 9, 10]])
+    np.testing.assert_array_equal(lengths, [3, 2, 5])
+    np.testing.assert_array_equal(mask_from_lengths(lengths, 5), out != 0)
+
+
+def test_pad_sequences_refuses_lengths_with_pre_padding():
+    with pytest.raises(ValueError, match="return_lengths: .*post-padding.*padding='pre'"):
+        pad_sequences(SEQS, padding="pre", return_lengths=True)
+
+
+def test_masked_run_over_padded_batch_equals_each_sequence_alone():
+    import jax
+    import jax.numpy as jnp
+
+    from jaxrnn import gru, last_valid, run
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.normal(size=(n, 3)).astype(np.float32) for n in (5, 2, 7, 1)]
+    cell = gru(4)
+    params = cell.init(jax.random.key(0), 3)
+    x, lengths = pad_sequences(seqs, dtype="float32", value=99.0, return_lengths=True)
+    final, ys = run(cell, params, jnp.asarray(x), lengths=jnp.asarray(lengths))
+    last = last_valid(ys, jnp.asarray(lengths))
+    for b, s in enumerate(seqs):
+        final_b, ys_b = run(cell, params, jnp.asarray(s)[None])
+        np.testing.assert_allclose(np.asarray(ys[b, : len(s)]), np.asarray(ys_b[0]),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(last[b]), np.asarray(ys_b[0, -1]),
+                                   rtol=1e-5, atol=1e-6)
+        jax.tree_util.tree_map(
+            lambda f, g, b=b: np.testing.assert_allclose(np.asarray(f[b]), np.asarray(g[0]),
+                                                         rtol=1e-5, atol=1e-6), final, final_b)
 
 
 def test_pad_sequences_default_maxlen_value_dtype_and_features():
-    out, lengths = pad_sequences(SEQS, padding="post", value=-1, dtype="int64")
+    out = pad_sequences(SEQS, padding="post", value=-1, dtype="int64")
     assert out.shape == (3, 5) and out.dtype == np.int64
     np.testing.assert_array_equal(out[1], [4, 5, -1, -1, -1])
     feats = [np.ones((2, 3)), np.full((4, 3), 2.0), np.zeros((0, 3))]
-    out, lengths = pad_sequences(feats, dtype="float32", padding="post", value=0.5)
+    out, lengths = pad_sequences(feats, dtype="float32", padding="post", value=0.5,
+                                 return_lengths=True)
     assert out.shape == (3, 4, 3)
     np.testing.assert_array_equal(lengths, [2, 4, 0])
     np.testing.assert_array_equal(out[0, 2:], 0.5)
@@ -51,7 +92,8 @@ def test_pad_sequences_default_maxlen_value_dtype_and_features():
 @pytest.mark.parametrize("padding", ["pre", "post"])
 def test_mask_matches_padding(padding):
     seqs = [[1, 2, 3], [4], [5, 6, 7, 8]]  # no zero inside, so non-zero == valid
-    out, lengths = pad_sequences(seqs, maxlen=5, padding=padding)
+    out = pad_sequences(seqs, maxlen=5, padding=padding)
+    lengths = np.array([3, 1, 4], np.int32)
     mask = mask_from_lengths(lengths, 5, padding=padding)
     np.testing.assert_array_equal(mask, out != 0)
     np.testing.assert_array_equal(lengths_from_mask(mask), lengths)
@@ -124,8 +166,7 @@ def test_unshuffled_order_and_epoch_batches():
 def test_bucketing_groups_similar_lengths_and_cuts_time():
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 13, size=40)
-    x, _ = pad_sequences([np.ones(n) for n in lengths], maxlen=12, padding="post",
-                         dtype="float32")
+    x = pad_sequences([np.ones(n) for n in lengths], maxlen=12, dtype="float32")
     mask = mask_from_lengths(lengths.astype(np.int32), 12)
     data = {"inputs": x[..., None], "lengths": lengths.astype(np.int32), "mask": mask,
             "targets": np.arange(40)}

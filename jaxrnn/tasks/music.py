@@ -93,8 +93,8 @@ def next_step_data(rolls, max_len: int | None) -> dict[str, np.ndarray]:
                 xs.append(x[a:a + step])
                 ys.append(y[a:a + step])
     T = max(len(x) for x in xs)
-    inputs, lengths = pad_sequences(xs, maxlen=T, dtype="float32", padding="post")
-    targets, _ = pad_sequences(ys, maxlen=T, dtype="float32", padding="post")
+    inputs, lengths = pad_sequences(xs, maxlen=T, dtype="float32", return_lengths=True)
+    targets = pad_sequences(ys, maxlen=T, dtype="float32")
     return {"inputs": inputs, "targets": targets, "lengths": lengths,
             "mask": mask_from_lengths(lengths, T)}
 

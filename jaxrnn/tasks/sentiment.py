@@ -69,7 +69,7 @@ def encode(texts, labels, vocab, max_len: int) -> dict[str, np.ndarray]:
     from jaxrnn.data import OOV_ID, pad_sequences
 
     ids = [vocab.encode(t) or [OOV_ID] for t in texts]
-    x, lengths = pad_sequences(ids, maxlen=max_len, padding="post", truncating="post")
+    x, lengths = pad_sequences(ids, maxlen=max_len, truncating="post", return_lengths=True)
     return {"inputs": x, "lengths": lengths,
             "targets": np.asarray(labels, np.float32).reshape(-1, 1)}
 

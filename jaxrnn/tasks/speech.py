@@ -56,7 +56,7 @@ def prepare(data, *, val_fraction: float = 0.1, seed: int = 0) -> dict:
 
     def split(sequences, targets):
         x, lengths = pad_sequences([(s - mean) / std for s in sequences], maxlen=T,
-                                   dtype="float32", padding="post", truncating="post")
+                                   dtype="float32", truncating="post", return_lengths=True)
         return {"inputs": x, "lengths": lengths, "targets": np.asarray(targets, np.int32)}
 
     out = {
