@@ -260,3 +260,113 @@ def test_more_bad_input_paths():
     with pytest.raises(ValueError, match="time_keys: 'nope' is not an array of rank >= 2"):
         BatchIterator({**toy(4), "lengths": np.ones(4, int)}, 2, bucket_boundaries=[2],
                       time_keys=["nope"])
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+def test_sliding_windows_index_the_series_as_written():
+    from jaxrnn.data import sliding_windows
+
+    y = np.arange(10.0)
+    x, t = sliding_windows(y, 3, 2)
+    # Origins 3..8: inputs y[t-3:t], targets y[t:t+2].
+    assert x.shape == (6, 3, 1) and t.shape == (6, 2, 1)
+    np.testing.assert_array_equal(x[0, :, 0], [0, 1, 2])
+    np.testing.assert_array_equal(t[0, :, 0], [3, 4])
+    np.testing.assert_array_equal(x[-1, :, 0], [5, 6, 7])
+    np.testing.assert_array_equal(t[-1, :, 0], [8, 9])
+    two = np.stack([y, -y], 1)
+    x2, t2 = sliding_windows(two, 3, 2, origins=[5])
+    np.testing.assert_array_equal(x2[0], [[2, -2], [3, -3], [4, -4]])
+    np.testing.assert_array_equal(t2[0], [[5, -5], [6, -6]])
+    with pytest.raises(ValueError, match="origins: need 3 <= t <= 8"):
+        sliding_windows(y, 3, 2, origins=[2])
+    with pytest.raises(ValueError, match="window: expected a positive integer"):
+        sliding_windows(y, 0, 2)
+    with pytest.raises(ValueError, match="values: missing or infinite value at row 1"):
+        sliding_windows([1.0, np.nan, 2.0], 1, 1)
+
+
+@pytest.mark.parametrize("mode", ["global", "window"])
+def test_window_scaler_round_trip_and_json(mode):
+    import json
+
+    from jaxrnn.data import WindowScaler, sliding_windows
+
+    rng = np.random.default_rng(0)
+    y = np.stack([10 + 3 * rng.normal(size=50), -5 + 0.5 * rng.normal(size=50)], 1)
+    scaler = WindowScaler.fit(y[:30], mode=mode)
+    np.testing.assert_allclose(scaler.mean, y[:30].mean(0))
+    np.testing.assert_allclose(scaler.std, y[:30].std(0))
+    x, t = sliding_windows(y, 6, 3)
+    xs, ts, stats = scaler.transform(x, t)
+    z = (x - y[:30].mean(0)) / y[:30].std(0)
+    if mode == "global":
+        np.testing.assert_allclose(xs, z, rtol=1e-5, atol=1e-5)
+    else:
+        # Each window standardised by its own mean and deviation (floor 0.1).
+        m = z.mean(1, keepdims=True)
+        s = np.maximum(z.std(1, keepdims=True), 0.1)
+        np.testing.assert_allclose(xs, (z - m) / s, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scaler.inverse(ts, stats), t, rtol=1e-5, atol=1e-4)
+    again = WindowScaler.from_dict(json.loads(json.dumps(scaler.to_dict())))
+    xs2, _, _ = again.transform(x)
+    np.testing.assert_array_equal(xs2, xs)
+    with pytest.raises(ValueError, match="x: expected 2 feature"):
+        scaler.transform(x[..., :1])
+
+
+def test_detect_period_finds_the_season():
+    from jaxrnn.data import detect_period
+
+    t = np.arange(240)
+    rng = np.random.default_rng(1)
+    monthly = 5 * np.sin(2 * np.pi * t / 12) + 0.05 * t + rng.normal(size=240)
+    assert detect_period(monthly) == 12
+    weekly = np.tile([1.0, 3.0, 2.0, 8.0, 1.0, 0.0, 4.0], 20) + 0.1 * rng.normal(size=140)
+    assert detect_period(weekly) == 7
+    assert detect_period(np.ones(50)) is None
+
+
+def test_text_vectorizer_char_and_word_with_saved_vocabulary():
+    import json
+
+    from jaxrnn.data import TextVectorizer, encode_chars
+
+    words = TextVectorizer("word").fit(["the cat sat", "the dog"])
+    # ids: 0 pad, 1 oov, then by frequency then first appearance: the cat sat dog.
+    ids, lengths = words.transform(["the dog sat", "a cat", ""])
+    np.testing.assert_array_equal(ids, [[2, 5, 4], [1, 3, 0], [1, 0, 0]])
+    np.testing.assert_array_equal(lengths, [3, 2, 1])
+    again = TextVectorizer.from_dict(json.loads(json.dumps(words.to_dict())))
+    np.testing.assert_array_equal(again.transform(["the dog sat"])[0], ids[:1])
+    chars = TextVectorizer("char", max_len=4).fit(["ßaß日本"])
+    ids, lengths = chars.transform(["日本語ßa"])
+    vocab = chars.vocab
+    assert vocab.decode(ids[0]) == "日本" + vocab.itos[1] + "ß"
+    np.testing.assert_array_equal(lengths, [4])
+    np.testing.assert_array_equal(encode_chars("aß?", vocab),
+                                  [vocab.stoi["a"], vocab.stoi["ß"], 1])
+    with pytest.raises(ValueError, match="call fit"):
+        TextVectorizer("char").transform(["x"])
+    with pytest.raises(TypeError, match=r"texts\[1\]: expected a string"):
+        words.transform(["a", 3])
+
+
+def test_label_encoder_strings_and_ints_round_trip():
+    import json
+
+    from jaxrnn.data import LabelEncoder
+
+    enc = LabelEncoder.fit(["dog", "cat", "dog", "emu"])
+    assert enc.classes == ["cat", "dog", "emu"]
+    np.testing.assert_array_equal(enc.transform(["emu", "cat"]), [2, 0])
+    assert enc.inverse_transform([1, 2]) == ["dog", "emu"]
+    ints = LabelEncoder.fit(np.array([7, -1, 7, 3]))
+    np.testing.assert_array_equal(ints.transform([3, 7, -1]), [1, 2, 0])
+    again = LabelEncoder.from_dict(json.loads(json.dumps(ints.to_dict())))
+    np.testing.assert_array_equal(again.transform(np.array([7.0, 3.0])), [2, 1])
+    with pytest.raises(ValueError, match="label 'fox' at position 0 is not one of"):
+        enc.transform(["fox"])
+    with pytest.raises(ValueError, match="labels: expected at least 2 classes, got 1"):
+        LabelEncoder.fit(["a", "a"], min_classes=2)
