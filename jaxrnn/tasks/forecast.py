@@ -26,6 +26,8 @@ import time
 import jax
 import numpy as np
 
+from jaxrnn.tasks.common import clip_norm
+
 DESCRIPTION = ("sunspots (yearly) and El Nino (monthly) from statsmodels: multi-step forecasts, "
                "RMSE vs persistence and seasonal-naive baselines, PNG of forecast vs truth")
 DEFAULTS = {"epochs": 300, "cell": "gru", "hidden": 32, "lr": 3e-3, "batch_size": 32}
@@ -52,8 +54,6 @@ def add_arguments(parser) -> None:
                         "global: by the training period's only (default window)")
     g.add_argument("--patience", type=int, default=40,
                    help="early stopping: epochs without validation improvement (default 40)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
 
 
 # --------------------------------------------------------------------------- data
@@ -266,8 +266,7 @@ def train(args) -> dict:
     from jaxrnn.train import fit, make_optimizer
     from jaxrnn.train.checkpoint import save_params
 
-    if args.clip_norm <= 0:
-        raise ValueError(f"--clip-norm: expected a positive number, got {args.clip_norm}")
+    clip_norm(args)  # validated before any data is read
     t0 = time.perf_counter()
     names = SERIES if args.series == "both" else (args.series,)
     out = {}
@@ -284,7 +283,7 @@ def train(args) -> dict:
               f"{args.cell} hidden {args.hidden}")
         result = fit(
             model.apply, model.init(jax.random.key(args.seed)), "mse",
-            make_optimizer(args.lr, clip_norm=args.clip_norm), prep["train"],
+            make_optimizer(args.lr, clip_norm=clip_norm(args)), prep["train"],
             val_data=prep["val"], epochs=args.epochs,
             batch_size=min(args.batch_size, len(prep["train"]["targets"])), seed=args.seed,
             patience=args.patience, checkpoint_dir=os.path.join(args.checkpoint_dir, name),

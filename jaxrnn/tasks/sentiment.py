@@ -28,6 +28,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from jaxrnn.tasks.common import clip_norm
+
 DESCRIPTION = ("Rotten Tomatoes sentences (vaderSentiment sdist): embedding -> LSTM/GRU -> "
                "sigmoid; prints test accuracy")
 DEFAULTS = {"epochs": 8, "hidden": 64, "lr": 2e-3, "batch_size": 32, "dropout": 0.5}
@@ -44,8 +46,6 @@ def add_arguments(parser) -> None:
                    help="truncate sentences to this many words (default 50)")
     g.add_argument("--patience", type=int, default=3,
                    help="early stopping: epochs without validation improvement (default 3)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
     g.add_argument("--no-download", dest="download", action="store_false",
                    help="never run pip download; fail if the archive is not cached")
     g.add_argument("--limit", type=int, default=None,
@@ -165,8 +165,7 @@ def train(args) -> dict:
     from jaxrnn.train import evaluate, fit, make_optimizer
     from jaxrnn.train.checkpoint import save_params
 
-    if args.clip_norm <= 0:
-        raise ValueError(f"--clip-norm: expected a positive number, got {args.clip_norm}")
+    clip_norm(args)  # validated before any data is read
     if args.embed < 1:
         raise ValueError(f"--embed: expected a positive integer, got {args.embed}")
     t0 = time.perf_counter()
@@ -181,7 +180,7 @@ def train(args) -> dict:
           f"{args.dropout}")
     result = fit(
         model.apply, model.init(jax.random.key(args.seed)), "binary_cross_entropy_with_logits",
-        make_optimizer(args.lr, clip_norm=args.clip_norm), splits["train"],
+        make_optimizer(args.lr, clip_norm=clip_norm(args)), splits["train"],
         val_data=splits["val"], epochs=args.epochs, batch_size=args.batch_size,
         metrics=["accuracy"], seed=args.seed, monitor="val_accuracy", patience=args.patience,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=args.progress,
