@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 
 from jaxrnn.tasks import DEFAULT_TASK, DEMOS, TASKS
-from jaxrnn.tasks.common import ensure_clip_norm
 
 CELL_CHOICES = ("lstm", "gru", "elman", "jordan", "fully_recurrent")
 TASK_COMMANDS = ("train", "evaluate", "generate", "predict")
@@ -47,6 +47,8 @@ COMMON_DEFAULTS = {
     "seed": 0,
     "checkpoint_dir": None,
     "resume": False,
+    "clip_norm": 1.0,
+    "skip_nonfinite": True,
     "out": None,
     "progress": True,
     "data_parallel": None,
@@ -78,13 +80,26 @@ def non_negative_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
+    """A finite number > 0 (``nan`` and ``inf`` parse as floats but are rejected)."""
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not v > 0:
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {v}")
+    if v <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
     return v
+
+
+def directory_path(text: str) -> str:
+    """A directory to create or reuse: anything but an existing non-directory (checked here,
+    so a run fails before training instead of at its first checkpoint)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a directory path, got an empty string")
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory")
+    return text
 
 
 def probability(text: str) -> float:
@@ -112,8 +127,13 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=positive_float, help="learning rate (Adam)")
     g.add_argument("--seed", type=non_negative_int, help="seed of initialisation, shuffling, "
                    "dropout")
-    g.add_argument("--checkpoint-dir", help="save a checkpoint here every epoch "
-                   "(default: OUT/checkpoints)")
+    g.add_argument("--clip-norm", type=positive_float,
+                   help="clip gradients to this global norm (default 1.0)")
+    g.add_argument("--skip-nonfinite", action=argparse.BooleanOptionalAction, default=None,
+                   help="skip an update whose gradient has NaN/inf entries instead of stopping "
+                        "(default: on)")
+    g.add_argument("--checkpoint-dir", type=directory_path, help="save a checkpoint here every "
+                   "epoch (default: OUT/checkpoints)")
     g.add_argument("--resume", action="store_true", default=None,
                    help="continue from the checkpoint in --checkpoint-dir")
     g.add_argument("--out", help="directory for the plot and the trained model "
@@ -186,7 +206,6 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
                        help=f"which task (default {DEFAULT_TASK}); options below are "
                             f"those of {task!r}")
         add_common_arguments(p)
-        ensure_clip_norm(p)
         add_model_directory_arguments(p, command)
         if hasattr(mod, "add_arguments"):
             mod.add_arguments(p)

@@ -93,7 +93,8 @@ def test_forecast_window_scaling_is_amplitude_invariant():
 
 def _memory_args(**kw):
     base = dict(copy_length=2, copy_symbols=3, batch_size=4, hidden=4, lr=1e-2, clip_norm=1.0,
-                steps=2, eval_every=1, eval_size=5, progress=False, verbose=False)
+                skip_nonfinite=True, steps=2, eval_every=1, eval_size=5, progress=False,
+                verbose=False)
     return argparse.Namespace(**{**base, **kw})
 
 

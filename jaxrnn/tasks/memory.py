@@ -32,7 +32,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.tasks.common import clip_norm
+from jaxrnn.tasks.common import clip_norm, task_optimizer
 
 DESCRIPTION = ("adding problem / copy task: Elman vs LSTM vs GRU at T = 50, 100, 200 on the "
                "same budget; prints a table of held-out MSE against the 0.167 baseline")
@@ -140,13 +140,13 @@ class Problem:
 
 def train_one(problem: Problem, cell_name: str, args, seed: int) -> dict:
     """Train one cell on one problem; return its curve and final held-out scores."""
-    from jaxrnn.train import init_train_state, make_optimizer, make_train_step
+    from jaxrnn.train import init_train_state, make_train_step
 
     init, apply = make_model(cell_name, args.hidden, problem.n_in, problem.n_out,
                              per_step=problem.per_step)
     key = jax.random.key(seed)
     k_init, k_data, k_eval = jax.random.split(key, 3)
-    optimizer = make_optimizer(args.lr, clip_norm=clip_norm(args))
+    optimizer = task_optimizer(args)
     state = init_train_state(init(k_init), optimizer, seed)
 
     def objective(params, batch, key, deterministic):

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn.tasks.common import clip_norm
+from jaxrnn.tasks.common import clip_norm, task_optimizer
 
 DESCRIPTION = ("Bach chorales (music21 corpus) as piano rolls: next-step model, held-out NLL per "
                "step vs baselines, generated chorale written to MIDI")
@@ -231,7 +231,7 @@ def _write_sample(config, params, test_roll, args, path) -> tuple[str, int]:
 
 def train(args) -> dict:
     from jaxrnn.datasets.chorales import pitch_range
-    from jaxrnn.train import evaluate, fit, make_optimizer
+    from jaxrnn.train import evaluate, fit
     from jaxrnn.train.checkpoint import save_params
 
     clip_norm(args)  # validated before any data is read
@@ -255,7 +255,7 @@ def train(args) -> dict:
           f"{args.cell} x{args.layers} hidden {args.hidden}")
     result = fit(
         apply, init(jax.random.key(args.seed)), loss,
-        make_optimizer(args.lr, clip_norm=clip_norm(args)), train_data, val_data=val_data,
+        task_optimizer(args), train_data, val_data=val_data,
         epochs=args.epochs, batch_size=min(args.batch_size, len(train_data["targets"])),
         seed=args.seed, patience=args.patience, checkpoint_dir=args.checkpoint_dir,
         resume=args.resume, progress=args.progress,

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxrnn.tasks.common import clip_norm
+from jaxrnn.tasks.common import clip_norm, task_optimizer
 
 DESCRIPTION = ("Rotten Tomatoes sentences (vaderSentiment sdist): embedding -> LSTM/GRU -> "
                "sigmoid; prints test accuracy")
@@ -162,7 +162,7 @@ def _load(args):
 
 
 def train(args) -> dict:
-    from jaxrnn.train import evaluate, fit, make_optimizer
+    from jaxrnn.train import evaluate, fit
     from jaxrnn.train.checkpoint import save_params
 
     clip_norm(args)  # validated before any data is read
@@ -180,7 +180,7 @@ def train(args) -> dict:
           f"{args.dropout}")
     result = fit(
         model.apply, model.init(jax.random.key(args.seed)), "binary_cross_entropy_with_logits",
-        make_optimizer(args.lr, clip_norm=clip_norm(args)), splits["train"],
+        task_optimizer(args), splits["train"],
         val_data=splits["val"], epochs=args.epochs, batch_size=args.batch_size,
         metrics=["accuracy"], seed=args.seed, monitor="val_accuracy", patience=args.patience,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=args.progress,

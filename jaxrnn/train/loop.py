@@ -10,7 +10,6 @@ learning curves go to a PNG.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -21,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import serialization
 from tqdm.auto import tqdm
 
 from jaxrnn.data.batching import BatchIterator, DataPosition
@@ -366,12 +364,8 @@ def fit(
     acc = None  # running sums of the current epoch
 
     def save(position=None):
-        extra = {
-            "history": json.dumps(history),
-            "monitor": json.dumps(tracker.to_dict()),
-            "acc": acc if acc is not None else {},
-            "best_params": best_params if best_params is not None else {},
-        }
+        extra = {"history": history, "monitor": tracker.to_dict(), "acc": acc,
+                 "best_params": best_params}
         save_checkpoint(checkpoint_dir, state, extra=extra,
                         data_position=it.position if position is None else position)
 
@@ -397,17 +391,14 @@ def fit(
                    f"with resume=True")
 
     if resume and latest_checkpoint(checkpoint_dir) is not None:
-        ck = load_checkpoint(checkpoint_dir, state)
+        ck = load_checkpoint(checkpoint_dir, state, extra_target={"best_params": params})
         state = ck.state
         if ck.data_position is not None:
             it.set_position(ck.data_position)
-        history = json.loads(ck.extra["history"])
-        tracker.load(json.loads(ck.extra["monitor"]))
+        history = ck.extra["history"]
+        tracker.load(ck.extra["monitor"])
         acc = _restore_acc(ck.extra.get("acc"))
-        if ck.extra.get("best_params"):
-            best_params = jax.tree_util.tree_map(
-                jnp.asarray, serialization.from_state_dict(params, ck.extra["best_params"])
-            )
+        best_params = ck.extra["best_params"]
         if verbose:
             print(f"resumed from {ck.path} at step {int(state.step)} "
                   f"(epoch {it.epoch + 1}, batch {it.batch_index})")

@@ -34,8 +34,8 @@ from jaxrnn.train.step import (
     batch_weight,
     check_batch,
     compile_step,
-    global_norm,
     metric_stats,
+    step_logs,
 )
 
 PyTree = Any
@@ -137,12 +137,7 @@ def make_tbptt_step(
         )(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        logs = {
-            "loss": loss,
-            "grad_norm": global_norm(grads),
-            "weight": batch_weight(outputs, batch),
-            "stats": metric_stats(metrics, outputs, batch),
-        }
+        logs = step_logs(loss, grads, outputs, batch, metrics)
         new_state = TrainState(params, opt_state, state.step + 1, state.key)
         return new_state, jax.lax.stop_gradient(new_carry), logs
 
