@@ -12,20 +12,17 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells import elman, fully_recurrent, gru, jordan, lstm
+from jaxrnn.cells import registry
 from jaxrnn.cells.base import Cell, check_positive_int
 from jaxrnn.layers import Layer, bidirectional, dense, dropout, recurrent, stacked
 from jaxrnn.scan import last_valid
 
-# Each factory takes the hidden size. Jordan and the fully recurrent net feed back an output of
-# their own; here it is as wide as the hidden layer (all units visible), so every cell exposes
-# ``hidden`` features to the next layer.
+# name -> factory of one width, from the cell registry (jaxrnn.cells.registry). Jordan and the
+# fully recurrent net feed back an output of their own; here it is as wide as the hidden layer
+# (all units visible), so every cell exposes ``hidden`` features to the next layer. ConvLSTM is
+# listed (the command line offers it) but make_cell rejects it: every task feeds (B, T, F).
 CELLS: dict[str, Callable[[int], Cell]] = {
-    "lstm": lambda h: lstm(h),
-    "gru": lambda h: gru(h),
-    "elman": lambda h: elman(h),
-    "jordan": lambda h: jordan(h, h),
-    "fully_recurrent": lambda h: fully_recurrent(h, h),
+    name: registry.REGISTRY[name].make for name in registry.names(cli=True)
 }
 
 
@@ -38,10 +35,11 @@ class Model(NamedTuple):
 
 
 def make_cell(name: str, hidden: int) -> Cell:
-    """A cell of family ``name`` (a key of :data:`CELLS`) with ``hidden`` units."""
-    if name not in CELLS:
-        raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {name!r}")
-    return CELLS[name](check_positive_int(hidden, "hidden"))
+    """A cell of family ``name`` (a key of :data:`CELLS`) with ``hidden`` units; a cell that
+    does not take ``(B, T, F)`` feature sequences (ConvLSTM) raises a ValueError naming
+    ``cell``."""
+    registry.get(name)  # the name first: its error lists the choices
+    return registry.make(name, check_positive_int(hidden, "hidden"))
 
 
 def recurrent_stack(
