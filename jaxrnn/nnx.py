@@ -403,7 +403,7 @@ class RNN(_ParamsModule):
                     "with rngs= (a 'dropout' stream), got neither"
                 )
             key = self.rngs()
-        final, ys = self.layer.apply(self.get_params(), xs, lengths=lengths, carry=carry,
+        final, ys = self.layer.apply_with_carry(self.get_params(), xs, lengths=lengths, carry=carry,
                                      key=key, deterministic=det)
         return (final, ys) if return_carry else ys
 

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _reference import CELLS, F, REF_STEPS, assert_trees_close
+from _reference import CELLS, REF_STEPS, F, assert_trees_close
 
 import jaxrnn
 from jaxrnn.cells import registry
@@ -53,7 +53,6 @@ def test_unknown_name_lists_the_choices():
 
 def test_readers_use_the_registry():
     from benchmarks.registry import all_cells
-
     from jaxrnn import cli
     from jaxrnn.train import models
 
