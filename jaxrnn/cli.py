@@ -31,7 +31,7 @@ import sys
 
 from jaxrnn.tasks import DEFAULT_TASK, DEMOS, TASKS
 
-CELL_CHOICES = ("lstm", "gru", "elman", "jordan", "fully_recurrent")
+CELL_CHOICES = importlib.import_module("jaxrnn.cells.registry").names(cli=True)
 TASK_COMMANDS = ("train", "evaluate", "generate", "predict")
 
 # Defaults of the common options; a task's DEFAULTS dict overrides them.

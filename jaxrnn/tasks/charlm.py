@@ -147,8 +147,8 @@ def make_model(config):
                             head.init(k3, stack.output_size))
 
     def apply(params, ids, *, carry=None, key=None, deterministic=True):
-        carry, h = stack.apply(params.rnn, emb.apply(params.embed, ids), carry=carry, key=key,
-                               deterministic=deterministic)
+        carry, h = stack.apply_with_carry(params.rnn, emb.apply(params.embed, ids), carry=carry,
+                                          key=key, deterministic=deterministic)
         return carry, head.apply(params.head, h)
 
     return init, apply

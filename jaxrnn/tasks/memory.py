@@ -88,7 +88,7 @@ def make_model(cell_name: str, hidden: int, n_in: int, n_out: int, *, per_step: 
         return {"rnn": layer.init(k1, n_in), "head": head.init(k2, layer.output_size)}
 
     def apply(params, xs):
-        _, ys = layer.apply(params["rnn"], xs)
+        ys = layer.apply(params["rnn"], xs)
         return head.apply(params["head"], ys if per_step else ys[:, -1])
 
     return init, apply

@@ -146,7 +146,7 @@ def make_model(config):
         return MusicParams(stack.init(k1, P), head.init(k2, stack.output_size))
 
     def apply(params, rolls, *, lengths=None, key=None, deterministic=True):
-        _, h = stack.apply(params.rnn, rolls, lengths=lengths, key=key,
+        h = stack.apply(params.rnn, rolls, lengths=lengths, key=key,
                            deterministic=deterministic)
         return head.apply(params.head, h)
 
@@ -175,7 +175,7 @@ def sample_continuation(config, params, primer: np.ndarray, steps: int, *, key,
 
     @jax.jit
     def advance(params, carry, x):
-        carry, h = stack.apply(params.rnn, x[None, None, :], carry=carry)
+        carry, h = stack.apply_with_carry(params.rnn, x[None, None, :], carry=carry)
         return carry, head.apply(params.head, h[0, -1])
 
     @jax.jit
