@@ -221,9 +221,11 @@ def prediction_rows(ids, logits, classes) -> tuple[list[str], list]:
     return header, rows
 
 
-def _architecture(args, n_features, n_classes) -> dict:
-    return {"builder": "sequence_classifier", "input_size": int(n_features),
-            "num_outputs": int(n_classes), **rnn_options(args)}
+def build_model(args, n_classes):
+    """Recurrent stack -> last valid output -> dense ``n_classes`` logits."""
+    from jaxrnn.tasks.modeldir import recurrent_model
+
+    return recurrent_model(**rnn_options(args), outputs=n_classes)
 
 
 # --------------------------------------------------------------------------- commands
@@ -257,8 +259,7 @@ def train(args) -> dict:
         if len(rows):
             batch = to_batch([data.sequences[i] for i in rows], mean, std, maxlen)
             splits[name] = {**batch, "targets": y[rows]}
-    arch = _architecture(args, len(data.features), encoder.num_classes)
-    model = modeldir.build(arch)
+    model = build_model(args, encoder.num_classes)
     n = {k: len(v["targets"]) for k, v in splits.items()}
     lengths = [len(s) for s in data.sequences]
     print(f"classify: {len(data.sequences)} sequences ({n}), lengths {min(lengths)}-"
@@ -275,8 +276,8 @@ def train(args) -> dict:
                "majority_baseline": run.baseline, "n_test": n["test"]}
     prep = {"features": data.features, "mean": mean.tolist(), "std": std.tolist(),
             "maxlen": int(maxlen), "labels": encoder.to_dict(), **_read_options(args)}
-    model_dir = modeldir.save(args.model, task="classify", architecture=arch,
-                              params=run.params, preprocessing=prep, metrics=metrics)
+    model_dir = modeldir.save(args.model, task="classify", model=model, params=run.params,
+                              preprocessing=prep, metrics=metrics)
     seconds = time.perf_counter() - t0
     verdict = "beats" if run.test["accuracy"] > run.baseline else "does NOT beat"
     print(f"test accuracy: {run.test['accuracy']:.4f} on {n['test']} held-out sequences "
@@ -306,7 +307,7 @@ def predict(args) -> dict:
     from jaxrnn.tasks import modeldir
     from jaxrnn.train import predict as predict_outputs
 
-    saved = modeldir.load(args.model)
+    saved = modeldir.load(args.model, task="classify")
     classes = saved.preprocessing["labels"]["classes"]
     data, batch = _inputs_of(saved, args.input, "--input", need_labels=False)
     logits = predict_outputs(saved.model.apply, saved.params, batch["inputs"],
@@ -322,7 +323,7 @@ def evaluate(args) -> dict:
     from jaxrnn.tasks import modeldir
     from jaxrnn.train import evaluate as evaluate_params
 
-    saved = modeldir.load(args.model)
+    saved = modeldir.load(args.model, task="classify")
     if args.data is None:
         fail("--data", "expected a labelled-sequence file to evaluate on")
     data, batch = _inputs_of(saved, args.data, "--data", need_labels=True)

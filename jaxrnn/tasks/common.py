@@ -82,6 +82,17 @@ def rnn_options(args) -> dict:
 
 # --------------------------------------------------------------------------- classifier loop
 
+def init_params(model, seed: int, inputs):
+    """``model.init`` with the key of ``--seed`` (and the input size of ``inputs``, for
+    :mod:`jaxrnn.models` models)."""
+    import jax
+
+    from jaxrnn.keras import Inputs
+    from jaxrnn.keras import init_params as init_for
+
+    return init_for(model, jax.random.key(seed), Inputs(inputs, None))
+
+
 class Trained(NamedTuple):
     """What :func:`train_classifier` returns."""
 
@@ -105,8 +116,6 @@ def train_classifier(args, model, splits: dict, *, loss: str = "softmax_cross_en
     ``splits["train"]`` with early stopping on ``splits["val"]`` (if any; ``--patience``),
     checkpoints in ``--checkpoint-dir`` (``--resume``), learning curves to
     ``OUT/plot_file``; then the accuracy on ``splits["test"]`` and its majority baseline."""
-    import jax
-
     from jaxrnn.train import evaluate, fit
 
     check_patience(args)
@@ -114,7 +123,8 @@ def train_classifier(args, model, splits: dict, *, loss: str = "softmax_cross_en
     n_train = len(splits["train"]["targets"])
     val = splits.get("val")
     result = fit(
-        model.apply, model.init(jax.random.key(args.seed)), loss, task_optimizer(args),
+        model.apply, init_params(model, args.seed, splits["train"]["inputs"]), loss,
+        task_optimizer(args),
         splits["train"], val_data=val, epochs=args.epochs,
         batch_size=min(args.batch_size, n_train), metrics=[metric], seed=args.seed,
         monitor=monitor if val is not None else None,
@@ -234,6 +244,6 @@ def write_csv(path, header: list[str], rows) -> str:
 
 __all__ = ["OptionError", "fail", "check_positive", "clip_norm",
            "task_optimizer", "add_patience", "check_patience", "rnn_options", "Trained",
-           "majority_baseline", "train_classifier", "existing_file", "read_csv",
+           "majority_baseline", "train_classifier", "init_params", "existing_file", "read_csv",
            "column_names", "require_columns", "numeric_columns", "read_text_files",
            "write_csv", "DEFAULT_CLIP_NORM"]

@@ -36,7 +36,14 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from jaxrnn.tasks.common import add_patience, check_patience, clip_norm, fail, task_optimizer
+from jaxrnn.tasks.common import (
+    add_patience,
+    check_patience,
+    clip_norm,
+    fail,
+    init_params,
+    task_optimizer,
+)
 
 DESCRIPTION = ("sunspots (yearly) and El Nino (monthly) from statsmodels: multi-step forecasts, "
                "RMSE vs persistence and seasonal-naive baselines, PNG of forecast vs truth")
@@ -147,18 +154,24 @@ def window_scale(x: np.ndarray, floor: float = 0.1):
 # --------------------------------------------------------------------------- model
 
 def _model(config):
-    from jaxrnn.tasks.modeldir import build
+    """The built-in series' model (saved with its config as ``NAME_model.msgpack``)."""
+    from jaxrnn.train.models import sequence_classifier
 
-    return build(_architecture(config))
+    return sequence_classifier(
+        1, config["horizon"], cell=config["cell"], hidden=config["hidden"],
+        layers=config["layers"], bidirectional_=config["bidirectional"],
+        dropout_rate=config["dropout"],
+    )
 
 
-def _architecture(config) -> dict:
-    """The model of a run's config: recurrent stack -> last output -> ``H * F`` values."""
-    features = int(config.get("features", 1))
-    return {"builder": "sequence_classifier", "input_size": features,
-            "num_outputs": int(config["horizon"]) * features, "cell": config["cell"],
-            "hidden": config["hidden"], "layers": config["layers"],
-            "bidirectional": config["bidirectional"], "dropout": config["dropout"]}
+def build_model(config):
+    """A model of your own series: recurrent stack -> last output -> ``H * F`` values."""
+    from jaxrnn.tasks.modeldir import recurrent_model
+
+    return recurrent_model(cell=config["cell"], hidden=config["hidden"],
+                           layers=config["layers"], bidirectional=config["bidirectional"],
+                           dropout=config["dropout"],
+                           outputs=int(config["horizon"]) * int(config["features"]))
 
 
 def _settings(name: str, args) -> tuple[int, int]:
@@ -318,7 +331,8 @@ def _fit(args, model, prep, checkpoint_dir, plot_path):
     from jaxrnn.train import fit
 
     return fit(
-        model.apply, model.init(jax.random.key(args.seed)), "mse", task_optimizer(args),
+        model.apply, init_params(model, args.seed, prep["train"]["inputs"]), "mse",
+        task_optimizer(args),
         prep["train"], val_data=prep["val"], epochs=args.epochs,
         batch_size=min(args.batch_size, len(prep["train"]["targets"])), seed=args.seed,
         patience=args.patience, checkpoint_dir=checkpoint_dir, resume=args.resume,
@@ -462,8 +476,7 @@ def train_csv(args) -> dict:
                         "units of the data", args.time_column or "row")
     prep = prepare(series, window, horizon, args.test_fraction, args.val_fraction, args.scaling)
     config = _config(args, name, window, horizon, features=len(columns))
-    arch = _architecture(config)
-    model = modeldir.build(arch)
+    model = build_model(config)
     season = (f"period {period} ({'detected' if detected else 'given'})" if period
               else "no seasonal period detected")
     print(f"forecast: {n} steps of {name} from {args.csv}; {season}; train "
@@ -487,8 +500,8 @@ def train_csv(args) -> dict:
     metrics = {"test_rmse": scores["model"], "persistence_rmse": scores["persistence"],
                "seasonal_naive_rmse": scores["seasonal_naive"],
                "rmse_by_horizon": scores["model_by_h"], "n_test_origins": int(len(origins))}
-    model_dir = modeldir.save(args.model, task="forecast", architecture=arch,
-                              params=result.params, preprocessing=prep_saved, metrics=metrics)
+    model_dir = modeldir.save(args.model, task="forecast", model=model, params=result.params,
+                              preprocessing=prep_saved, metrics=metrics)
     print(f"test forecasts: {pred_path}")
     print(f"forecast plot: {plot}; learning curves {result.plot_path}")
     print(f"model: {model_dir}; {time.perf_counter() - t0:.0f} s")
@@ -511,7 +524,7 @@ def predict(args) -> dict:
     from jaxrnn.tasks import modeldir
     from jaxrnn.tasks.common import write_csv
 
-    saved = modeldir.load(args.model)
+    saved = modeldir.load(args.model, task="forecast")
     prep = saved.preprocessing
     values, _ = read_series(args.input, prep["columns"], None, option="--input")
     window, horizon = prep["window"], prep["horizon"]
@@ -559,7 +572,7 @@ def evaluate_csv(args) -> dict:
     from jaxrnn.data import WindowScaler
     from jaxrnn.tasks import modeldir
 
-    saved = modeldir.load(args.model)
+    saved = modeldir.load(args.model, task="forecast")
     prep = saved.preprocessing
     values, times = read_series(args.csv, prep["columns"], None)
     columns = prep["columns"]
