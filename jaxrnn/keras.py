@@ -172,6 +172,7 @@ def encode_targets(y, loss, label_encoder: LabelEncoder | None = None):
             if already_ids and name == "softmax_cross_entropy":
                 # Integer class ids keep their meaning (id k is class k), as in Keras.
                 label_encoder = LabelEncoder(list(range(int(y_arr.max()) + 1)))
+                return y_arr.astype(np.int32), label_encoder
             else:
                 label_encoder = LabelEncoder.fit(y_arr, min_classes=2, argname="y")
         if name == "binary_cross_entropy_with_logits" and label_encoder.num_classes != 2:
