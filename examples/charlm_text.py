@@ -15,6 +15,7 @@ from jaxrnn.data import char_vocab, encode_chars
 
 folder = os.path.join(os.path.dirname(sklearn.__file__), "datasets", "descr")
 text = "\n".join(open(f, encoding="utf-8").read() for f in sorted(glob.glob(folder + "/*.rst")))
+open("descr.txt", "w", encoding="utf-8").write(text)  # the same text, for the command line
 cut = int(0.9 * len(text))
 vocab = char_vocab([text[:cut]])
 ids = encode_chars(text, vocab)

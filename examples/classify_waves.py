@@ -18,6 +18,10 @@ def wave(kind, n):
 
 labels = rng.choice(["sine", "square", "saw"], 600)  # string labels, encoded inside fit
 sequences = [wave(k, rng.integers(10, 40)) for k in labels]  # lengths 10..39, masked inside
+with open("waves.csv", "w") as f:  # the same sequences in long format, for the command line
+    f.write("id,t,value,label\n" + "".join(f"{i},{t},{v:.5f},{k}\n" for i, (s, k) in
+                                           enumerate(zip(sequences, labels, strict=True))
+                                           for t, v in enumerate(s[:, 0])))
 model = M.sequential([M.LSTM(32), M.Dense(3)])
 params, history = keras.fit(model, sequences[:500], labels[:500], epochs=30, lr=3e-3,
                             validation_split=0.1, callbacks=[keras.EarlyStopping(patience=5)])
