@@ -172,10 +172,23 @@ def _task_module(name: str):
 
 
 def _selected_task(argv: list[str]) -> str:
+    """``--task``; without it, the task a ``--model DIR`` was trained for (so ``predict``,
+    ``evaluate`` and ``generate`` need only the directory), else the default task."""
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    pre.add_argument("--task", default=DEFAULT_TASK)
+    pre.add_argument("--task", default=None)
+    pre.add_argument("--model", default=None)
     known, _ = pre.parse_known_args(argv)
-    return known.task
+    if known.task is None and known.model is not None:
+        import json
+
+        try:
+            with open(os.path.join(known.model, "preprocessing.json"), encoding="utf-8") as f:
+                saved = json.load(f).get("task")
+        except (OSError, ValueError, AttributeError):
+            saved = None
+        if saved in TASKS:
+            return saved
+    return known.task or DEFAULT_TASK
 
 
 def build_parser(task: str | None = None) -> argparse.ArgumentParser:
@@ -202,7 +215,7 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(command, help=helps[command], allow_abbrev=False,
                            description=f"{helps[command]}. Task {task!r}: "
                                        f"{getattr(mod, 'DESCRIPTION', '')}")
-        p.add_argument("--task", default=DEFAULT_TASK, choices=sorted(TASKS),
+        p.add_argument("--task", default=task, choices=sorted(TASKS),
                        help=f"which task (default {DEFAULT_TASK}); options below are "
                             f"those of {task!r}")
         add_common_arguments(p)

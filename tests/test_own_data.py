@@ -193,8 +193,9 @@ def test_classify_npz_masks_variable_lengths(tmp_path, capsys):
     assert acc > max(base, 0.8)
     unlabelled = labelled_sequences_npz(tmp_path / "new.npz", with_y=False)
     pred = tmp_path / "pred.csv"
-    assert run_cli(["predict", "--task", "classify", "--model", str(out / "model"),
-                    "--input", str(unlabelled), "--output", str(pred)]) == 0
+    # No --task: the model directory says which task it belongs to.
+    assert run_cli(["predict", "--model", str(out / "model"), "--input", str(unlabelled),
+                    "--output", str(pred)]) == 0
     assert_same_rows(out / "predictions_test.csv", pred)  # same arrays (seed 1): same rows
 
 
@@ -236,6 +237,9 @@ def test_sentiment_csv_beats_majority_and_predict_reproduces_it(tmp_path, capsys
     assert run_cli(["predict", "--task", "sentiment", "--model", str(out / "model"),
                     "--input", str(data), "--output", str(pred)]) == 0
     assert_same_rows(out / "predictions_test.csv", pred)
+    assert run_cli(["evaluate", "--task", "sentiment", "--model", str(out / "model"),
+                    "--csv", str(data)]) == 0
+    assert re.search(r"accuracy: [0-9.]+ on 200 texts", capsys.readouterr().out)
 
 
 # --------------------------------------------------------------------------- bad files

@@ -473,7 +473,7 @@ def train_csv(args) -> dict:
             fail("--horizon", f"expected <= --period {period}, got {horizon}")
     name = ",".join(columns)
     series = UserSeries(name, values[:, 0] if len(columns) == 1 else values, times, period,
-                        "units of the data", args.time_column or "row")
+                        name, args.time_column or "row")
     prep = prepare(series, window, horizon, args.test_fraction, args.val_fraction, args.scaling)
     config = _config(args, name, window, horizon, features=len(columns))
     model = build_model(config)
@@ -577,7 +577,7 @@ def evaluate_csv(args) -> dict:
     values, times = read_series(args.csv, prep["columns"], None)
     columns = prep["columns"]
     series = UserSeries(",".join(columns), values[:, 0] if len(columns) == 1 else values,
-                        times, prep["period"], "units of the data", "row")
+                        times, prep["period"], ",".join(columns), "row")
     _, test_start = split_points(len(values), prep["test_fraction"], prep["val_fraction"])
     origins = np.arange(max(test_start, prep["window"]), len(values) - prep["horizon"] + 1)
     if len(origins) < 1:

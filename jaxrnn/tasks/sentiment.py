@@ -225,6 +225,8 @@ def train(args) -> dict:
 
 
 def evaluate(args) -> dict:
+    if args.csv is not None:
+        return evaluate_csv(args)
     from jaxrnn.data import Vocab
     from jaxrnn.train import evaluate as evaluate_params
     from jaxrnn.train.checkpoint import load_params, read_params_config
@@ -340,3 +342,24 @@ def predict(args) -> dict:
     path = write_csv(args.output, header, rows)
     print(f"predictions: {len(rows)} texts -> {path}")
     return {"predictions": path, "n": len(rows)}
+
+
+def evaluate_csv(args) -> dict:
+    """Accuracy of the model directory ``--model`` on all labelled texts of ``--csv``."""
+    from jaxrnn.data import LabelEncoder, TextVectorizer
+    from jaxrnn.tasks import modeldir
+    from jaxrnn.train import evaluate as evaluate_params
+
+    saved = modeldir.load(args.model, task="sentiment")
+    prep = saved.preprocessing
+    texts, labels = read_texts(args.csv, args.text_column or prep["text_column"],
+                               args.label_column or prep["label_column"])
+    targets = LabelEncoder.from_dict(prep["labels"]).transform(labels,
+                                                               argname="--label-column")
+    ids, lengths = TextVectorizer.from_dict(prep["vectorizer"]).transform(texts)
+    scores = evaluate_params(saved.model.apply, saved.params, "softmax_cross_entropy",
+                             {"inputs": ids, "lengths": lengths, "targets": targets},
+                             metrics=["accuracy"])
+    print(f"accuracy: {scores['accuracy']:.4f} on {len(texts)} texts of {args.csv} (model "
+          f"{saved.directory})")
+    return scores
