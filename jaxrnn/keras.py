@@ -111,8 +111,8 @@ class Inputs(NamedTuple):
 
 def as_inputs(x, lengths=None, *, maxlen: int | None = None, argname: str = "x") -> Inputs:
     """An array ``(N, T, ...)`` as is, or a list of variable-length sequences padded at the end
-    (to ``maxlen`` or the longest) with their lengths. Float features become float32, token ids
-    int32."""
+    (to ``maxlen`` or the longest) with their lengths. Float features become float32 (``(N, T)``
+    floats: one feature per step, ``(N, T, 1)``), token ids int32."""
     if isinstance(x, np.ndarray) or hasattr(x, "__array__") and not isinstance(x, (list, tuple)):
         arr = np.asarray(x)
         if arr.ndim < 2:
@@ -134,6 +134,8 @@ def as_inputs(x, lengths=None, *, maxlen: int | None = None, argname: str = "x")
                         f"{type(x).__name__}")
     if np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float32)
+        if arr.ndim == 2:  # (N, T) numbers: one feature per step (ids are integers)
+            arr = arr[..., None]
     elif np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool:
         arr = arr.astype(np.int32)
     else:

@@ -376,6 +376,12 @@ def test_keras_regression_targets_and_bad_input():
     params, history = keras.fit(model, x, y, loss="mse", epochs=30, lr=1e-2, batch_size=16)
     assert history["loss"][-1] < 0.3 * history["loss"][0]
     assert history.label_encoder is None
+    # A list of 1-D float sequences: one feature per step, padded and masked inside.
+    seqs = [x[i, : 2 + i % 4, 0] for i in range(64)]
+    params, _ = keras.fit(model, seqs, [s.sum() for s in seqs], loss="mse", epochs=1)
+    out = keras.predict(model, params, seqs)
+    np.testing.assert_allclose(out[:4], keras.predict(model, params, [s[None].T for s in
+                                                                      seqs[:4]]), rtol=1e-6)
     with pytest.raises(ValueError, match="y: expected at least 2 classes"):
         keras.fit(model, x, np.zeros(64, int) * 0 + 3, loss="binary_crossentropy", epochs=1)
     with pytest.raises(ValueError, match="loss: expected one of"):
