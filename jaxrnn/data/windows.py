@@ -67,6 +67,16 @@ def sliding_windows(values, window: int, horizon: int, origins=None):
     return a[idx_in], a[idx_out]
 
 
+def standardise_windows(x, floor: float = 0.1):
+    """Each window of ``x (n, W, F)`` by its own mean ``m`` and deviation ``s`` (at least
+    ``floor``): ``((x - m) / s, m, s)`` with ``m, s`` of shape ``(n, 1, F)``; forecasts map
+    back by ``y = m + s * y'``."""
+    x = np.asarray(x)
+    m = x.mean(axis=1, keepdims=True)
+    s = np.maximum(x.std(axis=1, keepdims=True), floor)
+    return (x - m) / s, m, s
+
+
 class WindowScaler:
     """Standardise forecasting windows (``"global"`` or ``"window"`` scaling, see the module
     docstring) and map forecasts back.
@@ -117,12 +127,12 @@ class WindowScaler:
         :meth:`inverse` needs to map the forecasts of these windows back."""
         x = (self._check(x, "x") - self.mean) / self.std
         if self.mode == "window":
-            m = x.mean(axis=1, keepdims=True)
-            s = np.maximum(x.std(axis=1, keepdims=True), self.floor)
+            xs, m, s = standardise_windows(x, self.floor)
         else:
             m = np.zeros((len(x), 1, self.num_features))
             s = np.ones_like(m)
-        xs = ((x - m) / s).astype(np.float32)
+            xs = x
+        xs = xs.astype(np.float32)
         ys = None
         if y is not None:
             y = (self._check(y, "y") - self.mean) / self.std
@@ -178,4 +188,5 @@ def detect_period(values, *, max_period: int | None = None, min_period: int = 2)
     return best
 
 
-__all__ = ["as_series", "sliding_windows", "WindowScaler", "detect_period"]
+__all__ = ["as_series", "sliding_windows", "standardise_windows", "WindowScaler",
+           "detect_period"]

@@ -146,9 +146,10 @@ def window_scale(x: np.ndarray, floor: float = 0.1):
     targets of a window are scaled by the same ``m, s`` and forecasts mapped back by
     ``y = m + s * y'``, so a cycle twice as tall as any in training looks the same to the net
     (the idea of reversible instance normalisation, Kim et al. 2022)."""
-    m = x.mean(axis=1)
-    s = np.maximum(x.std(axis=1), floor)
-    return (x - m[:, None, :]) / s[:, None, :], m, s
+    from jaxrnn.data.windows import standardise_windows
+
+    xs, m, s = standardise_windows(x, floor)
+    return xs, m[:, 0], s[:, 0]
 
 
 # --------------------------------------------------------------------------- model
