@@ -397,3 +397,29 @@ def test_extra_is_encoded_by_the_module(tmp_path):
     assert_trees_equal(got["best"], make_params(seed=4))
     raw = ck.load_checkpoint(tmp_path, target()).extra["best"]
     np.testing.assert_array_equal(raw["w"], make_params(seed=4)["w"])
+
+
+def test_fit_resumes_a_checkpoint_written_by_the_previous_format(data, tmp_path):
+    """Before extra was encoded here, fit wrote history and monitor as JSON text and "nothing"
+    as {}: such a checkpoint still resumes bit-exactly."""
+    import json
+
+    kw = dict(epochs=3, batch_size=4, val_data=data, seed=5, progress=False, verbose=False,
+              restore_best=False)
+    straight = train.fit(apply, make_params(), "mse", OPT, data, **kw)
+    train.fit(apply, make_params(), "mse", OPT, data, checkpoint_dir=tmp_path, max_steps=4,
+              **kw)
+    path = os.path.join(tmp_path, ck.LATEST)
+    body = ck._read(path)
+    old = {"history": json.dumps(body["extra"]["history"] and json.loads(
+               body["extra"]["history"])),
+           "monitor": json.dumps(json.loads(body["extra"]["monitor"])),
+           "acc": body["extra"]["acc"], "best_params": {}}
+    body["extra"] = old
+    del body["extra_kinds"]
+    with open(path, "wb") as f:
+        f.write(ck._frame(body))
+    resumed = train.fit(apply, make_params(), "mse", OPT, data, checkpoint_dir=tmp_path,
+                        resume=True, **kw)
+    assert_trees_equal(resumed.params, straight.params)
+    assert resumed.history["loss"] == straight.history["loss"]

@@ -62,3 +62,42 @@ def test_with_the_guard_the_update_is_skipped_and_params_stay_finite(grads_are_n
         np.testing.assert_array_equal(a, b)  # skipped whole: unchanged
     assert int(state.opt_state.total_notfinite) == 1
     assert isinstance(state.opt_state, optax.ApplyIfFiniteState)
+
+
+# --------------------------------------------------------------------------- fit
+
+def two_examples():
+    """Example 0 explodes (NaN gradient), example 1 is all zeros (h stays 0: finite)."""
+    b = batch()
+    x = np.concatenate([b["inputs"][:1], np.zeros_like(b["inputs"][:1])])
+    return {"inputs": x, "targets": np.full((2, 8), 0.5, np.float32)}
+
+
+def test_fit_stops_naming_the_epoch_and_step_and_writes_no_checkpoint(grads_are_nan, tmp_path):
+    data = two_examples()
+    opt = train.make_optimizer(1e-2, clip_norm=1.0)
+    with pytest.raises(train.NonFiniteLossError,
+                       match=r"loss: not finite .* at update (1|2) \(epoch 1, batch (1|2)\)"):
+        train.fit(apply, exploding_params(), "mse", opt, data, batch_size=1, epochs=2,
+                  checkpoint_dir=tmp_path, progress=False, verbose=False)
+    assert not (tmp_path / train.checkpoint.LATEST).exists()
+
+
+def test_fit_with_skip_nonfinite_skips_the_bad_update_and_stays_finite(grads_are_nan, capsys):
+    data = two_examples()
+    opt = train.make_optimizer(1e-2, clip_norm=1.0)
+    res = train.fit(apply, exploding_params(), "mse", opt, data, batch_size=1, epochs=2,
+                    skip_nonfinite=True, progress=False, verbose=True)
+    assert all_finite(res.params) and all(np.isfinite(res.history["loss"]))
+    assert int(res.state.opt_state.total_notfinite) == 2  # one bad example per epoch
+    assert "skipped 1 non-finite updates" in capsys.readouterr().out
+    # The good example trained: the parameters moved.
+    assert not np.array_equal(np.asarray(res.params.b), np.asarray(exploding_params().b))
+
+
+def test_fit_infers_the_guard_from_the_optimizer_and_stops_if_nothing_trains(grads_are_nan):
+    data = {k: v[:1] for k, v in two_examples().items()}  # only the exploding example
+    opt = train.make_optimizer(1e-2, clip_norm=1.0, skip_nonfinite=True)
+    with pytest.raises(train.NonFiniteLossError, match="every update of epoch 1"):
+        train.fit(apply, exploding_params(), "mse", opt, data, batch_size=1, progress=False,
+                  verbose=False)

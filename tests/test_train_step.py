@@ -256,7 +256,8 @@ def test_fit_bad_input(rng, tmp_path):
     with pytest.raises(ValueError, match="patience: expected None or an int >= 0"):
         train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, patience=-2, batch_size=4)
     with pytest.raises(ValueError, match="batch_size: 32 with drop_remainder leaves no batch"):
-        train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, batch_size=32)
+        train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, batch_size=32,
+                  drop_remainder=True)
     with pytest.raises(ValueError, match=r"lengths: expected shape \(12,\)"):
         train.predict(linear_apply, params, x, lengths=np.ones(3, np.int32))
 

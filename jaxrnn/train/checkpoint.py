@@ -135,8 +135,10 @@ def _encode_extra(extra: dict) -> tuple[dict, dict]:
 def _decode_extra(body: dict) -> dict:
     extra = body.get("extra") or {}
     kinds = body.get("extra_kinds")
-    if kinds is None:  # written before extra had kinds: raw state dicts
-        return dict(extra)
+    if kinds is None:
+        # Written before extra had kinds: raw state dicts, where fit stored "nothing" as {}
+        # and its history and monitor as JSON text (fit's resume reads both).
+        return {name: None if isinstance(v, dict) and not v else v for name, v in extra.items()}
     return {name: json.loads(value) if kinds.get(name) == "json" else value
             for name, value in extra.items()}
 
@@ -148,6 +150,12 @@ def _frame(body: dict) -> bytes:
 
 
 def _encode(state: TrainState, data_position, extra) -> bytes:
+    return _frame(_body(state, data_position, extra))
+
+
+def _body(state: TrainState, data_position, extra) -> dict:
+    """What a checkpoint holds, whatever the container (this module's file, or Orbax's
+    directory in :mod:`jaxrnn.train.orbax_checkpoint`)."""
     encoded, kinds = _encode_extra(extra)
     if data_position is not None and not isinstance(data_position, dict) and not hasattr(
             data_position, "_asdict"):
@@ -166,7 +174,7 @@ def _encode(state: TrainState, data_position, extra) -> bytes:
         "extra": encoded,
         "extra_kinds": kinds,
     }
-    return _frame(body)
+    return body
 
 
 def _decode(blob: bytes, path: str) -> dict:
@@ -286,6 +294,13 @@ def _rotate(directory: str) -> None:
                       stacklevel=3)
 
 
+def _check_directory(directory) -> str:
+    directory = _as_path(directory, "directory")
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise CheckpointError(f"directory: {directory!r} exists and is not a directory")
+    return directory
+
+
 def save_checkpoint(
     directory: str | os.PathLike,
     state: TrainState,
@@ -306,9 +321,7 @@ def save_checkpoint(
     Returns:
       The path of the new checkpoint file.
     """
-    directory = _as_path(directory, "directory")
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise CheckpointError(f"directory: {directory!r} exists and is not a directory")
+    directory = _check_directory(directory)
     os.makedirs(directory, exist_ok=True)
     blob = _encode(state, data_position, extra)
     remove_stale_temporaries(directory)
