@@ -120,6 +120,8 @@ _ENTRIES = [
            # about 8 non-zero entries per row at least: a sparser small matrix may have
            # spectral radius 0 and cannot be rescaled
            width_defaults=lambda h: {"density": min(1.0, max(0.1, 8.0 / h))}),
+    _entry("mgu", f"{_C}.mgu:mgu", f"{_C}.mgu:MGUParams",
+           test_kwargs={"hidden_size": 4}, doc="minimal gated unit, one gate (Zhou et al. 2016)"),
     _entry("convlstm", f"{_C}.convlstm:convlstm", f"{_C}.convlstm:ConvLSTMParams",
            inputs="frames", test_kwargs={"channels": 3, "kernel_size": 3},
            doc="convolutional LSTM on image frames (Shi et al. 2015)"),
