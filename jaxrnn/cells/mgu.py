@@ -23,6 +23,8 @@ from jaxrnn.cells.base import (
     Array,
     Cell,
     check_batch_shape,
+    check_dtype,
+    check_init_args,
     check_positive_int,
     glorot_blocks,
     matmul,
@@ -61,9 +63,11 @@ def mgu(
     H = check_positive_int(hidden_size, "hidden_size")
     act = resolve_activation(activation, "activation")
     gate = resolve_activation(recurrent_activation, "recurrent_activation")
+    compute_dtype = check_dtype(compute_dtype, "compute_dtype")
+    param_dtype = check_dtype(param_dtype, "param_dtype", allow_none=False)
 
     def init(key, input_size: int) -> MGUParams:
-        check_positive_int(input_size, "input_size")
+        check_init_args(key, input_size)
         kx, kh = jax.random.split(key)
         return MGUParams(
             w_x=glorot_blocks(kx, input_size, H, 2, param_dtype),
