@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -245,10 +246,6 @@ def ref_run(name, params, xs, carry, lengths=None, reverse=False):
 
 
 def assert_trees_close(a, b, atol=2e-5, rtol=2e-5):
-    la, ta = jax.tree_util.tree_flatten(a)
-    lb, tb = jax.tree_util.tree_flatten(b)
-    assert ta == tb, f"structures differ: {ta} vs {tb}"
-    for x, y in zip(la, lb, strict=True):
-        assert np.shape(x) == np.shape(y), f"shapes differ: {np.shape(x)} vs {np.shape(y)}"
-        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
-                                   atol=atol, rtol=rtol)
+    """Same structure, same leaf shapes, values within tolerance (float32 against float64)."""
+    chex.assert_trees_all_equal_shapes(a, b)
+    chex.assert_trees_all_close(a, b, atol=atol, rtol=rtol)
