@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn.cells import registry
-from jaxrnn.cells.base import _ACTIVATIONS, check_positive_int
+from jaxrnn.cells.base import _ACTIVATIONS, check_key, check_positive_int
 from jaxrnn.layers import (
     Layer,
     bidirectional,
@@ -122,7 +122,7 @@ class RNN:
             raise TypeError(f"cell_options: expected a dict, got {self.cell_options!r}")
         object.__setattr__(self, "cell_options", dict(self.cell_options))
         _json_able(self.cell_options, "cell_options")
-        self.make_cell()  # the cell's own argument checks, now rather than at init
+        self.build()  # the cell's and the layer's own argument checks, now rather than at init
 
     def make_cell(self):
         return registry.make(self.cell, self.units, **self.cell_options)
@@ -312,7 +312,7 @@ def sequential(layers: Sequence[LayerSpec]) -> Model:
             input_size = check_positive_int(size, "input_size_or_shape")
         else:
             input_size = None
-        return layer.init(_check_key(key), input_size)
+        return layer.init(check_key(key), input_size)
 
     def apply(params, x, *, lengths=None, key=None, deterministic=True):
         x = jnp.asarray(x)
@@ -327,15 +327,6 @@ def sequential(layers: Sequence[LayerSpec]) -> Model:
         return ys
 
     return Model(init, apply, json.loads(json.dumps(config)), layer, specs)
-
-
-def _check_key(key):
-    if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
-        if not (hasattr(key, "shape") and tuple(key.shape) == (2,)
-                and getattr(key, "dtype", None) == jnp.uint32):
-            raise TypeError(f"key: expected a PRNG key (jax.random.key(0)), got "
-                            f"{type(key).__name__} {key!r}")
-    return key
 
 
 def from_config(config: Mapping) -> Model:

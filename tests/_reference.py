@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -159,6 +160,17 @@ def _reservoir(P, carry, x, leak):
     return {"h": h}, h
 
 
+def _mgu(P, carry, x):
+    # Zhou et al. 2016: f = sigma(x W_f + h U_f + b_f); h~ = tanh(x W_h + (f h) U_h + b_h);
+    # h_t = (1 - f) h_{t-1} + f h~
+    H = carry.h.shape[-1]
+    blk = lambda a, k: a[..., k * H : (k + 1) * H]
+    f = sigmoid(x @ blk(P.w_x, 0) + carry.h @ blk(P.w_h, 0) + blk(P.b, 0))
+    h_tilde = np.tanh(x @ blk(P.w_x, 1) + (f * carry.h) @ blk(P.w_h, 1) + blk(P.b, 1))
+    h = (1.0 - f) * carry.h + f * h_tilde
+    return {"h": h}, h
+
+
 REF_STEPS = {
     "elman": _elman,
     "elman_readout": lambda P, c, x: _elman(P, c, x, out_act=sigmoid),
@@ -169,6 +181,7 @@ REF_STEPS = {
     "gru_cho": _gru_cho,
     "fully_recurrent": lambda P, c, x: _fully_recurrent(
         P, c, x, n_out=registry.REGISTRY["fully_recurrent"].test_kwargs["output_size"]),
+    "mgu": _mgu,
     "min_gru": _min_gru,
     "min_lstm": _min_lstm,
     "reservoir": lambda P, c, x: _reservoir(
@@ -233,10 +246,6 @@ def ref_run(name, params, xs, carry, lengths=None, reverse=False):
 
 
 def assert_trees_close(a, b, atol=2e-5, rtol=2e-5):
-    la, ta = jax.tree_util.tree_flatten(a)
-    lb, tb = jax.tree_util.tree_flatten(b)
-    assert ta == tb, f"structures differ: {ta} vs {tb}"
-    for x, y in zip(la, lb, strict=True):
-        assert np.shape(x) == np.shape(y), f"shapes differ: {np.shape(x)} vs {np.shape(y)}"
-        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
-                                   atol=atol, rtol=rtol)
+    """Same structure, same leaf shapes, values within tolerance (float32 against float64)."""
+    chex.assert_trees_all_equal_shapes(a, b)
+    chex.assert_trees_all_close(a, b, atol=atol, rtol=rtol)

@@ -78,3 +78,20 @@ def test_nnx_module_by_registry_name_runs_the_functional_cell():
     xs = jnp.asarray(np.random.default_rng(0).standard_normal((2, 4, F)), jnp.float32)
     want = jaxrnn.run(jaxrnn.jordan(5, 2), module.get_params(), xs, reverse=True)[1]
     assert_trees_close(module(xs), want, atol=1e-6, rtol=1e-6)
+
+
+def test_import_jaxrnn_is_light():
+    """``import jaxrnn`` loads cells, engine, layers and models only; training (optax, tqdm),
+    the classics and the rest load on first use."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import jaxrnn, sys; heavy = ['optax', 'tqdm', 'flax', 'jaxrnn.train', "
+            "'jaxrnn.classic', 'jaxrnn.seq2seq']; print([m for m in heavy if m in sys.modules]); "
+            "jaxrnn.reservoir, jaxrnn.train.fit; print('optax' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=root, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n")[:2] == ["[]", "True"]

@@ -48,6 +48,8 @@ class CellEntry(NamedTuple):
       test_kwargs: a small, fast construction for the tests (sizes by keyword included).
       cli: whether :func:`make` may build it for the command line and the model builder.
       doc: one line for ``--help`` and reports.
+      width_defaults: ``width_defaults(hidden) -> kwargs``, defaults of :meth:`make` that
+        depend on the width (a tiny reservoir needs a denser matrix), or None.
     """
 
     name: str
@@ -59,6 +61,7 @@ class CellEntry(NamedTuple):
     test_kwargs: Mapping[str, Any]
     cli: bool
     doc: str
+    width_defaults: Callable[[int], dict] | None = None
 
     @property
     def factory(self) -> Callable[..., Any]:
@@ -72,7 +75,8 @@ class CellEntry(NamedTuple):
         """The cell with ``hidden`` units (and, for ``"hidden_output"`` cells, an output as wide
         as the hidden layer, so every cell exposes ``hidden`` features to the next layer)."""
         sizes = (hidden,) if self.sizes == "hidden" else (hidden, hidden)
-        return self.factory(*sizes, **{**self.options, **kwargs})
+        sized = {} if self.width_defaults is None else self.width_defaults(hidden)
+        return self.factory(*sizes, **{**sized, **self.options, **kwargs})
 
     def make_for_tests(self, **overrides):
         """The cell built from :attr:`test_kwargs` (small sizes, every term exercised)."""
@@ -80,11 +84,11 @@ class CellEntry(NamedTuple):
 
 
 def _entry(name, factory_path, params_path, *, sizes="hidden", inputs="features", options=None,
-           test_kwargs, cli=True, doc):
+           test_kwargs, cli=True, doc, width_defaults=None):
     assert sizes in SIZES and inputs in INPUTS, (name, sizes, inputs)
     return CellEntry(name, factory_path, params_path, sizes, inputs,
                      MappingProxyType(dict(options or {})), MappingProxyType(dict(test_kwargs)),
-                     cli, doc)
+                     cli, doc, width_defaults)
 
 
 _C = "jaxrnn.cells"
@@ -112,7 +116,12 @@ _ENTRIES = [
     # from the command line it is trained end to end like any other cell
     _entry("reservoir", "jaxrnn.classic.esn:reservoir", "jaxrnn.classic.esn:ReservoirParams",
            test_kwargs={"hidden_size": 6, "density": 0.5, "leak_rate": 0.6},
-           doc="echo-state reservoir, leaky tanh (Jaeger 2001)"),
+           doc="echo-state reservoir, leaky tanh (Jaeger 2001)",
+           # about 8 non-zero entries per row at least: a sparser small matrix may have
+           # spectral radius 0 and cannot be rescaled
+           width_defaults=lambda h: {"density": min(1.0, max(0.1, 8.0 / h))}),
+    _entry("mgu", f"{_C}.mgu:mgu", f"{_C}.mgu:MGUParams",
+           test_kwargs={"hidden_size": 4}, doc="minimal gated unit, one gate (Zhou et al. 2016)"),
     _entry("convlstm", f"{_C}.convlstm:convlstm", f"{_C}.convlstm:ConvLSTMParams",
            inputs="frames", test_kwargs={"channels": 3, "kernel_size": 3},
            doc="convolutional LSTM on image frames (Shi et al. 2015)"),
