@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -276,8 +274,9 @@ def fit(
       validation_split: hold out this last fraction of ``(x, y)`` (before shuffling).
       validation_data: ``(x_val, y_val)`` or ``(x_val, y_val, lengths_val)``.
       callbacks: :class:`EarlyStopping`, :class:`BackupAndRestore`,
-        :class:`LearningRateScheduler`, or functions ``fn(epoch, logs)`` (epochs from 1) called
-        after each epoch; one returning True stops training.
+        :class:`LearningRateScheduler`, functions ``fn(epoch, logs)`` (epochs from 1) called
+        after each epoch, or :mod:`jaxrnn.train.callbacks` objects; one returning True stops
+        training.
       optimizer, lr, clip_norm: see :func:`jaxrnn.train.make_optimizer`.
       metrics: metric names (default: accuracy for classification, RMSE for ``"mse"``).
       seed: initialisation, shuffling and dropout.
@@ -331,70 +330,44 @@ def fit(
     stop = next((c for c in callbacks if isinstance(c, EarlyStopping)), None)
     backup = next((c for c in callbacks if isinstance(c, BackupAndRestore)), None)
     sched = next((c for c in callbacks if isinstance(c, LearningRateScheduler)), None)
-    user_fns = [c for c in callbacks if not isinstance(c, (EarlyStopping, BackupAndRestore,
-                                                           LearningRateScheduler))]
-    for c in user_fns:
-        if not callable(c):
+    epoch_fns = []
+    for c in callbacks:
+        if isinstance(c, (EarlyStopping, BackupAndRestore, LearningRateScheduler)):
+            continue
+        if hasattr(c, "on_epoch_end"):  # jaxrnn.train's protocol: (epoch from 0, logs, state)
+            epoch_fns.append(c)
+        elif callable(c):
+            epoch_fns.append(lambda epoch, logs, state, fn=c: fn(epoch + 1, logs))
+        else:
             raise TypeError(f"callbacks: expected EarlyStopping, BackupAndRestore, "
                             f"LearningRateScheduler or a function fn(epoch, logs), got "
                             f"{type(c).__name__}")
     n_train = len(data["inputs"])
     batch_size = max(1, min(int(batch_size), n_train))
-    learning_rate = lr
+    lr_scale = None
     if sched is not None:
-        steps = max(1, n_train // batch_size)
-        rates = jnp.asarray([float(sched.schedule(e)) for e in range(max(epochs, 1))],
-                            jnp.float32)
-
-        def learning_rate(step):
-            return rates[jnp.minimum(step // steps, len(rates) - 1)]
-
-    opt = make_optimizer(learning_rate, optimizer=optimizer, clip_norm=clip_norm)
+        # The schedule gives rates; the loop scales the optimiser's updates by rate / lr.
+        lr_scale = [float(sched.schedule(e)) / lr for e in range(max(epochs, 1))]
+    opt = make_optimizer(lr, optimizer=optimizer, clip_norm=clip_norm)
     if metrics is None:
         metrics = _DEFAULT_METRICS.get(name, []) if isinstance(name, str) else []
-    common = dict(
-        epochs=epochs, batch_size=batch_size, val_data=val, metrics=list(metrics), seed=seed,
+    result = train_fit(
+        model.apply, params, name, opt, data, epochs=epochs, batch_size=batch_size,
+        val_data=val, metrics=list(metrics), seed=seed,
         monitor=None if stop is None else stop.monitor,
         mode="auto" if stop is None else stop.mode,
         patience=None if stop is None else stop.patience,
         min_delta=0.0 if stop is None else stop.min_delta,
         restore_best=True if stop is None else stop.restore_best_weights,
+        checkpoint_dir=None if backup is None else backup.directory, resume=backup is not None,
         progress=progress, verbose=verbose, data_parallel=data_parallel,
+        callbacks=epoch_fns or None, lr_scale=lr_scale,
     )
-    if not user_fns:
-        result = train_fit(model.apply, params, name, opt, data,
-                           checkpoint_dir=None if backup is None else backup.directory,
-                           resume=backup is not None, **common)
-    else:
-        result = _fit_with_epoch_functions(train_fit, model, params, name, opt, data, common,
-                                           user_fns, backup)
     history = History(result.history)
     history.best_epoch = None if result.best_epoch is None else result.best_epoch + 1
     history.label_encoder = encoder
     history.stopped_early = bool(result.stopped_early)
     return result.params, history
-
-
-def _fit_with_epoch_functions(train_fit, model, params, name, opt, data, common, fns, backup):
-    """Run :func:`jaxrnn.train.fit` one epoch further at a time, resuming from its own
-    checkpoint (state, data position, history: bit-for-bit as one call), and call each
-    ``fn(epoch, logs)`` in between."""
-    epochs = common.pop("epochs")
-    with tempfile.TemporaryDirectory(prefix="jaxrnn-fit-") as tmp:
-        ckpt = backup.directory if backup is not None else os.path.join(tmp, "ckpt")
-        result = None
-        for epoch in range(1, epochs + 1):
-            result = train_fit(model.apply, params, name, opt, data, epochs=epoch,
-                               checkpoint_dir=ckpt, resume=True, **common)
-            done = len(result.history.get("loss", []))
-            if result.stopped_early or done < epoch:
-                break
-            logs = {k: v[-1] for k, v in result.history.items()}
-            if any(fn(epoch, logs) is True for fn in fns):
-                break
-        if result is None:
-            result = train_fit(model.apply, params, name, opt, data, epochs=0, **common)
-    return result
 
 
 # --------------------------------------------------------------------------- predict/evaluate

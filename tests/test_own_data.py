@@ -354,7 +354,7 @@ def test_keras_epoch_functions_and_schedule_match_one_run():
     seen = []
     _, hooked = keras.fit(model, seqs, labels, epochs=3, batch_size=16,
                           callbacks=[lambda epoch, logs: seen.append((epoch, logs["loss"]))])
-    # Epoch by epoch (resuming from fit's own checkpoint) is the same run, bit for bit.
+    # A function called after each epoch leaves the run as it was, bit for bit.
     assert hooked["loss"] == plain["loss"]
     assert seen == [(e + 1, v) for e, v in enumerate(plain["loss"])]
     _, stopped = keras.fit(model, seqs, labels, epochs=5, batch_size=16,
