@@ -259,7 +259,7 @@ def _compile_check(Ts, log):
         y = jnp.zeros((8, T, 16))
 
         def loss(p, x, y, net=net, readout=readout):
-            _, hs = net.apply(p[0], x)
+            hs = net.apply(p[0], x)
             return jnp.mean((readout.apply(p[1], hs) - y) ** 2)
 
         step, opt = adam_step(loss)

@@ -8,9 +8,12 @@
     (4, 10, 32)
 """
 
-from jaxrnn import classic, data, parallel, seq2seq, train  # subpackages
+import importlib as _importlib
+
+from jaxrnn import models
 from jaxrnn.cells import *  # noqa: F403
 from jaxrnn.cells import __all__ as _cells_all
+from jaxrnn.cells import registry
 from jaxrnn.cells.minimal import (
     MinGRUParams,
     MinGRUState,
@@ -20,7 +23,6 @@ from jaxrnn.cells.minimal import (
     min_lstm,
     parallel_run,
 )
-from jaxrnn.classic.esn import reservoir
 from jaxrnn.layers import (
     BidirectionalParams,
     Dense,
@@ -29,6 +31,7 @@ from jaxrnn.layers import (
     bidirectional,
     dense,
     dropout,
+    dropout_layer,
     embedding,
     recurrent,
     stacked,
@@ -36,12 +39,31 @@ from jaxrnn.layers import (
 )
 from jaxrnn.scan import last_valid, reverse_padded, run, sequence_mask
 
+# Imported on first use (PEP 562), so ``import jaxrnn`` loads the cells, the engine, the layers
+# and the model builder only, not optax, tqdm or the classics.
+_LAZY_MODULES = ("classic", "data", "interop", "nnx", "parallel", "seq2seq", "train")
+_LAZY_NAMES = {"reservoir": "jaxrnn.classic.esn"}
+
+
+def __getattr__(name):
+    if name in _LAZY_MODULES:
+        return _importlib.import_module(f"jaxrnn.{name}")
+    if name in _LAZY_NAMES:
+        return getattr(_importlib.import_module(_LAZY_NAMES[name]), name)
+    raise AttributeError(f"module 'jaxrnn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY_MODULES, *_LAZY_NAMES])
+
+
 __version__ = "0.1.0"
 
 
 __all__ = [
     *_cells_all,
     "run",
+    "registry",
     "last_valid",
     "reverse_padded",
     "sequence_mask",
@@ -51,6 +73,7 @@ __all__ = [
     "BidirectionalParams",
     "stacked",
     "dropout",
+    "dropout_layer",
     "with_recurrent_mask",
     "dense",
     "Dense",
@@ -63,10 +86,7 @@ __all__ = [
     "MinLSTMParams",
     "MinLSTMState",
     "parallel_run",
-    "reservoir",
-    "classic",
-    "data",
-    "parallel",
-    "seq2seq",
-    "train",
+    "models",
+    *_LAZY_MODULES,
+    *_LAZY_NAMES,
 ]

@@ -5,7 +5,16 @@
     jaxrnn train --task NAME --cell gru --layers 2 --hidden 128 --epochs 5 --resume
     jaxrnn evaluate --task NAME                   # reload the trained model, print the metric
     jaxrnn generate --task NAME                   # for tasks that generate (e.g. text)
+    jaxrnn predict --task NAME --model DIR --input FILE --output FILE.csv
     jaxrnn demo NAME
+
+On your own data (each run writes one model directory, OUT/model by default, that
+``predict``, ``evaluate`` and ``generate`` read with ``--model``):
+
+    jaxrnn train --task forecast --csv FILE --column NAME [--time-column NAME] [--period P]
+    jaxrnn train --task classify --data FILE.csv|FILE.npz
+    jaxrnn train --task sentiment --csv FILE --text-column C --label-column L
+    jaxrnn train --task charlm --text FILE [FILE ...]
 
 Options common to every task are defined here (:func:`add_common_arguments`); a task adds its
 own in ``add_arguments`` and may change the common defaults with a ``DEFAULTS`` dict.
@@ -22,8 +31,8 @@ import sys
 
 from jaxrnn.tasks import DEFAULT_TASK, DEMOS, TASKS
 
-CELL_CHOICES = ("lstm", "gru", "elman", "jordan", "fully_recurrent")
-TASK_COMMANDS = ("train", "evaluate", "generate")
+CELL_CHOICES = importlib.import_module("jaxrnn.cells.registry").names(cli=True)
+TASK_COMMANDS = ("train", "evaluate", "generate", "predict")
 
 # Defaults of the common options; a task's DEFAULTS dict overrides them.
 COMMON_DEFAULTS = {
@@ -136,6 +145,24 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                         "all devices; see jaxrnn.parallel)")
 
 
+def add_model_directory_arguments(p: argparse.ArgumentParser, command: str) -> None:
+    """``--model DIR`` (the run's model directory) and, for ``predict``, ``--input`` and
+    ``--output``."""
+    g = p.add_argument_group("model directory")
+    if command == "train":
+        g.add_argument("--model", metavar="DIR",
+                       help="write the model directory here (default OUT/model; tasks on "
+                            "your own data)")
+    else:
+        g.add_argument("--model", metavar="DIR",
+                       help="the model directory a training run wrote (OUT/model)")
+    if command == "predict":
+        g.add_argument("--input", metavar="FILE", required=True,
+                       help="inputs in the format the task trained on")
+        g.add_argument("--output", metavar="FILE.csv", required=True,
+                       help="write the predictions here as CSV")
+
+
 def _task_module(name: str):
     if name not in TASKS:
         print(f"jaxrnn: error: unknown task {name!r}; choose from: {', '.join(sorted(TASKS))}",
@@ -145,10 +172,23 @@ def _task_module(name: str):
 
 
 def _selected_task(argv: list[str]) -> str:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--task", default=DEFAULT_TASK)
+    """``--task``; without it, the task a ``--model DIR`` was trained for (so ``predict``,
+    ``evaluate`` and ``generate`` need only the directory), else the default task."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--task", default=None)
+    pre.add_argument("--model", default=None)
     known, _ = pre.parse_known_args(argv)
-    return known.task
+    if known.task is None and known.model is not None:
+        import json
+
+        try:
+            with open(os.path.join(known.model, "preprocessing.json"), encoding="utf-8") as f:
+                saved = json.load(f).get("task")
+        except (OSError, ValueError, AttributeError):
+            saved = None
+        if saved in TASKS:
+            return saved
+    return known.task or DEFAULT_TASK
 
 
 def build_parser(task: str | None = None) -> argparse.ArgumentParser:
@@ -159,6 +199,8 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxrnn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"tasks: {task_list}\ndemos: {', '.join(DEMOS)}",
+        # No prefix matching: "--data FILE" must not be read as "--data-parallel FILE".
+        allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -167,25 +209,28 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
         "train": f"train a model on a task (default task: {DEFAULT_TASK})",
         "evaluate": "evaluate a trained model on a task's held-out data",
         "generate": "generate from a trained model (tasks that support it)",
+        "predict": "batch inference from a saved model directory on a file of inputs",
     }
     for command in TASK_COMMANDS:
-        p = sub.add_parser(command, help=helps[command],
+        p = sub.add_parser(command, help=helps[command], allow_abbrev=False,
                            description=f"{helps[command]}. Task {task!r}: "
                                        f"{getattr(mod, 'DESCRIPTION', '')}")
-        p.add_argument("--task", default=DEFAULT_TASK, choices=sorted(TASKS),
+        p.add_argument("--task", default=task, choices=sorted(TASKS),
                        help=f"which task (default {DEFAULT_TASK}); options below are "
                             f"those of {task!r}")
         add_common_arguments(p)
+        add_model_directory_arguments(p, command)
         if hasattr(mod, "add_arguments"):
             mod.add_arguments(p)
         p.set_defaults(**{**COMMON_DEFAULTS, **getattr(mod, "DEFAULTS", {})})
         p.set_defaults(_task_module=mod)
 
-    demo = sub.add_parser("demo", help="run a demonstration")
+    demo = sub.add_parser("demo", help="run a demonstration", allow_abbrev=False)
     demo_sub = demo.add_subparsers(dest="name", required=True)
     for name, path in DEMOS.items():
         dmod = _load(path)
-        p = demo_sub.add_parser(name, help=getattr(dmod, "DESCRIPTION", ""))
+        p = demo_sub.add_parser(name, help=getattr(dmod, "DESCRIPTION", ""),
+                                allow_abbrev=False)
         dmod.add_arguments(p)
         p.set_defaults(_run=dmod.main)
     return parser
@@ -197,6 +242,8 @@ def _finish_args(args) -> None:
         args.out = os.path.join("runs", args.task)
     if args.checkpoint_dir is None:
         args.checkpoint_dir = os.path.join(args.out, "checkpoints")
+    if getattr(args, "model", None) is None:
+        args.model = os.path.join(args.out, "model")
 
 
 def main(argv: list[str] | None = None) -> int:

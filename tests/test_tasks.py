@@ -324,9 +324,9 @@ def test_cli_sentiment_without_archive_says_how_to_fetch(tmp_path, monkeypatch, 
 ])
 def test_cli_bad_task_options_fail_before_loading_data(task, option, value, name, capsys,
                                                        tmp_path):
-    try:
+    try:  # a common option (--clip-norm) is refused by the parser itself
         rc = cli.main(["train", "--task", task, option, value, "--out", str(tmp_path)])
-    except SystemExit as e:  # a common option (--clip-norm) is rejected by the parser
+    except SystemExit as e:
         rc = e.code
     assert rc == 2
     assert name in capsys.readouterr().err

@@ -69,7 +69,7 @@ def test_outputs_and_final_states_match_torch(mode, num_layers, bidirectional, b
         out, state = module(x, (h0, c0)) if mode == "LSTM" else module(x, h0)
     carry0 = carry_from_torch(h0, c0 if mode == "LSTM" else None, num_layers=num_layers,
                               bidirectional=bidirectional, mode=mode)
-    carry, ys = jax.jit(lambda p, xs, c: layer.apply(p, xs, carry=c))(
+    carry, ys = jax.jit(lambda p, xs, c: layer.apply_with_carry(p, xs, carry=c))(
         params, jnp.asarray(_np(x)), carry0
     )
     assert ys.shape == tuple(out.shape) == (*x.shape[:2], D * H)
@@ -92,7 +92,7 @@ def test_padded_batch_matches_pack_padded_sequence(mode):
     x_np = _np(x).copy()
     for b, n in enumerate(lengths.tolist()):
         x_np[b, n:] = 1e3
-    carry, ys = jax.jit(lambda p, xs, n: layer.apply(p, xs, lengths=n))(
+    carry, ys = jax.jit(lambda p, xs, n: layer.apply_with_carry(p, xs, lengths=n))(
         params, jnp.asarray(x_np), jnp.asarray(lengths.numpy())
     )
     np.testing.assert_allclose(ys, _np(out), **TOL)
@@ -123,7 +123,7 @@ def test_export_round_trip(mode):
         {"LSTM": jaxrnn.lstm(H), "GRU": jaxrnn.gru(H), "RNN_TANH": jaxrnn.elman(H)}[mode]
     )] * 2)
     x = np.random.default_rng(0).normal(size=(B, T, F)).astype(np.float32)
-    _, ys = jax.jit(layer.apply)(params, jnp.asarray(x))
+    ys = jax.jit(layer.apply)(params, jnp.asarray(x))
     with torch.no_grad():
         out, _ = module(torch.from_numpy(x))
     np.testing.assert_allclose(ys, _np(out), **TOL)

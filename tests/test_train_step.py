@@ -276,7 +276,7 @@ def test_bidirectional_summary_is_forward_last_and_backward_first(rng):
     params = layer.init(jax.random.key(0), 2)
     xs = rng.normal(size=(2, 5, 2)).astype(np.float32)
     lengths = np.array([5, 3], np.int32)
-    _, out = jax.jit(lambda p, x, n: layer.apply(p, x, lengths=n))(params, xs, lengths)
+    out = jax.jit(lambda p, x, n: layer.apply(p, x, lengths=n))(params, xs, lengths)
     cell = jaxrnn.gru(3)
     p_fw, p_bw = params[0].forward, params[0].backward
     for b, n in enumerate(lengths):

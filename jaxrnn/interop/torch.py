@@ -142,7 +142,7 @@ def layer_for(mode: str, hidden_size: int, num_layers: int = 1, bidirectional: b
               *, batch_first: bool = True) -> Layer:
     """The jaxrnn layer equivalent to ``nn.<mode>(..., num_layers, bidirectional, batch_first)``.
 
-    ``apply(params, xs, *, lengths=None, carry=None)`` takes ``xs`` as ``(B, T, F)`` when
+    ``apply_with_carry(params, xs, *, lengths=None, carry=None)`` takes ``xs`` as ``(B, T, F)`` when
     ``batch_first`` else ``(T, B, F)`` and returns ``(carry, ys)`` in the same layout;
     ``carry`` is a tuple per layer (see :func:`final_state_to_torch`).
     """
@@ -156,10 +156,10 @@ def layer_for(mode: str, hidden_size: int, num_layers: int = 1, bidirectional: b
         return layer
 
     def apply(params, xs, **kwargs):
-        carry, ys = layer.apply(params, jnp.swapaxes(xs, 0, 1), **kwargs)
+        carry, ys = layer.apply_with_carry(params, jnp.swapaxes(xs, 0, 1), **kwargs)
         return carry, jnp.swapaxes(ys, 0, 1)
 
-    return Layer(layer.init, apply, layer.output_size)
+    return Layer(layer.init, lambda *a, **k: apply(*a, **k)[1], layer.output_size, apply)
 
 
 def _infer_structure(sd: Mapping[str, Any]) -> tuple[int, bool, bool]:
@@ -255,7 +255,7 @@ def from_torch(module, *, dtype=None):
         needs ``jax_enable_x64``); or the dtype to convert the weights to.
 
     Returns:
-      ``(layer, params)``: ``layer.apply(params, xs, lengths=None, carry=None)`` returns
+      ``(layer, params)``: ``layer.apply_with_carry(params, xs, lengths=None, carry=None)`` returns
       ``(carry, ys)`` with ``xs``/``ys`` in the module's layout (``batch_first`` or not).
     """
     torch = _torch()
