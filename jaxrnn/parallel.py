@@ -111,9 +111,35 @@ def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
     return jax.device_put(batch, sharding)
 
 
+def spans_processes(mesh: Mesh) -> bool:
+    """Whether ``mesh`` holds devices of other processes (after ``jax.distributed``)."""
+    me = jax.process_index()
+    return any(d.process_index != me for d in mesh.devices.flat)
+
+
+def _replicated_global(x, sharding: NamedSharding):
+    # device_put refuses a committed single-device array onto devices of other processes, and
+    # checks uncommitted values for equality across processes with a collective per leaf; every
+    # process holds the same value here (same seed, same step), so build the global array
+    # from the local copy directly.
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return jax.device_put(x, sharding)  # already global: a no-op or a reshard
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = _replicated_global(jax.random.key_data(x), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    x = np.asarray(x)
+    return jax.make_array_from_process_local_data(sharding, x, x.shape)
+
+
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
-    """A copy of ``tree`` on every device of the mesh (parameters, optimiser state, keys)."""
-    return jax.device_put(tree, replicated_sharding(mesh))
+    """A copy of ``tree`` on every device of the mesh (parameters, optimiser state, keys).
+
+    With a mesh over several processes every process must pass the same values (as it does
+    when all initialise from the same seed)."""
+    sharding = replicated_sharding(mesh)
+    if not spans_processes(mesh):
+        return jax.device_put(tree, sharding)
+    return jax.tree_util.tree_map(lambda x: _replicated_global(x, sharding), tree)
 
 
 def resolve_mesh(data_parallel) -> Mesh | None:
@@ -154,7 +180,7 @@ def use_data_parallel(data_parallel) -> Iterator[Mesh | None]:
 
 
 def data_parallel_jit(fn: Callable, mesh: Mesh, *, donate_argnums: tuple[int, ...] = (),
-                      batch_argnums: tuple[int, ...] = (-1,)):
+                      batch_argnums: tuple[int, ...] = (-1,), batches: str = "global"):
     """Compile ``fn`` data parallel over ``mesh``: the arguments at ``batch_argnums`` (default:
     the last one, the batch of a ``step(state, batch)`` or ``step(state, carry, batch)``) are split
     along their leading axis, every other argument is replicated, and XLA propagates the
@@ -163,9 +189,17 @@ def data_parallel_jit(fn: Callable, mesh: Mesh, *, donate_argnums: tuple[int, ..
 
     A batch whose leading axis does not divide over the devices (e.g. the last, smaller
     evaluation batch) runs replicated instead: same result, no speed-up.
+
+    ``batches`` matters only with several processes (a mesh from
+    :func:`jaxrnn.distributed.global_mesh`): ``"global"`` (default, what ``fit`` does when every
+    process loads the same data with the same seed) -- every process passes the whole global batch
+    and contributes only its own rows; ``"local"`` -- every process passes just its part (see
+    :func:`shard_batch`).
     """
     if not isinstance(mesh, Mesh):
         raise TypeError(f"mesh: expected a jax.sharding.Mesh (see make_mesh), got {mesh!r}")
+    if batches not in ("global", "local"):
+        raise ValueError(f"batches: expected 'global' or 'local', got {batches!r}")
     compiled = jax.jit(fn, donate_argnums=donate_argnums)
     n = mesh.devices.size
 
@@ -176,7 +210,12 @@ def data_parallel_jit(fn: Callable, mesh: Mesh, *, donate_argnums: tuple[int, ..
             leaves = jax.tree_util.tree_leaves(a)
             if i in batch_idx and leaves and all(
                     np.ndim(x) and np.shape(x)[0] % n == 0 for x in leaves):
-                placed.append(shard_batch(a, mesh))
+                if batches == "global" and jax.process_count() > 1:
+                    from jaxrnn.distributed import shard_global_batch
+
+                    placed.append(shard_global_batch(a, mesh))
+                else:
+                    placed.append(shard_batch(a, mesh))
             else:
                 placed.append(replicate(a, mesh))
         return compiled(*placed)
@@ -192,6 +231,7 @@ __all__ = [
     "replicated_sharding",
     "shard_batch",
     "replicate",
+    "spans_processes",
     "resolve_mesh",
     "use_data_parallel",
     "data_parallel_jit",
