@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -105,8 +106,6 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     Raises ValueError for a malformed argument, RuntimeError (naming the coordinator) when the
     others cannot be reached within ``initialization_timeout`` seconds.
     """
-    if _STATE["initialized"]:
-        return _STATE["num_processes"] > 1
     given = [coordinator, num_processes, process_id]
     if any(v is not None for v in given) and not all(v is not None for v in given):
         raise ValueError(
@@ -117,6 +116,14 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     settings = None if coordinator is None else {
         "coordinator": coordinator, "num_processes": num_processes, "process_id": process_id}
     settings = settings or settings_from_env()
+    if settings is not None:
+        n = _int_arg(settings["num_processes"], "num_processes", minimum=1)
+        i = _int_arg(settings["process_id"], "process_id", minimum=0)
+        if i >= n:
+            raise ValueError(f"process_id: expected 0 .. {n - 1} (num_processes={n}), got {i}")
+        address = _check_address(settings["coordinator"])
+    if _STATE["initialized"]:
+        return _STATE["num_processes"] > 1
     _use_gloo_on_cpu()
     if settings is None:
         if not auto_detect or not any(os.environ.get(n) for n in _AUTO_DETECTED):
@@ -127,11 +134,6 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         _STATE.update(initialized=True, num_processes=jax.process_count(),
                       process_id=jax.process_index())
         return jax.process_count() > 1
-    n = _int_arg(settings["num_processes"], "num_processes", minimum=1)
-    i = _int_arg(settings["process_id"], "process_id", minimum=0)
-    if i >= n:
-        raise ValueError(f"process_id: expected 0 .. {n - 1} (num_processes={n}), got {i}")
-    address = _check_address(settings["coordinator"])
     if n == 1:
         _STATE.update(initialized=True, num_processes=1, process_id=0)
         return False
@@ -145,7 +147,44 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
             f"{initialization_timeout} s ({type(e).__name__}: {e})"
         ) from e
     _STATE.update(initialized=True, num_processes=n, process_id=i)
+    _exit_fast_on_failure()
     return True
+
+
+def _exit_fast_on_failure() -> None:
+    """Make a failing process exit at once instead of hanging.
+
+    At exit JAX waits (up to ``shutdown_timeout_seconds``) in a shutdown barrier for every other
+    process; after an error the others never get there (they wait for this one in a collective),
+    so a failing process would hang for minutes. An uncaught exception (or :func:`mark_failed`)
+    makes the exit skip that barrier: this handler is registered after JAX's, so it runs first
+    (atexit is last-in, first-out) and leaves with ``os._exit``.
+    """
+    import atexit
+
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        previous(kind, value, tb)
+        mark_failed(1)
+
+    sys.excepthook = hook
+
+    def leave():
+        code = _STATE.get("failed")
+        if code is not None:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(code)
+
+    atexit.register(leave)
+
+
+def mark_failed(code: int = 1) -> None:
+    """Record that this process failed: it then exits with ``code`` without waiting for the
+    others in JAX's shutdown barrier (see :func:`_exit_fast_on_failure`)."""
+    _STATE["failed"] = int(code) if code else 1
 
 
 def _use_gloo_on_cpu() -> None:
@@ -296,11 +335,21 @@ def cli_session(args) -> Iterator[Mesh | None]:
                 f"--resume: process {jax.process_index()} sees a different checkpoint in "
                 f"{args.checkpoint_dir!r} than process 0 (a resumed multi-process run needs "
                 f"the same checkpoint directory on every host, e.g. a shared file system)")
-    if jax.process_index() == 0:
-        yield mesh
-        return
+    try:
+        if jax.process_index() == 0:
+            yield mesh
+        else:
+            with _quiet_secondary(args):
+                yield mesh
+    except BaseException:
+        mark_failed(130 if isinstance(sys.exc_info()[1], KeyboardInterrupt) else 1)
+        raise
+
+
+@contextlib.contextmanager
+def _quiet_secondary(args) -> Iterator[None]:
+    """A process other than 0 writes into a private scratch directory and prints nothing."""
     import shutil
-    import sys
     import tempfile
 
     scratch = tempfile.mkdtemp(prefix=f"jaxrnn-rank{jax.process_index()}-")
@@ -313,7 +362,7 @@ def cli_session(args) -> Iterator[Mesh | None]:
     stdout = sys.stdout
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- closed below
     try:
-        yield mesh
+        yield
     finally:
         sys.stdout.close()
         sys.stdout = stdout
@@ -328,6 +377,7 @@ __all__ = [
     "settings_from_env",
     "initialize",
     "shutdown",
+    "mark_failed",
     "process_index",
     "process_count",
     "is_main_process",

@@ -134,13 +134,23 @@ def launch(command: Sequence[str], num_processes: int, *, timeout: float | None 
             t = threading.Thread(target=_pump, args=(p.stdout, rank, out, lock), daemon=True)
             t.start()
             pumps.append(t)
+        # One waiter per process records when it exited: the rank that failed first is the one
+        # to name (its peers usually fail a moment later, in a collective that lost it).
+        exited: dict[int, float] = {}
+
+        def wait(rank: int, proc: subprocess.Popen) -> None:
+            proc.wait()
+            exited[rank] = time.monotonic()
+
+        for rank, p in enumerate(procs):
+            threading.Thread(target=wait, args=(rank, p), daemon=True).start()
         start = time.monotonic()
         failed, message, status = None, "", 0
         while True:
-            codes = [p.poll() for p in procs]
-            bad = [r for r, c in enumerate(codes) if c not in (None, 0)]
+            codes = [p.returncode if r in exited else None for r, p in enumerate(procs)]
+            bad = sorted((exited[r], r) for r, c in enumerate(codes) if c not in (None, 0))
             if bad:
-                failed = bad[0]
+                failed = bad[0][1]
                 code = codes[failed]
                 how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
                 others = sum(c is None for c in codes)

@@ -1,0 +1,157 @@
+"""Several processes on localhost as one JAX program (jax.distributed + gloo), started by
+jaxrnn.launch: the data-parallel run must compute what one process computes over the same global
+batches, and a failure of any process must end the whole run quickly with a message naming it.
+
+Every subprocess run is bounded (launch(timeout=...)); ports are chosen free by the launcher."""
+
+import io
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from jaxrnn import distributed as dist
+from jaxrnn import launch as launcher
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "_multiprocess_worker.py")
+ENV = {"PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+       "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+TIMEOUT = 90
+
+
+def run(command, n, timeout=TIMEOUT):
+    out = io.StringIO()
+    result = launcher.launch(command, n, timeout=timeout, env=ENV, output=out, grace=2.0)
+    return result, out.getvalue()
+
+
+def load(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def reference():
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    try:
+        import _multiprocess_worker as worker
+    finally:
+        sys.path.pop(0)
+    return worker.train_single(4)
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_processes_train_as_one_program(tmp_path, reference, n):
+    result, log = run([sys.executable, WORKER, str(tmp_path), "--steps", "4"], n)
+    assert result.returncode == 0, log
+    ref_losses, ref_params = reference
+    rows = []
+    for rank in range(n):
+        got = load(tmp_path / f"rank{rank}.npz")
+        assert int(got["process_count"]) == n and int(got["device_count"]) == n
+        rows.append(tuple(got["local_rows"]))
+        # Every process sees the global loss and ends with the same (replicated) parameters.
+        np.testing.assert_allclose(got["losses"], ref_losses, rtol=0, atol=1e-5)
+        for name, value in ref_params.items():
+            np.testing.assert_allclose(got["param" + name], value, rtol=0, atol=1e-5,
+                                       err_msg=f"rank {rank} {name}")
+    # ... while each fed a different block of the global batch of 8.
+    per = 8 // n
+    assert rows == [(r * per, (r + 1) * per) for r in range(n)]
+    assert f"[rank {n - 1}] rank {n - 1} done" in log
+
+
+@pytest.mark.parametrize("how", ["raise", "exit"])
+def test_one_failing_process_ends_the_run(tmp_path, how):
+    result, log = run([sys.executable, WORKER, str(tmp_path), "--steps", "50",
+                       "--fail-rank", "1", "--fail-how", how], 2)
+    assert result.returncode != 0 and result.returncode != launcher.TIMEOUT_STATUS, log
+    assert result.failed_rank == 1
+    assert "rank 1 of 2 exited with status" in result.message
+    if how == "raise":
+        assert "[rank 1] RuntimeError: deliberate failure in rank 1" in log
+    else:
+        assert result.returncodes[1] == 3
+    # The healthy process was stopped (it would otherwise wait for its peer in a collective).
+    assert result.returncodes[0] is not None and not (tmp_path / "rank0.npz").exists()
+
+
+def test_launcher_stops_the_others_and_names_the_failed_rank():
+    code = ("import os, sys, time\n"
+            "rank = int(os.environ['JAXRNN_PROCESS_ID'])\n"
+            "print('hello from', rank, os.environ['JAXRNN_NUM_PROCESSES'],"
+            " os.environ['JAXRNN_COORDINATOR'].startswith('127.0.0.1:'))\n"
+            "sys.exit(5) if rank == 2 else time.sleep(60)\n")
+    result, log = run([sys.executable, "-c", code], 3, timeout=30)
+    assert result.returncode == 5 and result.failed_rank == 2, log
+    assert "rank 2 of 3 exited with status 5; stopping the 2 other" in result.message
+    assert result.returncodes[0] < 0 and result.returncodes[1] < 0  # terminated by a signal
+    for rank in range(3):
+        assert f"[rank {rank}] hello from {rank} 3 True" in log
+
+
+def test_launcher_timeout_stops_everything():
+    result, _ = run([sys.executable, "-c", "import time; time.sleep(60)"], 2, timeout=1)
+    assert result.returncode == launcher.TIMEOUT_STATUS and result.failed_rank is None
+    assert "timed out after 1 s" in result.message
+    assert all(c is not None and c < 0 for c in result.returncodes)
+
+
+def test_launcher_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="num_processes"):
+        launcher.launch(["true"], 0)
+    with pytest.raises(ValueError, match="command"):
+        launcher.launch([], 2)
+    with pytest.raises(ValueError, match="timeout"):
+        launcher.launch(["true"], 2, timeout=0)
+    with pytest.raises(SystemExit):
+        launcher.main(["-n", "2"])  # no command after --
+    assert launcher._resolve(["jaxrnn", "train"]) == [sys.executable, "-m", "jaxrnn", "train"]
+
+
+def test_cli_train_with_two_processes(tmp_path):
+    out = tmp_path / "run"
+    result, log = run(["jaxrnn", "train", "--task", "digits", "--epochs", "1", "--limit", "120",
+                       "--batch-size", "16", "--no-progress", "--out", str(out)], 2)
+    assert result.returncode == 0, log
+    assert "[rank 0] distributed: 2 processes, 2 devices" in log
+    assert "[rank 0] test accuracy:" in log
+    assert "[rank 1] test accuracy" not in log and "[rank 1] epoch" not in log
+    # Only process 0 writes into --out (the model, the curves, the checkpoint).
+    assert (out / "digits_model.msgpack").is_file() and (out / "digits_curves.png").is_file()
+    assert (out / "checkpoints").is_dir()
+
+
+def test_settings_from_env():
+    env = {dist.ENV_COORDINATOR: "127.0.0.1:5", dist.ENV_NUM_PROCESSES: "2",
+           dist.ENV_PROCESS_ID: "1"}
+    assert dist.settings_from_env(env) == {"coordinator": "127.0.0.1:5", "num_processes": "2",
+                                           "process_id": "1"}
+    assert dist.settings_from_env({}) is None
+    with pytest.raises(ValueError, match="JAXRNN_PROCESS_ID"):
+        dist.settings_from_env({dist.ENV_COORDINATOR: "127.0.0.1:5",
+                                dist.ENV_NUM_PROCESSES: "2"})
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"coordinator": "127.0.0.1:1", "num_processes": 2}, "give all three"),
+    ({"coordinator": "no-port", "num_processes": 2, "process_id": 0}, "HOST:PORT"),
+    ({"coordinator": "127.0.0.1:1", "num_processes": 2, "process_id": 2}, r"0 \.\. 1"),
+    ({"coordinator": "127.0.0.1:1", "num_processes": 0, "process_id": 0}, "num_processes"),
+])
+def test_initialize_rejects_bad_arguments_before_connecting(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        dist.initialize(**kwargs)
+
+
+def test_local_rows_of_a_single_process_mesh():
+    mesh = dist.global_mesh()
+    n = mesh.devices.size
+    assert dist.local_rows(4 * n, mesh) == slice(0, 4 * n)
+    if n > 1:
+        with pytest.raises(ValueError, match="divide evenly"):
+            dist.local_rows(4 * n + 1, mesh)
+    batch = {"x": np.arange(4 * n)}
+    np.testing.assert_array_equal(dist.local_shard(batch, mesh)["x"], batch["x"])
