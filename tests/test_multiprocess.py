@@ -8,6 +8,7 @@ import io
 import os
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -42,10 +43,27 @@ def reference():
     return worker.train_single(4)
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """``{n: (out_dir, log)}`` of the worker's 4-step run on n processes, started on first use;
+    the 2-process run also saves a sharded checkpoint after step 2 (``out_dir / "ck"``)."""
+    done = {}
+
+    def get(n):
+        if n not in done:
+            out = tmp_path_factory.mktemp(f"run{n}")
+            extra = ["--checkpoint-dir", str(out / "ck"), "--save-at", "2"] if n == 2 else []
+            result, log = run([sys.executable, WORKER, str(out), "--steps", "4", *extra], n)
+            assert result.returncode == 0, log
+            done[n] = (out, log)
+        return done[n]
+
+    return get
+
+
 @pytest.mark.parametrize("n", [2, 4])
-def test_processes_train_as_one_program(tmp_path, reference, n):
-    result, log = run([sys.executable, WORKER, str(tmp_path), "--steps", "4"], n)
-    assert result.returncode == 0, log
+def test_processes_train_as_one_program(runs, reference, n):
+    tmp_path, log = runs(n)
     ref_losses, ref_params = reference
     rows = []
     for rank in range(n):
@@ -155,3 +173,64 @@ def test_local_rows_of_a_single_process_mesh():
             dist.local_rows(4 * n + 1, mesh)
     batch = {"x": np.arange(4 * n)}
     np.testing.assert_array_equal(dist.local_shard(batch, mesh)["x"], batch["x"])
+
+
+def test_sharded_checkpoint_resumes_bit_exact_and_restores_into_one_process(
+        tmp_path, runs, reference):
+    from jaxrnn.train.sharded_checkpoint import latest_step, restore_state
+
+    a, _ = runs(2)  # saved its state after step 2 from both processes
+    ck, b = a / "ck", tmp_path / "b"
+    b.mkdir()
+    assert latest_step(ck) == 2
+    result, log = run([sys.executable, WORKER, str(b), "--steps", "4", "--checkpoint-dir",
+                       str(ck), "--resume"], 2)
+    assert result.returncode == 0, log
+    for rank in range(2):
+        whole, resumed = load(a / f"rank{rank}.npz"), load(b / f"rank{rank}.npz")
+        # The resumed run continues exactly where the uninterrupted one was after step 2.
+        np.testing.assert_array_equal(resumed["losses"], whole["losses"][2:])
+        for name in whole:
+            if name.startswith("param"):
+                np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
+
+    # The checkpoint of the 2-process run restores into this single process and continues
+    # there: the same final parameters as the uninterrupted runs (up to summation order).
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    try:
+        import _multiprocess_worker as worker
+    finally:
+        sys.path.pop(0)
+    fresh, step = worker.setup(None)
+    state = restore_state(ck, fresh)
+    assert int(state.step) == 2 and state.params is not fresh.params
+    for batch in worker.global_batches(4)[2:]:
+        state, _ = step(state, batch)
+    ref_params = reference[1]
+    got = worker.flat_params(state.params)
+    whole = load(a / "rank0.npz")
+    for name, value in ref_params.items():
+        np.testing.assert_allclose(got[name], value, rtol=0, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(got[name], whole["param" + name], rtol=0, atol=1e-5)
+
+
+def test_sharded_checkpoint_errors(tmp_path, reference):
+    from jaxrnn.train.sharded_checkpoint import restore_state, save_state
+
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    try:
+        import _multiprocess_worker as worker
+    finally:
+        sys.path.pop(0)
+    state, _ = worker.setup(None)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        restore_state(tmp_path / "none", state)
+    with pytest.raises(TypeError, match="state: expected a TrainState"):
+        save_state(tmp_path / "ck", {"params": 1})
+    assert save_state(tmp_path / "ck", state) == 0
+    with pytest.raises(FileNotFoundError, match="no step 7"):
+        restore_state(tmp_path / "ck", state, step=7)
+    other = state._replace(params=jax.tree_util.tree_map(
+        lambda x: np.zeros((*x.shape, 2), x.dtype), state.params))
+    with pytest.raises(ValueError, match="in the target but"):
+        restore_state(tmp_path / "ck", other)
