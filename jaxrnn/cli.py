@@ -123,6 +123,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--process-id", type=non_negative_int, metavar="I",
                    help="this process's index, 0 .. N-1")
     g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address and a port")
+    g.add_argument("--seeds", metavar="LIST", help="train one model per seed together, e.g. 1-8 "
+                   "or 0,3,7; prints the held-out metric's mean and spread (jaxrnn.train.ensemble)")
 
 
 def _task_module(name: str):
@@ -207,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jaxrnn {args.command}: error: the task {args.task!r} has no {args.command!r}; "
               f"tasks that do: {', '.join(supported) or 'none'}", file=sys.stderr)
         return 2
+    if getattr(args, "seeds", None) is not None and args.command == "train":
+        from jaxrnn.train.ensemble import run_cli as fn
     from jaxrnn.distributed import cli_session
     from jaxrnn.parallel import use_data_parallel
 
