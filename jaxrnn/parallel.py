@@ -208,7 +208,10 @@ def data_parallel_jit(fn: Callable, mesh: Mesh, *, donate_argnums: tuple[int, ..
         placed = []
         for i, a in enumerate(args):
             leaves = jax.tree_util.tree_leaves(a)
-            if i in batch_idx and leaves and all(
+            if leaves and all(isinstance(x, jax.Array) and not x.is_fully_addressable
+                              for x in leaves):
+                placed.append(a)  # already global (e.g. from jaxrnn.distributed.global_batch)
+            elif i in batch_idx and leaves and all(
                     np.ndim(x) and np.shape(x)[0] % n == 0 for x in leaves):
                 if batches == "global" and jax.process_count() > 1:
                     from jaxrnn.distributed import shard_global_batch
