@@ -129,17 +129,44 @@ def test_launcher_rejects_bad_arguments():
     assert launcher._resolve(["jaxrnn", "train"]) == [sys.executable, "-m", "jaxrnn", "train"]
 
 
-def test_cli_train_with_two_processes(tmp_path):
-    out = tmp_path / "run"
-    result, log = run(["jaxrnn", "train", "--task", "digits", "--epochs", "1", "--limit", "120",
-                       "--batch-size", "16", "--no-progress", "--out", str(out)], 2)
+CLI_ARGS = ["--task", "digits", "--limit", "120", "--batch-size", "16", "--hidden", "16",
+            "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """One epoch of ``jaxrnn train`` under ``jaxrnn.launch -n 2``: ``(out_dir, log)``."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result, log = run(["jaxrnn", "train", *CLI_ARGS, "--epochs", "1", "--out", str(out)], 2)
     assert result.returncode == 0, log
+    return out, log
+
+
+def test_cli_train_with_two_processes(cli_run):
+    out, log = cli_run
     assert "[rank 0] distributed: 2 processes, 2 devices" in log
     assert "[rank 0] test accuracy:" in log
     assert "[rank 1] test accuracy" not in log and "[rank 1] epoch" not in log
     # Only process 0 writes into --out (the model, the curves, the checkpoint).
     assert (out / "digits_model.msgpack").is_file() and (out / "digits_curves.png").is_file()
     assert (out / "checkpoints").is_dir()
+
+
+def test_cli_resume_with_two_processes_continues_like_one_process(cli_run, tmp_path, capsys):
+    from jaxrnn.cli import main
+
+    out, _ = cli_run
+    result, log = run(["jaxrnn", "train", *CLI_ARGS, "--epochs", "2", "--resume",
+                       "--out", str(out)], 2)
+    assert result.returncode == 0, log
+    assert "[rank 0] resumed from" in log and "(epoch 2, batch 0)" in log
+    resumed = [ln.split("] ", 1)[1] for ln in log.splitlines() if "] epoch 2/2" in ln]
+    # The reference: two epochs without interruption in this single process.
+    assert main(["train", *CLI_ARGS, "--epochs", "2", "--out", str(tmp_path / "one")]) == 0
+    single = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch 2/2")]
+    assert len(resumed) == 1 and len(single) == 1
+    strip = lambda line: line.split("  epoch_time")[0]  # noqa: E731 -- the timing differs
+    assert strip(resumed[0]) == strip(single[0])
 
 
 def test_settings_from_env():
