@@ -17,24 +17,19 @@ Several simulated devices on one CPU (for tests): set
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` in the environment *before* JAX
 initialises (before the first ``import jax`` that touches a device).
 
-Several hosts
--------------
-Run the same program on every host and, first thing, connect them::
-
-    import jax
-    jax.distributed.initialize(
-        coordinator_address="10.0.0.1:1234",  # host 0's address, any free port
-        num_processes=4,                      # number of hosts
-        process_id=int(os.environ["HOST_ID"]),  # 0 .. num_processes - 1
-    )  # on Cloud TPU, SLURM and Open MPI the arguments are detected: jax.distributed.initialize()
-
-After that ``jax.devices()`` lists the devices of *all* hosts, so :func:`make_mesh` spans them,
-while each host still loads only its own part of the data: every host passes its *local* batch
-(the global batch divided by ``jax.process_count()``, e.g. a ``BatchIterator`` over a per-host
-shard of the data set, with the same batch size and seed everywhere) and :func:`shard_batch`
-assembles the global array with ``jax.make_array_from_process_local_data``. Parameters are
-initialised from the same seed on every host; :func:`replicate` places them. Checkpoints should be
-written by ``jax.process_index() == 0`` only.
+Several processes and hosts
+---------------------------
+Run the same program in every process and connect them first with
+:func:`jaxrnn.distributed.initialize` (``jax.distributed.initialize`` underneath; on one machine
+``python -m jaxrnn.launch -n N -- ...`` starts the processes). After that ``jax.devices()`` lists
+the devices of *all* processes and :func:`jaxrnn.distributed.global_mesh` spans them. The steps
+compiled by :func:`data_parallel_jit` (so ``fit(..., data_parallel=mesh)`` and ``jaxrnn train``)
+then take the *global* batch in every process -- every process loads the same data with the same
+seed -- and each contributes only its own rows (``jax.make_array_from_process_local_data``);
+with ``batches="local"`` each process passes just its part instead (:func:`shard_batch`).
+Parameters are initialised from the same seed everywhere and :func:`replicate` places them.
+Only process 0 should write files; :mod:`jaxrnn.train.sharded_checkpoint` checkpoints a
+mesh-placed state from all processes at once.
 """
 
 from __future__ import annotations
