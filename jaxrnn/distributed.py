@@ -96,7 +96,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                initialization_timeout: int = 120, heartbeat_timeout_seconds: int = 30) -> bool:
     """Connect this process to the others (``jax.distributed.initialize``); call it before any
     computation. Returns True when several processes are now connected, False for a single
-    process (``num_processes == 1``: nothing to connect). Calling it again is a no-op.
+    process (``num_processes == 1``: nothing to connect). Calling it again once connected is a
+    no-op.
 
     Arguments, in order of precedence: the ones given; else the ``JAXRNN_*`` environment
     variables (:func:`settings_from_env`, set by :mod:`jaxrnn.launch`); else, with
@@ -127,15 +128,15 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     _use_gloo_on_cpu()
     if settings is None:
         if not auto_detect or not any(os.environ.get(n) for n in _AUTO_DETECTED):
-            _STATE.update(initialized=True, num_processes=1, process_id=0)
-            return False
+            return False  # a single process: nothing to connect (a later call may still)
         jax.distributed.initialize(initialization_timeout=initialization_timeout,
                                    heartbeat_timeout_seconds=heartbeat_timeout_seconds)
         _STATE.update(initialized=True, num_processes=jax.process_count(),
                       process_id=jax.process_index())
+        if jax.process_count() > 1:
+            _exit_fast_on_failure()
         return jax.process_count() > 1
     if n == 1:
-        _STATE.update(initialized=True, num_processes=1, process_id=0)
         return False
     try:
         jax.distributed.initialize(coordinator_address=address, num_processes=n, process_id=i,

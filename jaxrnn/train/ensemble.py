@@ -358,11 +358,16 @@ def ensemble_classifier(input_size: int, num_outputs: int, *, cell: str = "lstm"
 
 # --------------------------------------------------------------------------- the CLI
 
+# The recurrence the CLI's ensembles take; benchmarks/scaling.py measures "kernel" against "plain"
+# for K = 8 (switch here if the plain path is faster on the machines that matter).
+CLI_PATH = "kernel"
+
+
 def _digits_spec(args):
     from jaxrnn.tasks.digits import load_splits
 
     data = load_splits(getattr(args, "limit", None))
-    model = ensemble_classifier(8, 10, cell=args.cell, hidden=args.hidden)
+    model = ensemble_classifier(8, 10, cell=args.cell, hidden=args.hidden, path=CLI_PATH)
     return {"model": model, "loss": "softmax_cross_entropy", "metric": "accuracy",
             "train": data["train"], "val": data["test"], "held_out": "test",
             "clip_norm": getattr(args, "clip_norm", 1.0)}
