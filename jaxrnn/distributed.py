@@ -319,7 +319,8 @@ def cli_session(args) -> Iterator[Mesh | None]:
             f"--num-processes {n} --process-id {given[1]} --coordinator {given[2]}")
     if all(v is None for v in given):
         given = (None, None, None)
-    if not initialize(*given, auto_detect=auto):
+    if not initialize(num_processes=given[0], process_id=given[1], coordinator=given[2],
+                      auto_detect=auto):
         yield None
         return
     mesh = global_mesh()

@@ -261,3 +261,33 @@ def test_sharded_checkpoint_errors(tmp_path, reference):
         lambda x: np.zeros((*x.shape, 2), x.dtype), state.params))
     with pytest.raises(ValueError, match="in the target but"):
         restore_state(tmp_path / "ck", other)
+
+
+EXPLICIT = (
+    "import os, sys\n"
+    "i, n, c = (os.environ.pop(k) for k in ('JAXRNN_PROCESS_ID', 'JAXRNN_NUM_PROCESSES',"
+    " 'JAXRNN_COORDINATOR'))\n"
+    "from jaxrnn.cli import main\n"
+    "sys.exit(main(sys.argv[1:] + ['--num-processes', n, '--process-id', i,"
+    " '--coordinator', c]))\n"
+)
+
+
+def test_cli_options_name_the_processes(tmp_path, cli_run):
+    """The multi-host form (--num-processes/--process-id/--coordinator, no JAXRNN_* variables)
+    trains the same as the launcher's environment variables do."""
+    result, log = run([sys.executable, "-c", EXPLICIT, "train", *CLI_ARGS, "--epochs", "1",
+                       "--out", str(tmp_path / "run")], 2)
+    assert result.returncode == 0, log
+    assert "[rank 0] distributed: 2 processes, 2 devices" in log
+    epoch = [ln.split("epoch_time")[0] for ln in log.splitlines() if "] epoch 1/1" in ln]
+    assert epoch == [ln.split("epoch_time")[0] for ln in cli_run[1].splitlines()
+                     if "] epoch 1/1" in ln]
+
+
+def test_cli_rejects_an_incomplete_process_group(capsys):
+    from jaxrnn.cli import main
+
+    assert main(["train", "--task", "digits", "--num-processes", "2", "--epochs", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--num-processes, --process-id, --coordinator: give all three" in err
