@@ -106,7 +106,16 @@ def main(argv=None) -> int:
             from jaxrnn.train.sharded_checkpoint import save_state
 
             save_state(args.checkpoint_dir, state)
+    # jaxrnn.parallel.shard_batch (each process passes its part) builds the same global array.
+    from jaxrnn import parallel
+
+    part = dist.local_shard(global_batches(1)[0], mesh)
+    a, b = parallel.shard_batch(part, mesh), dist.global_batch(part, mesh)
+    total = jax.jit(lambda t: sum(x.astype(np.float32).sum() for x in jax.tree_util.tree_leaves(t)))
+    same_feed = (a["inputs"].shape == b["inputs"].shape == (GLOBAL_BATCH, TIME, FEATURES)
+                 and float(total(a)) == float(total(b)))
     np.savez(os.path.join(args.out, f"rank{rank}.npz"), losses=np.asarray(losses),
+             same_feed=same_feed,
              process_count=jax.process_count(), device_count=jax.device_count(),
              local_rows=np.asarray([dist.local_rows(GLOBAL_BATCH, mesh).start,
                                     dist.local_rows(GLOBAL_BATCH, mesh).stop]),

@@ -70,6 +70,7 @@ def test_processes_train_as_one_program(runs, reference, n):
         got = load(tmp_path / f"rank{rank}.npz")
         assert int(got["process_count"]) == n and int(got["device_count"]) == n
         rows.append(tuple(got["local_rows"]))
+        assert bool(got["same_feed"])  # parallel.shard_batch == distributed.global_batch
         # Every process sees the global loss and ends with the same (replicated) parameters.
         np.testing.assert_allclose(got["losses"], ref_losses, rtol=0, atol=1e-5)
         for name, value in ref_params.items():
