@@ -112,6 +112,10 @@ def probability(text: str) -> float:
     return v
 
 
+def processes_or_auto(text: str):
+    return "auto" if text == "auto" else positive_int(text)
+
+
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """The options every task understands (their defaults: COMMON_DEFAULTS, then the task's
     DEFAULTS)."""
@@ -143,6 +147,14 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-parallel", type=non_negative_int, nargs="?", const=0, metavar="N",
                    help="split each batch over N devices, parameters replicated (no N or 0: "
                         "all devices; see jaxrnn.parallel)")
+    g.add_argument("--num-processes", type=processes_or_auto, metavar="N|auto",
+                   help="train as one of N processes (with --process-id, --coordinator; "
+                        "auto: detected on SLURM / TPU pods); see jaxrnn.distributed")
+    g.add_argument("--process-id", type=non_negative_int, metavar="I",
+                   help="this process's index, 0 .. N-1")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address and a port")
+    g.add_argument("--seeds", metavar="LIST", help="train one model per seed together, e.g. 1-8 "
+                   "or 0,3,7; prints the held-out metric's mean and spread (jaxrnn.train.ensemble)")
 
 
 def add_model_directory_arguments(p: argparse.ArgumentParser, command: str) -> None:
@@ -265,11 +277,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jaxrnn {args.command}: error: the task {args.task!r} has no {args.command!r}; "
               f"tasks that do: {', '.join(supported) or 'none'}", file=sys.stderr)
         return 2
+    if getattr(args, "seeds", None) is not None and args.command == "train":
+        from jaxrnn.train.ensemble import run_cli as fn
+    from jaxrnn.distributed import cli_session
     from jaxrnn.parallel import use_data_parallel
 
-    dp = args.data_parallel
+    dp = None if args.data_parallel is None else (args.data_parallel or True)
     try:
-        with use_data_parallel(None if dp is None else (dp or True)):
+        with cli_session(args) as mesh, use_data_parallel(dp if mesh is None else mesh):
             fn(args)
     except MissingDependencyError as e:
         print(f"jaxrnn {args.command}: error: {e}", file=sys.stderr)
