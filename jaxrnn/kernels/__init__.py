@@ -47,11 +47,16 @@ TARGETS = (
     "jaxrnn_min_forward",
     "jaxrnn_min_backward",
 )
-# -ffast-math lets GCC vectorise the gate loops (min/max clamps, floor, reassociation; the
-# kernels' own bounded exp is then inlined per vector). The kernels never test for inf or NaN,
-# and clamp the arguments of exp so that none arises.
-CXXFLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp-simd",
-            "-std=c++17", "-shared", "-fPIC", "-w")
+# -ffast-math without its finite-math part: the reassociation, contraction and reciprocal
+# rules let GCC vectorise the gate loops (the kernels' own exp is then inlined per vector), but
+# the kernels must see NaN and inf as XLA does (a NaN input gives NaN outputs, issue 15.1), so
+# the compiler may not assume there are none (-ffinite-math-only, part of -ffast-math, would
+# let it fold the NaN-preserving clamps away). Named one by one rather than as -ffast-math
+# -fno-finite-math-only: with -ffast-math GCC may also link crtfastmath.o into the library,
+# which turns on flush-to-zero for the whole process that loads it.
+CXXFLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math",
+            "-ffp-contract=fast", "-fno-signed-zeros", "-fassociative-math", "-freciprocal-math",
+            "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-w")
 
 _lock = threading.Lock()
 _state: dict = {"loaded": False, "error": None, "path": None}
@@ -125,7 +130,7 @@ def build(verbose: bool = False) -> Path:
     os.close(fd)
     cmd = [cxx, *CXXFLAGS, "-I", jax.ffi.include_dir(), str(SOURCE), "-o", tmp]
     # Once per machine and jaxlib version; say so, as the first run() otherwise seems to hang.
-    print(f"jaxrnn: compiling the CPU kernels into {path.parent} (once, about 10 s)",
+    print(f"jaxrnn: compiling the CPU kernels into {path.parent} (once per machine, 20-60 s)",
           file=sys.stderr)
     if verbose:
         print(" ".join(cmd), file=sys.stderr)

@@ -140,10 +140,14 @@ std::vector<float> transpose(const float* W, int K, int N) {
 
 // ----------------------------------------------------------------------------- nonlinearities
 
-// exp for |x| <= 30 in a form GCC vectorises inline inside the `omp simd` loops: x = n ln2 + r
-// (ln2 in two parts), exp(r) by Cephes' degree-7 polynomial, 2^n put into the exponent bits.
-// Error ~2 ulp. Measured against glibc's vector expf (a call per vector) in the LSTM gate pass
-// at config B: 1.1 vs 1.5 us per step and thread; sigmoid and tanh stay within 3e-7 of float64.
+// exp in a form GCC vectorises inline inside the `omp simd` loops: x = n ln2 + r (ln2 in two
+// parts), exp(r) by Cephes' degree-7 polynomial, 2^n put into the exponent bits. Error ~2 ulp.
+// Measured against glibc's vector expf (a call per vector) in the LSTM gate pass at config B:
+// 1.1 vs 1.5 us per step and thread; sigmoid and tanh stay within 3e-7 of float64.
+// Callers pass x through clamp_exp (below): for x in [-88, 88.5], n is in [-127, 128], where the
+// exponent bits give 0 (n = -127) and inf (n = 128) exactly, so that exp underflows to 0 and
+// overflows to inf as expf does, and sigmoid/tanh saturate to exactly 0, 1 and -1 as XLA's do.
+// A NaN argument makes the polynomial NaN, and the product with it NaN whatever the bits of 2^n.
 JAXRNN_INLINE float exp_bounded(float x) {
   const float n = std::floor(std::fma(x, 1.44269504088896341f, 0.5f));
   float r = std::fma(n, -0.693145751953125f, x);
@@ -155,14 +159,17 @@ JAXRNN_INLINE float exp_bounded(float x) {
   p = std::fma(p, r, 1.6666665459e-1f);
   p = std::fma(p, r, 5.0000001201e-1f);
   p = std::fma(p, r * r, r + 1.f);
-  return p * __builtin_bit_cast(float, ((int32_t)n + 127) << 23);
+  const int32_t bits = (int32_t)n + 127;  // n is NaN only when p is: then any bits will do
+  return p * __builtin_bit_cast(float, (int32_t)((uint32_t)bits << 23));
 }
 
-// Written with exp only. The argument is clamped to [-30, 30]: beyond it both functions are 0
-// or 1 to float precision, and it keeps 2^n a normal float.
-JAXRNN_INLINE float clamp30(float x) { return std::min(30.f, std::max(-30.f, x)); }
-JAXRNN_INLINE float sigmoidf(float x) { return 1.f / (1.f + exp_bounded(-clamp30(x))); }
-JAXRNN_INLINE float tanhf_(float x) { return 1.f - 2.f / (1.f + exp_bounded(clamp30(2.f * x))); }
+// Clamps written so that a NaN falls through both comparisons (std::min/max would return the
+// bound): a NaN anywhere in the inputs, carries or weights stays NaN, as on XLA's path
+// (issue 15.1). GCC still emits one vector min and one max for each. The clamp goes on exp's
+// own argument: its bounds are those of exp_bounded, not symmetric.
+JAXRNN_INLINE float clamp_exp(float x) { return x > 88.5f ? 88.5f : (x < -88.f ? -88.f : x); }
+JAXRNN_INLINE float sigmoidf(float x) { return 1.f / (1.f + exp_bounded(clamp_exp(-x))); }
+JAXRNN_INLINE float tanhf_(float x) { return 1.f - 2.f / (1.f + exp_bounded(clamp_exp(2.f * x))); }
 
 // ----------------------------------------------------------------------------- team of threads
 
@@ -940,14 +947,20 @@ JAXRNN_INLINE float min_dg(float kh, float sh) { return kh >= 0.f ? 1.f : sh * (
 // precision when small) without under- or overflow for any k_f, k_i: multiplying by
 // (1 + e^-k_f)(1 + e^-k_i) gives a = (1 + e^-k_i) / (2 + e^-k_i + e^-k_f); every exponent is
 // shifted by m = max(0, -k_f, -k_i) so that the largest term is 1 and the sum is >= 1.
+// Infinite gates give XLA's limits: the shifted exponent of the term that is the maximum is 0
+// exactly (inf - inf would be NaN), and both gates shut (k_f = k_i = -inf) is 0 / 0 = NaN, as
+// in the cell's log-space form. A NaN gate makes its exponent, and so a and c, NaN.
+JAXRNN_INLINE float shifted_by(float e, float m) { return e == m ? 0.f : e - m; }
+
 JAXRNN_INLINE void min_lstm_ratio(float kf, float ki, float& a, float& c) {
   const float m = std::max(0.f, std::max(-kf, -ki));
-  const float e0 = exp_bounded(std::max(-30.f, -m));
-  const float ei = exp_bounded(std::max(-30.f, -ki - m));
-  const float ef = exp_bounded(std::max(-30.f, -kf - m));
+  const float e0 = exp_bounded(clamp_exp(shifted_by(0.f, m)));
+  const float ei = exp_bounded(clamp_exp(shifted_by(-ki, m)));
+  const float ef = exp_bounded(clamp_exp(shifted_by(-kf, m)));
+  const float shut = (kf == -INFINITY && ki == -INFINITY) ? NAN : 0.f;
   const float na = e0 + ei, nc = e0 + ef, inv = 1.f / (na + nc);
-  a = na * inv;
-  c = nc * inv;
+  a = na * inv + shut;
+  c = nc * inv + shut;
 }
 
 // fn(b0, b1, u0, u1) over all steps: rows split between threads when there are enough, else
