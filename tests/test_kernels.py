@@ -5,7 +5,7 @@ Gradients: JAX's own autodiff of the plain scan (itself checked against NumPy an
 differences in test_scan.py / test_fast_path.py) and finite differences on the kernel path.
 Sizes are chosen to reach every code path of the kernels: hidden sizes that are and are not a
 multiple of the 16-wide vectors, batches that are and are not a multiple of the 8-row blocks,
-and problems big enough to be split across threads.
+and problems split across threads (the team size fixed by JAXRNN_KERNEL_THREADS).
 """
 
 import jax
@@ -454,3 +454,35 @@ def test_operands_are_passed_by_name():
     with pytest.raises(TypeError, match="jaxrnn_steps_outer takes"):
         ops._call("jaxrnn_steps_outer", {"out": (3, 6)}, h0=_ones(2, 3), hs=_ones(5, 2, 3),
                   dz=_ones(5, 2, 6))
+
+
+# Problems whose steps are split between threads when the team has 2 or more (units: LSTM,
+# GRU and Jordan at B < 16; rows: Elman and Jordan at B = 32). Below 1M multiply-adds per step
+# the kernels choose one thread themselves, so these run with the team size fixed.
+SPLIT = [("lstm", (9, 6, 5, 160)), ("gru", (9, 6, 5, 160)), ("elman", (32, 6, 5, 64)),
+         ("jordan", (12, 7, 5, 160, 48)), ("jordan", (32, 6, 8, 96, 64))]
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+@pytest.mark.parametrize("case", range(len(SPLIT)))
+def test_any_team_size_gives_the_equations(monkeypatch, threads, case):
+    # JAXRNN_KERNEL_THREADS is read at every call: a number fixes the team size (3 is more than
+    # XLA's pool has threads on a 2-core machine: the caller then does the missing helpers'
+    # chunks). Forward against NumPy, and with 2 threads the gradients against the plain scan.
+    monkeypatch.setenv("JAXRNN_KERNEL_THREADS", threads)
+    name, size = SPLIT[case]
+    B, T, F, H = size[:4]
+    cell = jaxrnn.jordan(H, size[4]) if name == "jordan" else MAKE[name](H)
+    p = _params(cell, F)
+    xs = jax.random.normal(jax.random.key(5), (B, T, F))
+    lengths = np.random.default_rng(0).integers(0, T + 1, size=B)
+    final, ys = jax.jit(lambda p, xs: jaxrnn.run(cell, p, xs, lengths=lengths))(p, xs)
+    if name == "jordan":
+        ys_ref, y_ref = _np_jordan(p, xs, cell.initial_carry(p, (B,)).y, lengths)
+        np.testing.assert_allclose(final.y, y_ref, atol=2e-5, rtol=1e-4)
+    else:
+        ys_ref, h_ref, _ = _np_run(name, p, xs, lengths)
+        np.testing.assert_allclose(final.h, h_ref, atol=2e-5, rtol=1e-4)
+    np.testing.assert_allclose(ys, ys_ref, atol=2e-5, rtol=1e-4)
+    if threads == "2":
+        _assert_gradients_match_the_plain_scan(cell, B, T, F)

@@ -31,6 +31,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -307,6 +308,7 @@ struct TeamState {
   }
   std::atomic<int> open{-1};        // the phase threads may work on now
   std::atomic<int64_t> done{0};     // chunks finished, over all phases
+  std::atomic<bool> solo{false};    // the caller finishes the call alone (helpers stalled)
   std::vector<std::atomic<int>> claimed;       // last phase each chunk was claimed for
   std::vector<std::atomic<int>> helper_state;  // 0 not started, 1 running, 2 finished, 3 cancelled
   std::thread::id caller;
@@ -345,6 +347,32 @@ void claim_and_work(TeamState& st, int phase, int id, int nchunks, Fn& fn) {
   }
 }
 
+// A team that waits for a stalled member is slower than one thread: on a shared machine a
+// helper that loses its core for a time slice (milliseconds) holds up every step after it
+// (issue 16: LSTM B forward 4x slower with one busy process). The caller therefore times its
+// waits: a phase it waits on for longer than kStallFactor times its own chunk took (and at
+// least kStallMinNs) is a stall, and after kStallsBeforeSolo of them it runs the rest of the
+// call alone (the helpers see `solo`, finish the phase they hold and leave). A call that went
+// alone also makes the calls of the next kSoloHoldNs in this translation unit start alone
+// (team_size), so that a busy machine costs those calls no stalls at all; after that a team is
+// tried again.
+constexpr int64_t kStallMinNs = 200 * 1000;
+constexpr int kStallFactor = 8;
+constexpr int kStallsBeforeSolo = 2;
+constexpr int64_t kSoloHoldNs = 1000 * 1000 * 1000;
+
+inline int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// When the last call that went alone did so, plus kSoloHoldNs (0: none).
+inline std::atomic<int64_t>& solo_until_ns() {
+  static std::atomic<int64_t> until{0};
+  return until;
+}
+
 // Runs fn(phase, chunk) for every chunk of phases 0..nphases-1, all chunks of a phase finishing
 // before any chunk of the next one starts.
 template <class Fn>
@@ -364,7 +392,7 @@ void run_phases(ffi::ThreadPool* pool, int nthreads, int nphases, int nchunks, F
       Backoff backoff;
       for (;;) {
         const int p = st->open.load(std::memory_order_acquire);
-        if (p >= nphases) break;
+        if (p >= nphases || st->solo.load(std::memory_order_acquire)) break;
         if (p > last) {
           claim_and_work(*st, p, home, nchunks, *fn_ptr);
           last = p;
@@ -376,10 +404,35 @@ void run_phases(ffi::ThreadPool* pool, int nthreads, int nphases, int nchunks, F
       st->helper_state[h].store(2, std::memory_order_release);
     });
   }
+  int stalls = 0;
   for (int p = 0; p < nphases; ++p) {
     st->open.store(p, std::memory_order_release);
-    claim_and_work(*st, p, 0, nchunks, fn);
     const int64_t target = (int64_t)(p + 1) * nchunks;
+    if (stalls >= kStallsBeforeSolo) {  // alone: every chunk not already taken
+      for (int c = 0; c < nchunks; ++c)
+        if (try_claim(*st, p, c)) {
+          fn(p, c);
+          st->done.fetch_add(1, std::memory_order_acq_rel);
+        }
+    } else {
+      const int64_t t0 = nhelpers ? now_ns() : 0;
+      claim_and_work(*st, p, 0, nchunks, fn);
+      if (nhelpers && st->done.load(std::memory_order_acquire) < target) {
+        const int64_t t1 = now_ns();
+        const int64_t bound = std::max(kStallMinNs, kStallFactor * (t1 - t0));
+        bool stalled = false;
+        Backoff backoff;
+        while (st->done.load(std::memory_order_acquire) < target) {
+          backoff.wait();
+          if (!stalled && (backoff.spins & 255) == 0) stalled = now_ns() - t1 > bound;
+        }
+        if (stalled && ++stalls == kStallsBeforeSolo) {
+          st->solo.store(true, std::memory_order_release);
+          solo_until_ns().store(now_ns() + kSoloHoldNs, std::memory_order_relaxed);
+        }
+        continue;
+      }
+    }
     Backoff backoff;
     while (st->done.load(std::memory_order_acquire) < target) backoff.wait();
   }
@@ -438,14 +491,28 @@ void drive(ffi::ThreadPool& pool, int nthreads, int nphases, int B, int H,
   });
 }
 
-// Below this many multiply-adds per step, threads cost more than they save.
-constexpr int64_t kParallelMinWork = 1 << 16;
+// Below this many multiply-adds per step (the recurrent product's, as the kernels count it),
+// one thread: a step is then some microseconds (LSTM at config B, 8 rows and hidden 128: 0.5M,
+// ~10 us), the per-step hand-off costs a sizeable part of it, and on a shared machine a team
+// member that loses its core stalls every step. One thread was measured no slower at config B
+// on a quiet machine (issue 16); config A (LSTM 8.4M, GRU 6.3M, Elman 2.1M) keeps its team.
+// Was 1 << 16 (NOTES.md lever 20).
+constexpr int64_t kParallelMinWork = 1 << 20;
+
+// JAXRNN_KERNEL_THREADS, read at every call: a number fixes the team size whatever the work
+// (1: always one thread), "auto" or unset leaves it to the rules here. Returns 0 for auto.
+inline int threads_from_env() {
+  const char* env = std::getenv("JAXRNN_KERNEL_THREADS");
+  if (!env || !*env || std::strcmp(env, "auto") == 0) return 0;
+  return std::max(0, std::atoi(env));
+}
 
 int team_size(ffi::ThreadPool& pool, int64_t work_per_step) {
+  if (const int fixed = threads_from_env()) return fixed;
   if (work_per_step < kParallelMinWork) return 1;
+  if (now_ns() < solo_until_ns().load(std::memory_order_relaxed)) return 1;  // see run_phases
   const int64_t n = pool.num_threads();
   const int hw = (int)std::thread::hardware_concurrency();
-  if (const char* env = std::getenv("JAXRNN_KERNEL_THREADS")) return std::max(1, std::atoi(env));
   return (int)std::max<int64_t>(1, std::min<int64_t>(n, hw > 0 ? hw : 1));
 }
 
