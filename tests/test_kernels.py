@@ -5,7 +5,7 @@ Gradients: JAX's own autodiff of the plain scan (itself checked against NumPy an
 differences in test_scan.py / test_fast_path.py) and finite differences on the kernel path.
 Sizes are chosen to reach every code path of the kernels: hidden sizes that are and are not a
 multiple of the 16-wide vectors, batches that are and are not a multiple of the 8-row blocks,
-and problems big enough to be split across threads.
+and problems split across threads (the team size fixed by JAXRNN_KERNEL_THREADS).
 """
 
 import jax
@@ -364,7 +364,10 @@ def test_status_names_the_library():
 def test_hot_helpers_are_inlined_into_the_kernels():
     # A build in which GCC's file-wide inlining budget ran out called the exp out of line (one
     # `exp_bounded` symbol in the library) and ran the LSTM kernel 2x slower (benchmarks/NOTES.md
-    # lever 19). The helpers are now forced inline: no out-of-line copy may exist.
+    # lever 19). The helpers are now forced inline, and each family is its own translation unit
+    # with its own budget: no translation unit linked into the library may hold an out-of-line
+    # copy (the header's helpers have internal linkage, so each copy would show as a local
+    # symbol), and every family's handlers must be there.
     import shutil
     import subprocess
 
@@ -373,5 +376,113 @@ def test_hot_helpers_are_inlined_into_the_kernels():
     assert kernels.load()
     symbols = subprocess.run(["nm", "-C", kernels._state["path"]], capture_output=True,
                              text=True, check=True).stdout
-    for helper in ("exp_bounded", "sigmoidf", "tanhf_", "micro<", "micro_tn<", "micro_rows<"):
+    for helper in ("exp_bounded", "sigmoidf", "tanhf_", "clamp_exp", "micro<", "micro_tn<",
+                   "micro_rows<", "min_lstm_ratio"):
         assert helper not in symbols, helper
+    for target in kernels.TARGETS:
+        assert f" T {target}\n" in symbols and f" T {target}_operands\n" in symbols, target
+
+
+def _ones(*shape):
+    return jnp.ones(shape, jnp.float32)
+
+
+# Each call gives one operand a shape that does not fit the others (T = 5, B = 2, F = 3): the
+# kernel must refuse it with an error naming the target and that operand, before touching any
+# buffer (a (2, 64) carry with (8, 24) weights once made the GRU kernel read past its buffers
+# and return values that changed from call to call).
+MISMATCHED = {
+    "gru carry wider than its weights": (
+        lambda: ops.gru_sequence(_ones(5, 2, 3), _ones(3, 24), _ones(24), _ones(8, 24),
+                                 _ones(24), _ones(2, 64)),
+        r"jaxrnn_gru_forward: w_x must be \(F, 3 \* H\) = \(3, 192\), got \(3, 24\)"),
+    "gru recurrent bias": (
+        lambda: ops.gru_sequence(_ones(5, 2, 3), _ones(3, 24), _ones(24), _ones(8, 24),
+                                 _ones(25), _ones(2, 8)),
+        r"jaxrnn_gru_forward: b_h must be \(3 \* H\) = \(24,\), got \(25,\)"),
+    "lstm cell state": (
+        lambda: ops.lstm_sequence(_ones(5, 2, 3), _ones(3, 32), _ones(32), _ones(8, 32),
+                                  _ones(2, 8), _ones(2, 7)),
+        r"jaxrnn_lstm_forward: c0 must be \(B, H\) = \(2, 8\), got \(2, 7\)"),
+    "lstm lengths": (
+        lambda: ops.lstm_sequence(_ones(5, 2, 3), _ones(3, 32), _ones(32), _ones(8, 32),
+                                  _ones(2, 8), _ones(2, 8), jnp.array([5, 3, 1])),
+        r"jaxrnn_lstm_forward: lengths must be \(B\) = \(2,\), got \(3,\)"),
+    "elman recurrent weights": (
+        lambda: ops.elman_sequence(_ones(5, 2, 3), _ones(3, 8), _ones(8), _ones(8, 9),
+                                   _ones(2, 8)),
+        r"jaxrnn_elman_forward: w_h must be \(H, H\) = \(8, 8\), got \(8, 9\)"),
+    "jordan feedback weights": (
+        lambda: ops.jordan_sequence(_ones(5, 2, 3), _ones(3, 8), _ones(8), _ones(4, 8),
+                                    _ones(8, 4), _ones(4), _ones(2, 6)),
+        r"jaxrnn_jordan_forward: w_yh must be \(O, H\) = \(6, 8\), got \(4, 8\)"),
+    "minimal carry": (
+        lambda: ops.minimal_sequence("min_gru", _ones(5, 2, 3), _ones(3, 16), _ones(16),
+                                     _ones(2, 64)),
+        r"jaxrnn_min_forward: xp must be \(T, B, k \* H\) = \(5, 2, 128\), got \(5, 2, 16\)"),
+    "weight-gradient product": (
+        lambda: ops._call("jaxrnn_steps_outer", {"out": (4, 6)}, h0=_ones(2, 3),
+                          hs=_ones(5, 2, 3), dz=_ones(5, 2, 6), shifted=True)["out"],
+        r"jaxrnn_steps_outer: out must be \(H, N\) = \(3, 6\), got \(4, 6\)"),
+    "lstm backward cotangent": (
+        lambda: ops._call("jaxrnn_lstm_backward", {"dz": (5, 2, 32), "dh0": (2, 8),
+                                                   "dc0": (2, 8)},
+                          w_h=_ones(8, 32), gates=_ones(5, 2, 32), cs=_ones(5, 2, 8),
+                          c0=_ones(2, 8), d_hs=_ones(5, 2, 9), d_c_last=_ones(2, 8),
+                          lengths=jnp.zeros((1,), jnp.int32), masked=False)["dz"],
+        r"jaxrnn_lstm_backward: d_hs must be \(T, B, H\) = \(5, 2, 8\), got \(5, 2, 9\)"),
+    "rank": (
+        lambda: ops._call("jaxrnn_elman_forward", {"hs": (5, 2, 8), "ss": (1,)}, x=_ones(5, 3),
+                          w_x=_ones(3, 8), bias=_ones(8), w_h=_ones(8, 8), h0=_ones(2, 8),
+                          lengths=jnp.zeros((1,), jnp.int32), masked=False, save_s=False,
+                          leak=1.0)["hs"],
+        r"jaxrnn_elman_forward: x must have rank 3, got shape \(5, 3\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MISMATCHED))
+def test_mismatched_shapes_are_refused_by_name(case):
+    call, message = MISMATCHED[case]
+    with pytest.raises(jax.errors.JaxRuntimeError, match=message):
+        jax.block_until_ready(call())
+
+
+def test_operands_are_passed_by_name():
+    # The order is read from the library; a wrong or missing name is refused in Python.
+    assert kernels.operands("jaxrnn_gru_forward")["args"] == [
+        "x", "w_x", "bias", "w_h", "b_h", "h0", "lengths"]
+    with pytest.raises(TypeError, match="jaxrnn_steps_outer takes"):
+        ops._call("jaxrnn_steps_outer", {"out": (3, 6)}, h0=_ones(2, 3), hs=_ones(5, 2, 3),
+                  dz=_ones(5, 2, 6))
+
+
+# Problems whose steps are split between threads when the team has 2 or more (units: LSTM,
+# GRU and Jordan at B < 16; rows: Elman and Jordan at B = 32). Below 1M multiply-adds per step
+# the kernels choose one thread themselves, so these run with the team size fixed.
+SPLIT = [("lstm", (9, 6, 5, 160)), ("gru", (9, 6, 5, 160)), ("elman", (32, 6, 5, 64)),
+         ("jordan", (12, 7, 5, 160, 48)), ("jordan", (32, 6, 8, 96, 64))]
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+@pytest.mark.parametrize("case", range(len(SPLIT)))
+def test_any_team_size_gives_the_equations(monkeypatch, threads, case):
+    # JAXRNN_KERNEL_THREADS is read at every call: a number fixes the team size (3 is more than
+    # XLA's pool has threads on a 2-core machine: the caller then does the missing helpers'
+    # chunks). Forward against NumPy, and with 2 threads the gradients against the plain scan.
+    monkeypatch.setenv("JAXRNN_KERNEL_THREADS", threads)
+    name, size = SPLIT[case]
+    B, T, F, H = size[:4]
+    cell = jaxrnn.jordan(H, size[4]) if name == "jordan" else MAKE[name](H)
+    p = _params(cell, F)
+    xs = jax.random.normal(jax.random.key(5), (B, T, F))
+    lengths = np.random.default_rng(0).integers(0, T + 1, size=B)
+    final, ys = jax.jit(lambda p, xs: jaxrnn.run(cell, p, xs, lengths=lengths))(p, xs)
+    if name == "jordan":
+        ys_ref, y_ref = _np_jordan(p, xs, cell.initial_carry(p, (B,)).y, lengths)
+        np.testing.assert_allclose(final.y, y_ref, atol=2e-5, rtol=1e-4)
+    else:
+        ys_ref, h_ref, _ = _np_run(name, p, xs, lengths)
+        np.testing.assert_allclose(final.h, h_ref, atol=2e-5, rtol=1e-4)
+    np.testing.assert_allclose(ys, ys_ref, atol=2e-5, rtol=1e-4)
+    if threads == "2":
+        _assert_gradients_match_the_plain_scan(cell, B, T, F)

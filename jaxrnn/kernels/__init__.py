@@ -6,7 +6,7 @@ whole time loop runs in one custom call instead of an XLA while loop, whose per-
 on CPU is as large as the step's own matrix product (see ``benchmarks/NOTES.md``). Values and
 gradients are the same as the pure-JAX paths (tests compare them); only speed differs.
 
-The C++ source ships with the package and is compiled on first use with the machine's C++
+The C++ sources ship with the package and are compiled on first use with the machine's C++
 compiler against the XLA FFI headers of the installed jaxlib, then cached (like
 ``torch.utils.cpp_extension``). Where that is impossible (no compiler, a platform other than
 Linux/macOS) the engine silently keeps its pure-JAX paths; :func:`status` says why.
@@ -16,6 +16,9 @@ Environment:
   ``JAXRNN_KERNEL_CACHE`` the directory for the compiled library (default
   ``$XDG_CACHE_HOME/jaxrnn`` or ``~/.cache/jaxrnn``).
   ``CXX`` the compiler (default ``c++``, then ``g++``, ``clang++``).
+  ``JAXRNN_KERNEL_SANITIZE=1`` builds (and caches separately) a variant under AddressSanitizer;
+  Python must then preload ASan's runtime and libstdc++ (the command is in the README's
+  "Kernel sanitizer" paragraph).
 
 ``python -m jaxrnn.kernels`` builds the library now and prints where it is.
 """
@@ -33,7 +36,12 @@ import tempfile
 import threading
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("rnn_kernels.cc")
+HERE = Path(__file__).parent
+# One translation unit per cell family (each with its own inlining budget: benchmarks/NOTES.md
+# lever 19), and the header they share; compiled in parallel, linked into one library.
+SOURCES = tuple(HERE / f"{name}.cc" for name in ("lstm", "gru", "elman", "jordan", "minimal",
+                                                  "outer"))
+HEADERS = (HERE / "common.h",)
 TARGETS = (
     "jaxrnn_lstm_forward",
     "jaxrnn_lstm_backward",
@@ -47,11 +55,19 @@ TARGETS = (
     "jaxrnn_min_forward",
     "jaxrnn_min_backward",
 )
-# -ffast-math lets GCC vectorise the gate loops (min/max clamps, floor, reassociation; the
-# kernels' own bounded exp is then inlined per vector). The kernels never test for inf or NaN,
-# and clamp the arguments of exp so that none arises.
-CXXFLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp-simd",
-            "-std=c++17", "-shared", "-fPIC", "-w")
+# -ffast-math without its finite-math part: the reassociation, contraction and reciprocal
+# rules let GCC vectorise the gate loops (the kernels' own exp is then inlined per vector), but
+# the kernels must see NaN and inf as XLA does (a NaN input gives NaN outputs, issue 15.1), so
+# the compiler may not assume there are none (-ffinite-math-only, part of -ffast-math, would
+# let it fold the NaN-preserving clamps away). Named one by one rather than as -ffast-math
+# -fno-finite-math-only: with -ffast-math GCC may also link crtfastmath.o into the library,
+# which turns on flush-to-zero for the whole process that loads it.
+CXXFLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math",
+            "-ffp-contract=fast", "-fno-signed-zeros", "-fassociative-math", "-freciprocal-math",
+            "-fopenmp-simd", "-std=c++17", "-fPIC", "-w")
+# JAXRNN_KERNEL_SANITIZE=1: a separately cached build under AddressSanitizer, for the tests
+# (README, "Kernel sanitizer"); Python must then preload the runtime, libasan.so, and libstdc++.
+SANITIZE_FLAGS = ("-fsanitize=address", "-fno-omit-frame-pointer", "-g")
 
 _lock = threading.Lock()
 _state: dict = {"loaded": False, "error": None, "path": None}
@@ -94,24 +110,62 @@ def _cpu_signature() -> str:
     return "".join(seen[k] for k in sorted(seen)) + platform.processor() + platform.machine()
 
 
+def _sanitized() -> bool:
+    return os.environ.get("JAXRNN_KERNEL_SANITIZE", "0").strip().lower() in ("1", "on", "true",
+                                                                             "yes")
+
+
+def _flags() -> tuple[str, ...]:
+    return CXXFLAGS + (SANITIZE_FLAGS if _sanitized() else ())
+
+
 def _library_path(cxx: str) -> Path:
     import jaxlib
 
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
+    texts = [f"{f.name}\0{f.read_text()}" for f in (*SOURCES, *HEADERS)]
     key = hashlib.sha256(
         b"\0".join(
             s.encode()
-            for s in (SOURCE.read_text(), jaxlib.__version__, " ".join(CXXFLAGS), version,
+            for s in (*texts, jaxlib.__version__, " ".join(_flags()), version,
                       _cpu_signature(), sys.platform)
         )
     ).hexdigest()[:16]
-    return _cache_dir() / f"rnn_kernels-{key}.so"
+    return _cache_dir() / f"rnn_kernels-{'asan-' if _sanitized() else ''}{key}.so"
+
+
+def _compile(cxx: str, out: Path, verbose: bool) -> None:
+    """Compile every source into ``out`` (a temporary file): one compiler process per
+    translation unit, all at once, then one link."""
+    import jax.ffi
+
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        objects, procs = [], []
+        for src in SOURCES:
+            obj = Path(tmp) / (src.stem + ".o")
+            cmd = [cxx, *_flags(), "-I", jax.ffi.include_dir(), "-c", str(src), "-o", str(obj)]
+            if verbose:
+                print(" ".join(cmd), file=sys.stderr)
+            procs.append((src, subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                                stderr=subprocess.PIPE, text=True)))
+            objects.append(str(obj))
+        failed = []
+        for src, proc in procs:
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                failed.append(f"{src.name}:\n{err[-4000:]}")
+        if failed:
+            raise RuntimeError("compiling the kernels failed:\n" + "\n".join(failed))
+        cmd = [cxx, *_flags(), "-shared", *objects, "-o", str(out)]
+        if verbose:
+            print(" ".join(cmd), file=sys.stderr)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"linking the kernels failed:\n{proc.stderr[-4000:]}")
 
 
 def build(verbose: bool = False) -> Path:
     """Compile the kernels into the cache (if not there yet) and return the library's path."""
-    import jax.ffi
-
     cxx = _compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
@@ -123,16 +177,14 @@ def build(verbose: bool = False) -> Path:
     # place: the rename is atomic, so a reader never sees a half-written library.
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
     os.close(fd)
-    cmd = [cxx, *CXXFLAGS, "-I", jax.ffi.include_dir(), str(SOURCE), "-o", tmp]
     # Once per machine and jaxlib version; say so, as the first run() otherwise seems to hang.
-    print(f"jaxrnn: compiling the CPU kernels into {path.parent} (once, about 10 s)",
+    print(f"jaxrnn: compiling the CPU kernels into {path.parent} (once per machine, 20-60 s)",
           file=sys.stderr)
-    if verbose:
-        print(" ".join(cmd), file=sys.stderr)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
+    try:
+        _compile(cxx, Path(tmp), verbose)
+    except BaseException:
         os.unlink(tmp)
-        raise RuntimeError(f"compiling {SOURCE.name} failed:\n{proc.stderr[-4000:]}")
+        raise
     os.replace(tmp, path)
     return path
 
@@ -148,13 +200,38 @@ def load() -> bool:
         try:
             path = build()
             lib = ctypes.CDLL(str(path))
+            operands = {}
             for name in TARGETS:
                 jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)),
                                             platform="cpu")
-            _state.update(loaded=True, path=str(path), lib=lib)
+                listing = getattr(lib, name + "_operands")
+                listing.restype = ctypes.c_char_p
+                operands[name] = _parse_operands(listing().decode())
+            _state.update(loaded=True, path=str(path), lib=lib, operands=operands)
         except Exception as err:  # no compiler, no headers, a failed build: keep pure JAX
             _state["error"] = f"{type(err).__name__}: {err}"
         return _state["loaded"]
+
+
+def _parse_operands(listing: str) -> dict:
+    """``"arg:x,...,ret:hs,...,attr:bool:masked,"`` (each handler's operands in their order,
+    from the macro that also generates its C++ signature) -> ``{"args": [...], "rets": [...],
+    "attrs": {name: C++ type}}``."""
+    out: dict = {"args": [], "rets": [], "attrs": {}}
+    for item in filter(None, listing.split(",")):
+        kind, *rest = item.split(":")
+        if kind == "attr":
+            out["attrs"][rest[1]] = rest[0]
+        else:
+            out[kind + "s"].append(rest[0])
+    return out
+
+
+def operands(target: str) -> dict:
+    """The operand names of a kernel target, in the order its handler binds them."""
+    if not load():
+        raise RuntimeError(f"jaxrnn kernels: {status()}")
+    return _state["operands"][target]
 
 
 def available() -> bool:
@@ -187,4 +264,4 @@ def disabled():
         _disabled_depth -= 1
 
 
-__all__ = ["available", "build", "disabled", "load", "status"]
+__all__ = ["available", "build", "disabled", "load", "operands", "status"]

@@ -1,6 +1,6 @@
 """The recurrences of LSTM, GRU, Elman-type, Jordan and minGRU/minLSTM
 cells as differentiable JAX functions over the
-kernels of ``rnn_kernels.cc``.
+kernels of ``jaxrnn/kernels/*.cc``.
 
 Each function takes the inputs of all steps, ``x`` ``(T, B, F)`` time-major, the input weights
 and bias, the recurrent weights and the initial carry, and returns the carry of every step; the
@@ -42,12 +42,30 @@ def _spec(shape):
     return jax.ShapeDtypeStruct(tuple(shape), _f32)
 
 
-def _call(name, outs, *args, aliases=None, **attrs):
-    if not kernels.load():
-        raise RuntimeError(f"jaxrnn kernels: {kernels.status()}")
+# C++ attribute types (as the handlers declare them) -> the NumPy scalar type XLA needs.
+_ATTR_TYPES = {"bool": bool, "float": np.float32, "int64_t": np.int64}
+
+
+def _call(target, outs, *, aliases=None, **operands):
+    """Call the kernel ``target`` with every operand by name: ``operands`` holds its inputs and
+    attributes, ``outs`` the shape of each result, ``aliases`` maps an input to the result that
+    takes over its buffer. Returns the results by name. The order the handler binds them in is
+    read from the library (each handler's one operand list, see ``common.h``), so it is not
+    written again here."""
+    order = kernels.operands(target)
+    names = set(order["args"]) | set(order["attrs"])
+    if set(operands) != names or set(outs) != set(order["rets"]):
+        raise TypeError(f"{target} takes inputs and attributes {sorted(names)} and results "
+                        f"{order['rets']}; got {sorted(operands)} and {sorted(outs)}")
+    args = [operands[n] for n in order["args"]]
+    attrs = {n: _ATTR_TYPES[t](operands[n]) for n, t in order["attrs"].items()}
+    alias_index = {order["args"].index(i): order["rets"].index(o)
+                   for i, o in (aliases or {}).items()}
     # "sequential" keeps vmap correct: each mapped slice is one kernel call with its own batch.
-    return jax.ffi.ffi_call(name, outs, vmap_method="sequential",
-                            input_output_aliases=aliases)(*args, **attrs)
+    results = jax.ffi.ffi_call(target, [_spec(outs[n]) for n in order["rets"]],
+                               vmap_method="sequential",
+                               input_output_aliases=alias_index or None)(*args, **attrs)
+    return dict(zip(order["rets"], results, strict=True))
 
 
 def _lens_arg(lens):
@@ -58,16 +76,16 @@ def _prev_outer(h0, hs, dz):
     """``sum_t h_{t-1}^T dz_t`` (``h_{-1} = h0``): the recurrent weights' gradient, one product
     over all steps, computed by the kernel straight from ``h0`` and ``hs`` (XLA would first
     copy them into a shifted ``(T, B, H)`` buffer)."""
-    return _call("jaxrnn_steps_outer", _spec((hs.shape[-1], dz.shape[-1])), h0, hs, dz,
-                 shifted=True)
+    return _call("jaxrnn_steps_outer", {"out": (hs.shape[-1], dz.shape[-1])}, h0=h0, hs=hs, dz=dz,
+                 shifted=True)["out"]
 
 
 def _steps_outer(x, dz):
     """``sum_t x_t^T dz_t``, the input weights' gradient, by the same kernel: XLA's own product
     wants ``x`` as rows and made a second copy of the (time-major) ``x`` for it. The kernel's
     first operand (the initial carry) is not read unshifted; ``x`` stands in for it."""
-    return _call("jaxrnn_steps_outer", _spec((x.shape[-1], dz.shape[-1])), x, x, dz,
-                 shifted=False)
+    return _call("jaxrnn_steps_outer", {"out": (x.shape[-1], dz.shape[-1])}, h0=x, hs=x, dz=dz,
+                 shifted=False)["out"]
 
 
 def _rows(a):
@@ -83,14 +101,16 @@ def _input_grads(x, w_x, dxp):
 # ----------------------------------------------------------------------------- LSTM
 
 def _lstm_forward(x, w_x, b, w_h, h0, c0, lens, training):
+    # H is the carry's: the kernel checks every weight against it (and names the one that
+    # does not fit) instead of reading a carry of another width.
     T, B, _ = x.shape
-    G = w_h.shape[1]
-    H = G // 4
-    big = (T, B, H) if training else (1,)
-    gates = (T, B, G) if training else (1,)
-    return _call("jaxrnn_lstm_forward", (_spec((T, B, H)), _spec((B, H)), _spec(big), _spec(gates)),
-                 x, w_x, b, w_h, h0, c0, _lens_arg(lens), masked=lens is not None,
-                 training=training)
+    H = h0.shape[-1]
+    out = _call("jaxrnn_lstm_forward",
+                {"hs": (T, B, H), "c_last": (B, H), "cs": (T, B, H) if training else (1,),
+                 "gates": (T, B, 4 * H) if training else (1,)},
+                x=x, w_x=w_x, bias=b, w_h=w_h, h0=h0, c0=c0, lengths=_lens_arg(lens),
+                masked=lens is not None, training=training)
+    return out["hs"], out["c_last"], out["cs"], out["gates"]
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(7,))
@@ -110,11 +130,13 @@ def _lstm_bwd(masked, res, cts):
     B, H = h0.shape
     # dz overwrites the saved gates step by step (each step's gates are read before its dz is
     # written): no second (T, B, 4H) buffer, whose fresh pages cost more than its arithmetic.
-    dz, dh0, dc0 = _call(
-        "jaxrnn_lstm_backward", (_spec(gates.shape), _spec((B, H)), _spec((B, H))),
-        w_h, gates, cs, c0, d_hs.astype(_f32), d_c_last.astype(_f32),
-        _lens_arg(lens if masked else None), masked=masked, aliases={1: 0},
+    out = _call(
+        "jaxrnn_lstm_backward", {"dz": gates.shape, "dh0": (B, H), "dc0": (B, H)},
+        w_h=w_h, gates=gates, cs=cs, c0=c0, d_hs=d_hs.astype(_f32),
+        d_c_last=d_c_last.astype(_f32), lengths=_lens_arg(lens if masked else None),
+        masked=masked, aliases={"gates": "dz"},
     )
+    dz, dh0, dc0 = out["dz"], out["dh0"], out["dc0"]
     dx, dw_x, db = _input_grads(x, w_x, dz)
     dw_h = _prev_outer(h0, hs, dz)
     return dx, dw_x, db, dw_h, dh0, dc0, None
@@ -134,11 +156,12 @@ def lstm_sequence(x, w_x, b, w_h, h0, c0, lengths=None):
 
 def _gru_forward(x, w_x, b, w_h, b_h, h0, lens, training):
     T, B, _ = x.shape
-    H = w_h.shape[0]
-    saved = (T, B, 4 * H) if training else (1,)
-    return _call("jaxrnn_gru_forward", (_spec((T, B, H)), _spec(saved)),
-                 x, w_x, b, w_h, b_h, h0, _lens_arg(lens), masked=lens is not None,
-                 training=training)
+    H = h0.shape[-1]
+    out = _call("jaxrnn_gru_forward",
+                {"hs": (T, B, H), "saved": (T, B, 4 * H) if training else (1,)},
+                x=x, w_x=w_x, bias=b, w_h=w_h, b_h=b_h, h0=h0, lengths=_lens_arg(lens),
+                masked=lens is not None, training=training)
+    return out["hs"], out["saved"]
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(7,))
@@ -159,11 +182,12 @@ def _gru_bwd(masked, res, d_hs):
     # xp's cotangent is blocks 0-2, hp's blocks 0, 1, 3. The weight products run on all four
     # blocks (the extra block costs less than copying out two (T, B, 3H) slices) and the
     # unneeded columns are dropped from the small results.
-    d4, dh0 = _call(
-        "jaxrnn_gru_backward", (_spec(saved.shape), _spec((B, H))),
-        w_h, saved, hs, h0, d_hs.astype(_f32), _lens_arg(lens if masked else None), masked=masked,
-        aliases={1: 0},
+    out = _call(
+        "jaxrnn_gru_backward", {"d4": saved.shape, "dh0": (B, H)},
+        w_h=w_h, saved=saved, hs=hs, h0=h0, d_hs=d_hs.astype(_f32),
+        lengths=_lens_arg(lens if masked else None), masked=masked, aliases={"saved": "d4"},
     )
+    d4, dh0 = out["d4"], out["dh0"]
     rows = _rows(d4)
     w_x4 = jnp.concatenate([w_x, jnp.zeros((w_x.shape[0], H), w_x.dtype)], axis=1)
     dx = (rows @ w_x4.T).reshape(x.shape)
@@ -189,11 +213,12 @@ def gru_sequence(x, w_x, b, w_h, b_h, h0, lengths=None):
 
 def _elman_forward(x, w_x, b, w_h, h0, lens, leak, training):
     T, B, _ = x.shape
-    H = w_h.shape[0]
+    H = h0.shape[-1]
     save_s = training and leak != 1.0
-    return _call("jaxrnn_elman_forward", (_spec((T, B, H)), _spec((T, B, H) if save_s else (1,))),
-                 x, w_x, b, w_h, h0, _lens_arg(lens), masked=lens is not None, save_s=save_s,
-                 leak=np.float32(leak))
+    out = _call("jaxrnn_elman_forward", {"hs": (T, B, H), "ss": (T, B, H) if save_s else (1,)},
+                x=x, w_x=w_x, bias=b, w_h=w_h, h0=h0, lengths=_lens_arg(lens),
+                masked=lens is not None, save_s=save_s, leak=leak)
+    return out["hs"], out["ss"]
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(6, 7))
@@ -209,11 +234,12 @@ def _elman_fwd(x, w_x, b, w_h, h0, lens, masked, leak):
 
 def _elman_bwd(masked, leak, res, d_hs):
     x, w_x, w_h, h0, lens, hs, ss = res
-    dz, dh0 = _call(
-        "jaxrnn_elman_backward", (_spec(hs.shape), _spec(h0.shape)),
-        w_h, ss, d_hs.astype(_f32), _lens_arg(lens if masked else None), masked=masked,
-        leak=np.float32(leak),
+    out = _call(
+        "jaxrnn_elman_backward", {"dz": hs.shape, "dh0": h0.shape},
+        w_h=w_h, ss=ss, d_hs=d_hs.astype(_f32), lengths=_lens_arg(lens if masked else None),
+        masked=masked, leak=leak,
     )
+    dz, dh0 = out["dz"], out["dh0"]
     dx, dw_x, db = _input_grads(x, w_x, dz)
     dw_h = _prev_outer(h0, hs, dz)
     return dx, dw_x, db, dw_h, dh0, None
@@ -232,11 +258,11 @@ def elman_sequence(x, w_x, b, w_h, h0, lengths=None, *, leak: float = 1.0):
 
 def _jordan_forward(x, w_x, b, w_yh, w_y, b_y, y0, lens, training):
     T, B, _ = x.shape
-    H, O = w_x.shape[1], w_y.shape[1]
-    return _call("jaxrnn_jordan_forward",
-                 (_spec((T, B, O)), _spec((T, B, H) if training else (1,))),
-                 x, w_x, b, w_yh, w_y, b_y, y0, _lens_arg(lens), masked=lens is not None,
-                 training=training)
+    H, O = w_x.shape[-1], y0.shape[-1]
+    out = _call("jaxrnn_jordan_forward", {"ys": (T, B, O), "hs": (T, B, H) if training else (1,)},
+                x=x, w_x=w_x, bias=b, w_yh=w_yh, w_y=w_y, b_y=b_y, y0=y0,
+                lengths=_lens_arg(lens), masked=lens is not None, training=training)
+    return out["ys"], out["hs"]
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(8,))
@@ -252,10 +278,12 @@ def _jordan_fwd(x, w_x, b, w_yh, w_y, b_y, y0, lens, masked):
 
 def _jordan_bwd(masked, res, d_ys):
     x, w_x, w_yh, w_y, y0, lens, hs, ys = res
-    dz1, dz2, dy0 = _call(
-        "jaxrnn_jordan_backward", (_spec(hs.shape), _spec(ys.shape), _spec(y0.shape)),
-        w_yh, w_y, hs, ys, d_ys.astype(_f32), _lens_arg(lens if masked else None), masked=masked,
+    out = _call(
+        "jaxrnn_jordan_backward", {"dz1": hs.shape, "dz2": ys.shape, "dy0": y0.shape},
+        w_yh=w_yh, w_y=w_y, hs=hs, ys=ys, d_ys=d_ys.astype(_f32),
+        lengths=_lens_arg(lens if masked else None), masked=masked,
     )
+    dz1, dz2, dy0 = out["dz1"], out["dz2"], out["dy0"]
     dx, dw_x, db = _input_grads(x, w_x, dz1)
     dw_yh = _prev_outer(y0, ys, dz1)  # sum_t y_{t-1}^T dz1_t
     dw_y = _steps_outer(hs, dz2)  # sum_t h_t^T dz2_t
@@ -282,8 +310,8 @@ def _min_project(x, w_x, b):
 
 
 def _min_forward(xp, h0, lens, kind):
-    return _call("jaxrnn_min_forward", _spec((xp.shape[0], xp.shape[1], h0.shape[1])),
-                 xp, h0, _lens_arg(lens), kind=np.int64(kind), masked=lens is not None)
+    return _call("jaxrnn_min_forward", {"hs": (xp.shape[0], xp.shape[1], h0.shape[-1])},
+                 xp=xp, h0=h0, lengths=_lens_arg(lens), kind=kind, masked=lens is not None)["hs"]
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(5, 6))
@@ -303,9 +331,11 @@ def _minimal_bwd(kind, masked, res, d_hs):
     # weight gradient is the in-kernel product over all steps (as for the other cells: XLA's
     # own product copied the (T, B, kH) cotangents, and at config A that pushed minLSTM's
     # training step past glibc's 32 MiB mmap ceiling, NOTES.md lever 13).
-    dxp, dh0 = _call("jaxrnn_min_backward", (_spec(xp.shape), _spec(h0.shape)),
-                     xp, hs, h0, d_hs.astype(_f32), _lens_arg(lens if masked else None),
-                     kind=np.int64(kind), masked=masked, aliases={0: 0})
+    out = _call("jaxrnn_min_backward", {"dxp": xp.shape, "dh0": h0.shape},
+                xp=xp, hs=hs, h0=h0, d_hs=d_hs.astype(_f32),
+                lengths=_lens_arg(lens if masked else None), kind=kind, masked=masked,
+                aliases={"xp": "dxp"})
+    dxp, dh0 = out["dxp"], out["dh0"]
     dx, dw_x, db = _input_grads(x, w_x, dxp)
     return dx, dw_x, db, dh0, None
 

@@ -1,0 +1,523 @@
+// What every fused CPU sequence kernel shares (XLA FFI custom calls; one source per cell family,
+// lstm.cc, gru.cc, elman.cc, jordan.cc, minimal.cc, outer.cc, each its own translation unit).
+//
+// Why they exist: inside `lax.scan`, XLA's CPU while loop costs about as much per step as the
+// recurrent matrix product itself (benchmarks/NOTES.md, shared PERF-NOTES). These kernels run
+// the whole time loop in one call: each step is two small matrix products (input and recurrent,
+// with the kernel's own register-blocked product) and one elementwise pass, with no per-step
+// dispatch. The input projection is computed per step inside the kernel rather than for all
+// steps before it: a (T, B, G) buffer of projections cost more in fresh-page faults and memory
+// traffic than batching saved (LSTM at config A: 30 vs 21 ms per call). The weight gradients
+// are one large product over all steps each, after the backward loop (StepsOuter).
+//
+// Threading: each step's work is split by hidden unit into one chunk per thread. A chunk owns
+// the same units in every gate block, so its gate nonlinearities need nothing from other chunks
+// and one barrier per step suffices. The caller thread and helpers taken from XLA's intra-op
+// thread pool each own a chunk, so that a thread's slice of the weights stays in its core's cache
+// from step to step (work stealing between steady threads measured slower for the Elman net).
+// A helper that has not started, or has not claimed its chunk within a short wait, has its chunk
+// done by the caller.
+//
+// Layouts are row-major and time-major: x (T, B, F), hs (T, B, H), weights (F, G) and (H, G)
+// with the gate blocks side by side in the order the Python cells use, biases (G,).
+//
+// Everything here is in an unnamed namespace (functions not marked inline, as they were in the
+// single file, so that GCC's inlining choices stay what they were): each family's translation
+// unit gets its own copy, its own inlining budget, and a new kernel cannot use up another's
+// (benchmarks/NOTES.md lever 19; the hot helpers are also forced inline).
+
+#ifndef JAXRNN_KERNELS_COMMON_H_
+#define JAXRNN_KERNELS_COMMON_H_
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+// The hot helpers are force-inlined: GCC's inliner works to a budget per translation unit, and
+// once the minGRU/minLSTM and Jordan kernels were added to the single file the kernels then
+// were, it stopped inlining the exp and the micro-products into the LSTM kernel, which then ran
+// 2x slower (config B forward: 5.0 -> 10.7 ms per call; benchmarks/NOTES.md lever 19).
+#define JAXRNN_INLINE inline __attribute__((always_inline))
+
+// ----------------------------------------------------------------------------- operands
+//
+// Each handler's operands are listed once, in order, by a macro taking three macros:
+//   #define JAXRNN_LSTM_FORWARD(ARG, RET, ATTR) ARG(F32, x) ... RET(F32, hs) ... ATTR(bool, masked)
+// From that one list come the kernel function's parameters (JAXRNN_KERNEL), the FFI binding and
+// an exported string naming the operands in order, "<target>_operands", which Python's
+// ops._call reads so that it passes every operand by name (JAXRNN_HANDLER).
+#define JAXRNN_P_ARG(T, n) , ffi::Buffer<ffi::T> n
+#define JAXRNN_P_RET(T, n) , ffi::ResultBuffer<ffi::T> n
+#define JAXRNN_P_ATTR(T, n) , T n
+#define JAXRNN_B_ARG(T, n) .Arg<ffi::Buffer<ffi::T>>()
+#define JAXRNN_B_RET(T, n) .Ret<ffi::Buffer<ffi::T>>()
+#define JAXRNN_B_ATTR(T, n) .Attr<T>(#n)
+#define JAXRNN_S_ARG(T, n) "arg:" #n ","
+#define JAXRNN_S_RET(T, n) "ret:" #n ","
+#define JAXRNN_S_ATTR(T, n) "attr:" #T ":" #n ","
+
+// The head of a kernel: ffi::Error Name(ffi::ThreadPool pool, <the operands in their order>).
+#define JAXRNN_KERNEL(Name, OPERANDS) \
+  ffi::Error Name(ffi::ThreadPool pool OPERANDS(JAXRNN_P_ARG, JAXRNN_P_RET, JAXRNN_P_ATTR))
+
+// At file scope, after the kernel: the exported handler and its operand list.
+#define JAXRNN_HANDLER(symbol, Name, OPERANDS)                                               \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(symbol, Name,                                              \
+                                ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()                    \
+                                    OPERANDS(JAXRNN_B_ARG, JAXRNN_B_RET, JAXRNN_B_ATTR));  \
+  extern "C" __attribute__((visibility("default"))) const char* symbol##_operands() {      \
+    return OPERANDS(JAXRNN_S_ARG, JAXRNN_S_RET, JAXRNN_S_ATTR) "";                          \
+  }
+
+namespace {
+
+// ----------------------------------------------------------------------------- shape checks
+
+// Every kernel checks every buffer it touches against the others before it reads or writes
+// any of them (issue 15.2: a (B, 64) carry with (8, 24) weights once made the GRU kernel read
+// past its buffers). The first mismatch becomes an InvalidArgument error naming the target,
+// the operand, the expected shape in symbols and numbers, and where the symbols came from:
+//   jaxrnn_gru_forward: w_h must be (H, 3 * H) = (64, 192), got (8, 24) [T, B, F from x; H from h0]
+template <ffi::DataType D>
+ffi::Span<const int64_t> dims_of(ffi::Buffer<D>& b) { return b.dimensions(); }
+template <ffi::DataType D>
+ffi::Span<const int64_t> dims_of(ffi::Result<ffi::Buffer<D>>& b) { return b->dimensions(); }
+
+inline std::string spell(ffi::Span<const int64_t> d) {
+  std::string s = "(";
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + (d.size() == 1 ? ",)" : ")");
+}
+
+class Shapes {
+ public:
+  Shapes(const char* target, const char* origin) : target_(target), origin_(origin) {}
+
+  // Extent `axis` of an operand that must have rank `rank` (0 after a failed check).
+  template <class Buf>
+  int64_t dim(Buf& buf, const char* name, size_t rank, size_t axis) {
+    const auto d = dims_of(buf);
+    if (d.size() != rank) {
+      fail(std::string(name) + " must have rank " + std::to_string(rank) + ", got shape " + spell(d));
+      return 0;
+    }
+    if (d[axis] > INT_MAX) fail(std::string(name) + " is too large: " + spell(d));
+    return d[axis];
+  }
+
+  template <class Buf>
+  void expect(Buf& buf, const char* name, const char* spelled, std::initializer_list<int64_t> want) {
+    const auto d = dims_of(buf);
+    bool same = d.size() == want.size();
+    for (size_t i = 0; same && i < d.size(); ++i) same = d[i] == want.begin()[i];
+    if (same) return;
+    const std::vector<int64_t> w(want);
+    fail(std::string(name) + " must be " + spelled + " = " +
+         spell(ffi::Span<const int64_t>(w.data(), w.size())) + ", got " + spell(d));
+  }
+
+  void require(bool holds, const std::string& what) {
+    if (!holds) fail(what);
+  }
+
+  bool ok() const { return error_.empty(); }
+  ffi::Error error() const {
+    return ok() ? ffi::Error::Success()
+                : ffi::Error(ffi::ErrorCode::kInvalidArgument, error_);
+  }
+
+ private:
+  void fail(const std::string& what) {
+    if (ok()) error_ = std::string(target_) + ": " + what + " [" + origin_ + "]";
+  }
+  const char* target_;
+  const char* origin_;
+  std::string error_;
+};
+
+// s.expect for an operand, its name and shape spelled from the source: JAXRNN_EXPECT(s, h0, B, H)
+#define JAXRNN_EXPECT(s, buf, ...) (s).expect(buf, #buf, "(" #__VA_ARGS__ ")", {__VA_ARGS__})
+
+// ----------------------------------------------------------------------------- small products
+
+// 16 floats: one AVX-512 register, two AVX2 registers; GCC picks the instructions for the
+// machine the kernels are compiled on (-march=native).
+typedef float vf16 __attribute__((vector_size(64)));
+typedef float vf16u __attribute__((vector_size(64), aligned(4)));
+
+JAXRNN_INLINE vf16 load16(const float* p) { return *reinterpret_cast<const vf16u*>(p); }
+JAXRNN_INLINE void store16(float* p, vf16 v) { *reinterpret_cast<vf16u*>(p) = v; }
+
+// C[0:MR, 0:16*NV] = Cin (or 0) + A[0:MR, 0:K] @ W[0:K, 0:16*NV]; Cin rows may have stride 0
+// (a bias broadcast over rows).
+template <int MR, int NV>
+JAXRNN_INLINE void micro(int K, const float* A, int lda, const float* W, int ldw, const float* Cin,
+                  int ldcin, float* C, int ldc) {
+  vf16 acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v)
+      acc[r][v] = Cin ? load16(Cin + (size_t)r * ldcin + 16 * v) : vf16{};
+  for (int k = 0; k < K; ++k) {
+    vf16 w[NV];
+    for (int v = 0; v < NV; ++v) w[v] = load16(W + (size_t)k * ldw + 16 * v);
+    for (int r = 0; r < MR; ++r) {
+      const float a = A[(size_t)r * lda + k];
+      for (int v = 0; v < NV; ++v) acc[r][v] += a * w[v];
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) store16(C + (size_t)r * ldc + 16 * v, acc[r][v]);
+}
+
+template <int NV>
+JAXRNN_INLINE void micro_rows(int rows, int K, const float* A, int lda, const float* W, int ldw,
+                       const float* Cin, int ldcin, float* C, int ldc) {
+  switch (rows) {
+    case 8: return micro<8, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+    case 7: return micro<7, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+    case 6: return micro<6, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+    case 5: return micro<5, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+    case 4: return micro<4, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+    case 3: return micro<3, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+    case 2: return micro<2, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+    default: return micro<1, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+  }
+}
+
+// C[:, n0:n1] = Cin[:, n0:n1] (or 0) + A (M, K) @ W[:, n0:n1]; all row-major. Column panels
+// outside, row blocks inside: a (K, 32) panel of W (32 KiB at K = 256) is read once from L2 and
+// then reused from L1 by every block of rows.
+void gemm_cols(int M, int K, const float* A, int lda, const float* W, int ldw, const float* Cin,
+               int ldcin, float* C, int ldc, int n0, int n1) {
+  int n = n0;
+  for (; n + 32 <= n1; n += 32)
+    for (int m0 = 0; m0 < M; m0 += 8)
+      micro_rows<2>(std::min(8, M - m0), K, A + (size_t)m0 * lda, lda, W + n, ldw,
+                    Cin ? Cin + (size_t)m0 * ldcin + n : nullptr, ldcin,
+                    C + (size_t)m0 * ldc + n, ldc);
+  for (; n + 16 <= n1; n += 16)
+    for (int m0 = 0; m0 < M; m0 += 8)
+      micro_rows<1>(std::min(8, M - m0), K, A + (size_t)m0 * lda, lda, W + n, ldw,
+                    Cin ? Cin + (size_t)m0 * ldcin + n : nullptr, ldcin,
+                    C + (size_t)m0 * ldc + n, ldc);
+  for (; n < n1; ++n)  // fewer than 16 columns left (hidden sizes not a multiple of 16)
+    for (int m = 0; m < M; ++m) {
+      float s = Cin ? Cin[(size_t)m * ldcin + n] : 0.f;
+      for (int k = 0; k < K; ++k) s += A[(size_t)m * lda + k] * W[(size_t)k * ldw + n];
+      C[(size_t)m * ldc + n] = s;
+    }
+}
+
+// The recurrent product restricted to hidden units [u0, u1) of every gate block.
+void gemm_units(int M, int K, const float* A, const float* W, int H, int gates,
+                const float* Cin, int ldcin, float* C, int u0, int u1) {
+  const int G = gates * H;
+  for (int q = 0; q < gates; ++q)
+    gemm_cols(M, K, A, K, W, G, Cin, ldcin, C, G, q * H + u0, q * H + u1);
+}
+
+// z[:, units of every gate] = b + x_t W_x (+ h_{t-1} W_h when w_h is given).
+void gates_units(int B, int F, int H, int gates, const float* x_t, const float* w_x,
+                 const float* b, const float* h_prev, const float* w_h, float* z, int u0,
+                 int u1) {
+  gemm_units(B, F, x_t, w_x, H, gates, b, 0, z, u0, u1);
+  if (w_h) gemm_units(B, H, h_prev, w_h, H, gates, z, gates * H, z, u0, u1);
+}
+
+// W (K, N) -> W^T (N, K), for the backward product d h_{t-1} = d hp_t W_h^T.
+std::vector<float> transpose(const float* W, int K, int N) {
+  std::vector<float> t((size_t)K * N);
+  for (int k = 0; k < K; ++k)
+    for (int n = 0; n < N; ++n) t[(size_t)n * K + k] = W[(size_t)k * N + n];
+  return t;
+}
+
+// ----------------------------------------------------------------------------- nonlinearities
+
+// exp in a form GCC vectorises inline inside the `omp simd` loops: x = n ln2 + r (ln2 in two
+// parts), exp(r) by Cephes' degree-7 polynomial, 2^n put into the exponent bits. Error ~2 ulp.
+// Measured against glibc's vector expf (a call per vector) in the LSTM gate pass at config B:
+// 1.1 vs 1.5 us per step and thread; sigmoid and tanh stay within 3e-7 of float64.
+// Callers pass x through clamp_exp (below): for x in [-88, 88.5], n is in [-127, 128], where the
+// exponent bits give 0 (n = -127) and inf (n = 128) exactly, so that exp underflows to 0 and
+// overflows to inf as expf does, and sigmoid/tanh saturate to exactly 0, 1 and -1 as XLA's do.
+// A NaN argument makes the polynomial NaN, and the product with it NaN whatever the bits of 2^n.
+JAXRNN_INLINE float exp_bounded(float x) {
+  const float n = std::floor(std::fma(x, 1.44269504088896341f, 0.5f));
+  float r = std::fma(n, -0.693145751953125f, x);
+  r = std::fma(n, -1.428606765330187045e-06f, r);
+  float p = 1.9875691500e-4f;
+  p = std::fma(p, r, 1.3981999507e-3f);
+  p = std::fma(p, r, 8.3334519073e-3f);
+  p = std::fma(p, r, 4.1665795894e-2f);
+  p = std::fma(p, r, 1.6666665459e-1f);
+  p = std::fma(p, r, 5.0000001201e-1f);
+  p = std::fma(p, r * r, r + 1.f);
+  const int32_t bits = (int32_t)n + 127;  // n is NaN only when p is: then any bits will do
+  return p * __builtin_bit_cast(float, (int32_t)((uint32_t)bits << 23));
+}
+
+// Clamps written so that a NaN falls through both comparisons (std::min/max would return the
+// bound): a NaN anywhere in the inputs, carries or weights stays NaN, as on XLA's path
+// (issue 15.1). GCC still emits one vector min and one max for each. The clamp goes on exp's
+// own argument: its bounds are those of exp_bounded, not symmetric.
+JAXRNN_INLINE float clamp_exp(float x) { return x > 88.5f ? 88.5f : (x < -88.f ? -88.f : x); }
+JAXRNN_INLINE float sigmoidf(float x) { return 1.f / (1.f + exp_bounded(clamp_exp(-x))); }
+JAXRNN_INLINE float tanhf_(float x) { return 1.f - 2.f / (1.f + exp_bounded(clamp_exp(2.f * x))); }
+
+// ----------------------------------------------------------------------------- team of threads
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Spin, then yield: on an oversubscribed machine a pure spin would starve the thread we wait on.
+struct Backoff {
+  int spins = 0;
+  void wait() {
+    if (++spins < 4000) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+};
+
+struct TeamState {
+  explicit TeamState(int nchunks, int nhelpers)
+      : claimed(nchunks), helper_state(nhelpers) {
+    for (auto& c : claimed) c.store(-1);
+    for (auto& h : helper_state) h.store(0);
+  }
+  std::atomic<int> open{-1};        // the phase threads may work on now
+  std::atomic<int64_t> done{0};     // chunks finished, over all phases
+  std::atomic<bool> solo{false};    // the caller finishes the call alone (helpers stalled)
+  std::vector<std::atomic<int>> claimed;       // last phase each chunk was claimed for
+  std::vector<std::atomic<int>> helper_state;  // 0 not started, 1 running, 2 finished, 3 cancelled
+  std::thread::id caller;
+};
+
+inline bool try_claim(TeamState& st, int phase, int c) {
+  int expected = phase - 1;
+  return st.claimed[c].compare_exchange_strong(expected, phase, std::memory_order_acq_rel);
+}
+
+// Thread `id` (0 = the caller) owns chunk `id`: its slice of the weights then stays in its
+// core's cache from step to step. The caller also takes a helper's chunk when the helper has not
+// started, or has not claimed it within a short wait (a helper descheduled by a busy machine
+// would otherwise stall every step).
+constexpr int kStealAfterSpins = 2000;
+
+template <class Fn>
+void claim_and_work(TeamState& st, int phase, int id, int nchunks, Fn& fn) {
+  if (try_claim(st, phase, id)) {
+    fn(phase, id);
+    st.done.fetch_add(1, std::memory_order_acq_rel);
+  }
+  if (id != 0) return;
+  for (int c = 1; c < nchunks; ++c) {
+    const int h = st.helper_state[c - 1].load(std::memory_order_acquire);
+    if (h == 1) {  // running: give it a moment to claim its own chunk
+      for (int spin = 0; spin < kStealAfterSpins; ++spin) {
+        if (st.claimed[c].load(std::memory_order_acquire) >= phase) break;
+        cpu_relax();
+      }
+    }
+    if (try_claim(st, phase, c)) {
+      fn(phase, c);
+      st.done.fetch_add(1, std::memory_order_acq_rel);
+    }
+  }
+}
+
+// A team that waits for a stalled member is slower than one thread: on a shared machine a
+// helper that loses its core for a time slice (milliseconds) holds up every step after it
+// (issue 16: LSTM B forward 4x slower with one busy process). The caller therefore times its
+// waits: a phase it waits on for longer than kStallFactor times its own chunk took (and at
+// least kStallMinNs) is a stall, and after kStallsBeforeSolo of them it runs the rest of the
+// call alone (the helpers see `solo`, finish the phase they hold and leave). A call that went
+// alone also makes the calls of the next kSoloHoldNs in this translation unit start alone
+// (team_size), so that a busy machine costs those calls no stalls at all; after that a team is
+// tried again.
+constexpr int64_t kStallMinNs = 200 * 1000;
+constexpr int kStallFactor = 8;
+constexpr int kStallsBeforeSolo = 2;
+constexpr int64_t kSoloHoldNs = 1000 * 1000 * 1000;
+
+inline int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// When the last call that went alone did so, plus kSoloHoldNs (0: none).
+inline std::atomic<int64_t>& solo_until_ns() {
+  static std::atomic<int64_t> until{0};
+  return until;
+}
+
+// Runs fn(phase, chunk) for every chunk of phases 0..nphases-1, all chunks of a phase finishing
+// before any chunk of the next one starts.
+template <class Fn>
+void run_phases(ffi::ThreadPool* pool, int nthreads, int nphases, int nchunks, Fn fn) {
+  const int nhelpers = pool ? nchunks - 1 : 0;  // one chunk per thread (see make_chunks)
+  auto st = std::make_shared<TeamState>(nchunks, nhelpers);
+  st->caller = std::this_thread::get_id();
+  Fn* fn_ptr = &fn;
+  for (int h = 0; h < nhelpers; ++h) {
+    const int home = h + 1;
+    pool->Schedule([st, h, home, nphases, nchunks, fn_ptr]() {
+      // A pool that cannot take the task runs it inline on the caller: do nothing then.
+      if (std::this_thread::get_id() == st->caller) return;
+      int expected = 0;
+      if (!st->helper_state[h].compare_exchange_strong(expected, 1)) return;  // cancelled
+      int last = -1;
+      Backoff backoff;
+      for (;;) {
+        const int p = st->open.load(std::memory_order_acquire);
+        if (p >= nphases || st->solo.load(std::memory_order_acquire)) break;
+        if (p > last) {
+          claim_and_work(*st, p, home, nchunks, *fn_ptr);
+          last = p;
+          backoff.spins = 0;
+        } else {
+          backoff.wait();
+        }
+      }
+      st->helper_state[h].store(2, std::memory_order_release);
+    });
+  }
+  int stalls = 0;
+  for (int p = 0; p < nphases; ++p) {
+    st->open.store(p, std::memory_order_release);
+    const int64_t target = (int64_t)(p + 1) * nchunks;
+    if (stalls >= kStallsBeforeSolo) {  // alone: every chunk not already taken
+      for (int c = 0; c < nchunks; ++c)
+        if (try_claim(*st, p, c)) {
+          fn(p, c);
+          st->done.fetch_add(1, std::memory_order_acq_rel);
+        }
+    } else {
+      const int64_t t0 = nhelpers ? now_ns() : 0;
+      claim_and_work(*st, p, 0, nchunks, fn);
+      if (nhelpers && st->done.load(std::memory_order_acquire) < target) {
+        const int64_t t1 = now_ns();
+        const int64_t bound = std::max(kStallMinNs, kStallFactor * (t1 - t0));
+        bool stalled = false;
+        Backoff backoff;
+        while (st->done.load(std::memory_order_acquire) < target) {
+          backoff.wait();
+          if (!stalled && (backoff.spins & 255) == 0) stalled = now_ns() - t1 > bound;
+        }
+        if (stalled && ++stalls == kStallsBeforeSolo) {
+          st->solo.store(true, std::memory_order_release);
+          solo_until_ns().store(now_ns() + kSoloHoldNs, std::memory_order_relaxed);
+        }
+        continue;
+      }
+    }
+    Backoff backoff;
+    while (st->done.load(std::memory_order_acquire) < target) backoff.wait();
+  }
+  st->open.store(nphases, std::memory_order_release);
+  // fn lives on this stack: wait for every helper that started, cancel those that did not.
+  for (int h = 0; h < nhelpers; ++h) {
+    int expected = 0;
+    if (!st->helper_state[h].compare_exchange_strong(expected, 3)) {
+      Backoff backoff;
+      while (st->helper_state[h].load(std::memory_order_acquire) != 2) backoff.wait();
+    }
+  }
+}
+
+// Unit chunks: one per thread, each a multiple of 16 units where possible, so that the
+// product's columns fill whole vectors.
+struct Chunks {
+  std::vector<int> start;
+  int count() const { return (int)start.size() - 1; }
+};
+
+Chunks make_chunks(int H, int nthreads) {
+  Chunks ch;
+  const int blocks = std::max(1, H / 16);
+  const int n = std::max(1, std::min(blocks, nthreads));
+  for (int i = 0; i <= n; ++i) ch.start.push_back(i == n ? H : 16 * (int)((int64_t)blocks * i / n));
+  return ch;
+}
+
+// Row split: with the weights small enough to sit in every core's L2, the threads split the batch
+// rows instead of the units. Rows never meet, so each thread runs the whole sequence on its
+// rows with no barrier at all (the per-step barrier weighs most when a step is small), and a
+// thread that shares its core with another process slows only its own rows. With larger
+// weights the unit split keeps each core's weight slice at half the size.
+// Measured (NOTES.md lever 12): a clear gain for the Elman net at config A (16 rows per
+// thread), none at config B (4 rows per thread: the product's 8-row register blocks run half
+// empty), so rows are split only in whole blocks of 8.
+constexpr int64_t kRowSplitMaxWeightBytes = 512 << 10;
+constexpr int kRowSplitMinRows = 8;
+
+// step(phase, b0, b1, u0, u1) does rows [b0, b1) and units [u0, u1) of one phase; phases must
+// run in order for each row.
+template <class Step>
+void drive(ffi::ThreadPool& pool, int nthreads, int nphases, int B, int H,
+           int64_t weight_bytes, Step step) {
+  if (nthreads > 1 && B >= kRowSplitMinRows * nthreads && weight_bytes <= kRowSplitMaxWeightBytes) {
+    run_phases(&pool, nthreads, 1, nthreads, [&](int, int c) {
+      const int b0 = (int)((int64_t)B * c / nthreads), b1 = (int)((int64_t)B * (c + 1) / nthreads);
+      for (int p = 0; p < nphases; ++p) step(p, b0, b1, 0, H);
+    });
+    return;
+  }
+  const Chunks ch = make_chunks(H, nthreads);
+  run_phases(&pool, nthreads, nphases, ch.count(), [&](int p, int c) {
+    step(p, 0, B, ch.start[c], ch.start[c + 1]);
+  });
+}
+
+// Below this many multiply-adds per step (the recurrent product's, as the kernels count it),
+// one thread: a step is then some microseconds (LSTM at config B, 8 rows and hidden 128: 0.5M,
+// ~10 us), the per-step hand-off costs a sizeable part of it, and on a shared machine a team
+// member that loses its core stalls every step. One thread was measured no slower at config B
+// on a quiet machine (issue 16); config A (LSTM 8.4M, GRU 6.3M, Elman 2.1M) keeps its team.
+// Was 1 << 16 (NOTES.md lever 20).
+constexpr int64_t kParallelMinWork = 1 << 20;
+
+// JAXRNN_KERNEL_THREADS, read at every call: a number fixes the team size whatever the work
+// (1: always one thread), "auto" or unset leaves it to the rules here. Returns 0 for auto.
+inline int threads_from_env() {
+  const char* env = std::getenv("JAXRNN_KERNEL_THREADS");
+  if (!env || !*env || std::strcmp(env, "auto") == 0) return 0;
+  return std::max(0, std::atoi(env));
+}
+
+int team_size(ffi::ThreadPool& pool, int64_t work_per_step) {
+  if (const int fixed = threads_from_env()) return fixed;
+  if (work_per_step < kParallelMinWork) return 1;
+  if (now_ns() < solo_until_ns().load(std::memory_order_relaxed)) return 1;  // see run_phases
+  const int64_t n = pool.num_threads();
+  const int hw = (int)std::thread::hardware_concurrency();
+  return (int)std::max<int64_t>(1, std::min<int64_t>(n, hw > 0 ? hw : 1));
+}
+
+JAXRNN_INLINE bool step_valid(const int32_t* lens, int t, int b) { return !lens || t < lens[b]; }
+
+}  // namespace
+
+#endif  // JAXRNN_KERNELS_COMMON_H_
