@@ -8,7 +8,7 @@
     (4, 10, 32)
 """
 
-from jaxrnn import classic, data, parallel, seq2seq, train  # subpackages
+from jaxrnn import classic, data, engine, parallel, seq2seq, train  # subpackages
 from jaxrnn.cells import *  # noqa: F403
 from jaxrnn.cells import __all__ as _cells_all
 from jaxrnn.cells.minimal import (
@@ -18,9 +18,9 @@ from jaxrnn.cells.minimal import (
     MinLSTMState,
     min_gru,
     min_lstm,
-    parallel_run,
 )
 from jaxrnn.classic.esn import reservoir
+from jaxrnn.engine import last_valid, parallel_run, reverse_padded, run, sequence_mask
 from jaxrnn.layers import (
     BidirectionalParams,
     Dense,
@@ -34,7 +34,6 @@ from jaxrnn.layers import (
     stacked,
     with_recurrent_mask,
 )
-from jaxrnn.scan import last_valid, reverse_padded, run, sequence_mask
 
 __version__ = "0.1.0"
 
@@ -66,6 +65,7 @@ __all__ = [
     "reservoir",
     "classic",
     "data",
+    "engine",
     "parallel",
     "seq2seq",
     "train",

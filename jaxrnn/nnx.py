@@ -44,7 +44,8 @@ from jaxrnn.cells.fully_recurrent import fully_recurrent
 from jaxrnn.cells.gru import gru
 from jaxrnn.cells.jordan import jordan
 from jaxrnn.cells.lstm import lstm
-from jaxrnn.cells.minimal import min_gru, min_lstm, parallel_run
+from jaxrnn.cells.minimal import min_gru, min_lstm
+from jaxrnn.engine import parallel_run
 from jaxrnn.layers import bidirectional as bidirectional_layer
 from jaxrnn.layers import recurrent, stacked
 from jaxrnn.scan import run

@@ -37,7 +37,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells.base import Array, Cell, check_batch_shape, check_positive_int, resolve_activation
+from jaxrnn.cells.base import (
+    Array,
+    Cell,
+    CellOptions,
+    check_batch_shape,
+    check_positive_int,
+    resolve_activation,
+)
 
 
 class ConvLSTMParams(NamedTuple):
@@ -180,6 +187,9 @@ def convlstm(
         output_size=C,
         name="convlstm",
         input_size=lambda p: p.w_x.shape[2],
+        options=CellOptions(activation=activation, recurrent_activation=recurrent_activation,
+                            peephole=use_peephole, kernel_size=(kh, kw),
+                            input_kernel_size=(ikh, ikw), compute_dtype=compute_dtype),
     )
 
 
