@@ -10,7 +10,7 @@ The shape, top down::
       |   and leaf shapes, cached per cell and input size)
       +-- layout: a Plan (engine/plan.py): time-major inputs, reversed per sequence for
       |   reverse=True, the initial carry, the lengths
-      +-- choose a backend (engine/run.py): impl="auto" asks each backend in turn whether it
+      +-- choose a backend (engine/dispatch.py): impl="auto" asks each backend in turn whether it
       |   computes exactly this run (its refuse(plan) gives the reason when not) and takes the
       |   first that does; impl="<name>" forces one and raises ValueError with the reason when it
       |   cannot; explain(cell, params, xs, ...) reports the choice and every reason
@@ -24,6 +24,9 @@ The shape, top down::
       |                                  also jaxrnn.parallel_run)
       +-- undo reversal and layout (engine/validate.py: finish)
 
+Modules: ``dispatch`` (run, explain), ``validate`` (argument and params checks, Plan layout),
+``plan`` (the Plan handed to a backend, the Backend protocol), ``masking``, ``backends/``.
+
 Cells know nothing of backends: a cell states its maths (``init``, ``project``, ``step``), its
 optional ``StepParts`` (the step as recurrent product + update) and its configuration as static
 data (``Cell.options``); a backend registers the families it accelerates. A backend that does not
@@ -33,8 +36,8 @@ scan's values, NaN and inf included, and is tested against it (tests/test_engine
 """
 
 from jaxrnn.engine.backends.associative import parallel_run
+from jaxrnn.engine.dispatch import IMPLS, Explanation, explain, run
 from jaxrnn.engine.masking import last_valid, reverse_padded, sequence_mask
-from jaxrnn.engine.run import IMPLS, Explanation, explain, run
 from jaxrnn.engine.validate import check_params, validate_inputs
 
 __all__ = [

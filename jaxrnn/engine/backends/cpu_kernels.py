@@ -169,7 +169,8 @@ ADAPTERS: dict[str, KernelAdapter] = {
 # --------------------------------------------------------------------------- the backend
 
 
-def _dtype_refusal(plan: Plan) -> str | None:
+def dtype_refusal(plan: Plan, why: str = "the kernels compute in float32 only") -> str | None:
+    """Why not, if any of ``xs``, the params and the carry is not float32."""
     named = [("xs", plan.xs)]
     for what, tree in (("params", plan.params), ("carry", plan.carry)):
         for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
@@ -177,7 +178,7 @@ def _dtype_refusal(plan: Plan) -> str | None:
     for name, a in named:
         dtype = jnp.result_type(a)
         if dtype != _f32:
-            return f"{name} is {dtype.name}: the kernels compute in float32 only"
+            return f"{name} is {dtype.name}: {why}"
     return None
 
 
@@ -203,7 +204,7 @@ def refuse(plan: Plan) -> str | None:
         return reason
     if jax.default_backend() != "cpu":
         return f"the default backend is {jax.default_backend()!r}: the kernels run on the CPU"
-    reason = _dtype_refusal(plan)
+    reason = dtype_refusal(plan)
     if reason is not None:
         return reason
     if not kernels.available():  # last: the first call may compile the kernels
@@ -230,4 +231,6 @@ BACKEND = Backend(
     summary="compiled CPU kernel for the whole sequence (jaxrnn.kernels), custom VJP",
 )
 
-__all__ = ["ADAPTERS", "BACKEND", "KernelAdapter", "full_precision", "is_activation"]
+__all__ = [
+    "ADAPTERS", "BACKEND", "KernelAdapter", "dtype_refusal", "full_precision", "is_activation",
+]

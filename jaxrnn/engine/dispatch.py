@@ -1,5 +1,6 @@
-"""The engine's entry: :func:`run` validates, lays out, chooses a backend and runs it;
-:func:`explain` says which backend ``impl="auto"`` takes for a call, and why not the others."""
+"""The engine's entry (``jaxrnn.run``): :func:`run` validates, lays out, chooses a backend and
+runs it; :func:`explain` says which backend ``impl="auto"`` takes for a call, and why not the
+others."""
 
 from __future__ import annotations
 
