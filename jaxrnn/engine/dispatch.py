@@ -126,7 +126,8 @@ class Explanation(NamedTuple):
 def explain(cell: Cell, params: PyTree, xs: Array, **run_kwargs) -> Explanation:
     """Which backend ``run(cell, params, xs, **run_kwargs)`` takes, and why not the others.
 
-    Validates exactly as :func:`run` does (the same errors) and runs nothing. For every backend
+    Validates exactly as :func:`run` does (the same errors, including the ``ValueError`` for an
+    ``impl`` forced onto a backend that cannot run the call) and runs nothing. For every backend
     not taken, ``reasons`` says why: refused (dtype, platform, activation, peepholes, masking
     of the step, remat, kernels' build status...), lower in ``impl="auto"``'s order than the one
     taken, or only taken on request. ``print(explain(...))`` gives a readable table.

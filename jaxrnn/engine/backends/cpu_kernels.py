@@ -41,8 +41,19 @@ def is_activation(fn, name: str) -> bool:
 
 def full_precision(compute_dtype) -> bool:
     """Whether a cell's ``compute_dtype`` leaves its products in float32 (the kernels' only
-    precision)."""
-    return compute_dtype is None or jnp.dtype(compute_dtype) == _f32
+    precision); not a dtype at all: no (the plain scan reports it)."""
+    try:
+        return compute_dtype is None or jnp.dtype(compute_dtype) == _f32
+    except TypeError:
+        return False
+
+
+def dtype_name(dtype) -> str:
+    """``bfloat16`` for ``jnp.bfloat16``, ``"bfloat16"``...; the repr of anything else."""
+    try:
+        return jnp.dtype(dtype).name
+    except TypeError:
+        return repr(dtype)
 
 
 class KernelAdapter(NamedTuple):
@@ -72,8 +83,7 @@ def _options_refusal(cell: Cell, activations: dict[str, str]) -> str | None:
             return f"{key}={got!r}: the {cell.name} kernel computes {want}"
     compute_dtype = o.get("compute_dtype", None)
     if not full_precision(compute_dtype):
-        return (f"compute_dtype={jnp.dtype(compute_dtype).name}: the kernels compute in float32 "
-                f"only")
+        return f"compute_dtype={dtype_name(compute_dtype)}: the kernels compute in float32 only"
     return None
 
 
@@ -232,5 +242,11 @@ BACKEND = Backend(
 )
 
 __all__ = [
-    "ADAPTERS", "BACKEND", "KernelAdapter", "dtype_refusal", "full_precision", "is_activation",
+    "ADAPTERS",
+    "BACKEND",
+    "KernelAdapter",
+    "dtype_name",
+    "dtype_refusal",
+    "full_precision",
+    "is_activation",
 ]

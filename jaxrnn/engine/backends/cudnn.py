@@ -58,7 +58,8 @@ def refuse(plan: Plan) -> str | None:
         if not cpu_kernels.is_activation(o.get(key), want):
             return f"{key}={o.get(key)!r}: cuDNN computes {want}"
     if not cpu_kernels.full_precision(o.get("compute_dtype")):
-        return f"compute_dtype={jnp.dtype(o['compute_dtype']).name}: cuDNN is run in float32"
+        return (f"compute_dtype={cpu_kernels.dtype_name(o['compute_dtype'])}: cuDNN is run in "
+                f"float32")
     return cpu_kernels.dtype_refusal(plan, "cuDNN is run in float32 only")
 
 
