@@ -1,9 +1,9 @@
 """Which jaxrnn cells the harness measures, and which peer cell each one is compared with.
 
-One line per cell in ``REGISTRY``. Cells that other people add to ``jaxrnn.cells`` later are
-also discovered automatically (:func:`discover`): any public lowercase factory in
-``jaxrnn.cells`` that returns a :class:`jaxrnn.Cell` from ``factory(hidden)`` or
-``factory(hidden, hidden)`` and runs on a ``(B, T, F)`` sequence is measured, with no peer.
+The cells themselves come from the one cell registry (:mod:`jaxrnn.cells.registry`); this file
+adds only what the harness needs on top: how to size each one, its peer family and the run
+function. A cell added to the cell registry later is measured automatically (:func:`discover`),
+with no peer, as soon as it takes ``(B, T, F)`` feature sequences.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import jaxrnn
+from jaxrnn.cells import registry as cell_registry
 
 
 class Entry(NamedTuple):
@@ -27,22 +28,12 @@ class Entry(NamedTuple):
     run: Callable | None = None
 
 
-_HOMES = ("jaxrnn", "jaxrnn.cells", "jaxrnn.cells.minimal", "jaxrnn.classic")
-
-
 def _factory(name):
-    """``jaxrnn.<name>`` (or in the cell and classic packages), or None while it does not
-    exist in this checkout."""
-    import importlib
-
-    for home in _HOMES:
-        try:
-            f = getattr(importlib.import_module(home), name, None)
-        except ImportError:
-            continue
-        if f is not None:
-            return f
-    return None
+    """The factory of registered cell ``name``, or a run function exported by ``jaxrnn``
+    (``parallel_run``); None while it does not exist in this checkout."""
+    if name in cell_registry.REGISTRY:
+        return cell_registry.REGISTRY[name].factory
+    return getattr(jaxrnn, name, None)
 
 
 def _entry(name, build, peer, note="", factory=None, run=None):
@@ -59,7 +50,6 @@ _SPECS = [
     _entry("lstm", lambda f, H: f(H), "lstm"),
     _entry("gru", lambda f, H: f(H), "gru"),
     _entry("fully_recurrent", lambda f, H: f(H, H), "rnn", "same equations as a simple RNN"),
-    # cells being written by others; measured as soon as the factory exists
     # (tiny reservoirs need a denser matrix to have a non-zero spectral radius)
     _entry("reservoir", lambda f, H: f(H, density=min(1.0, max(0.1, 8.0 / H))), "rnn",
            "echo-state reservoir; closest peer: simple RNN"),
@@ -84,39 +74,20 @@ def registry() -> list[Entry]:
 
 
 def discover(already: set[str]) -> tuple[list[Entry], list[str]]:
-    """Cell factories in ``jaxrnn.cells`` not in the registry; returns (entries, skip notes)."""
-    import jax
-    import jax.numpy as jnp
-
+    """Registered cells (:mod:`jaxrnn.cells.registry`) without a line here; returns
+    (entries, skip notes)."""
     entries, notes = [], []
-    for name in getattr(jaxrnn.cells, "__all__", []):
-        f = getattr(jaxrnn.cells, name, None)
-        if name in already or not callable(f) or not name[:1].islower() or isinstance(f, type):
+    for name, spec in cell_registry.REGISTRY.items():
+        if name in already:
             continue
-        if name in ("resolve_activation",):
+        if spec.options:  # another form of a measured factory (gru_cho): not a new cell
+            notes.append(f"cell {name!r}: {spec.doc}; not measured (a variant of "
+                         f"{spec.factory_path.split(':')[1]!r})")
             continue
-        if name == "convlstm":  # frames, not plain sequences: its own section (extras.py)
-            notes.append("cell 'convlstm': measured on video frames in its own section")
+        if spec.inputs != "features":  # frames, not plain sequences: its own section (extras.py)
+            notes.append(f"cell {name!r}: takes {spec.inputs}; measured in its own section")
             continue
-        cell = None
-        for args in ((8,), (8, 8)):
-            try:
-                c = f(*args)
-            except Exception:  # noqa: BLE001 - any failure means "not a plain cell factory"
-                continue
-            if isinstance(c, jaxrnn.Cell):
-                cell, nargs = c, len(args)
-                break
-        if cell is None:
-            continue
-        try:  # it must run on a (B, T, F) feature sequence
-            p = cell.init(jax.random.key(0), 4)
-            jaxrnn.run(cell, p, jnp.zeros((2, 3, 4)))
-        except Exception as e:  # noqa: BLE001
-            notes.append(f"cell {name!r} skipped: does not run on (B, T, F) features ({e!s:.80})")
-            continue
-        make = (lambda H, f=f: f(H)) if nargs == 1 else (lambda H, f=f: f(H, H))
-        entries.append(Entry(name, make, None, "discovered; no peer"))
+        entries.append(Entry(name, spec.make, None, "registered; no peer"))
     return entries, notes
 
 

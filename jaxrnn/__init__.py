@@ -8,9 +8,12 @@
     (4, 10, 32)
 """
 
-from jaxrnn import classic, data, engine, parallel, seq2seq, train  # subpackages
+import importlib as _importlib
+
+from jaxrnn import engine, models
 from jaxrnn.cells import *  # noqa: F403
 from jaxrnn.cells import __all__ as _cells_all
+from jaxrnn.cells import registry
 from jaxrnn.cells.minimal import (
     MinGRUParams,
     MinGRUState,
@@ -19,7 +22,6 @@ from jaxrnn.cells.minimal import (
     min_gru,
     min_lstm,
 )
-from jaxrnn.classic.esn import reservoir
 from jaxrnn.engine import last_valid, parallel_run, reverse_padded, run, sequence_mask
 from jaxrnn.layers import (
     BidirectionalParams,
@@ -29,11 +31,30 @@ from jaxrnn.layers import (
     bidirectional,
     dense,
     dropout,
+    dropout_layer,
     embedding,
     recurrent,
     stacked,
     with_recurrent_mask,
 )
+
+# Imported on first use (PEP 562), so ``import jaxrnn`` loads the cells, the engine, the layers
+# and the model builder only, not optax, tqdm or the classics.
+_LAZY_MODULES = ("classic", "data", "interop", "nnx", "parallel", "seq2seq", "train")
+_LAZY_NAMES = {"reservoir": "jaxrnn.classic.esn"}
+
+
+def __getattr__(name):
+    if name in _LAZY_MODULES:
+        return _importlib.import_module(f"jaxrnn.{name}")
+    if name in _LAZY_NAMES:
+        return getattr(_importlib.import_module(_LAZY_NAMES[name]), name)
+    raise AttributeError(f"module 'jaxrnn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY_MODULES, *_LAZY_NAMES])
+
 
 __version__ = "0.1.0"
 
@@ -41,6 +62,7 @@ __version__ = "0.1.0"
 __all__ = [
     *_cells_all,
     "run",
+    "registry",
     "last_valid",
     "reverse_padded",
     "sequence_mask",
@@ -50,6 +72,7 @@ __all__ = [
     "BidirectionalParams",
     "stacked",
     "dropout",
+    "dropout_layer",
     "with_recurrent_mask",
     "dense",
     "Dense",
@@ -62,11 +85,8 @@ __all__ = [
     "MinLSTMParams",
     "MinLSTMState",
     "parallel_run",
-    "reservoir",
-    "classic",
-    "data",
     "engine",
-    "parallel",
-    "seq2seq",
-    "train",
+    "models",
+    *_LAZY_MODULES,
+    *_LAZY_NAMES,
 ]

@@ -38,19 +38,23 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxrnn.cells import registry
 from jaxrnn.cells.base import Cell
-from jaxrnn.cells.elman import elman
-from jaxrnn.cells.fully_recurrent import fully_recurrent
-from jaxrnn.cells.gru import gru
-from jaxrnn.cells.jordan import jordan
-from jaxrnn.cells.lstm import lstm
-from jaxrnn.cells.minimal import min_gru, min_lstm
 from jaxrnn.engine import parallel_run
 from jaxrnn.layers import bidirectional as bidirectional_layer
 from jaxrnn.layers import recurrent, stacked
 from jaxrnn.scan import run
 
 PyTree = Any
+
+# The factories, from the one cell registry (jaxrnn.cells.registry)
+lstm = registry.REGISTRY["lstm"].factory
+gru = registry.REGISTRY["gru"].factory
+elman = registry.REGISTRY["elman"].factory
+jordan = registry.REGISTRY["jordan"].factory
+fully_recurrent = registry.REGISTRY["fully_recurrent"].factory
+min_gru = registry.REGISTRY["min_gru"].factory
+min_lstm = registry.REGISTRY["min_lstm"].factory
 
 
 def _is_variable(x) -> bool:
@@ -290,6 +294,20 @@ class MinLSTM(_MinimalModule):
                          cell_options=cell_options)
 
 
+def cell_module(name: str, input_size: int, *sizes: int, rngs: nnx.Rngs | None = None,
+                params: PyTree | None = None, **options) -> CellModule:
+    """Any registered cell (:mod:`jaxrnn.cells.registry`) by name as an NNX module:
+    ``cell_module("mgu", 3, 16, rngs=nnx.Rngs(0))``. ``sizes`` are the factory's positional
+    sizes (``jordan``: hidden and output); ``options`` split between the factory and
+    :class:`CellModule` (``reverse``, ``time_major``, ``unroll``, ``remat``,
+    ``hoist_projection``)."""
+    entry = registry.get(name)
+    run_keys = ("reverse", "time_major", "unroll", "remat", "hoist_projection")
+    run_options = {k: options.pop(k) for k in run_keys if k in options}
+    cell = entry.factory(*sizes, **{**entry.options, **options})
+    return CellModule(cell, input_size, rngs=rngs, params=params, **run_options)
+
+
 class RNN(_ParamsModule):
     """A multi-layer, optionally bidirectional recurrent network as an NNX module, built from
     :func:`jaxrnn.stacked`, :func:`jaxrnn.bidirectional` and :func:`jaxrnn.recurrent`.
@@ -385,13 +403,14 @@ class RNN(_ParamsModule):
                     "with rngs= (a 'dropout' stream), got neither"
                 )
             key = self.rngs()
-        final, ys = self.layer.apply(self.get_params(), xs, lengths=lengths, carry=carry,
+        final, ys = self.layer.apply_with_carry(self.get_params(), xs, lengths=lengths, carry=carry,
                                      key=key, deterministic=det)
         return (final, ys) if return_carry else ys
 
 
 __all__ = [
     "CellModule",
+    "cell_module",
     "LSTM",
     "GRU",
     "Elman",

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import jaxrnn
+from jaxrnn.cells import registry
 
 F = 3  # input features used throughout the tests
 
@@ -23,17 +25,16 @@ F = 3  # input features used throughout the tests
 # plain ``jax.jit`` path is exercised by the jit variants of the key tests.
 jit_o0 = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 
-# name -> cell; small sizes keep compile times short. Every family and every published variant.
-CELLS = {
-    "elman": jaxrnn.elman(5),
+# name -> cell; small sizes keep compile times short. Every registered cell that runs on feature
+# sequences (jaxrnn.cells.registry, at its test size), plus the published variants that are
+# options of a registered factory. A cell added to the registry is tested here once its NumPy
+# step is in REF_STEPS below.
+CELLS = {name: registry.REGISTRY[name].make_for_tests()
+         for name in registry.names(inputs="features")}
+CELLS.update({
     "elman_readout": jaxrnn.elman(5, output_size=3, output_activation="sigmoid"),
-    "jordan": jaxrnn.jordan(5, 3),
-    "lstm": jaxrnn.lstm(4),
     "lstm_peephole": jaxrnn.lstm(4, peephole=True),
-    "gru": jaxrnn.gru(4),
-    "gru_cho": jaxrnn.gru(4, reset_after=False),
-    "fully_recurrent": jaxrnn.fully_recurrent(6, 2),
-}
+})
 CELL_NAMES = list(CELLS)
 
 
@@ -130,6 +131,46 @@ def _fully_recurrent(P, carry, x, n_out):
     return {"h": u}, u[..., :n_out]
 
 
+def min_g(v):
+    """minGRU/minLSTM's positive candidate activation g."""
+    return np.where(v >= 0, v + 0.5, sigmoid(v))
+
+
+def _min_gru(P, carry, x):
+    # Feng et al. 2024: z = sigma(x W_z + b_z);  h_t = (1 - z) h_{t-1} + z g(x W_h + b_h)
+    H = carry.h.shape[-1]
+    k = x @ P.w_x + P.b
+    z = sigmoid(k[..., :H])
+    h = (1.0 - z) * carry.h + z * min_g(k[..., H:])
+    return {"h": h}, h
+
+
+def _min_lstm(P, carry, x):
+    # Feng et al. 2024, normalised gates: h_t = f/(f+i) h_{t-1} + i/(f+i) g(x W_h + b_h)
+    H = carry.h.shape[-1]
+    k = x @ P.w_x + P.b
+    f, i = sigmoid(k[..., :H]), sigmoid(k[..., H : 2 * H])
+    h = f / (f + i) * carry.h + i / (f + i) * min_g(k[..., 2 * H :])
+    return {"h": h}, h
+
+
+def _reservoir(P, carry, x, leak):
+    # Jaeger 2001, leaky: x_t = (1 - a) x_{t-1} + a tanh(u_t W_in + x_{t-1} W + b)
+    h = (1.0 - leak) * carry.h + leak * np.tanh(x @ P.w_in + carry.h @ P.w + P.b)
+    return {"h": h}, h
+
+
+def _mgu(P, carry, x):
+    # Zhou et al. 2016: f = sigma(x W_f + h U_f + b_f); h~ = tanh(x W_h + (f h) U_h + b_h);
+    # h_t = (1 - f) h_{t-1} + f h~
+    H = carry.h.shape[-1]
+    blk = lambda a, k: a[..., k * H : (k + 1) * H]
+    f = sigmoid(x @ blk(P.w_x, 0) + carry.h @ blk(P.w_h, 0) + blk(P.b, 0))
+    h_tilde = np.tanh(x @ blk(P.w_x, 1) + (f * carry.h) @ blk(P.w_h, 1) + blk(P.b, 1))
+    h = (1.0 - f) * carry.h + f * h_tilde
+    return {"h": h}, h
+
+
 REF_STEPS = {
     "elman": _elman,
     "elman_readout": lambda P, c, x: _elman(P, c, x, out_act=sigmoid),
@@ -138,13 +179,14 @@ REF_STEPS = {
     "lstm_peephole": _lstm,
     "gru": _gru_reset_after,
     "gru_cho": _gru_cho,
-    "fully_recurrent": lambda P, c, x: _fully_recurrent(P, c, x, n_out=2),
+    "fully_recurrent": lambda P, c, x: _fully_recurrent(
+        P, c, x, n_out=registry.REGISTRY["fully_recurrent"].test_kwargs["output_size"]),
+    "mgu": _mgu,
+    "min_gru": _min_gru,
+    "min_lstm": _min_lstm,
+    "reservoir": lambda P, c, x: _reservoir(
+        P, c, x, leak=registry.REGISTRY["reservoir"].test_kwargs["leak_rate"]),
 }
-
-
-def min_g(v):
-    """minGRU/minLSTM's positive candidate activation g."""
-    return np.where(v >= 0, v + 0.5, sigmoid(v))
 
 
 def minimal_ref_run(name, params, xs, h0, lengths=None):
@@ -204,10 +246,6 @@ def ref_run(name, params, xs, carry, lengths=None, reverse=False):
 
 
 def assert_trees_close(a, b, atol=2e-5, rtol=2e-5):
-    la, ta = jax.tree_util.tree_flatten(a)
-    lb, tb = jax.tree_util.tree_flatten(b)
-    assert ta == tb, f"structures differ: {ta} vs {tb}"
-    for x, y in zip(la, lb, strict=True):
-        assert np.shape(x) == np.shape(y), f"shapes differ: {np.shape(x)} vs {np.shape(y)}"
-        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
-                                   atol=atol, rtol=rtol)
+    """Same structure, same leaf shapes, values within tolerance (float32 against float64)."""
+    chex.assert_trees_all_equal_shapes(a, b)
+    chex.assert_trees_all_close(a, b, atol=atol, rtol=rtol)

@@ -1,4 +1,7 @@
-"""Each cell against its equations in NumPy float64, and each cell's initialisation."""
+"""Each cell against its equations in NumPy float64, each cell's initialisation, and the
+checks of every registered factory's arguments."""
+
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +20,7 @@ from _reference import (
 )
 
 import jaxrnn
+from jaxrnn.cells import registry
 
 JIT = pytest.mark.parametrize("use_jit", [False, True], ids=["eager", "jit"])
 
@@ -210,3 +214,69 @@ def test_fully_recurrent_outputs_are_designated_units():
     c, y = cell.step(params, cell.initial_carry(params, (3,)), xp)
     np.testing.assert_array_equal(y, c.h[:, :2])
     assert c.h.shape == (3, 5)
+
+
+# --------------------------------------------------------------------------- argument checks
+# One test per kind of argument, over every registered cell: the factory (or init) raises a
+# TypeError naming the argument itself, in Python, before anything is traced.
+
+def _args_with_default(kind):
+    out = []
+    for name, entry in registry.REGISTRY.items():
+        for arg, p in inspect.signature(entry.factory).parameters.items():
+            if arg in entry.options:
+                continue
+            d = p.default
+            if kind is bool and isinstance(d, bool):
+                out.append((name, arg))
+            elif kind is float and isinstance(d, float):
+                out.append((name, arg))
+            elif kind == "dtype" and arg in ("compute_dtype", "param_dtype"):
+                out.append((name, arg))
+    return out
+
+
+def _registered(name, **overrides):
+    return registry.REGISTRY[name].make_for_tests(**overrides)
+
+
+@pytest.mark.parametrize("name, arg", _args_with_default(bool))
+def test_bool_arguments_must_be_bools(name, arg):
+    """``lstm(8, peephole="no")`` used to turn peepholes on."""
+    for bad in ("no", 1, None):
+        with pytest.raises(TypeError, match=rf"^{arg}: expected a bool"):
+            _registered(name, **{arg: bad})
+
+
+@pytest.mark.parametrize("name, arg", _args_with_default(float))
+def test_float_arguments_must_be_numbers(name, arg):
+    for bad in ("one", None, True):
+        with pytest.raises(TypeError, match=rf"^{arg}: expected a (finite )?float"):
+            _registered(name, **{arg: bad})
+
+
+@pytest.mark.parametrize("name, arg", _args_with_default("dtype"))
+def test_dtype_arguments_must_be_floating_dtypes(name, arg):
+    for bad in ("float99", "int32", 3):
+        with pytest.raises(TypeError, match=rf"^{arg}: expected .*floating dtype"):
+            _registered(name, **{arg: bad})
+    # a name works as well as the type (JSON configs spell dtypes by name); params stay float32
+    # (orthogonal init needs a QR, which has no bfloat16 kernel)
+    dtype = jnp.bfloat16 if arg == "compute_dtype" else jnp.float32
+    by_name = _registered(name, **{arg: jnp.dtype(dtype).name})
+    by_type = _registered(name, **{arg: dtype})
+    size = 1 if name == "convlstm" else F
+    leaves = lambda c: jax.tree_util.tree_leaves(c.init(jax.random.key(0), size))
+    assert [a.dtype for a in leaves(by_name)] == [a.dtype for a in leaves(by_type)]
+
+
+@pytest.mark.parametrize("name", list(registry.REGISTRY))
+def test_init_needs_a_prng_key(name):
+    cell = _registered(name)
+    size = 1 if name == "convlstm" else F
+    for bad in (0, np.zeros(2), jnp.zeros((2,), jnp.int32), "key"):
+        with pytest.raises(TypeError, match=r"^key: expected a PRNG key"):
+            cell.init(bad, size)
+    # typed and legacy keys, concrete or traced, are keys
+    cell.init(jax.random.PRNGKey(0), size)
+    jax.eval_shape(lambda k: cell.init(k, size), jax.random.key(0))

@@ -89,7 +89,7 @@ def test_stacked_on_the_common_layers_equals_layer_by_layer():
     layer = jaxrnn.stacked([a, b])
     ps = layer.init(jax.random.key(5), 1)
     xs = jax.random.normal(jax.random.key(6), (2, 5, 5, 4, 1))  # (B, H, W, T, Cin)
-    _, ys = layer.apply(ps, xs)
+    ys = layer.apply(ps, xs)
     _, h = jaxrnn.run(a, ps[0], xs)
     _, h = jaxrnn.run(b, ps[1], h)
     np.testing.assert_allclose(np.asarray(ys), np.asarray(h), rtol=1e-6)

@@ -44,9 +44,9 @@ def test_stacked_matches_manual_composition():
     carry0 = (l1.initial_carry(params[0], (B,)), l2.initial_carry(params[1], (B,)))
     carry0 = jax.tree_util.tree_map(lambda a: a + 0.3, carry0)  # a non-zero initial carry
 
-    finals, ys = seq_stack.apply(params, xs, lengths=LENGTHS, carry=carry0)
+    finals, ys = seq_stack.apply_with_carry(params, xs, lengths=LENGTHS, carry=carry0)
     finals_last, y_last = jax.jit(
-        lambda p, x, n, c: last_stack.apply(p, x, lengths=n, carry=c)
+        lambda p, x, n, c: last_stack.apply_with_carry(p, x, lengths=n, carry=c)
     )(params, xs, LENGTHS, carry0)
 
     c1, h1 = jaxrnn.run(l1, params[0], xs, lengths=LENGTHS, carry=carry0[0])
@@ -70,7 +70,7 @@ def test_stacked_of_bidirectional_matches_manual():
     stack = jaxrnn.stacked([bi, top])
     params = _random_layer_params(stack, F, 3)
     xs = _xs(4)
-    finals, ys = jax.jit(lambda p, x: stack.apply(p, x, lengths=LENGTHS))(params, xs)
+    finals, ys = jax.jit(lambda p, x: stack.apply_with_carry(p, x, lengths=LENGTHS))(params, xs)
 
     elman = jaxrnn.elman(3)
     cf, yf = jaxrnn.run(elman, params[0].forward, xs, lengths=LENGTHS)
@@ -94,7 +94,7 @@ def test_bidirectional_matches_forward_and_reverse_runs(use_jit):
     xs = _xs(6)
     merges = list(layers) if use_jit else ["concat"]
     apply = _maybe_jit(
-        lambda p, x, n: {m: layers[m].apply(p, x, lengths=n) for m in merges}, use_jit
+        lambda p, x, n: {m: layers[m].apply_with_carry(p, x, lengths=n) for m in merges}, use_jit
     )
     got = apply(params, xs, LENGTHS)
 
@@ -117,7 +117,7 @@ def test_bidirectional_with_a_different_backward_cell():
     layer = jaxrnn.bidirectional(fw, bw)
     params = _random_layer_params(layer, F, 7)
     xs = _xs(8)
-    _, ys = layer.apply(params, xs, lengths=LENGTHS)
+    _, ys = layer.apply_with_carry(params, xs, lengths=LENGTHS)
     _, yf = jaxrnn.run(fw, params.forward, xs, lengths=LENGTHS)
     _, yb = jaxrnn.run(bw, params.backward, xs, lengths=LENGTHS, reverse=True)
     assert layer.output_size == 7
@@ -169,7 +169,7 @@ def test_input_dropout_one_mask_per_sequence_shared_across_time(use_jit):
     layer = jaxrnn.recurrent(cell, input_dropout=rate)
     xs = jnp.ones((batch, T, size))
     apply = _maybe_jit(
-        lambda p, x, k: layer.apply(p, x, key=k, deterministic=False)[1], use_jit
+        lambda p, x, k: layer.apply_with_carry(p, x, key=k, deterministic=False)[1], use_jit
     )
     masks = apply(params, xs, jax.random.key(0))
     m = np.asarray(masks)
@@ -179,7 +179,7 @@ def test_input_dropout_one_mask_per_sequence_shared_across_time(use_jit):
     assert 0 < (m == 0).mean() < 1
     assert not np.array_equal(apply(params, xs, jax.random.key(1)), m), "keys change masks"
     # deterministic: identity
-    _, ys = layer.apply(params, xs, key=jax.random.key(0), deterministic=True)
+    _, ys = layer.apply_with_carry(params, xs, key=jax.random.key(0), deterministic=True)
     np.testing.assert_array_equal(ys, xs)
 
 
@@ -202,7 +202,8 @@ def test_recurrent_dropout_mask_is_constant_over_time(use_jit):
     layer = jaxrnn.recurrent(probe, recurrent_dropout=rate)
     carry = jaxrnn.ElmanState(jnp.ones((batch, size)))
     apply = _maybe_jit(
-        lambda p, x, k: layer.apply(p, x, carry=carry, key=k, deterministic=False), use_jit
+        lambda p, x, k: layer.apply_with_carry(p, x, carry=carry, key=k, deterministic=False),
+        use_jit,
     )
     final, masks = apply(params, _xs(0, (batch, T, F)), jax.random.key(0))
     m = np.asarray(masks)
@@ -223,12 +224,12 @@ def test_recurrent_dropout_equals_manually_masked_steps(cell):
     rate, key = 0.5, jax.random.key(7)
     params = to_jax(random_params(cell, seed=9))
     xs = _xs(10, (B, T, F))
-    got_final, got_ys = jaxrnn.recurrent(cell, recurrent_dropout=rate).apply(
+    got_final, got_ys = jaxrnn.recurrent(cell, recurrent_dropout=rate).apply_with_carry(
         params, xs, lengths=LENGTHS, key=key, deterministic=False
     )
     # the mask the layer drew, read off the probe with the same key and carry shape
     probe = _recurrent_probe(16)
-    _, masks = jaxrnn.recurrent(probe, recurrent_dropout=rate).apply(
+    _, masks = jaxrnn.recurrent(probe, recurrent_dropout=rate).apply_with_carry(
         probe.init(jax.random.key(0), F), xs, carry=jaxrnn.ElmanState(jnp.ones((B, 16))),
         key=key, deterministic=False,
     )
@@ -262,14 +263,15 @@ def test_deterministic_layers_are_identity_to_plain_runs():
     key = jax.random.key(0)
     want = jaxrnn.run(cell, params[0], xs, lengths=LENGTHS)
     assert_trees_close(
-        layer.apply(params[0], xs, lengths=LENGTHS, key=key, deterministic=True), want,
+        layer.apply_with_carry(params[0], xs, lengths=LENGTHS, key=key, deterministic=True),
+        want,
         atol=0, rtol=0,
     )
     _, h2 = jaxrnn.run(cell, params[1], want[1], lengths=LENGTHS)
-    _, ys = stack.apply(params, xs, lengths=LENGTHS, key=key, deterministic=True)
+    _, ys = stack.apply_with_carry(params, xs, lengths=LENGTHS, key=key, deterministic=True)
     np.testing.assert_allclose(ys, h2, atol=1e-6, rtol=1e-6)
     # in training the same stack differs, and between-layer dropout alone changes the output
-    _, ys_train = stack.apply(params, xs, lengths=LENGTHS, key=key, deterministic=False)
+    ys_train = stack.apply(params, xs, lengths=LENGTHS, key=key, deterministic=False)
     assert not np.allclose(ys_train, ys)
 
 
@@ -296,3 +298,93 @@ def test_embedding_is_a_table_lookup(use_jit):
     ids = np.array([[0, 6, 2], [3, 3, 1]])
     got = _maybe_jit(emb.apply, use_jit)(table, jnp.asarray(ids))
     np.testing.assert_array_equal(got, np.asarray(table)[ids])
+
+
+# --------------------------------------------------------------------------- one protocol
+
+def test_embedding_recurrent_bidirectional_dropout_dense_compose_in_one_stack():
+    """Every layer kind in one ``stacked``: equal to applying each by hand, ``apply`` gives the
+    outputs and ``apply_with_carry`` the same outputs with one carry per layer (None where a
+    layer has none)."""
+    V = 9
+    emb, rec = jaxrnn.embedding(V, 4), jaxrnn.recurrent(jaxrnn.gru(5))
+    bi, drop, head = jaxrnn.bidirectional(jaxrnn.elman(3)), jaxrnn.dropout_layer(0.5), \
+        jaxrnn.dense(2)
+    stack = jaxrnn.stacked([emb, rec, bi, drop, head])
+    assert stack.output_size == 2
+    assert [l.output_size_for(11) for l in (emb, rec, bi, drop, head)] == [4, 5, 6, 11, 2]
+    params = stack.init(jax.random.key(0), None)
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, V, (B, T)))
+    finals, ys = stack.apply_with_carry(params, ids, lengths=LENGTHS)
+    np.testing.assert_array_equal(stack.apply(params, ids, lengths=LENGTHS), ys)
+
+    x = jnp.take(params[0], ids, axis=0)
+    c1, h1 = jaxrnn.run(jaxrnn.gru(5), params[1], x, lengths=LENGTHS)
+    cf, yf = jaxrnn.run(jaxrnn.elman(3), params[2].forward, h1, lengths=LENGTHS)
+    cb, yb = jaxrnn.run(jaxrnn.elman(3), params[2].backward, h1, lengths=LENGTHS, reverse=True)
+    h2 = np.concatenate([yf, yb], -1)
+    want = h2 @ np.asarray(params[4].w) + np.asarray(params[4].b)  # dropout off by default
+    np.testing.assert_allclose(ys, want, atol=1e-5, rtol=1e-5)
+    assert finals[0] is None and finals[3] is None and finals[4] is None
+    assert_trees_close(finals[1:3], (c1, (cf, cb)), atol=1e-6, rtol=1e-6)
+    # dropout as a layer: on only in training, and then each element is 0 or scaled
+    ys_train = stack.apply(params, ids, lengths=LENGTHS, key=jax.random.key(1),
+                           deterministic=False)
+    assert not np.allclose(ys_train, ys)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru_cho", "min_gru"])
+def test_bidirectional_backward_half_is_the_reversed_run(name):
+    """Invariant: whatever is given as the backward member (a cell, or a layer built reversed),
+    the backward half of the output is ``run(cell, reverse=True)``, never a forward run."""
+    from jaxrnn.cells import registry
+
+    cell = registry.REGISTRY[name].make_for_tests()
+    xs = _xs(21)
+    for backward in (cell, jaxrnn.recurrent(cell, reverse=True)):
+        layer = jaxrnn.bidirectional(cell, backward)
+        params = _random_layer_params(layer, F, 22)
+        ys = layer.apply(params, xs, lengths=LENGTHS)
+        _, want = jaxrnn.run(cell, params.backward, xs, lengths=LENGTHS, reverse=True)
+        _, forwards = jaxrnn.run(cell, params.backward, xs, lengths=LENGTHS)
+        H = cell.output_size
+        np.testing.assert_allclose(ys[..., H:], want, atol=1e-6, rtol=1e-6)
+        assert not np.allclose(ys[..., H:], forwards)
+
+
+def test_bidirectional_rejects_members_running_the_wrong_way():
+    cell = jaxrnn.gru(3)
+    with pytest.raises(ValueError, match=r"^backward: the layer runs forwards; .*reverse=True"):
+        jaxrnn.bidirectional(jaxrnn.recurrent(cell), jaxrnn.recurrent(cell))
+    with pytest.raises(ValueError, match=r"^forward: the layer runs reversed"):
+        jaxrnn.bidirectional(jaxrnn.recurrent(cell, reverse=True), cell)
+    with pytest.raises(ValueError, match=r"^backward: the layer drops the time axis"):
+        jaxrnn.bidirectional(cell, jaxrnn.recurrent(cell, reverse=True, return_sequences=False))
+
+
+def test_summaries_of_one_direction_and_of_bidirectional_layers():
+    """return_sequences=False: the forward run's last valid output; a reversed run's output at
+    step 0; a bidirectional layer merges the two (Keras' Bidirectional)."""
+    cell = jaxrnn.lstm(3)
+    params = _random_layer_params(jaxrnn.bidirectional(cell), F, 30)
+    xs = _xs(31)
+    _, yf = jaxrnn.run(cell, params.forward, xs, lengths=LENGTHS)
+    _, yb = jaxrnn.run(cell, params.backward, xs, lengths=LENGTHS, reverse=True)
+    fw = jaxrnn.recurrent(cell, return_sequences=False)
+    bw = jaxrnn.recurrent(cell, reverse=True, return_sequences=False)
+    np.testing.assert_allclose(fw.apply(params.forward, xs, lengths=LENGTHS),
+                               jaxrnn.last_valid(yf, LENGTHS), atol=1e-6)
+    np.testing.assert_allclose(fw.apply(params.forward, xs, lengths=LENGTHS)[0], yf[0, T - 1],
+                               atol=1e-6)
+    np.testing.assert_allclose(bw.apply(params.backward, xs, lengths=LENGTHS), yb[:, 0],
+                               atol=1e-6)
+    summary = jaxrnn.bidirectional(cell, return_sequences=False).apply(params, xs,
+                                                                       lengths=LENGTHS)
+    np.testing.assert_allclose(summary[2], np.concatenate([yf[2, 2], yb[2, 0]]), atol=1e-6)
+    np.testing.assert_array_equal(summary[1], 0.0)  # the empty sequence
+    # a dense head after a summary runs on (B, O), with no lengths passed to it
+    stack = jaxrnn.stacked([jaxrnn.bidirectional(cell, return_sequences=False),
+                            jaxrnn.dense(2)])
+    assert stack.summarises
+    p = stack.init(jax.random.key(0), F)
+    assert stack.apply(p, xs, lengths=LENGTHS).shape == (B, 2)

@@ -113,7 +113,7 @@ def test_bidirectional_stack_matches_functional_layers():
         return _loss_fn(ys, final), (final, ys)
 
     def loss_functional(p):
-        final, ys = layer.apply(p, xs, lengths=lengths)
+        final, ys = layer.apply_with_carry(p, xs, lengths=lengths)
         return _loss_fn(ys, final), (final, ys)
 
     g_state, out_m = nnx.jit(nnx.grad(loss_module, has_aux=True))(module)

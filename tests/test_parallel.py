@@ -28,7 +28,7 @@ WORKER = textwrap.dedent(
     stack = jaxrnn.stacked([cell])
 
     def apply(params, inputs, *, lengths=None, key=None, deterministic=True):
-        _, ys = stack.apply(params[0], inputs, lengths=lengths)
+        ys = stack.apply(params[0], inputs, lengths=lengths)
         return readout.apply(params[1], jaxrnn.last_valid(ys, lengths))[..., 0]
 
     def dataset(seed, n, T=10):

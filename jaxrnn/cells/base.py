@@ -13,6 +13,7 @@ the loop or for the whole sequence before it.
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from collections.abc import Callable, Iterator, Mapping
@@ -168,6 +169,60 @@ def check_positive_int(value, argname: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{argname}: expected a positive int, got {value!r}")
     return int(value)
+
+
+def check_bool(value, argname: str) -> bool:
+    """``value`` itself must be a bool: ``peephole="no"`` is truthy and would turn the option
+    on."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{argname}: expected a bool (True or False), got "
+                        f"{type(value).__name__} {value!r}")
+    return value
+
+
+def check_float(value, argname: str) -> float:
+    """A finite real number (ints and NumPy scalars too, not bools, strings or arrays)."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(float(value))):
+        raise TypeError(f"{argname}: expected a finite float, got {type(value).__name__} "
+                        f"{value!r}")
+    return float(value)
+
+
+def check_dtype(value, argname: str, *, allow_none: bool = True):
+    """A floating dtype given as a dtype, a scalar type or a name (``"bfloat16"``, as a JSON
+    config spells it); ``None`` where allowed. Returns the ``jnp.dtype`` (or None)."""
+    if value is None and allow_none:
+        return None
+    try:
+        dtype = jnp.dtype(value)
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        expected = "None or a floating dtype" if allow_none else "a floating dtype"
+        raise TypeError(f"{argname}: expected {expected} (e.g. 'bfloat16', jnp.float32), got "
+                        f"{value!r}")
+    return dtype
+
+
+def check_key(key, argname: str = "key"):
+    """A PRNG key: a typed key (``jax.random.key``) or a legacy ``uint32 (2,)`` one
+    (``jax.random.PRNGKey``); tracers of either kind pass (``init`` under ``jit``)."""
+    dtype = getattr(key, "dtype", None)
+    shape = tuple(getattr(key, "shape", (None,)))
+    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and shape == ()
+    legacy = dtype == jnp.uint32 and shape == (2,)
+    if not (typed or legacy):
+        what = (f"an array of dtype {dtype} and shape {shape}" if dtype is not None
+                else f"{type(key).__name__} {key!r}")
+        raise TypeError(f"{argname}: expected a PRNG key (jax.random.key(0)), got {what}")
+    return key
+
+
+def check_init_args(key, input_size, argname: str = "input_size") -> int:
+    """The arguments of every ``init(key, input_size)``: a PRNG key and a positive size."""
+    check_key(key)
+    return check_positive_int(input_size, argname)
 
 
 # --------------------------------------------------------------------------- initialisers

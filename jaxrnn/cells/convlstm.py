@@ -42,6 +42,10 @@ from jaxrnn.cells.base import (
     Cell,
     CellOptions,
     check_batch_shape,
+    check_bool,
+    check_dtype,
+    check_float,
+    check_init_args,
     check_positive_int,
     resolve_activation,
 )
@@ -127,12 +131,15 @@ def convlstm(
     ikh, ikw = _kernel_size(
         kernel_size if input_kernel_size is None else input_kernel_size, "input_kernel_size"
     )
+    forget_bias = check_float(forget_bias, "forget_bias")
+    use_peephole = check_bool(peephole, "peephole")
     act = resolve_activation(activation, "activation")
     gate = resolve_activation(recurrent_activation, "recurrent_activation")
-    use_peephole = bool(peephole)
+    compute_dtype = check_dtype(compute_dtype, "compute_dtype")
+    param_dtype = check_dtype(param_dtype, "param_dtype", allow_none=False)
 
     def init(key, input_size: int) -> ConvLSTMParams:
-        check_positive_int(input_size, "input_size")
+        check_init_args(key, input_size)
         kx, kh_ = jax.random.split(key)
         # Glorot over each gate's own fan (receptive field x channels), as the dense cells do.
         init_fn = jax.nn.initializers.glorot_uniform(in_axis=(0, 1, 2), out_axis=3)

@@ -24,6 +24,8 @@ from jaxrnn.cells.base import (
     Cell,
     CellOptions,
     check_batch_shape,
+    check_dtype,
+    check_init_args,
     check_positive_int,
     compose_step,
     glorot_blocks,
@@ -58,9 +60,11 @@ def fully_recurrent(
     if O > N:
         raise ValueError(f"output_size: must be <= num_units={N}, got {O}")
     act = resolve_activation(activation, "activation")
+    compute_dtype = check_dtype(compute_dtype, "compute_dtype")
+    param_dtype = check_dtype(param_dtype, "param_dtype", allow_none=False)
 
     def init(key, input_size: int) -> FullyRecurrentParams:
-        check_positive_int(input_size, "input_size")
+        check_init_args(key, input_size)
         kx, kh = jax.random.split(key)
         return FullyRecurrentParams(
             w_x=glorot_blocks(kx, input_size, N, 1, param_dtype),

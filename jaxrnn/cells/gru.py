@@ -32,6 +32,9 @@ from jaxrnn.cells.base import (
     Cell,
     CellOptions,
     check_batch_shape,
+    check_bool,
+    check_dtype,
+    check_init_args,
     check_positive_int,
     compose_step,
     glorot_blocks,
@@ -63,13 +66,14 @@ def gru(
 ) -> Cell:
     """A GRU cell; see the module docstring for the two forms. ``y_t = h_t``."""
     H = check_positive_int(hidden_size, "hidden_size")
-    if not isinstance(reset_after, bool):
-        raise TypeError(f"reset_after: expected a bool, got {reset_after!r}")
+    check_bool(reset_after, "reset_after")
     act = resolve_activation(activation, "activation")
     gate = resolve_activation(recurrent_activation, "recurrent_activation")
+    compute_dtype = check_dtype(compute_dtype, "compute_dtype")
+    param_dtype = check_dtype(param_dtype, "param_dtype", allow_none=False)
 
     def init(key, input_size: int) -> GRUParams:
-        check_positive_int(input_size, "input_size")
+        check_init_args(key, input_size)
         kx, kh = jax.random.split(key)
         return GRUParams(
             w_x=glorot_blocks(kx, input_size, H, 3, param_dtype),

@@ -19,6 +19,8 @@ from jaxrnn.cells.base import (
     Cell,
     CellOptions,
     check_batch_shape,
+    check_dtype,
+    check_init_args,
     check_positive_int,
     compose_step,
     glorot_blocks,
@@ -54,9 +56,11 @@ def jordan(
     O = check_positive_int(output_size, "output_size")
     act_h = resolve_activation(activation, "activation")
     act_y = resolve_activation(output_activation, "output_activation")
+    compute_dtype = check_dtype(compute_dtype, "compute_dtype")
+    param_dtype = check_dtype(param_dtype, "param_dtype", allow_none=False)
 
     def init(key, input_size: int) -> JordanParams:
-        check_positive_int(input_size, "input_size")
+        check_init_args(key, input_size)
         kx, kc, ky = jax.random.split(key, 3)
         return JordanParams(
             w_x=glorot_blocks(kx, input_size, H, 1, param_dtype),

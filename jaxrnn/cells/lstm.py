@@ -27,6 +27,10 @@ from jaxrnn.cells.base import (
     Cell,
     CellOptions,
     check_batch_shape,
+    check_bool,
+    check_dtype,
+    check_float,
+    check_init_args,
     check_positive_int,
     compose_step,
     glorot_blocks,
@@ -73,12 +77,15 @@ def lstm(
       A :class:`~jaxrnn.Cell`; ``y_t = h_t`` with ``output_size == hidden_size``.
     """
     H = check_positive_int(hidden_size, "hidden_size")
+    forget_bias = check_float(forget_bias, "forget_bias")
+    use_peephole = check_bool(peephole, "peephole")
     act = resolve_activation(activation, "activation")
     gate = resolve_activation(recurrent_activation, "recurrent_activation")
-    use_peephole = bool(peephole)
+    compute_dtype = check_dtype(compute_dtype, "compute_dtype")
+    param_dtype = check_dtype(param_dtype, "param_dtype", allow_none=False)
 
     def init(key, input_size: int) -> LSTMParams:
-        check_positive_int(input_size, "input_size")
+        check_init_args(key, input_size)
         kx, kh = jax.random.split(key)
         b = jnp.zeros((4 * H,), param_dtype).at[H : 2 * H].set(forget_bias)
         p = jnp.zeros((3, H), param_dtype) if use_peephole else None

@@ -63,6 +63,8 @@ from jaxrnn.cells.base import (
     CellOptions,
     StepParts,
     check_batch_shape,
+    check_dtype,
+    check_init_args,
     check_positive_int,
     glorot_blocks,
     matmul,
@@ -124,9 +126,11 @@ def _minimal_cell(
     param_dtype,
 ) -> Cell:
     H = check_positive_int(hidden_size, "hidden_size")
+    compute_dtype = check_dtype(compute_dtype, "compute_dtype")
+    param_dtype = check_dtype(param_dtype, "param_dtype", allow_none=False)
 
     def init(key, input_size: int):
-        check_positive_int(input_size, "input_size")
+        check_init_args(key, input_size)
         return params_type(
             w_x=glorot_blocks(key, input_size, H, blocks, param_dtype),
             b=jnp.zeros((blocks * H,), param_dtype),

@@ -41,6 +41,8 @@ from jaxrnn.cells.base import (
     Cell,
     CellOptions,
     check_batch_shape,
+    check_dtype,
+    check_init_args,
     check_positive_int,
     compose_step,
     matmul,
@@ -150,9 +152,10 @@ def reservoir(
         raise ValueError(f"feedback_size: expected an int >= 0, got {feedback_size!r}")
     O_fb = feedback_size
     act = resolve_activation(activation, "activation")
+    compute_dtype = check_dtype(compute_dtype, "compute_dtype")
 
     def init(key, input_size: int) -> ReservoirParams:
-        F = check_positive_int(input_size, "input_size")
+        F = check_init_args(key, input_size)
         k_w, k_mask, k_in, k_b, k_fb = jax.random.split(key, 5)
         raw = jax.random.uniform(k_w, (H, H), jnp.float32, -1.0, 1.0)
         raw = jnp.where(jax.random.uniform(k_mask, (H, H)) < dens, raw, 0.0)

@@ -301,7 +301,8 @@ def encoder_decoder(
 
     def _enc_carry_shape(enc_params):
         return jax.eval_shape(
-            lambda p: encoder.apply(p, jnp.zeros((1, 1, E)), lengths=jnp.ones((1,), jnp.int32))[0],
+            lambda p: encoder.apply_with_carry(p, jnp.zeros((1, 1, E)),
+                                               lengths=jnp.ones((1,), jnp.int32))[0],
             enc_params,
         )
 
@@ -374,7 +375,7 @@ def encoder_decoder(
         """Run the encoder; return the decoder's memory and initial carry as :class:`Encoded`."""
         _check_tokens(src, src_lengths, "src", Vs)
         xs = src_embed.apply(params.source_embedding, src)
-        enc_carry, ys = encoder.apply(
+        enc_carry, ys = encoder.apply_with_carry(
             params.encoder, xs, lengths=src_lengths, key=key, deterministic=deterministic
         )
         B = src.shape[0]

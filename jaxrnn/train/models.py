@@ -10,22 +10,17 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
-from jaxrnn.cells import elman, fully_recurrent, gru, jordan, lstm
+from jaxrnn.cells import registry
 from jaxrnn.cells.base import Cell, check_positive_int
 from jaxrnn.layers import Layer, bidirectional, dense, dropout, recurrent, stacked
-from jaxrnn.scan import last_valid
 
-# Each factory takes the hidden size. Jordan and the fully recurrent net feed back an output of
-# their own; here it is as wide as the hidden layer (all units visible), so every cell exposes
-# ``hidden`` features to the next layer.
+# name -> factory of one width, from the cell registry (jaxrnn.cells.registry). Jordan and the
+# fully recurrent net feed back an output of their own; here it is as wide as the hidden layer
+# (all units visible), so every cell exposes ``hidden`` features to the next layer. ConvLSTM is
+# listed (the command line offers it) but make_cell rejects it: every task feeds (B, T, F).
 CELLS: dict[str, Callable[[int], Cell]] = {
-    "lstm": lambda h: lstm(h),
-    "gru": lambda h: gru(h),
-    "elman": lambda h: elman(h),
-    "jordan": lambda h: jordan(h, h),
-    "fully_recurrent": lambda h: fully_recurrent(h, h),
+    name: registry.REGISTRY[name].make for name in registry.names(cli=True)
 }
 
 
@@ -38,10 +33,11 @@ class Model(NamedTuple):
 
 
 def make_cell(name: str, hidden: int) -> Cell:
-    """A cell of family ``name`` (a key of :data:`CELLS`) with ``hidden`` units."""
-    if name not in CELLS:
-        raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {name!r}")
-    return CELLS[name](check_positive_int(hidden, "hidden"))
+    """A cell of family ``name`` (a key of :data:`CELLS`) with ``hidden`` units; a cell that
+    does not take ``(B, T, F)`` feature sequences (ConvLSTM) raises a ValueError naming
+    ``cell``."""
+    registry.get(name)  # the name first: its error lists the choices
+    return registry.make(name, check_positive_int(hidden, "hidden"))
 
 
 def recurrent_stack(
@@ -64,26 +60,17 @@ def recurrent_stack(
     check_positive_int(layers, "layers")
     if not isinstance(dropout_rate, (int, float)) or not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout: expected a float in [0, 1), got {dropout_rate!r}")
-    width = make_cell(cell, hidden).output_size  # validates the name before building
+    make_cell(cell, hidden)  # validates the name before building
     stack = []
-    for _ in range(layers):
+    for i in range(layers):
+        # the last layer summarises (bidirectional: forward at the last valid step, backward
+        # at step 0); the stack itself does for a one-direction stack
+        summary = bidirectional_ and not return_sequences and i == layers - 1
         if bidirectional_:
-            stack.append(bidirectional(make_cell(cell, hidden)))
+            stack.append(bidirectional(make_cell(cell, hidden), return_sequences=not summary))
         else:
             stack.append(recurrent(make_cell(cell, hidden)))
-    if return_sequences or not bidirectional_:
-        return stacked(stack, between_dropout=float(dropout_rate),
-                       return_sequences=return_sequences)
-    seq = stacked(stack, between_dropout=float(dropout_rate), return_sequences=True)
-
-    def apply(params, xs, *, lengths=None, carry=None, key=None, deterministic=True):
-        final, ys = seq.apply(params, xs, lengths=lengths, carry=carry, key=key,
-                              deterministic=deterministic)
-        forward = last_valid(ys[..., :width], lengths)
-        backward = ys[..., 0, width:]
-        return final, jnp.concatenate([forward, backward], axis=-1)
-
-    return Layer(seq.init, apply, seq.output_size)
+    return stacked(stack, between_dropout=float(dropout_rate), return_sequences=return_sequences)
 
 
 class ClassifierParams(NamedTuple):
@@ -123,8 +110,8 @@ def sequence_classifier(
         k_rnn = k_out = None
         if key is not None:
             k_rnn, k_out = jax.random.split(key)
-        _, h = rnn.apply(params.rnn, inputs, lengths=lengths, key=k_rnn,
-                         deterministic=deterministic)
+        h = rnn.apply(params.rnn, inputs, lengths=lengths, key=k_rnn,
+                      deterministic=deterministic)
         h = dropout(h, rate, k_out, deterministic=deterministic)
         return head.apply(params.head, h)
 

@@ -1,0 +1,211 @@
+"""The model builder against hand composition of the engine, its config round trip, and saved
+models reloaded in a fresh process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _reference import assert_trees_close
+
+import jaxrnn
+from jaxrnn import models as M
+from jaxrnn.cells import registry
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+V, B, T = 11, 4, 6
+LENGTHS = jnp.array([T, 3, 1, 0])
+
+
+def _ids(seed=0):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, V, (B, T)), jnp.int32)
+
+
+def _keras_example():
+    return M.sequential([M.Embedding(V, 5), M.LSTM(6, return_sequences=True),
+                         M.Bidirectional(M.GRU(4)), M.Dropout(0.2), M.Dense(3)])
+
+
+def test_keras_style_model_equals_hand_composition():
+    """Embedding -> LSTM (sequences) -> Bidirectional GRU (summary) -> Dropout -> Dense: the
+    forward GRU's last valid output and the backward GRU's output at step 0, then the head."""
+    model = _keras_example()
+    params = model.init(jax.random.key(0), None)
+    ids = _ids()
+    got = model.apply(params, ids, lengths=LENGTHS)
+    assert got.shape == (B, 3) and not model.returns_sequences
+
+    x = jnp.take(params[0], ids, axis=0)
+    _, h1 = jaxrnn.run(jaxrnn.lstm(6), params[1], x, lengths=LENGTHS)
+    _, yf = jaxrnn.run(jaxrnn.gru(4), params[2].forward, h1, lengths=LENGTHS)
+    _, yb = jaxrnn.run(jaxrnn.gru(4), params[2].backward, h1, lengths=LENGTHS, reverse=True)
+    idx = np.maximum(np.asarray(LENGTHS) - 1, 0)
+    summary = np.concatenate([np.asarray(yf)[np.arange(B), idx], np.asarray(yb)[:, 0]], -1)
+    summary[np.asarray(LENGTHS) == 0] = 0.0
+    want = summary @ np.asarray(params[4].w) + np.asarray(params[4].b)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    # training mode: dropout needs a key and changes the output
+    with pytest.raises(ValueError, match="^key: "):
+        model.apply(params, ids, lengths=LENGTHS, deterministic=False)
+    train = model.apply(params, ids, lengths=LENGTHS, key=jax.random.key(1), deterministic=False)
+    assert not np.allclose(train, got)
+
+
+def test_sequence_outputs_are_zero_at_padded_steps_and_equal_the_engine():
+    model = M.sequential([M.RNN("elman", 4, return_sequences=True), M.Dense(2, "tanh")])
+    params = model.init(jax.random.key(2), (T, 3))  # a shape ending with F works as well
+    xs = jnp.asarray(np.random.default_rng(3).standard_normal((B, T, 3)), jnp.float32)
+    got = model.apply(params, xs, lengths=LENGTHS)
+    _, h = jaxrnn.run(jaxrnn.elman(4), params[0], xs, lengths=LENGTHS)
+    want = np.tanh(np.asarray(h) @ np.asarray(params[1].w) + np.asarray(params[1].b))
+    valid = np.arange(T) < np.asarray(LENGTHS)[:, None]
+    np.testing.assert_allclose(np.asarray(got)[valid], want[valid], atol=1e-5, rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(got)[~valid], 0.0)
+
+
+@pytest.mark.parametrize("name", registry.names(inputs="features"))
+def test_every_registered_cell_builds_a_model(name):
+    """The builder reads the registry: any registered feature cell is one RNN spec."""
+    model = M.sequential([M.RNN(name, 3), M.Dense(2)])
+    params = model.init(jax.random.key(0), 2)
+    out = model.apply(params, jnp.ones((2, 4, 2)), lengths=jnp.array([4, 2]))
+    cell = registry.make(name, 3)
+    _, h = jaxrnn.run(cell, params[0], jnp.ones((2, 4, 2)), lengths=jnp.array([4, 2]))
+    want = jaxrnn.last_valid(h, jnp.array([4, 2])) @ params[1].w + params[1].b
+    np.testing.assert_allclose(out, want, atol=1e-5, rtol=1e-5)
+
+
+def test_config_is_json_and_rebuilds_the_same_model():
+    model = M.sequential([M.Embedding(V, 5), M.RNN("min_gru", 4, return_sequences=True,
+                                                    cell_options={"compute_dtype": "float32"}),
+                          M.Bidirectional(M.LSTM(3, return_sequences=True, peephole=True),
+                                          merge="sum"),
+                          M.Dense(2)])
+    text = json.dumps(model.config)
+    again = M.from_config(json.loads(text))
+    assert again.config == model.config
+    params = model.init(jax.random.key(4), None)
+    np.testing.assert_array_equal(again.apply(params, _ids(5), lengths=LENGTHS),
+                                  model.apply(params, _ids(5), lengths=LENGTHS))
+
+
+def test_specs_are_checked_when_built():
+    with pytest.raises(ValueError, match="^units: "):
+        M.LSTM(0)
+    with pytest.raises(ValueError, match="^cell: expected one of"):
+        M.RNN("lsmt", 4)
+    with pytest.raises(ValueError, match="^cell: 'convlstm' takes frames"):
+        M.RNN("convlstm", 4)
+    with pytest.raises(TypeError, match="^cell_options: expected JSON-able"):
+        M.LSTM(4, compute_dtype=jnp.bfloat16)
+    with pytest.raises(ValueError, match=r"^layers\[1\]: a recurrent layer needs sequences"):
+        M.sequential([M.LSTM(4), M.GRU(4)])
+    with pytest.raises(ValueError, match=r"^layers\[1\]: an Embedding must be the first"):
+        M.sequential([M.Dense(3), M.Embedding(3, 2)])
+    with pytest.raises(ValueError, match="^activation: "):
+        M.Dense(3, "swishy")
+    with pytest.raises(ValueError, match="^config: expected format"):
+        M.from_config({"layers": []})
+    with pytest.raises(ValueError, match=r"^x: expected \(B, T\) integer ids"):
+        model = _keras_example()
+        model.apply(model.init(jax.random.key(0), None), jnp.ones((2, 3, 4), jnp.int32))
+
+
+_LOAD_SCRIPT = """
+import sys, numpy as np, jax.numpy as jnp
+from jaxrnn.models import load_model
+saved = load_model(sys.argv[1])
+x = np.load(sys.argv[2])
+out = saved.model.apply(saved.params, jnp.asarray(x), lengths=jnp.asarray(np.load(sys.argv[3])))
+np.save(sys.argv[4], np.asarray(out))
+print(saved.metrics["accuracy"], saved.preprocessing["vocab"][:2])
+"""
+
+
+def test_saved_model_reloads_bit_exact_in_a_fresh_process(tmp_path):
+    model = _keras_example()
+    params = jax.tree_util.tree_map(lambda a: a + 0.01, model.init(jax.random.key(7), None))
+    vocab = [chr(97 + i) for i in range(V)]
+    path = M.save_model(tmp_path / "model", model, params, preprocessing={"vocab": vocab},
+                        metrics={"accuracy": 0.75})
+    assert sorted(os.listdir(path)) == ["metrics.json", "model.json", "preprocessing.json",
+                                        "weights.msgpack"]
+    ids, lengths = np.asarray(_ids(8)), np.asarray(LENGTHS)
+    np.save(tmp_path / "x.npy", ids)
+    np.save(tmp_path / "n.npy", lengths)
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    res = subprocess.run(
+        [sys.executable, "-c", _LOAD_SCRIPT, path, str(tmp_path / "x.npy"),
+         str(tmp_path / "n.npy"), str(tmp_path / "out.npy")],
+        capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["0.75", "['a',", "'b']"]
+    want = np.asarray(model.apply(params, jnp.asarray(ids), lengths=jnp.asarray(lengths)))
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), want)
+    # and in this process: the same params, leaf for leaf
+    saved = M.load_model(path)
+    assert_trees_close(saved.params, params, atol=0, rtol=0)
+    assert saved.model.config == model.config
+
+
+def test_failed_save_keeps_the_previous_model(tmp_path, monkeypatch):
+    model = M.sequential([M.GRU(3), M.Dense(1)])
+    old = model.init(jax.random.key(0), 2)
+    new = model.init(jax.random.key(1), 2)
+    path = M.save_model(tmp_path / "m", model, old, metrics={"v": 1})
+    calls = []
+
+    def failing(p, data):
+        calls.append(p)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        with open(p, "wb") as f:
+            f.write(data)
+
+    monkeypatch.setattr(M, "_write", failing)
+    with pytest.raises(OSError, match="disk full"):
+        M.save_model(path, model, new, metrics={"v": 2})
+    monkeypatch.undo()
+    saved = M.load_model(path)
+    assert saved.metrics == {"v": 1}
+    assert_trees_close(saved.params, old, atol=0, rtol=0)
+    assert os.listdir(tmp_path) == ["m"], "the temporary directory must be removed"
+    # a successful save replaces it
+    M.save_model(path, model, new, metrics={"v": 2})
+    assert M.load_model(path).metrics == {"v": 2}
+    assert os.listdir(tmp_path) == ["m"]
+
+
+def test_bad_directories_and_files_give_errors_naming_the_argument(tmp_path):
+    model = M.sequential([M.GRU(3), M.Dense(1)])
+    params = model.init(jax.random.key(0), 2)
+    with pytest.raises(FileNotFoundError, match=r"^directory: no saved model at .*missing"):
+        M.load_model(tmp_path / "nowhere")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("mine")
+    with pytest.raises(FileNotFoundError, match=r"^directory: .* has no model.json"):
+        M.load_model(tmp_path / "plain")
+    with pytest.raises(ValueError, match=r"^directory: .* is not a saved model"):
+        M.save_model(tmp_path / "plain", model, params)
+    assert (tmp_path / "plain" / "notes.txt").read_text() == "mine"
+    with pytest.raises(TypeError, match="^directory: expected a path"):
+        M.load_model(None)
+    with pytest.raises(ValueError, match=r"^params: leaf \[1\].w should have shape"):
+        M.save_model(tmp_path / "x", model, (params[0], params[1]._replace(w=jnp.ones((2, 1)))))
+    with pytest.raises(TypeError, match="^metrics: expected JSON-able"):
+        M.save_model(tmp_path / "x", model, params, metrics={"a": np.float32(1)})
+    path = M.save_model(tmp_path / "ok", model, params)
+    weights = os.path.join(path, "weights.msgpack")
+    data = bytearray(open(weights, "rb").read())
+    data[-3] ^= 0xFF
+    open(weights, "wb").write(bytes(data))
+    with pytest.raises(ValueError, match=r"^directory: weights.msgpack .* is corrupt"):
+        M.load_model(path)
+    open(os.path.join(path, "model.json"), "w").write("{not json")
+    with pytest.raises(ValueError, match=r"^directory: model.json .* is corrupt"):
+        M.load_model(path)
