@@ -109,6 +109,7 @@ def _measure_group(cfg, mode, family, entries, peers, reps, min_seconds, run_kwa
     from benchmarks import competitors as C
     from benchmarks.measure import summarise
     from jaxrnn import kernels
+    from jaxrnn.engine.backends import cpu_kernels
 
     runners, meta, notes = {}, {}, []
     for e in entries:
@@ -124,7 +125,7 @@ def _measure_group(cfg, mode, family, entries, peers, reps, min_seconds, run_kwa
                                            mode, run_kwargs=kw, run_fn=e.run)
             meta[key] = {"lib": "jaxrnn-plain-scan", "cell": e.name, "peer_family": family,
                          "note": "fused path off", "flops": _flops(e, cfg, mode)}
-        if e.name in plain_too and getattr(e.make(4).parts, "sequence", None) is not None:
+        if e.name in plain_too and e.make(4).name in cpu_kernels.ADAPTERS:
             # the same cell with the CPU kernels off: the XLA fused scan (jaxrnn/fused.py)
             key = f"jaxrnn-xla-fused:{e.name}"
             with kernels.disabled():

@@ -10,7 +10,7 @@
 
 import importlib as _importlib
 
-from jaxrnn import models
+from jaxrnn import engine, models
 from jaxrnn.cells import *  # noqa: F403
 from jaxrnn.cells import __all__ as _cells_all
 from jaxrnn.cells import registry
@@ -21,8 +21,8 @@ from jaxrnn.cells.minimal import (
     MinLSTMState,
     min_gru,
     min_lstm,
-    parallel_run,
 )
+from jaxrnn.engine import last_valid, parallel_run, reverse_padded, run, sequence_mask
 from jaxrnn.layers import (
     BidirectionalParams,
     Dense,
@@ -37,7 +37,6 @@ from jaxrnn.layers import (
     stacked,
     with_recurrent_mask,
 )
-from jaxrnn.scan import last_valid, reverse_padded, run, sequence_mask
 
 # Imported on first use (PEP 562), so ``import jaxrnn`` loads the cells, the engine, the layers
 # and the model builder only, not optax, tqdm or the classics.
@@ -86,6 +85,7 @@ __all__ = [
     "MinLSTMParams",
     "MinLSTMState",
     "parallel_run",
+    "engine",
     "models",
     *_LAZY_MODULES,
     *_LAZY_NAMES,

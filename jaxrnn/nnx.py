@@ -40,7 +40,7 @@ from flax import nnx
 
 from jaxrnn.cells import registry
 from jaxrnn.cells.base import Cell
-from jaxrnn.cells.minimal import parallel_run
+from jaxrnn.engine import parallel_run
 from jaxrnn.layers import bidirectional as bidirectional_layer
 from jaxrnn.layers import recurrent, stacked
 from jaxrnn.scan import run

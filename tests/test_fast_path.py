@@ -1,4 +1,7 @@
-"""The fused sequence path (jaxrnn/fused.py) against the plain scan: same values, same gradients.
+"""The fused backends against the plain scan: same values, same gradients.
+
+``path="xla"`` is the custom-VJP scan (jaxrnn/engine/backends/fused.py), ``path="kernel"`` the
+compiled CPU kernel where the cell has one (jaxrnn/engine/backends/cpu_kernels.py).
 
 The plain scan is the reference (it is tested against NumPy float64 equations in
 tests/test_cells.py and tests/test_scan.py); the same cell with ``parts=None`` always takes it.
@@ -14,7 +17,8 @@ import pytest
 from jax.test_util import check_grads
 
 import jaxrnn
-from jaxrnn import fused, kernels
+from jaxrnn import kernels
+from jaxrnn.engine.backends import fused
 
 F = 3
 
@@ -152,6 +156,12 @@ def test_engine_takes_the_fused_path_only_where_supported(monkeypatch):
     assert len(calls) == 1
     # GRU in Cho's form has a second, reset-dependent product: no parts
     assert jaxrnn.gru(4, reset_after=False).parts is None
+    # impl="fused" runs it, impl="scan" does not, the replaced step refuses it by name
+    jaxrnn.run(cell, params, xs, impl="fused")
+    jaxrnn.run(cell, params, xs, impl="scan")
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match="^impl='fused': .*replaced step"):
+        jaxrnn.run(masked, params, xs, impl="fused")
 
 
 def test_parts_rebuild_the_step():

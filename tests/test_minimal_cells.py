@@ -9,7 +9,8 @@ from _reference import minimal_ref_run as numpy_reference
 from jax.test_util import check_grads
 
 import jaxrnn
-from jaxrnn.cells.minimal import min_gru, min_lstm, parallel_run
+from jaxrnn.cells.minimal import min_gru, min_lstm
+from jaxrnn.engine import parallel_run
 
 FACTORIES = {"min_gru": min_gru, "min_lstm": min_lstm}
 

@@ -10,7 +10,8 @@ from flax import nnx
 
 import jaxrnn
 import jaxrnn.nnx as rnn
-from jaxrnn.cells.minimal import min_gru, min_lstm, parallel_run
+from jaxrnn.cells.minimal import min_gru, min_lstm
+from jaxrnn.engine import parallel_run
 
 F, H, B, T = 3, 5, 4, 9
 

@@ -1,5 +1,6 @@
 """The scan engine against a plain Python loop over ``cell.step``, padding invariance, reverse,
-remat and finite-difference gradients, for every cell."""
+remat and finite-difference gradients, for every cell (the backends against each other:
+tests/test_engine.py)."""
 
 import functools
 
@@ -158,13 +159,14 @@ def test_remat_chunks_values_and_gradients_equal_default(name):
 
 @pytest.mark.parametrize("name", ["lstm_peephole", "jordan"])
 def test_remat_step_and_plain_scan_gradients_equal_default(name):
-    """remat=True and the plain scan (fused_gradient=False) give the default's values and
-    gradients. Cell-agnostic engine code: two cells, with different carries (h and c; the
-    previous output y)."""
+    """remat=True and the plain scan (fused_gradient=False, or impl="scan") give the default's
+    values and gradients. Cell-agnostic engine code: two cells, with different carries (h and c;
+    the previous output y)."""
     res = _gradients_by_mode(
-        name, {"default": {}, "plain": {"fused_gradient": False}, "remat": {"remat": True}}
+        name, {"default": {}, "plain": {"fused_gradient": False}, "remat": {"remat": True},
+               "scan": {"impl": "scan"}}
     )
-    for k in ("plain", "remat"):
+    for k in ("plain", "remat", "scan"):
         assert_trees_close(res[k], res["default"], atol=1e-5, rtol=1e-5)
 
 
@@ -239,6 +241,38 @@ def test_padding_invariance(name, use_jit):
         ref_final, ref_ys = ref_run(name, params_np, xs_np, carry_np, LENGTHS, reverse=reverse)
         assert_trees_close(final, ref_final)
         np.testing.assert_allclose(ys, ref_ys, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("impl", ["scan", "fused", "kernel"])
+def test_padding_against_numpy_on_each_backend(impl):
+    """The padded batch, forwards and in reverse, on each backend forced by ``impl``, against
+    the NumPy recurrence (the padding test above takes whichever backend ``auto`` picks)."""
+    from jaxrnn import kernels
+
+    if impl == "kernel" and not kernels.available():
+        pytest.skip(f"kernels {kernels.status()}")
+    name = "lstm"
+    params_np, xs_np, carry_np = _padded_case(name)
+    params, xs, carry0 = to_jax(params_np), to_jax(xs_np), to_jax(carry_np)
+    for reverse in (False, True):
+        final, ys = jit_o0(lambda p, x, c, n, r=reverse: jaxrnn.run(
+            CELLS[name], p, x, carry=c, lengths=n, reverse=r, impl=impl))(
+            params, xs, carry0, jnp.asarray(LENGTHS))
+        ref_final, ref_ys = ref_run(name, params_np, xs_np, carry_np, LENGTHS, reverse=reverse)
+        assert_trees_close(final, ref_final)
+        np.testing.assert_allclose(ys, ref_ys, atol=2e-5, rtol=2e-5)
+
+
+def test_old_import_paths_reach_the_engine():
+    """Other modules import ``jaxrnn.scan`` and ``jaxrnn.fused``: both reach the engine (the
+    latter is the fused backend's module itself, so swapping its ``fused_scan`` still works)."""
+    import jaxrnn.engine.backends.fused
+    import jaxrnn.fused
+    import jaxrnn.scan
+
+    assert jaxrnn.scan.run is jaxrnn.run is jaxrnn.engine.run
+    assert jaxrnn.scan.reverse_padded is jaxrnn.reverse_padded
+    assert jaxrnn.fused is jaxrnn.engine.backends.fused
 
 
 @pytest.mark.parametrize("name", ["lstm", "jordan"])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -24,6 +24,46 @@ import jax.numpy as jnp
 
 Array = jax.Array
 PyTree = Any
+
+
+class CellOptions(Mapping):
+    """A cell's configuration as a frozen, hashable mapping of plain static values.
+
+    ``CellOptions(activation="tanh", peephole=False, compute_dtype=None)``; read like a dict
+    (``options["activation"]``, ``options.get("leak", 1.0)``). Frozen and hashable so that a
+    :class:`Cell` stays hashable (it may be a static argument of ``jax.jit``). Activations are
+    kept as the user gave them (a name or a callable).
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, **items: Any):
+        object.__setattr__(self, "_items", dict(items))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        try:
+            return hash(tuple(sorted(self._items.items())))
+        except TypeError:  # an unhashable value (say, a list): fall back to the text form
+            return hash(repr(self))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("CellOptions is frozen")
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self._items.items())
+        return f"CellOptions({inner})"
+
+
+NO_OPTIONS = CellOptions()
 
 
 class Cell(NamedTuple):
@@ -44,8 +84,14 @@ class Cell(NamedTuple):
       recurrent_key: name of the carry field that feeds the recurrence (``"h"`` for most cells,
         ``"y"`` for Jordan); variational recurrent dropout masks this field.
       parts: optional :class:`StepParts`, the same ``step`` written as one recurrent product plus
-        an update without recurrent products; it lets the engine use its fused sequence path
-        (:mod:`jaxrnn.fused`). ``None`` (the default) always gives the plain scan.
+        an update without recurrent products; it lets the engine use its fused backends
+        (:mod:`jaxrnn.engine.backends`). ``None`` (the default) always gives the plain scan.
+      options: the factory's configuration as static data (:class:`CellOptions`, e.g.
+        ``activation``, ``peephole``, ``compute_dtype``), read by the engine's backends to decide
+        whether they compute exactly this cell. Cells know nothing of backends; a backend
+        registers the families (``name``) it accelerates and reads their options. One key has a
+        meaning for the engine itself: ``extra_inputs``, the number of input features the cell
+        reads beyond the ``input_size`` its ``init`` is given (the reservoir's output feedback).
     """
 
     init: Callable[..., PyTree]
@@ -58,6 +104,7 @@ class Cell(NamedTuple):
     input_size: Callable[[PyTree], int]
     recurrent_key: str = "h"
     parts: StepParts | None = None
+    options: CellOptions = NO_OPTIONS
 
 
 class StepParts(NamedTuple):
@@ -76,25 +123,19 @@ class StepParts(NamedTuple):
     update: Callable[[PyTree, PyTree, Array, Array], tuple[PyTree, Array]]
     step: Callable[[PyTree, PyTree, Array], tuple[PyTree, Array]]
     additive: bool = False  # update reads xp and hp only through xp + hp (LSTM, Elman, ...)
-    # Optional whole-sequence fast path (a fused kernel, :mod:`jaxrnn.kernels`):
-    # ``sequence(params, carry, xs, lengths) -> (final_carry, ys) | None`` with ``xs`` the
-    # time-major inputs ``(T, B..., F)`` (not projected: the kernel projects each step itself);
-    # ``None`` means "not here" (another backend, dtype or configuration) and the engine takes
-    # its own fused scan.
-    sequence: Callable | None = None
 
 
-def compose_step(recurrent_product, update, recurrent_key: str = "h", *, additive=False,
-                 sequence=None):
+def compose_step(recurrent_product, update, recurrent_key: str = "h", *, additive=False):
     """Build ``step`` from a recurrent product and an update; returns ``(step, parts)`` for the
     ``Cell(step=step, parts=parts)`` fields. ``additive=True`` promises that ``update`` uses
-    ``xp`` and ``hp`` only through their sum (so the engine keeps one pre-activation per step).
-    ``sequence`` is the optional whole-sequence kernel path (see :class:`StepParts`)."""
+    ``xp`` and ``hp`` only through their sum (so the engine keeps one pre-activation per step)."""
 
     def step(params, carry, xp):
         return update(params, carry, xp, recurrent_product(params, getattr(carry, recurrent_key)))
 
-    return step, StepParts(recurrent_product, update, step, bool(additive), sequence)
+    return step, StepParts(recurrent_product, update, step, bool(additive))
+
+
 
 
 # --------------------------------------------------------------------------- activations

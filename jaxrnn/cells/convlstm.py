@@ -40,6 +40,7 @@ import jax.numpy as jnp
 from jaxrnn.cells.base import (
     Array,
     Cell,
+    CellOptions,
     check_batch_shape,
     check_bool,
     check_dtype,
@@ -193,6 +194,9 @@ def convlstm(
         output_size=C,
         name="convlstm",
         input_size=lambda p: p.w_x.shape[2],
+        options=CellOptions(activation=activation, recurrent_activation=recurrent_activation,
+                            peephole=use_peephole, kernel_size=(kh, kw),
+                            input_kernel_size=(ikh, ikw), compute_dtype=compute_dtype),
     )
 
 

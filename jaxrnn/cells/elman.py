@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jaxrnn.cells.base import (
     Array,
     Cell,
+    CellOptions,
     check_batch_shape,
     check_dtype,
     check_init_args,
@@ -27,7 +28,6 @@ from jaxrnn.cells.base import (
     orthogonal_blocks,
     resolve_activation,
 )
-from jaxrnn.kernels import ops
 
 
 class ElmanParams(NamedTuple):
@@ -98,13 +98,7 @@ def elman(
             y = act_y(matmul(h, params.w_y, compute_dtype) + params.b_y)
             return ElmanState(h), y
 
-    kernel_form = (O is None and ops.full_precision(compute_dtype)
-                   and ops.is_activation(activation, "tanh"))
-
-    sequence = (ops.tanh_cell_sequence(ElmanState, lambda p: (p.w_x, p.b, p.w_h))
-                if kernel_form else None)
-
-    step, parts = compose_step(recurrent_product, update, additive=True, sequence=sequence)
+    step, parts = compose_step(recurrent_product, update, additive=True)
 
     return Cell(
         init=init,
@@ -116,4 +110,6 @@ def elman(
         name="elman",
         input_size=lambda p: p.w_x.shape[0],
         parts=parts,
+        options=CellOptions(activation=activation, output_activation=output_activation,
+                            readout=O is not None, compute_dtype=compute_dtype),
     )

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jaxrnn.cells.base import (
     Array,
     Cell,
+    CellOptions,
     check_batch_shape,
     check_dtype,
     check_init_args,
@@ -32,7 +33,6 @@ from jaxrnn.cells.base import (
     orthogonal_blocks,
     resolve_activation,
 )
-from jaxrnn.kernels import ops
 
 
 class FullyRecurrentParams(NamedTuple):
@@ -87,13 +87,7 @@ def fully_recurrent(
             u = act(xp + hp).astype(carry.h.dtype)
             return FullyRecurrentState(u), u[..., :O]
 
-    kernel_form = ops.full_precision(compute_dtype) and ops.is_activation(activation, "tanh")
-
-    sequence = (ops.tanh_cell_sequence(FullyRecurrentState, lambda p: (p.w_x, p.b, p.w_h),
-                                       outputs=lambda ys: ys[..., :O])
-                if kernel_form else None)
-
-    step, parts = compose_step(recurrent_product, update, additive=True, sequence=sequence)
+    step, parts = compose_step(recurrent_product, update, additive=True)
 
     return Cell(
         init=init,
@@ -105,4 +99,5 @@ def fully_recurrent(
         name="fully_recurrent",
         input_size=lambda p: p.w_x.shape[0],
         parts=parts,
+        options=CellOptions(activation=activation, compute_dtype=compute_dtype),
     )

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jaxrnn.cells.base import (
     Array,
     Cell,
+    CellOptions,
     check_batch_shape,
     check_bool,
     check_dtype,
@@ -41,7 +42,6 @@ from jaxrnn.cells.base import (
     orthogonal_blocks,
     resolve_activation,
 )
-from jaxrnn.kernels import ops
 
 
 class GRUParams(NamedTuple):
@@ -104,20 +104,7 @@ def gru(
 
     # reset_after=True is one recurrent product plus elementwise work (the fused engine applies);
     # reset_after=False has a second product that depends on r, so it keeps the plain step.
-    kernel_form = (ops.full_precision(compute_dtype) and ops.is_activation(activation, "tanh")
-                   and ops.is_activation(recurrent_activation, "sigmoid"))
-
-    def sequence(params: GRUParams, carry: GRUState, xs, lengths):
-        if not kernel_form or not ops.usable_inputs(xs, params.w_x, params.b, params.w_h,
-                                                    params.b_h, carry.h):
-            return None
-        x2, (h0,), lens, batch_shape = ops.flatten_batch(xs, [carry.h], lengths)
-        hs = ops.gru_sequence(x2, params.w_x, params.b, params.w_h, params.b_h, h0, lens)
-        hs, ys = ops.unflatten_steps(hs, lengths, batch_shape)
-        return GRUState(hs[-1]), ys
-
-    step_reset_after, parts = compose_step(recurrent_product, update_reset_after,
-                                           sequence=sequence)
+    step_reset_after, parts = compose_step(recurrent_product, update_reset_after)
 
     def step_reset_before(params: GRUParams, carry: GRUState, xp: Array):
         with jax.named_scope("gru_step"):
@@ -139,4 +126,6 @@ def gru(
         name="gru" if reset_after else "gru_cho",
         input_size=lambda p: p.w_x.shape[0],
         parts=parts if reset_after else None,
+        options=CellOptions(activation=activation, recurrent_activation=recurrent_activation,
+                            reset_after=reset_after, compute_dtype=compute_dtype),
     )

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jaxrnn.cells.base import (
     Array,
     Cell,
+    CellOptions,
     check_batch_shape,
     check_dtype,
     check_init_args,
@@ -85,25 +86,7 @@ def jordan(
             y = act_y(matmul(h, params.w_y, compute_dtype) + params.b_y).astype(carry.y.dtype)
             return JordanState(y), y
 
-    def sequence(params: JordanParams, carry: JordanState, xs: Array, lengths):
-        """The engine's whole-sequence kernel on CPU (both products of every step in one call,
-        :func:`jaxrnn.kernels.ops.jordan_sequence`); ``None`` where it does not apply (other
-        activations, reduced precision, another backend)."""
-        from jaxrnn.kernels import ops
-
-        if not (ops.is_activation(activation, "tanh") and ops.is_activation(output_activation,
-                                                                           "tanh")):
-            return None
-        if not ops.full_precision(compute_dtype) or not ops.usable_inputs(xs, *params, carry.y):
-            return None
-        x2, (y0,), lens, batch_shape = ops.flatten_batch(xs, [carry.y], lengths)
-        p = params
-        ys = ops.jordan_sequence(x2, p.w_x, p.b, p.w_y_h, p.w_y, p.b_y, y0, lens)
-        ys, outs = ops.unflatten_steps(ys, lengths, batch_shape)
-        return JordanState(ys[-1]), outs
-
-    step, parts = compose_step(recurrent_product, update, recurrent_key="y", additive=True,
-                               sequence=sequence)
+    step, parts = compose_step(recurrent_product, update, recurrent_key="y", additive=True)
 
     return Cell(
         init=init,
@@ -116,4 +99,6 @@ def jordan(
         input_size=lambda p: p.w_x.shape[0],
         recurrent_key="y",
         parts=parts,
+        options=CellOptions(activation=activation, output_activation=output_activation,
+                            compute_dtype=compute_dtype),
     )

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jaxrnn.cells.base import (
     Array,
     Cell,
+    CellOptions,
     check_batch_shape,
     check_bool,
     check_dtype,
@@ -37,7 +38,6 @@ from jaxrnn.cells.base import (
     orthogonal_blocks,
     resolve_activation,
 )
-from jaxrnn.kernels import ops
 
 
 class LSTMParams(NamedTuple):
@@ -121,21 +121,7 @@ def lstm(
             h = h.astype(carry.h.dtype)
             return LSTMState(h, c), h
 
-    # The fused CPU kernel computes exactly this cell: no peepholes, tanh / sigmoid, float32.
-    kernel_form = (not use_peephole and ops.full_precision(compute_dtype)
-                   and ops.is_activation(activation, "tanh")
-                   and ops.is_activation(recurrent_activation, "sigmoid"))
-
-    def sequence(params: LSTMParams, carry: LSTMState, xs, lengths):
-        if not kernel_form or not ops.usable_inputs(xs, params.w_x, params.b, params.w_h,
-                                                    carry.h, carry.c):
-            return None
-        x2, (h0, c0), lens, batch_shape = ops.flatten_batch(xs, [carry.h, carry.c], lengths)
-        hs, c_last = ops.lstm_sequence(x2, params.w_x, params.b, params.w_h, h0, c0, lens)
-        hs, ys = ops.unflatten_steps(hs, lengths, batch_shape)
-        return LSTMState(hs[-1], c_last.reshape(carry.c.shape)), ys
-
-    step, parts = compose_step(recurrent_product, update, additive=True, sequence=sequence)
+    step, parts = compose_step(recurrent_product, update, additive=True)
 
     return Cell(
         init=init,
@@ -147,4 +133,6 @@ def lstm(
         name="lstm",
         input_size=lambda p: p.w_x.shape[0],
         parts=parts,
+        options=CellOptions(activation=activation, recurrent_activation=recurrent_activation,
+                            peephole=use_peephole, compute_dtype=compute_dtype),
     )

@@ -6,9 +6,10 @@ state with coefficients that depend only on the input,
 .. math::  h_t = a_t \odot h_{t-1} + b_t, \qquad a_t, b_t = \text{function of } x_t \text{ only},
 
 which can be evaluated for all ``t`` at once by a parallel prefix scan in ``O(log T)`` depth
-(:func:`parallel_run`), or step by step on the common engine (:func:`jaxrnn.run`) like any other
-:class:`~jaxrnn.Cell`. The two forms share the parameters, the input projection and the
-coefficient functions below; only the way the affine maps are composed differs.
+(:func:`jaxrnn.parallel_run`, the engine's associative backend), or step by step on the common
+engine (:func:`jaxrnn.run`) like any other :class:`~jaxrnn.Cell`. The two forms share the
+parameters, the input projection and the coefficient functions below; only the way the affine
+maps are composed differs.
 
 Both cells use the paper's log-space form: the candidate state goes through
 
@@ -59,7 +60,7 @@ import jax.numpy as jnp
 from jaxrnn.cells.base import (
     Array,
     Cell,
-    PyTree,
+    CellOptions,
     StepParts,
     check_batch_shape,
     check_dtype,
@@ -68,10 +69,6 @@ from jaxrnn.cells.base import (
     glorot_blocks,
     matmul,
 )
-
-# log(0) for masked (padded) steps. A large finite number rather than -inf keeps the gradients of
-# logaddexp exact (its derivative w.r.t. an argument of -inf is 0, but -inf - (-inf) is NaN).
-_LOG_ZERO = -1e30
 
 
 class MinGRUParams(NamedTuple):
@@ -151,25 +148,9 @@ def _minimal_cell(
             h = (jnp.exp(log_a) * carry.h + jnp.exp(log_b)).astype(carry.h.dtype)
             return state_type(h), h
 
-    def sequence(params, carry, xs, lengths):
-        """The engine's whole-sequence path on CPU (:func:`jaxrnn.kernels.ops.minimal_sequence`):
-        ``x W_x + b`` for all steps as one product, then the coefficients and the recurrence in
-        one kernel call; the same values as ``project`` + ``step`` in float32. ``None`` where it
-        does not apply."""
-        # Imported here: the kernels' ops import jaxrnn modules that import this package.
-        from jaxrnn.kernels import ops
-
-        if not ops.full_precision(compute_dtype) or not ops.usable_inputs(
-            xs, params.w_x, params.b, carry.h
-        ):
-            return None
-        x2, (h0,), lens, batch_shape = ops.flatten_batch(xs, [carry.h], lengths)
-        hs = ops.minimal_sequence(name, x2, params.w_x, params.b, h0, lens)
-        hs, ys = ops.unflatten_steps(hs, lengths, batch_shape)
-        return state_type(hs[-1]), ys
-
-    # No recurrent product to split off: the parts carry only the whole-sequence path.
-    parts = StepParts(recurrent_product=None, update=None, step=step, sequence=sequence)
+    # No recurrent product to split off (the step is affine in h, its coefficients depend on
+    # x only); the parts still say the step is the cell's own, for the engine's backends.
+    parts = StepParts(recurrent_product=None, update=None, step=step)
 
     return Cell(
         init=init,
@@ -181,12 +162,13 @@ def _minimal_cell(
         name=name,
         input_size=lambda p: p.w_x.shape[0],
         parts=parts,
+        options=CellOptions(compute_dtype=compute_dtype),
     )
 
 
 def min_gru(hidden_size: int, *, compute_dtype=None, param_dtype=jnp.float32) -> Cell:
     """A minGRU cell (log-space form; see the module docstring). Sequential on
-    :func:`jaxrnn.run`; parallel over time with :func:`parallel_run`.
+    :func:`jaxrnn.run`; parallel over time with :func:`jaxrnn.parallel_run`.
 
     Args:
       hidden_size: ``H``.
@@ -201,7 +183,7 @@ def min_gru(hidden_size: int, *, compute_dtype=None, param_dtype=jnp.float32) ->
 
 def min_lstm(hidden_size: int, *, compute_dtype=None, param_dtype=jnp.float32) -> Cell:
     """A minLSTM cell (log-space form, normalised gates; see the module docstring). Sequential
-    on :func:`jaxrnn.run`; parallel over time with :func:`parallel_run`.
+    on :func:`jaxrnn.run`; parallel over time with :func:`jaxrnn.parallel_run`.
 
     Args:
       hidden_size: ``H``.
@@ -214,81 +196,6 @@ def min_lstm(hidden_size: int, *, compute_dtype=None, param_dtype=jnp.float32) -
     )
 
 
-_LOG_COEFFICIENTS = {
-    "min_gru": min_gru_log_coefficients,
-    "min_lstm": min_lstm_log_coefficients,
-}
-
-
-def _compose(earlier, later):
-    """Compose affine maps given as ``(log a, log b)``: first ``earlier``, then ``later``."""
-    log_a1, log_b1 = earlier
-    log_a2, log_b2 = later
-    return log_a1 + log_a2, jnp.logaddexp(log_b1 + log_a2, log_b2)
-
-
-def parallel_run(
-    cell: Cell,
-    params: PyTree,
-    xs: Array,
-    *,
-    carry: PyTree | None = None,
-    lengths: Array | None = None,
-    reverse: bool = False,
-    time_major: bool = False,
-) -> tuple[PyTree, Array]:
-    """Run a :func:`min_gru` or :func:`min_lstm` cell over a sequence with a parallel prefix scan
-    (``jax.lax.associative_scan`` in log space, ``O(log T)`` depth, ``O(T)`` work).
-
-    Same contract as :func:`jaxrnn.run` (and the same result up to float rounding): ``xs`` is
-    ``(B..., T, F)`` (or ``(T, B..., F)`` with ``time_major``); steps at or past ``lengths`` leave
-    the carry unchanged and emit zeros; ``reverse`` runs each sequence backwards over its own
-    valid length and returns outputs in input order.
-
-    Returns:
-      ``(final_carry, ys)``, ``ys`` of shape ``(B..., T, H)`` (or ``(T, B..., H)``).
-    """
-    # Imported here: jaxrnn.scan imports jaxrnn.cells (this package).
-    from jaxrnn.scan import reverse_padded, validate_inputs
-
-    if not isinstance(cell, Cell) or cell.name not in _LOG_COEFFICIENTS:
-        got = cell.name if isinstance(cell, Cell) else type(cell).__name__
-        raise ValueError(
-            f"cell: parallel_run needs a cell linear in its state, one of "
-            f"{sorted(_LOG_COEFFICIENTS)} (jaxrnn.min_gru / jaxrnn.min_lstm), got {got!r}"
-        )
-    batch_shape, T = validate_inputs(cell, params, xs, carry, lengths, time_major)
-    if carry is None:
-        carry = cell.initial_carry(params, batch_shape)
-    if lengths is not None:
-        lengths = jnp.asarray(lengths)
-    if T == 0:
-        ys = jnp.zeros((*xs.shape[:-1], cell.output_size), carry.h.dtype)
-        return carry, ys
-
-    xs_t = xs if time_major else jnp.moveaxis(xs, -2, 0)  # (T, B..., F)
-    if reverse:
-        xs_t = reverse_padded(xs_t, lengths)
-    log_a, log_b = _LOG_COEFFICIENTS[cell.name](cell.project(params, xs_t))  # (T, B..., H)
-    if lengths is not None:
-        # A padded step is the identity map: a = 1, b = 0.
-        valid = (jnp.arange(T).reshape((T,) + (1,) * len(batch_shape)) < lengths)[..., None]
-        log_a = jnp.where(valid, log_a, 0.0)
-        log_b = jnp.where(valid, log_b, _LOG_ZERO)
-    log_A, log_B = jax.lax.associative_scan(_compose, (log_a, log_b), axis=0)
-    hs = jnp.exp(log_A) * carry.h + jnp.exp(log_B)  # h_t = A_t h_0 + B_t
-    hs = hs.astype(carry.h.dtype)
-    final = type(carry)(hs[-1])
-    ys = hs
-    if lengths is not None:
-        ys = jnp.where(valid, ys, 0).astype(ys.dtype)
-    if reverse:
-        ys = reverse_padded(ys, lengths)
-    if not time_major:
-        ys = jnp.moveaxis(ys, 0, -2)
-    return final, ys
-
-
 __all__ = [
     "min_gru",
     "min_lstm",
@@ -296,7 +203,6 @@ __all__ = [
     "MinGRUState",
     "MinLSTMParams",
     "MinLSTMState",
-    "parallel_run",
     "g",
     "log_g",
     "min_gru_log_coefficients",

@@ -39,6 +39,7 @@ import numpy as np
 from jaxrnn.cells.base import (
     Array,
     Cell,
+    CellOptions,
     check_batch_shape,
     check_dtype,
     check_init_args,
@@ -47,7 +48,6 @@ from jaxrnn.cells.base import (
     matmul,
     resolve_activation,
 )
-from jaxrnn.kernels import ops
 from jaxrnn.scan import run
 
 
@@ -191,19 +191,8 @@ def reservoir(
             x = ((1.0 - a) * carry.h + a * act(xp + hp)).astype(carry.h.dtype)
             return ReservoirState(x), x
 
-    kernel_form = ops.full_precision(compute_dtype) and ops.is_activation(activation, "tanh")
-
-    def kernel_weights(params: ReservoirParams):
-        # the fused CPU kernel (jaxrnn/kernels) is a leaky tanh recurrence; the feedback weights
-        # go under the input weights, as the inputs carry [u_t, y_{t-1}]
-        w_x = params.w_in if params.w_fb is None else jnp.concatenate([params.w_in, params.w_fb])
-        return w_x, params.b, params.w
-
-    sequence = (ops.tanh_cell_sequence(ReservoirState, kernel_weights, leak=a)
-                if kernel_form else None)
-
     # the update uses the fixed reservoir weights only through xp + hp: additive
-    step, parts = compose_step(recurrent_product, update, additive=True, sequence=sequence)
+    step, parts = compose_step(recurrent_product, update, additive=True)
 
     def input_size(params: ReservoirParams) -> int:
         fb = 0 if params.w_fb is None else params.w_fb.shape[0]
@@ -219,6 +208,9 @@ def reservoir(
         name="reservoir",
         input_size=input_size,
         parts=parts,
+        # extra_inputs: the inputs carry [u_t, y_{t-1}], init is given the size of u_t only
+        options=CellOptions(activation=activation, leak=a, extra_inputs=O_fb,
+                            compute_dtype=compute_dtype),
     )
 
 

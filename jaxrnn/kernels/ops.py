@@ -11,7 +11,7 @@ and the input gradient as ``dZ W_x^T`` (in XLA).
 ``lengths`` (``(B,)`` int32 or ``None``) freezes each row's carry from its length on, as in
 :func:`jaxrnn.run`.
 
-Cells call these through :func:`sequence_usable` and their own ``StepParts.sequence``; users
+The engine's kernel backend (:mod:`jaxrnn.engine.backends.cpu_kernels`) calls these; users
 normally never do.
 """
 
@@ -26,16 +26,6 @@ import numpy as np
 from jaxrnn import kernels
 
 _f32 = jnp.float32
-
-
-def sequence_usable(*arrays) -> bool:
-    """Whether the kernels can run these arrays now: kernels available, the default backend
-    is the CPU, and every array is float32."""
-    if jax.default_backend() != "cpu":
-        return False
-    if any(getattr(a, "dtype", None) != _f32 for a in arrays):
-        return False
-    return kernels.available()
 
 
 def _spec(shape):
@@ -350,88 +340,10 @@ def minimal_sequence(name, x, w_x, b, h0, lengths=None):
     return _minimal(x, w_x, b, h0, _lens_arg(lengths), _MIN_KINDS[name], lengths is not None)
 
 
-# ----------------------------------------------------------------------------- batch shapes
-
-def flatten_batch(x, carry_leaves, lengths):
-    """``(T, B..., F)`` -> ``(T, B, F)`` and carries ``(B..., H)`` -> ``(B, H)`` for the kernels;
-    returns the flat arrays and the batch shape to restore."""
-    batch_shape = x.shape[1:-1]
-    n = 1
-    for d in batch_shape:
-        n *= d
-    x2 = x.reshape(x.shape[0], n, x.shape[-1])
-    leaves2 = [c.reshape(n, c.shape[-1]) for c in carry_leaves]
-    lens2 = None if lengths is None else jnp.asarray(lengths).reshape(n)
-    return x2, leaves2, lens2, batch_shape
-
-
-def unflatten_steps(hs, lengths, batch_shape):
-    """Kernel carries ``(T, B, H)`` -> ``(carries (T, B..., H), ys)``, where ``ys`` is zero at
-    and past each sequence's length, as :func:`jaxrnn.run` returns it."""
-    hs = hs.reshape(hs.shape[:1] + tuple(batch_shape) + hs.shape[-1:])
-    if lengths is None:
-        return hs, hs
-    t = jnp.arange(hs.shape[0]).reshape((-1,) + (1,) * len(batch_shape))
-    valid = (t < jnp.asarray(lengths))[..., None]
-    return hs, jnp.where(valid, hs, jnp.zeros((), hs.dtype))
-
-
-def is_activation(fn, name: str) -> bool:
-    """Whether a cell's activation (given by name or as a callable) is the kernel's ``name``."""
-    known = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}[name]
-    return fn == name or fn is known
-
-
-def usable_inputs(x, *arrays) -> bool:
-    """:func:`sequence_usable` plus a non-empty float32 time axis on ``x`` ``(T, B..., F)``."""
-    return x.shape[0] > 0 and sequence_usable(x, *arrays)
-
-
-def tanh_recurrence(w_x, b, w_h, h, x, lengths, *, leak: float = 1.0):
-    """The ``sequence`` path shared by the Elman net, the fully recurrent net and the leaky
-    reservoir: ``(h_T (B..., H), ys (T, B..., H))``, or ``None`` where the kernel does not apply."""
-    if not usable_inputs(x, w_x, b, w_h, h):
-        return None
-    x2, (h0,), lens, batch_shape = flatten_batch(x, [h], lengths)
-    hs = elman_sequence(x2, w_x, b, w_h, h0, lens, leak=leak)
-    hs, ys = unflatten_steps(hs, lengths, batch_shape)
-    return hs[-1], ys
-
-
-def tanh_cell_sequence(state_cls, weights, *, leak: float = 1.0, outputs=None):
-    """A cell's ``StepParts.sequence`` for a tanh recurrence whose carry is ``state_cls(h)``:
-    ``weights(params) -> (w_x, b, w_h)``; ``outputs(ys)`` maps the states to the cell's outputs
-    (default: the states themselves)."""
-
-    def sequence(params, carry, xs, lengths):
-        w_x, b, w_h = weights(params)
-        out = tanh_recurrence(w_x, b, w_h, carry.h, xs, lengths, leak=leak)
-        if out is None:
-            return None
-        h_last, ys = out
-        return state_cls(h_last), (ys if outputs is None else outputs(ys))
-
-    return sequence
-
-
-def full_precision(compute_dtype) -> bool:
-    """Whether a cell's ``compute_dtype`` leaves its products in float32 (the kernels' only
-    precision)."""
-    return compute_dtype is None or jnp.dtype(compute_dtype) == _f32
-
-
 __all__ = [
     "elman_sequence",
     "minimal_sequence",
-    "flatten_batch",
-    "full_precision",
     "gru_sequence",
-    "is_activation",
     "jordan_sequence",
     "lstm_sequence",
-    "sequence_usable",
-    "tanh_cell_sequence",
-    "tanh_recurrence",
-    "usable_inputs",
-    "unflatten_steps",
 ]
