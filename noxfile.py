@@ -1,4 +1,4 @@
-"""Sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s bench [-- --quick]``."""
+"""Sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s bench [-- --quick] [-- --contended]``."""
 
 import nox
 
@@ -20,6 +20,8 @@ def lint(session):
 
 @nox.session
 def bench(session):
-    """The benchmark harness; ``nox -s bench -- --quick`` for the two-minute version."""
+    """The benchmark harness; ``nox -s bench -- --quick`` for the two-minute version,
+    ``-- --contended`` to time every cell also beside one competing busy process,
+    ``-- --kernel-threads 1,auto`` to repeat the jaxrnn rows per kernel team size."""
     session.install("-e", ".[bench]")
     session.run("python", "-m", "benchmarks", *session.posargs, env={"KERAS_BACKEND": "jax"})

@@ -5,7 +5,16 @@
     jaxrnn train --task NAME --cell gru --layers 2 --hidden 128 --epochs 5 --resume
     jaxrnn evaluate --task NAME                   # reload the trained model, print the metric
     jaxrnn generate --task NAME                   # for tasks that generate (e.g. text)
+    jaxrnn predict --task NAME --model DIR --input FILE --output FILE.csv
     jaxrnn demo NAME
+
+On your own data (each run writes one model directory, OUT/model by default, that
+``predict``, ``evaluate`` and ``generate`` read with ``--model``):
+
+    jaxrnn train --task forecast --csv FILE --column NAME [--time-column NAME] [--period P]
+    jaxrnn train --task classify --data FILE.csv|FILE.npz
+    jaxrnn train --task sentiment --csv FILE --text-column C --label-column L
+    jaxrnn train --task charlm --text FILE [FILE ...]
 
 Options common to every task are defined here (:func:`add_common_arguments`); a task adds its
 own in ``add_arguments`` and may change the common defaults with a ``DEFAULTS`` dict.
@@ -16,13 +25,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 
 from jaxrnn.tasks import DEFAULT_TASK, DEMOS, TASKS
 
 CELL_CHOICES = importlib.import_module("jaxrnn.cells.registry").names(cli=True)
-TASK_COMMANDS = ("train", "evaluate", "generate")
+TASK_COMMANDS = ("train", "evaluate", "generate", "predict")
 
 # Defaults of the common options; a task's DEFAULTS dict overrides them.
 COMMON_DEFAULTS = {
@@ -37,6 +47,8 @@ COMMON_DEFAULTS = {
     "seed": 0,
     "checkpoint_dir": None,
     "resume": False,
+    "clip_norm": 1.0,
+    "skip_nonfinite": True,
     "out": None,
     "progress": True,
     "data_parallel": None,
@@ -68,13 +80,26 @@ def non_negative_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
+    """A finite number > 0 (``nan`` and ``inf`` parse as floats but are rejected)."""
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not v > 0:
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {v}")
+    if v <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
     return v
+
+
+def directory_path(text: str) -> str:
+    """A directory to create or reuse: anything but an existing non-directory (checked here,
+    so a run fails before training instead of at its first checkpoint)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a directory path, got an empty string")
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory")
+    return text
 
 
 def probability(text: str) -> float:
@@ -85,6 +110,10 @@ def probability(text: str) -> float:
     if not 0.0 <= v < 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {v}")
     return v
+
+
+def processes_or_auto(text: str):
+    return "auto" if text == "auto" else positive_int(text)
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,8 +131,13 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=positive_float, help="learning rate (Adam)")
     g.add_argument("--seed", type=non_negative_int, help="seed of initialisation, shuffling, "
                    "dropout")
-    g.add_argument("--checkpoint-dir", help="save a checkpoint here every epoch "
-                   "(default: OUT/checkpoints)")
+    g.add_argument("--clip-norm", type=positive_float,
+                   help="clip gradients to this global norm (default 1.0)")
+    g.add_argument("--skip-nonfinite", action=argparse.BooleanOptionalAction, default=None,
+                   help="skip an update whose gradient has NaN/inf entries instead of stopping "
+                        "(default: on)")
+    g.add_argument("--checkpoint-dir", type=directory_path, help="save a checkpoint here every "
+                   "epoch (default: OUT/checkpoints)")
     g.add_argument("--resume", action="store_true", default=None,
                    help="continue from the checkpoint in --checkpoint-dir")
     g.add_argument("--out", help="directory for the plot and the trained model "
@@ -113,6 +147,32 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-parallel", type=non_negative_int, nargs="?", const=0, metavar="N",
                    help="split each batch over N devices, parameters replicated (no N or 0: "
                         "all devices; see jaxrnn.parallel)")
+    g.add_argument("--num-processes", type=processes_or_auto, metavar="N|auto",
+                   help="train as one of N processes (with --process-id, --coordinator; "
+                        "auto: detected on SLURM / TPU pods); see jaxrnn.distributed")
+    g.add_argument("--process-id", type=non_negative_int, metavar="I",
+                   help="this process's index, 0 .. N-1")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address and a port")
+    g.add_argument("--seeds", metavar="LIST", help="train one model per seed together, e.g. 1-8 "
+                   "or 0,3,7; prints the held-out metric's mean and spread (jaxrnn.train.ensemble)")
+
+
+def add_model_directory_arguments(p: argparse.ArgumentParser, command: str) -> None:
+    """``--model DIR`` (the run's model directory) and, for ``predict``, ``--input`` and
+    ``--output``."""
+    g = p.add_argument_group("model directory")
+    if command == "train":
+        g.add_argument("--model", metavar="DIR",
+                       help="write the model directory here (default OUT/model; tasks on "
+                            "your own data)")
+    else:
+        g.add_argument("--model", metavar="DIR",
+                       help="the model directory a training run wrote (OUT/model)")
+    if command == "predict":
+        g.add_argument("--input", metavar="FILE", required=True,
+                       help="inputs in the format the task trained on")
+        g.add_argument("--output", metavar="FILE.csv", required=True,
+                       help="write the predictions here as CSV")
 
 
 def _task_module(name: str):
@@ -124,10 +184,23 @@ def _task_module(name: str):
 
 
 def _selected_task(argv: list[str]) -> str:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--task", default=DEFAULT_TASK)
+    """``--task``; without it, the task a ``--model DIR`` was trained for (so ``predict``,
+    ``evaluate`` and ``generate`` need only the directory), else the default task."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--task", default=None)
+    pre.add_argument("--model", default=None)
     known, _ = pre.parse_known_args(argv)
-    return known.task
+    if known.task is None and known.model is not None:
+        import json
+
+        try:
+            with open(os.path.join(known.model, "preprocessing.json"), encoding="utf-8") as f:
+                saved = json.load(f).get("task")
+        except (OSError, ValueError, AttributeError):
+            saved = None
+        if saved in TASKS:
+            return saved
+    return known.task or DEFAULT_TASK
 
 
 def build_parser(task: str | None = None) -> argparse.ArgumentParser:
@@ -138,6 +211,8 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxrnn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"tasks: {task_list}\ndemos: {', '.join(DEMOS)}",
+        # No prefix matching: "--data FILE" must not be read as "--data-parallel FILE".
+        allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -146,25 +221,28 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
         "train": f"train a model on a task (default task: {DEFAULT_TASK})",
         "evaluate": "evaluate a trained model on a task's held-out data",
         "generate": "generate from a trained model (tasks that support it)",
+        "predict": "batch inference from a saved model directory on a file of inputs",
     }
     for command in TASK_COMMANDS:
-        p = sub.add_parser(command, help=helps[command],
+        p = sub.add_parser(command, help=helps[command], allow_abbrev=False,
                            description=f"{helps[command]}. Task {task!r}: "
                                        f"{getattr(mod, 'DESCRIPTION', '')}")
-        p.add_argument("--task", default=DEFAULT_TASK, choices=sorted(TASKS),
+        p.add_argument("--task", default=task, choices=sorted(TASKS),
                        help=f"which task (default {DEFAULT_TASK}); options below are "
                             f"those of {task!r}")
         add_common_arguments(p)
+        add_model_directory_arguments(p, command)
         if hasattr(mod, "add_arguments"):
             mod.add_arguments(p)
         p.set_defaults(**{**COMMON_DEFAULTS, **getattr(mod, "DEFAULTS", {})})
         p.set_defaults(_task_module=mod)
 
-    demo = sub.add_parser("demo", help="run a demonstration")
+    demo = sub.add_parser("demo", help="run a demonstration", allow_abbrev=False)
     demo_sub = demo.add_subparsers(dest="name", required=True)
     for name, path in DEMOS.items():
         dmod = _load(path)
-        p = demo_sub.add_parser(name, help=getattr(dmod, "DESCRIPTION", ""))
+        p = demo_sub.add_parser(name, help=getattr(dmod, "DESCRIPTION", ""),
+                                allow_abbrev=False)
         dmod.add_arguments(p)
         p.set_defaults(_run=dmod.main)
     return parser
@@ -176,6 +254,8 @@ def _finish_args(args) -> None:
         args.out = os.path.join("runs", args.task)
     if args.checkpoint_dir is None:
         args.checkpoint_dir = os.path.join(args.out, "checkpoints")
+    if getattr(args, "model", None) is None:
+        args.model = os.path.join(args.out, "model")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,11 +277,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jaxrnn {args.command}: error: the task {args.task!r} has no {args.command!r}; "
               f"tasks that do: {', '.join(supported) or 'none'}", file=sys.stderr)
         return 2
+    if getattr(args, "seeds", None) is not None and args.command == "train":
+        from jaxrnn.train.ensemble import run_cli as fn
+    from jaxrnn.distributed import cli_session
     from jaxrnn.parallel import use_data_parallel
 
-    dp = args.data_parallel
+    dp = None if args.data_parallel is None else (args.data_parallel or True)
     try:
-        with use_data_parallel(None if dp is None else (dp or True)):
+        with cli_session(args) as mesh, use_data_parallel(dp if mesh is None else mesh):
             fn(args)
     except MissingDependencyError as e:
         print(f"jaxrnn {args.command}: error: {e}", file=sys.stderr)

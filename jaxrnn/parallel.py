@@ -17,24 +17,19 @@ Several simulated devices on one CPU (for tests): set
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` in the environment *before* JAX
 initialises (before the first ``import jax`` that touches a device).
 
-Several hosts
--------------
-Run the same program on every host and, first thing, connect them::
-
-    import jax
-    jax.distributed.initialize(
-        coordinator_address="10.0.0.1:1234",  # host 0's address, any free port
-        num_processes=4,                      # number of hosts
-        process_id=int(os.environ["HOST_ID"]),  # 0 .. num_processes - 1
-    )  # on Cloud TPU, SLURM and Open MPI the arguments are detected: jax.distributed.initialize()
-
-After that ``jax.devices()`` lists the devices of *all* hosts, so :func:`make_mesh` spans them,
-while each host still loads only its own part of the data: every host passes its *local* batch
-(the global batch divided by ``jax.process_count()``, e.g. a ``BatchIterator`` over a per-host
-shard of the data set, with the same batch size and seed everywhere) and :func:`shard_batch`
-assembles the global array with ``jax.make_array_from_process_local_data``. Parameters are
-initialised from the same seed on every host; :func:`replicate` places them. Checkpoints should be
-written by ``jax.process_index() == 0`` only.
+Several processes and hosts
+---------------------------
+Run the same program in every process and connect them first with
+:func:`jaxrnn.distributed.initialize` (``jax.distributed.initialize`` underneath; on one machine
+``python -m jaxrnn.launch -n N -- ...`` starts the processes). After that ``jax.devices()`` lists
+the devices of *all* processes and :func:`jaxrnn.distributed.global_mesh` spans them. The steps
+compiled by :func:`data_parallel_jit` (so ``fit(..., data_parallel=mesh)`` and ``jaxrnn train``)
+then take the *global* batch in every process -- every process loads the same data with the same
+seed -- and each contributes only its own rows (``jax.make_array_from_process_local_data``);
+with ``batches="local"`` each process passes just its part instead (:func:`shard_batch`).
+Parameters are initialised from the same seed everywhere and :func:`replicate` places them.
+Only process 0 should write files; :mod:`jaxrnn.train.sharded_checkpoint` checkpoints a
+mesh-placed state from all processes at once.
 """
 
 from __future__ import annotations
@@ -111,9 +106,35 @@ def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
     return jax.device_put(batch, sharding)
 
 
+def spans_processes(mesh: Mesh) -> bool:
+    """Whether ``mesh`` holds devices of other processes (after ``jax.distributed``)."""
+    me = jax.process_index()
+    return any(d.process_index != me for d in mesh.devices.flat)
+
+
+def _replicated_global(x, sharding: NamedSharding):
+    # device_put refuses a committed single-device array onto devices of other processes, and
+    # checks uncommitted values for equality across processes with a collective per leaf; every
+    # process holds the same value here (same seed, same step), so build the global array
+    # from the local copy directly.
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return jax.device_put(x, sharding)  # already global: a no-op or a reshard
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = _replicated_global(jax.random.key_data(x), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    x = np.asarray(x)
+    return jax.make_array_from_process_local_data(sharding, x, x.shape)
+
+
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
-    """A copy of ``tree`` on every device of the mesh (parameters, optimiser state, keys)."""
-    return jax.device_put(tree, replicated_sharding(mesh))
+    """A copy of ``tree`` on every device of the mesh (parameters, optimiser state, keys).
+
+    With a mesh over several processes every process must pass the same values (as it does
+    when all initialise from the same seed)."""
+    sharding = replicated_sharding(mesh)
+    if not spans_processes(mesh):
+        return jax.device_put(tree, sharding)
+    return jax.tree_util.tree_map(lambda x: _replicated_global(x, sharding), tree)
 
 
 def resolve_mesh(data_parallel) -> Mesh | None:
@@ -154,7 +175,7 @@ def use_data_parallel(data_parallel) -> Iterator[Mesh | None]:
 
 
 def data_parallel_jit(fn: Callable, mesh: Mesh, *, donate_argnums: tuple[int, ...] = (),
-                      batch_argnums: tuple[int, ...] = (-1,)):
+                      batch_argnums: tuple[int, ...] = (-1,), batches: str = "global"):
     """Compile ``fn`` data parallel over ``mesh``: the arguments at ``batch_argnums`` (default:
     the last one, the batch of a ``step(state, batch)`` or ``step(state, carry, batch)``) are split
     along their leading axis, every other argument is replicated, and XLA propagates the
@@ -163,9 +184,17 @@ def data_parallel_jit(fn: Callable, mesh: Mesh, *, donate_argnums: tuple[int, ..
 
     A batch whose leading axis does not divide over the devices (e.g. the last, smaller
     evaluation batch) runs replicated instead: same result, no speed-up.
+
+    ``batches`` matters only with several processes (a mesh from
+    :func:`jaxrnn.distributed.global_mesh`): ``"global"`` (default, what ``fit`` does when every
+    process loads the same data with the same seed) -- every process passes the whole global batch
+    and contributes only its own rows; ``"local"`` -- every process passes just its part (see
+    :func:`shard_batch`).
     """
     if not isinstance(mesh, Mesh):
         raise TypeError(f"mesh: expected a jax.sharding.Mesh (see make_mesh), got {mesh!r}")
+    if batches not in ("global", "local"):
+        raise ValueError(f"batches: expected 'global' or 'local', got {batches!r}")
     compiled = jax.jit(fn, donate_argnums=donate_argnums)
     n = mesh.devices.size
 
@@ -174,9 +203,17 @@ def data_parallel_jit(fn: Callable, mesh: Mesh, *, donate_argnums: tuple[int, ..
         placed = []
         for i, a in enumerate(args):
             leaves = jax.tree_util.tree_leaves(a)
-            if i in batch_idx and leaves and all(
+            if leaves and all(isinstance(x, jax.Array) and not x.is_fully_addressable
+                              for x in leaves):
+                placed.append(a)  # already global (e.g. from jaxrnn.distributed.global_batch)
+            elif i in batch_idx and leaves and all(
                     np.ndim(x) and np.shape(x)[0] % n == 0 for x in leaves):
-                placed.append(shard_batch(a, mesh))
+                if batches == "global" and jax.process_count() > 1:
+                    from jaxrnn.distributed import shard_global_batch
+
+                    placed.append(shard_global_batch(a, mesh))
+                else:
+                    placed.append(shard_batch(a, mesh))
             else:
                 placed.append(replicate(a, mesh))
         return compiled(*placed)
@@ -192,6 +229,7 @@ __all__ = [
     "replicated_sharding",
     "shard_batch",
     "replicate",
+    "spans_processes",
     "resolve_mesh",
     "use_data_parallel",
     "data_parallel_jit",

@@ -263,3 +263,163 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_bit_exact(data, tmp_path, capsys
                         checkpoint_dir=tmp_path, resume=True, **kw)
     assert_trees_equal(resumed.params, straight.params)
     assert resumed.history["loss"] == straight.history["loss"]
+
+
+# --------------------------------------------------------------------------- rotation safety
+
+def corrupt(path):
+    blob = bytearray(path.read_bytes())
+    blob[-5] ^= 0xFF  # one flipped byte in the body: the checksum no longer matches
+    path.write_bytes(bytes(blob))
+
+
+def test_corrupt_newest_plus_crash_in_the_next_save_keeps_a_readable_checkpoint(
+        saved_twice, data, monkeypatch):
+    """The newest file is corrupt and the next save dies before its file is in place: the
+    good previous checkpoint must survive (it must not be replaced by the corrupt one)."""
+    directory, s2, s3 = saved_twice
+    corrupt(directory / ck.LATEST)
+    real_replace = os.replace
+
+    def die_on_the_final_rename(src, dst):
+        if os.fspath(dst).endswith(ck.LATEST):
+            raise KeyboardInterrupt("killed before the new file was in place (simulated)")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ck.os, "replace", die_on_the_final_rename)
+    s4, _ = train_n(data, 1, state=s3)
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="unreadable"):
+        ck.save_checkpoint(directory, s4)
+    monkeypatch.undo()
+    assert ck.latest_checkpoint(directory) == os.path.join(directory, ck.PREVIOUS)
+    with pytest.warns(UserWarning, match="checksum mismatch"):
+        loaded = ck.load_checkpoint(directory, target())
+    assert int(loaded.state.step) == 2
+    assert_trees_equal(loaded.state.params, s2.params)
+    # The next save that succeeds replaces the corrupt newest file and still keeps step 2.
+    with pytest.warns(UserWarning, match="unreadable"):
+        ck.save_checkpoint(directory, s4)
+    assert int(ck.load_checkpoint(directory, target()).state.step) == 4
+    prev = ck._read(os.path.join(directory, ck.PREVIOUS))
+    assert int(prev["state"]["step"]) == 2
+
+
+def test_latest_checkpoint_skips_unreadable_files(saved_twice):
+    directory, _, _ = saved_twice
+    assert ck.latest_checkpoint(directory) == os.path.join(directory, ck.LATEST)
+    corrupt(directory / ck.LATEST)
+    assert ck.latest_checkpoint(directory) == os.path.join(directory, ck.PREVIOUS)
+    (directory / ck.PREVIOUS).write_bytes(b"garbage")
+    assert ck.latest_checkpoint(directory) is None
+    assert ck.latest_checkpoint(directory / "missing") is None
+
+
+def test_stale_temporary_files_are_removed_live_ones_kept(tmp_path):
+    old_style = tmp_path / ".checkpoint-k2j4h1.tmp"  # written before pids were in the name
+    dead = tmp_path / ".checkpoint-999999999-x1.tmp"  # no such process
+    live = tmp_path / f".checkpoint-{os.getppid()}-x2.tmp"  # the test runner's parent lives
+    params_tmp = tmp_path / ".params-999999999-x3.tmp"
+    for p in (old_style, dead, live, params_tmp):
+        p.write_bytes(b"\0" * 1000)
+    ck.save_checkpoint(tmp_path, target())
+    left = sorted(f for f in os.listdir(tmp_path) if f.endswith(".tmp"))
+    assert left == [live.name]
+    ck.save_params(tmp_path / "m.msgpack", make_params())
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".tmp")) == [live.name]
+
+
+def test_sigkill_during_save_leaves_no_temporary_file_behind(tmp_path):
+    """A real writer process killed with SIGKILL while its temporary file is on disk: the next
+    save removes that file and the checkpoints stay readable."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ck.save_checkpoint(tmp_path, target())
+    flag = tmp_path / "writing"
+    script = (
+        "import sys, time, pathlib\n"
+        "from jaxrnn.train import checkpoint as ck\n"
+        "d, flag = sys.argv[1], pathlib.Path(sys.argv[2])\n"
+        "def hang():\n"
+        "    flag.write_text('x'); time.sleep(120)\n"
+        "ck._atomic_write(d + '/' + ck.LATEST, b'x' * 2_000_000, prefix='.checkpoint-',\n"
+        "                 before_replace=hang)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(flag)],
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        deadline = time.monotonic() + 120
+        while not flag.exists():
+            assert proc.poll() is None, "the writer exited before writing"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    stale = [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    assert len(stale) == 1 and os.path.getsize(tmp_path / stale[0]) == 2_000_000
+    assert int(ck.load_checkpoint(tmp_path, target()).state.step) == 0
+    ck.save_checkpoint(tmp_path, target())
+    assert no_temp_files(tmp_path)
+    assert ck.latest_checkpoint(tmp_path) == os.path.join(tmp_path, ck.LATEST)
+
+
+def test_load_checkpoint_argument_types_are_named(tmp_path):
+    ck.save_checkpoint(tmp_path, target())
+    with pytest.raises(TypeError, match=r"directory: expected a path .* got NoneType"):
+        ck.load_checkpoint(None, target())
+    with pytest.raises(TypeError, match=r"target: expected a TrainState"):
+        ck.load_checkpoint(tmp_path, make_params())
+    with pytest.raises(TypeError, match=r"extra_target: expected None or a dict"):
+        ck.load_checkpoint(tmp_path, target(), extra_target=[make_params()])
+    with pytest.raises(TypeError, match=r"directory: expected a path"):
+        ck.save_checkpoint(3, target())
+    with pytest.raises(TypeError, match=r"extra: expected None or a dict"):
+        ck.save_checkpoint(tmp_path, target(), extra=["x"])
+    with pytest.raises(TypeError, match=r"directory: expected a path"):
+        ck.latest_checkpoint(None)
+
+
+def test_extra_is_encoded_by_the_module(tmp_path):
+    """JSON-able entries come back as they were (no caller-side json.dumps), pytrees as arrays
+    (restored against extra_target), None as None."""
+    history = {"loss": [0.5, float("nan"), 1e-30], "val_loss": []}
+    extra = {"history": history, "count": 3, "name": "run", "nothing": None,
+             "best": make_params(seed=4), "maybe": None}
+    ck.save_checkpoint(tmp_path, target(), extra=extra)
+    got = ck.load_checkpoint(tmp_path, target(),
+                             extra_target={"best": make_params(), "maybe": make_params()}).extra
+    assert got["history"]["loss"][0] == 0.5 and np.isnan(got["history"]["loss"][1])
+    assert got["history"]["loss"][2] == 1e-30 and got["history"]["val_loss"] == []
+    assert (got["count"], got["name"], got["nothing"], got["maybe"]) == (3, "run", None, None)
+    assert_trees_equal(got["best"], make_params(seed=4))
+    raw = ck.load_checkpoint(tmp_path, target()).extra["best"]
+    np.testing.assert_array_equal(raw["w"], make_params(seed=4)["w"])
+
+
+def test_fit_resumes_a_checkpoint_written_by_the_previous_format(data, tmp_path):
+    """Before extra was encoded here, fit wrote history and monitor as JSON text and "nothing"
+    as {}: such a checkpoint still resumes bit-exactly."""
+    import json
+
+    kw = dict(epochs=3, batch_size=4, val_data=data, seed=5, progress=False, verbose=False,
+              restore_best=False)
+    straight = train.fit(apply, make_params(), "mse", OPT, data, **kw)
+    train.fit(apply, make_params(), "mse", OPT, data, checkpoint_dir=tmp_path, max_steps=4,
+              **kw)
+    path = os.path.join(tmp_path, ck.LATEST)
+    body = ck._read(path)
+    old = {"history": json.dumps(body["extra"]["history"] and json.loads(
+               body["extra"]["history"])),
+           "monitor": json.dumps(json.loads(body["extra"]["monitor"])),
+           "acc": body["extra"]["acc"], "best_params": {}}
+    body["extra"] = old
+    del body["extra_kinds"]
+    with open(path, "wb") as f:
+        f.write(ck._frame(body))
+    resumed = train.fit(apply, make_params(), "mse", OPT, data, checkpoint_dir=tmp_path,
+                        resume=True, **kw)
+    assert_trees_equal(resumed.params, straight.params)
+    assert resumed.history["loss"] == straight.history["loss"]

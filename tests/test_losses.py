@@ -156,3 +156,84 @@ def test_array_likes_are_accepted():
     """Lists work as they do for jnp functions (the losses are compiled, not list-hostile)."""
     np.testing.assert_allclose(L.mse([1.0, 2.0], [1.0, 4.0]), 2.0)
     np.testing.assert_allclose(L.mse([1.0, 2.0], [1.0, 4.0], mask=[1, 0]), 0.0)
+
+
+# --------------------------------------------------------------------------- label range
+
+@pytest.mark.parametrize("bad", [-1, 5, 99])
+def test_out_of_range_labels_raise_naming_labels_when_concrete(rng, bad):
+    logits = rng.normal(size=(4, 5)).astype(np.float32)
+    labels = np.array([0, 1, bad, 2])
+    with pytest.raises(ValueError, match=rf"labels: integer class ids must be in \[0, 5\).*"
+                                         rf"got {bad} at index \(2,\)"):
+        L.softmax_cross_entropy(logits, labels)
+    with pytest.raises(ValueError, match="labels:"):
+        L.get_loss("sparse_categorical_crossentropy")(logits, labels)
+
+
+def test_out_of_range_labels_under_jit_give_nan_never_a_wrapped_class(rng):
+    """Inside jit the values are unknown while tracing: the loss is NaN (before, -1 indexed the
+    last class and gave a finite, wrong loss)."""
+    logits = rng.normal(size=(4, 5)).astype(np.float32)
+    f = jax.jit(L.softmax_cross_entropy)
+    assert np.isnan(float(f(logits, np.array([0, 1, -1, 2]))))
+    assert np.isnan(float(f(logits, np.array([0, 1, 5, 2]))))
+    ok = np.array([0, 1, 4, 2])
+    logp = logits - np_logsumexp(logits)[:, None]
+    np.testing.assert_allclose(f(logits, ok), -logp[np.arange(4), ok].mean(), rtol=1e-5)
+
+
+def test_padding_labels_under_a_zero_mask_are_not_checked(rng):
+    """Padded steps often hold -1: where the mask is 0 they neither raise nor give NaN."""
+    logits = rng.normal(size=(2, 3, 4)).astype(np.float32)
+    labels = np.array([[1, 2, -1], [3, -1, -1]])
+    mask = labels >= 0
+    logp = logits - np_logsumexp(logits)[..., None]
+    expected = -np.mean([logp[0, 0, 1], logp[0, 1, 2], logp[1, 0, 3]])
+    np.testing.assert_allclose(L.softmax_cross_entropy(logits, labels, mask), expected,
+                               rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(L.softmax_cross_entropy)(logits, labels, mask),
+                               expected, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- Keras names
+
+@pytest.mark.parametrize("name, ours", [
+    ("sparse_categorical_crossentropy", "softmax_cross_entropy"),
+    ("categorical_crossentropy", "softmax_cross_entropy"),
+    ("mse", "mse"),
+    ("mean_squared_error", "mse"),
+    ("MSE", "mse"),
+    ("mae", "mae"),
+    ("mean_absolute_error", "mae"),
+    ("binary_crossentropy", "binary_cross_entropy_with_logits"),
+])
+def test_keras_loss_names(rng, name, ours):
+    fn = L.get_loss(name)
+    if ours == "softmax_cross_entropy":
+        z = rng.normal(size=(6, 4)).astype(np.float32)
+        ids = rng.integers(0, 4, 6)
+        y = ids if name.startswith("sparse") else np.eye(4, dtype=np.float32)[ids]
+        logp = z - np_logsumexp(z)[:, None]
+        expected = -logp[np.arange(6), ids].mean()
+    elif ours == "binary_cross_entropy_with_logits":
+        z = rng.normal(size=(6,)).astype(np.float32)
+        y = (rng.random(6) < 0.5).astype(np.float32)
+        p = 1 / (1 + np.exp(-z.astype(np.float64)))
+        expected = np.mean(-y * np.log(p) - (1 - y) * np.log(1 - p))
+    else:
+        z = rng.normal(size=(6, 2)).astype(np.float32)
+        y = rng.normal(size=(6, 2)).astype(np.float32)
+        d = z.astype(np.float64) - y
+        expected = np.mean(d * d) if ours == "mse" else np.mean(np.abs(d))
+    np.testing.assert_allclose(fn(z, y), expected, rtol=1e-5)
+
+
+def test_keras_crossentropies_check_the_label_kind(rng):
+    z = rng.normal(size=(3, 4)).astype(np.float32)
+    with pytest.raises(TypeError, match="labels: sparse_categorical_crossentropy expects integer"):
+        L.get_loss("sparse_categorical_crossentropy")(z, np.eye(4, dtype=np.float32)[:3])
+    with pytest.raises(TypeError, match="labels: categorical_crossentropy expects float one-hot"):
+        L.get_loss("categorical_crossentropy")(z, np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="loss: expected a callable or one of"):
+        L.get_loss("hinge")

@@ -167,3 +167,83 @@ def test_tbptt_step_rejects_a_bad_state(setup):
     step = tbptt.make_tbptt_step(apply, "mse", optax.sgd(0.1))
     with pytest.raises(TypeError, match="state: expected a TrainState"):
         step(params, None, {"inputs": xs[:, :K], "targets": ys[:, :K]})
+
+
+# --------------------------------------------------------------------------- fit_stream
+
+V = 3
+PATTERN = np.array([0, 0, 1, 1, 2, 2])  # the next symbol needs the previous two: memory
+
+
+def lm():
+    embed, layer, head = jaxrnn.embedding(V, 4), jaxrnn.recurrent(jaxrnn.gru(16)), \
+        jaxrnn.dense(V)
+
+    def init(key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        return {"embed": embed.init(k1), "rnn": layer.init(k2, 4), "head": head.init(k3, 16)}
+
+    def apply_lm(params, inputs, *, carry=None, key=None, deterministic=True):
+        carry, ys = layer.apply(params["rnn"], embed.apply(params["embed"], inputs), carry=carry)
+        return carry, head.apply(params["head"], ys)
+
+    return init, apply_lm
+
+
+def stream(n, offset=0):
+    ids = np.tile(PATTERN, n // len(PATTERN) + 2)[offset : offset + n + 1]
+    return {"inputs": tbptt.batchify(ids[:-1], 4), "targets": tbptt.batchify(ids[1:], 4)}
+
+
+def test_fit_stream_learns_what_needs_the_carry():
+    """Next symbol of 001122... : a unigram model gets log 3 = 1.10 nats; the first symbol of
+    each chunk is predictable only through the carried state."""
+    init, apply_lm = lm()
+    res = train.fit_stream(apply_lm, init(jax.random.key(0)), "sparse_categorical_crossentropy",
+                           optax.adam(0.03), stream(960), 8, epochs=6,
+                           val_data=stream(240, offset=3), metrics=["accuracy"],
+                           progress=False, verbose=False)
+    assert set(res.history) >= {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_time"}
+    assert len(res.history["loss"]) == 6
+    assert res.history["val_loss"][-1] < 0.15 < np.log(V)
+    assert res.history["val_accuracy"][-1] > 0.95
+    assert res.best_epoch == int(np.argmin(res.history["val_loss"]))
+
+
+def test_fit_stream_resume_is_bit_exact(tmp_path):
+    init, apply_lm = lm()
+    params = init(jax.random.key(1))
+    kw = dict(epochs=2, val_data=stream(120, offset=1), restore_best=False, progress=False,
+              verbose=False)
+    data = stream(480)  # 4 streams x 120 steps: 15 chunks of 8 an epoch
+    straight = train.fit_stream(apply_lm, params, "softmax_cross_entropy", optax.adam(0.02),
+                                data, 8, **kw)
+    train.fit_stream(apply_lm, params, "softmax_cross_entropy", optax.adam(0.02), data, 8,
+                     checkpoint_dir=tmp_path, checkpoint_every=4, max_steps=21, **kw)
+    saved = train.load_checkpoint(tmp_path, straight.state,
+                                  extra_target={"carry": jax.tree_util.tree_map(
+                                      jnp.zeros_like, tbptt.zeros_carry(
+                                          apply_lm, params, data["inputs"][:, :8]))})
+    assert saved.data_position == {"epoch": 1, "batch_index": 6, "seed": 0}
+    assert float(jnp.abs(jax.tree_util.tree_leaves(saved.extra["carry"])[0]).sum()) > 0
+    resumed = train.fit_stream(apply_lm, params, "softmax_cross_entropy", optax.adam(0.02),
+                               data, 8, checkpoint_dir=tmp_path, resume=True, **kw)
+    for a, b in zip(jax.tree_util.tree_leaves(resumed.params),
+                    jax.tree_util.tree_leaves(straight.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.history == {**straight.history,
+                               "epoch_time": resumed.history["epoch_time"]}
+
+
+def test_fit_stream_early_stopping_and_bad_input():
+    init, apply_lm = lm()
+    res = train.fit_stream(apply_lm, init(jax.random.key(2)), "softmax_cross_entropy",
+                           optax.sgd(0.0), stream(240), 8, epochs=5, patience=1,
+                           val_data=stream(120), progress=False, verbose=False)
+    assert res.stopped_early and len(res.history["val_loss"]) == 2  # lr 0: never improves
+    with pytest.raises(ValueError, match="chunk_len: 500 is longer than the stream"):
+        train.fit_stream(apply_lm, init(jax.random.key(2)), "mse", optax.sgd(0.1), stream(240),
+                         500)
+    with pytest.raises(ValueError, match="monitor: expected one of"):
+        train.fit_stream(apply_lm, init(jax.random.key(2)), "mse", optax.sgd(0.1), stream(240),
+                         8, monitor="val_loss")

@@ -188,3 +188,69 @@ def test_bad_input():
         carry_from_torch(torch.zeros(3, B, H), num_layers=1, bidirectional=False, mode="GRU")
     with pytest.raises(ValueError, match="c0"):
         carry_from_torch(torch.zeros(1, B, H), num_layers=1, bidirectional=False, mode="LSTM")
+
+
+# --------------------------------------------------------------------------- dtypes
+
+@pytest.fixture
+def x64():
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", False)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+def test_float64_modules_import_as_float64_and_match_torch_to_float64_rounding(mode, x64):
+    module = _module(mode, 1, True, True, True).double()
+    layer, params = from_torch(module)
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(params)} == {jnp.dtype("float64")}
+    x = np.random.default_rng(0).normal(size=(B, T, F))
+    _, ys = layer.apply(params, jnp.asarray(x))
+    with torch.no_grad():
+        out, _ = module(torch.from_numpy(x))
+    assert ys.dtype == jnp.float64
+    # float32 would agree to ~1e-6 only; float64 end to end agrees to ~1e-15.
+    np.testing.assert_allclose(ys, _np(out), rtol=1e-11, atol=1e-12)
+    back = to_torch(params, batch_first=True)
+    assert all(t.dtype == torch.float64 for t in back.state_dict().values())
+    for k, v in module.state_dict().items():
+        if k.startswith("weight") or mode == "GRU":
+            np.testing.assert_array_equal(_np(back.state_dict()[k]), _np(v))
+
+
+def test_float64_without_x64_is_an_error_not_a_silent_cast():
+    assert not jax.config.jax_enable_x64
+    module = torch.nn.GRU(F, H).double()
+    with pytest.raises(ValueError, match=r"state_dict: holds float64 tensors.*dtype='float32'"):
+        from_torch(module)
+    _, params = from_torch(module, dtype="float32")
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(params)} == {jnp.dtype("float32")}
+    np.testing.assert_allclose(params[0].w_h, _np(module.weight_hh_l0).T.astype(np.float32))
+    with pytest.raises(TypeError, match="dtype: expected a floating dtype"):
+        from_torch(module, dtype="int32")
+
+
+def test_bfloat16_and_float16_are_kept():
+    for tdt, jdt in ((torch.bfloat16, jnp.bfloat16), (torch.float16, jnp.float16)):
+        module = torch.nn.LSTM(F, H).to(tdt)
+        _, params = from_torch(module)
+        assert params[0].w_h.dtype == jdt
+        np.testing.assert_array_equal(np.asarray(params[0].w_h, np.float32),
+                                      module.weight_hh_l0.detach().float().numpy().T)
+        sd = to_state_dict(params)
+        assert sd["weight_hh_l0"].dtype == tdt
+
+
+def test_to_state_dict_gives_numpy_without_torch(monkeypatch):
+    params = _random_params("GRU", 2, True)
+    expected = {k: _np(v) for k, v in to_state_dict(params).items()}
+    monkeypatch.setitem(__import__("sys").modules, "torch", None)  # import torch now fails
+    arrays = to_state_dict(params, tensors=False)
+    assert sorted(arrays) == sorted(expected)
+    for k, v in arrays.items():
+        assert type(v) is np.ndarray and v.dtype == np.float32 and v.flags.c_contiguous
+        np.testing.assert_array_equal(v, expected[k])
+    np.testing.assert_array_equal(arrays["weight_hh_l1_reverse"],
+                                  np.asarray(params[1].backward.w_h).T)
+    with pytest.raises(ImportError, match="needs PyTorch"):
+        to_state_dict(params)

@@ -141,12 +141,46 @@ def test_train_step_bad_input(rng):
 
 
 def test_make_optimizer_bad_input():
-    with pytest.raises(ValueError, match="learning_rate: expected a positive float"):
+    with pytest.raises(ValueError, match="learning_rate: expected a finite positive number"):
         make_optimizer(-1.0)
     with pytest.raises(ValueError, match="optimizer: expected one of"):
         make_optimizer(1e-3, optimizer="lbfgs-ish")
-    with pytest.raises(ValueError, match="clip_norm: expected a positive float or None"):
+    with pytest.raises(ValueError, match="clip_norm: expected a finite positive number"):
         make_optimizer(1e-3, clip_norm=0)
+
+
+@pytest.mark.parametrize("argname, value, error", [
+    ("learning_rate", float("nan"), ValueError),
+    ("learning_rate", float("inf"), ValueError),
+    ("learning_rate", 0.0, ValueError),
+    ("learning_rate", True, TypeError),
+    ("learning_rate", "0.1", TypeError),
+    ("clip_norm", float("nan"), ValueError),
+    ("clip_norm", float("inf"), ValueError),
+    ("clip_norm", -1.0, ValueError),
+    ("clip_norm", True, TypeError),
+    ("clip_norm", "1", TypeError),
+    ("weight_decay", float("nan"), ValueError),
+    ("weight_decay", -0.1, ValueError),
+    ("skip_nonfinite", 1, TypeError),
+])
+def test_make_optimizer_rejects_non_numbers_nan_inf_and_non_positive(argname, value, error):
+    with pytest.raises(error, match=f"^{argname}: expected"):
+        make_optimizer(**{"learning_rate": 1e-3, argname: value})
+
+
+def test_make_optimizer_valid_values_build_the_documented_chain(rng):
+    """clip then adam (compared with optax's own chain), numpy scalars accepted, and
+    skip_nonfinite wraps the chain with apply_if_finite."""
+    params = {"w": jnp.asarray(rng.normal(size=(3,)), jnp.float32)}
+    grads = {"w": jnp.asarray([3.0, 4.0, 0.0], jnp.float32)}
+    ours = make_optimizer(np.float32(0.1), clip_norm=np.float64(1.0))
+    ref = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(0.1))
+    u1, _ = ours.update(grads, ours.init(params), params)
+    u2, _ = ref.update(grads, ref.init(params), params)
+    np.testing.assert_allclose(u1["w"], u2["w"], rtol=1e-6)
+    guarded = make_optimizer(0.1, skip_nonfinite=True)
+    assert isinstance(guarded.init(params), optax.ApplyIfFiniteState)
 
 
 # ----------------------------------------------------------------------------- fit and friends
@@ -222,7 +256,8 @@ def test_fit_bad_input(rng, tmp_path):
     with pytest.raises(ValueError, match="patience: expected None or an int >= 0"):
         train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, patience=-2, batch_size=4)
     with pytest.raises(ValueError, match="batch_size: 32 with drop_remainder leaves no batch"):
-        train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, batch_size=32)
+        train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, batch_size=32,
+                  drop_remainder=True)
     with pytest.raises(ValueError, match=r"lengths: expected shape \(12,\)"):
         train.predict(linear_apply, params, x, lengths=np.ones(3, np.int32))
 

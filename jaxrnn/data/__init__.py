@@ -1,9 +1,12 @@
 """Data utilities: padding and masks, a seeded resumable batch iterator with bucketing,
-character and word vocabularies, and optional-dependency imports with install hints."""
+character and word vocabularies, text vectorisation, label encoding, forecasting windows with a
+saved scaler, and optional-dependency imports with install hints."""
 
 from jaxrnn.data.batching import BatchIterator, DataPosition, iterate_in_order
 from jaxrnn.data.deps import MissingDependencyError, require
+from jaxrnn.data.labels import LabelEncoder
 from jaxrnn.data.padding import lengths_from_mask, mask_from_lengths, pad_sequences
+from jaxrnn.data.text import TextVectorizer, encode_chars
 from jaxrnn.data.vocab import (
     OOV,
     OOV_ID,
@@ -15,6 +18,7 @@ from jaxrnn.data.vocab import (
     word_tokenize,
     word_vocab,
 )
+from jaxrnn.data.windows import WindowScaler, as_series, detect_period, sliding_windows
 
 __all__ = [
     "BatchIterator",
@@ -34,4 +38,11 @@ __all__ = [
     "OOV",
     "PAD_ID",
     "OOV_ID",
+    "LabelEncoder",
+    "TextVectorizer",
+    "encode_chars",
+    "WindowScaler",
+    "as_series",
+    "detect_period",
+    "sliding_windows",
 ]

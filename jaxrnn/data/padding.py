@@ -1,10 +1,12 @@
 """Padding and masks for variable-length sequences.
 
-:func:`pad_sequences` follows ``keras.utils.pad_sequences``: ``padding`` and ``truncating`` are
-each ``"pre"`` (Keras' default) or ``"post"``. It also returns each sequence's length after
-truncation. jaxrnn's scan engine reads ``lengths`` as "the first ``lengths[b]`` steps are valid",
-i.e. **post**-padding; with ``padding="pre"`` the valid steps are the last ones and the masks
-below must be told so.
+One convention end to end: jaxrnn's scan engine reads ``lengths`` as "the first ``lengths[b]``
+steps are valid", i.e. **post**-padding, so :func:`pad_sequences` pads at the END by default
+(unlike ``keras.utils.pad_sequences``, whose default ``"pre"`` puts the valid steps last: a
+masked run over such a batch would read the padding and drop the data, silently).
+``pad_sequences(..., return_lengths=True)`` also returns the lengths the engine expects;
+``padding="pre"`` stays available for models that read no lengths, but asking for lengths with
+it is refused. :func:`mask_from_lengths` can still describe a pre-padded batch.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ def pad_sequences(
     sequences: Sequence,
     maxlen: int | None = None,
     dtype="int32",
-    padding: str = "pre",
+    padding: str = "post",
     truncating: str = "pre",
     value=0.0,
-) -> tuple[np.ndarray, np.ndarray]:
+    *,
+    return_lengths: bool = False,
+):
     """Pad (and truncate) a list of sequences to one array.
 
     Args:
@@ -31,19 +35,32 @@ def pad_sequences(
         the same trailing shape ``S`` (scalars per step, or feature vectors).
       maxlen: output length ``T``; None means the longest ``L_i``.
       dtype: output dtype.
-      padding: ``"pre"`` pads at the start, ``"post"`` at the end.
+      padding: ``"post"`` (default) pads at the end, so the valid steps come first as the
+        engine's ``lengths`` mean; ``"pre"`` pads at the start (Keras' default).
       truncating: ``"pre"`` drops the first ``L_i - T`` steps of a long sequence, ``"post"`` the
         last ones.
       value: the padding value.
+      return_lengths: also return each sequence's length after truncation (only with
+        ``padding="post"``: lengths mean "valid steps at the start").
 
     Returns:
-      ``(padded, lengths)``: ``padded`` of shape ``(N, T, *S)``, ``lengths`` int32 ``(N,)`` with
-      ``min(L_i, T)``.
+      ``padded`` of shape ``(N, T, *S)``; with ``return_lengths``, ``(padded, lengths)`` with
+      ``lengths`` int32 ``(N,)`` holding ``min(L_i, T)``.
+
+    Raises:
+      ValueError: ``return_lengths=True`` with ``padding="pre"``.
     """
     if padding not in _SIDES:
         raise ValueError(f"padding: expected 'pre' or 'post', got {padding!r}")
     if truncating not in _SIDES:
         raise ValueError(f"truncating: expected 'pre' or 'post', got {truncating!r}")
+    if return_lengths and padding == "pre":
+        raise ValueError(
+            "return_lengths: jaxrnn's lengths mean 'the first lengths[b] steps are valid' "
+            "(post-padding), so they cannot describe padding='pre'; use padding='post' (the "
+            "default), or keep 'pre' without lengths and build a mask with "
+            "mask_from_lengths(..., padding='pre')"
+        )
     if isinstance(sequences, (str, bytes)) or not hasattr(sequences, "__len__"):
         raise TypeError(
             f"sequences: expected a list of sequences, got {type(sequences).__name__}"
@@ -85,7 +102,7 @@ def pad_sequences(
             out[i, :n] = kept
         else:
             out[i, T - n :] = kept
-    return out, lengths
+    return (out, lengths) if return_lengths else out
 
 
 def mask_from_lengths(lengths, maxlen: int, padding: str = "post") -> np.ndarray:

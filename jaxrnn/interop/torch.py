@@ -42,6 +42,11 @@ Not supported: ``nn.LSTM(proj_size>0)`` (raises), LSTM peepholes and Elman reado
 (PyTorch has neither; raises). Results agree with PyTorch to float32 rounding (about 1e-6), not
 bit for bit: the two libraries order their sums differently.
 
+Dtypes: weights keep the tensors' dtype (``module.double()`` imports as float64, which JAX holds
+only with ``jax_enable_x64``; without it that is an error, not a silent cast), or take
+``dtype=``; :func:`to_state_dict` exports each parameter in its own dtype, and with
+``tensors=False`` returns NumPy arrays without importing torch.
+
 Params layout (both directions of conversion): a tuple with one entry per layer; each entry the
 cell's NamedTuple (:class:`jaxrnn.LSTMParams`, :class:`jaxrnn.GRUParams`,
 :class:`jaxrnn.ElmanParams`), or a :class:`jaxrnn.BidirectionalParams` of two of them -- exactly
@@ -53,6 +58,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -84,10 +90,42 @@ def _check_mode(mode) -> str:
     return mode
 
 
-def _to_numpy(t) -> np.ndarray:
+def _check_dtype(dtype):
+    """None (keep each tensor's dtype) or a floating dtype JAX can hold."""
+    if dtype is None:
+        return None
+    try:
+        dt = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: expected None or a floating dtype (e.g. 'float32'), got "
+                        f"{dtype!r}") from None
+    if not jnp.issubdtype(dt, jnp.floating):
+        raise TypeError(f"dtype: expected a floating dtype, got {dt}")
+    return dt
+
+
+def _to_numpy(t, dtype=None, name: str = "state_dict") -> np.ndarray:
+    """A NumPy copy of a tensor/array, keeping its dtype unless ``dtype`` is given.
+
+    bfloat16 tensors (which NumPy does not know) come back as ``jnp.bfloat16`` arrays. Float64
+    stays float64; JAX holds it only with ``jax_enable_x64``, so without it a float64 tensor is
+    an error (pass ``dtype="float32"`` to convert) rather than a silent cast."""
     if hasattr(t, "detach"):  # a torch tensor
-        t = t.detach().cpu().numpy()
-    return np.asarray(t, np.float32)
+        t = t.detach().cpu()
+        if str(t.dtype) == "torch.bfloat16":
+            a = t.float().numpy().astype(jnp.bfloat16)
+        else:
+            a = t.numpy()
+    else:
+        a = np.asarray(t)
+    if dtype is not None:
+        return a.astype(dtype)
+    if a.dtype == np.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            f"{name}: holds float64 tensors, which JAX keeps only with x64 enabled "
+            f"(jax.config.update('jax_enable_x64', True)); or pass dtype='float32' to convert"
+        )
+    return a
 
 
 def cell_for(mode: str, hidden_size: int) -> Cell:
@@ -142,7 +180,8 @@ def _infer_structure(sd: Mapping[str, Any]) -> tuple[int, bool, bool]:
     return len(layers), bidir, bias
 
 
-def params_from_state_dict(state_dict: Mapping[str, Any], mode: str | None = None):
+def params_from_state_dict(state_dict: Mapping[str, Any], mode: str | None = None, *,
+                           dtype=None):
     """jaxrnn params (tuple per layer, see the module docstring) from the ``state_dict()`` of an
     ``nn.LSTM``, ``nn.GRU`` or ``nn.RNN``.
 
@@ -152,6 +191,8 @@ def params_from_state_dict(state_dict: Mapping[str, Any], mode: str | None = Non
       mode: ``"LSTM"``, ``"GRU"``, ``"RNN_TANH"`` or ``"RNN_RELU"``. LSTM and GRU are recognised
         from the weight shapes when omitted; an ``nn.RNN`` state dict does not record its
         nonlinearity, so it needs ``mode``.
+      dtype: None keeps each tensor's dtype (float64 stays float64: needs
+        ``jax_enable_x64``); a floating dtype converts every weight to it.
 
     Returns:
       ``(params, mode)``.
@@ -159,8 +200,9 @@ def params_from_state_dict(state_dict: Mapping[str, Any], mode: str | None = Non
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict: expected a mapping (module.state_dict()), got "
                         f"{type(state_dict).__name__}")
+    dtype = _check_dtype(dtype)
     num_layers, bidir, has_bias = _infer_structure(state_dict)
-    w_hh0 = _to_numpy(state_dict["weight_hh_l0"])
+    w_hh0 = _to_numpy(state_dict["weight_hh_l0"], dtype)
     H = w_hh0.shape[1]
     gates = w_hh0.shape[0] // H
     if mode is None:
@@ -181,14 +223,14 @@ def params_from_state_dict(state_dict: Mapping[str, Any], mode: str | None = Non
 
     def one(layer: int, reverse: bool):
         sfx = f"_l{layer}" + ("_reverse" if reverse else "")
-        w_ih = _to_numpy(state_dict["weight_ih" + sfx])
-        w_hh = _to_numpy(state_dict["weight_hh" + sfx])
+        w_ih = _to_numpy(state_dict["weight_ih" + sfx], dtype)
+        w_hh = _to_numpy(state_dict["weight_hh" + sfx], dtype)
         G = _GATES[mode] * H
         if has_bias:
-            b_ih = _to_numpy(state_dict["bias_ih" + sfx])
-            b_hh = _to_numpy(state_dict["bias_hh" + sfx])
+            b_ih = _to_numpy(state_dict["bias_ih" + sfx], dtype)
+            b_hh = _to_numpy(state_dict["bias_hh" + sfx], dtype)
         else:
-            b_ih = b_hh = np.zeros((G,), np.float32)
+            b_ih = b_hh = np.zeros((G,), w_hh.dtype)
         w_x, w_h = jnp.asarray(w_ih.T), jnp.asarray(w_hh.T)
         if mode == "LSTM":
             return LSTMParams(w_x, w_h, jnp.asarray(b_ih + b_hh))
@@ -203,12 +245,14 @@ def params_from_state_dict(state_dict: Mapping[str, Any], mode: str | None = Non
     return params, mode
 
 
-def from_torch(module):
+def from_torch(module, *, dtype=None):
     """A jaxrnn layer and its params computing the same function as a PyTorch module.
 
     Args:
       module: an ``nn.LSTM``, ``nn.GRU`` or ``nn.RNN`` (any ``num_layers``, ``bidirectional``,
         ``bias``, ``batch_first``; ``proj_size`` must be 0).
+      dtype: None keeps the module's dtype (``module.double()`` gives float64 params, which
+        needs ``jax_enable_x64``); or the dtype to convert the weights to.
 
     Returns:
       ``(layer, params)``: ``layer.apply_with_carry(params, xs, lengths=None, carry=None)`` returns
@@ -221,7 +265,7 @@ def from_torch(module):
     if getattr(module, "proj_size", 0):
         raise ValueError(f"module: nn.LSTM with proj_size={module.proj_size} has no jaxrnn "
                          f"equivalent (expected 0)")
-    params, mode = params_from_state_dict(module.state_dict(), module.mode)
+    params, mode = params_from_state_dict(module.state_dict(), module.mode, dtype=dtype)
     layer = layer_for(mode, module.hidden_size, module.num_layers, module.bidirectional,
                       batch_first=module.batch_first)
     return layer, params
@@ -238,14 +282,20 @@ def _mode_of(params) -> str:
     )
 
 
-def to_state_dict(params, *, bias: bool = True) -> dict:
-    """A PyTorch ``state_dict`` (``torch.Tensor`` values) from jaxrnn params (tuple per layer).
+def to_state_dict(params, *, bias: bool = True, tensors: bool = True) -> dict:
+    """A PyTorch ``state_dict`` from jaxrnn params (tuple per layer), each array in the dtype
+    of its parameter (float64 stays float64).
 
     LSTM and Elman export their single bias as ``bias_ih`` with ``bias_hh = 0``; GRU exports
     ``b`` and ``b_h`` as ``bias_ih`` and ``bias_hh``. With ``bias=False`` there are no bias
     entries and every bias must be zero.
+
+    ``tensors=True`` gives ``torch.Tensor`` values (ready for ``module.load_state_dict``);
+    ``tensors=False`` gives C-contiguous NumPy arrays and does not import torch at all (e.g. to
+    save with ``np.savez`` on a machine without PyTorch, or ``safetensors.numpy``).
     """
-    torch = _torch()
+    if not isinstance(tensors, bool):
+        raise TypeError(f"tensors: expected a bool, got {tensors!r}")
     if not isinstance(params, (tuple, list)) or not params:
         raise TypeError(f"params: expected a non-empty tuple with one entry per layer, got "
                         f"{type(params).__name__}")
@@ -269,18 +319,27 @@ def to_state_dict(params, *, bias: bool = True) -> dict:
             if mode == "RNN" and p.w_y is not None:
                 raise ValueError(f"params[{k}]: PyTorch's RNN has no readout; got Elman params "
                                  f"with w_y of shape {tuple(p.w_y.shape)}")
-            sd["weight_ih" + sfx] = np.asarray(p.w_x, np.float32).T
-            sd["weight_hh" + sfx] = np.asarray(p.w_h, np.float32).T
-            b_ih = np.asarray(p.b, np.float32)
-            b_hh = np.asarray(p.b_h, np.float32) if mode == "GRU" else np.zeros_like(b_ih)
+            sd["weight_ih" + sfx] = np.asarray(p.w_x).T
+            sd["weight_hh" + sfx] = np.asarray(p.w_h).T
+            b_ih = np.asarray(p.b)
+            b_hh = np.asarray(p.b_h) if mode == "GRU" else np.zeros_like(b_ih)
             if bias:
                 sd["bias_ih" + sfx], sd["bias_hh" + sfx] = b_ih, b_hh
             elif np.any(b_ih) or np.any(b_hh):
                 raise ValueError(f"bias: False, but params[{k}] has non-zero biases; export "
                                  f"with bias=True")
     # copies: torch tensors must own writable memory (jax arrays' buffers are read-only)
-    return {k: torch.from_numpy(np.array(v, np.float32, order="C", copy=True))
-            for k, v in sd.items()}
+    arrays = {k: np.array(v, order="C", copy=True) for k, v in sd.items()}
+    if not tensors:
+        return arrays
+    torch = _torch()
+
+    def tensor(a):
+        if a.dtype == jnp.bfloat16:  # NumPy-side bfloat16 (ml_dtypes) is unknown to torch
+            return torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
+        return torch.from_numpy(a)
+
+    return {k: tensor(v) for k, v in arrays.items()}
 
 
 def to_torch(params, *, nonlinearity: str = "tanh", bias: bool = True,
@@ -305,6 +364,7 @@ def to_torch(params, *, nonlinearity: str = "tanh", bias: bool = True,
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         module = torch.nn.RNN(input_size, hidden, nonlinearity=nonlinearity, **kw)
+    module = module.to(next(iter(sd.values())).dtype)  # the params' dtype, e.g. float64
     module.load_state_dict(sd, strict=True)
     return module
 
@@ -323,18 +383,20 @@ def final_state_to_torch(carry):
     return h_n
 
 
-def carry_from_torch(h0, c0=None, *, num_layers: int, bidirectional: bool, mode: str):
+def carry_from_torch(h0, c0=None, *, num_layers: int, bidirectional: bool, mode: str,
+                     dtype=None):
     """The initial carry of a :func:`layer_for` layer from PyTorch's ``h_0`` (and ``c_0``),
-    each ``(num_layers * num_directions, B, H)``."""
+    each ``(num_layers * num_directions, B, H)``, in their dtype (or ``dtype``)."""
     mode = _check_mode(mode)
-    h0 = jnp.asarray(_to_numpy(h0))
+    dtype = _check_dtype(dtype)
+    h0 = jnp.asarray(_to_numpy(h0, dtype, "h0"))
     D = 2 if bidirectional else 1
     if h0.ndim != 3 or h0.shape[0] != num_layers * D:
         raise ValueError(f"h0: expected shape ({num_layers * D}, B, H), got {tuple(h0.shape)}")
     if mode == "LSTM":
         if c0 is None:
             raise ValueError("c0: an LSTM needs c0 as well as h0, got None")
-        c0 = jnp.asarray(_to_numpy(c0))
+        c0 = jnp.asarray(_to_numpy(c0, dtype, "c0"))
         if c0.shape != h0.shape:
             raise ValueError(f"c0: expected shape {tuple(h0.shape)} (that of h0), "
                              f"got {tuple(c0.shape)}")

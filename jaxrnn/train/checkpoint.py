@@ -3,22 +3,30 @@
 Format: one file, ``checkpoint.msgpack`` in a directory, holding a small header
 (``MAGIC`` + SHA-256 of the body) and a body serialised with ``flax.serialization`` (msgpack):
 ``{"format", "state": {params, opt_state, step, key_data}, "key_impl", "data_position",
-"extra"}``. The PRNG key is stored as its raw ``key_data`` plus the implementation name, since
-typed keys are not plain arrays.
+"extra", "extra_kinds"}``. The PRNG key is stored as its raw ``key_data`` plus the
+implementation name, since typed keys are not plain arrays.
 
-Atomicity (a crash at any moment leaves a loadable checkpoint):
-  1. the new file is written to a temporary file in the same directory, flushed and fsync-ed;
-  2. the current ``checkpoint.msgpack`` (the last good one) is renamed to
-     ``checkpoint.prev.msgpack`` with ``os.replace``;
-  3. the temporary file is renamed to ``checkpoint.msgpack`` with ``os.replace``, and the
+``extra`` is encoded here, not by callers: each entry is either JSON-able Python (dicts, lists,
+numbers, strings, None: stored as JSON text and returned as such) or a pytree of arrays (stored as
+a state dict; returned raw, or restored against ``extra_target``). ``extra_kinds`` records which.
+
+Writing (a crash at any moment leaves the last readable checkpoint loadable):
+  1. stale temporary files of saves that were killed are removed (their writer's process is
+     gone; the writer's pid is part of the name);
+  2. the new file is written to a temporary file in the same directory, flushed and fsync-ed;
+  3. the current ``checkpoint.msgpack`` is *verified* (header and checksum); only a readable one
+     is renamed to ``checkpoint.prev.msgpack`` with ``os.replace``. An unreadable newest file is
+     never rotated over the previous one: the previous one stays the last good state;
+  4. the temporary file is renamed to ``checkpoint.msgpack`` with ``os.replace``, and the
      directory is fsync-ed.
-Each rename is atomic on POSIX. If a failure happens before 2, the old files are untouched; between
-2 and 3, ``checkpoint.prev.msgpack`` holds the last good state and :func:`load_checkpoint` falls
-back to it (as it does when the newest file fails its checksum).
+Each rename is atomic on POSIX. A failure before 3 leaves the old files untouched; between 3 and
+4, ``checkpoint.prev.msgpack`` holds the last good state and :func:`load_checkpoint` (and
+:func:`latest_checkpoint`) fall back to it, as they do when the newest file fails its checksum.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -37,6 +45,7 @@ LATEST = "checkpoint.msgpack"
 PREVIOUS = "checkpoint.prev.msgpack"
 MAGIC = b"JAXRNN-CKPT-1\n"
 FORMAT = 1
+TMP_PREFIXES = (".checkpoint-", ".params-")
 
 
 class CheckpointError(ValueError):
@@ -49,8 +58,9 @@ class Checkpoint(NamedTuple):
     Attributes:
       state: the restored :class:`~jaxrnn.train.TrainState`.
       data_position: ``{"epoch", "batch_index", "seed"}`` (or None if none was saved).
-      extra: the ``extra`` dict saved with it (JSON-able values and pytrees restored against
-        ``extra_target`` when given), or ``{}``.
+      extra: the ``extra`` dict saved with it: JSON-able entries as they were saved (tuples
+        come back as lists), pytrees restored against ``extra_target`` when given (else raw
+        state dicts of arrays), or ``{}``.
       path: the file it was read from.
     """
 
@@ -60,9 +70,38 @@ class Checkpoint(NamedTuple):
     path: str
 
 
-def _state_dict(state: TrainState) -> dict:
+# --------------------------------------------------------------------------- argument checks
+
+def _as_path(value, argname: str) -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(
+            f"{argname}: expected a path (str or os.PathLike), got {type(value).__name__}"
+        )
+    return os.fspath(value)
+
+
+def _check_state(state, argname: str = "state") -> None:
     if not isinstance(state, TrainState):
-        raise TypeError(f"state: expected a TrainState, got {type(state).__name__}")
+        raise TypeError(
+            f"{argname}: expected a TrainState (see jaxrnn.train.init_train_state), got "
+            f"{type(state).__name__}"
+        )
+
+
+def _check_dict(value, argname: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise TypeError(
+            f"{argname}: expected None or a dict with str keys, got {type(value).__name__}"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- encoding
+
+def _state_dict(state: TrainState) -> dict:
+    _check_state(state)
     return {
         "params": serialization.to_state_dict(state.params),
         "opt_state": serialization.to_state_dict(state.opt_state),
@@ -71,7 +110,59 @@ def _state_dict(state: TrainState) -> dict:
     }
 
 
+def _is_json(value) -> bool:
+    """Plain Python data that JSON round-trips (tuples come back as lists)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_json(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
+    return False
+
+
+def _encode_extra(extra: dict) -> tuple[dict, dict]:
+    """``(encoded, kinds)``: JSON text for plain Python entries, state dicts for pytrees."""
+    encoded, kinds = {}, {}
+    for name, value in _check_dict(extra, "extra").items():
+        if _is_json(value):
+            encoded[name], kinds[name] = json.dumps(value), "json"
+        else:
+            encoded[name], kinds[name] = serialization.to_state_dict(value), "tree"
+    return encoded, kinds
+
+
+def _decode_extra(body: dict) -> dict:
+    extra = body.get("extra") or {}
+    kinds = body.get("extra_kinds")
+    if kinds is None:
+        # Written before extra had kinds: raw state dicts, where fit stored "nothing" as {}
+        # and its history and monitor as JSON text (fit's resume reads both).
+        return {name: None if isinstance(v, dict) and not v else v for name, v in extra.items()}
+    return {name: json.loads(value) if kinds.get(name) == "json" else value
+            for name, value in extra.items()}
+
+
+def _frame(body: dict) -> bytes:
+    """Header (magic, SHA-256 of the payload) + msgpack payload: the one file format."""
+    payload = serialization.msgpack_serialize(body)
+    return MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
+
+
 def _encode(state: TrainState, data_position, extra) -> bytes:
+    return _frame(_body(state, data_position, extra))
+
+
+def _body(state: TrainState, data_position, extra) -> dict:
+    """What a checkpoint holds, whatever the container (this module's file, or Orbax's
+    directory in :mod:`jaxrnn.train.orbax_checkpoint`)."""
+    encoded, kinds = _encode_extra(extra)
+    if data_position is not None and not isinstance(data_position, dict) and not hasattr(
+            data_position, "_asdict"):
+        raise TypeError(
+            f"data_position: expected None, a DataPosition or a dict {{epoch, batch_index, "
+            f"seed}}, got {type(data_position).__name__}"
+        )
     body = {
         "format": FORMAT,
         "state": _state_dict(state),
@@ -80,10 +171,10 @@ def _encode(state: TrainState, data_position, extra) -> bytes:
             k: int(v) for k, v in dict(data_position._asdict() if hasattr(
                 data_position, "_asdict") else data_position).items()
         },
-        "extra": serialization.to_state_dict(extra or {}),
+        "extra": encoded,
+        "extra_kinds": kinds,
     }
-    payload = serialization.msgpack_serialize(body)
-    return MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
+    return body
 
 
 def _decode(blob: bytes, path: str) -> dict:
@@ -99,6 +190,31 @@ def _decode(blob: bytes, path: str) -> dict:
     return body
 
 
+def _read(path: str) -> dict:
+    """The decoded body of ``path``; CheckpointError when it cannot be read or verified."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e})") from e
+    try:
+        return _decode(blob, path)
+    except CheckpointError:
+        raise
+    except Exception as e:  # msgpack errors on a body whose checksum matched (foreign file)
+        raise CheckpointError(f"{path}: unreadable body ({type(e).__name__}: {e})") from e
+
+
+def _readable(path: str) -> bool:
+    try:
+        _read(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- atomic write
+
 def _fsync_dir(directory: str) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -112,26 +228,77 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def _write_file(path: str, data: bytes) -> None:
-    """Write ``data`` to a fresh temporary file next to ``path`` and fsync it; then keep the
-    current checkpoint as the previous one and move the new file into place. On any failure
-    before the renames the temporary file is removed and the existing files are untouched."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:
+    """Delete the temporary files of saves whose process was killed mid-write.
+
+    A temporary file is named ``.checkpoint-<pid>-<random>.tmp`` (or ``.params-...``); it is
+    stale when process ``<pid>`` no longer exists (a live writer's file is left alone). Files
+    of the older naming without a pid are stale by definition (written before this scheme).
+    Returns the removed paths."""
+    directory = _as_path(directory, "directory")
+    removed = []
+    for prefix in TMP_PREFIXES:
+        for path in glob.glob(os.path.join(glob.escape(directory), prefix + "*.tmp")):
+            head = os.path.basename(path)[len(prefix):].split("-", 1)[0]
+            if head.isdigit() and _pid_alive(int(head)) and int(head) != os.getpid():
+                continue
+            try:
+                os.unlink(path)
+                removed.append(path)
+            except FileNotFoundError:  # another cleaner was first
+                pass
+    return removed
+
+
+def _atomic_write(path: str, data: bytes, *, prefix: str, before_replace=None) -> None:
+    """Write ``data`` to a temporary file next to ``path``, fsync it, call ``before_replace()``
+    (the rotation), then move it into place with ``os.replace`` and fsync the directory. On any
+    failure the temporary file is removed and ``path`` is untouched."""
     directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f"{prefix}{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        latest = os.path.join(directory, LATEST)
-        if os.path.exists(latest):
-            os.replace(latest, os.path.join(directory, PREVIOUS))
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     _fsync_dir(directory)
+
+
+def _rotate(directory: str) -> None:
+    """Keep the current newest checkpoint as the previous one, but only if it reads: an
+    unreadable newest file must never replace a good previous one."""
+    latest = os.path.join(directory, LATEST)
+    if not os.path.exists(latest):
+        return
+    if _readable(latest):
+        os.replace(latest, os.path.join(directory, PREVIOUS))
+    else:
+        warnings.warn(f"{latest} is unreadable; it is overwritten and {PREVIOUS} is kept",
+                      stacklevel=3)
+
+
+def _check_directory(directory) -> str:
+    directory = _as_path(directory, "directory")
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise CheckpointError(f"directory: {directory!r} exists and is not a directory")
+    return directory
 
 
 def save_checkpoint(
@@ -147,28 +314,29 @@ def save_checkpoint(
       directory: created if missing.
       state: a :class:`~jaxrnn.train.TrainState`.
       data_position: a :class:`~jaxrnn.data.DataPosition` or dict ``{epoch, batch_index, seed}``.
-      extra: a dict of msgpack-able values or pytrees of arrays (e.g. history as a JSON string,
-        the best parameters for early stopping).
+      extra: a dict of JSON-able values (history, counters, None) or pytrees of arrays (the
+        best parameters for early stopping, a carry); encoded by this module (see the module
+        docstring).
 
     Returns:
       The path of the new checkpoint file.
     """
-    directory = os.fspath(directory)
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise CheckpointError(f"directory: {directory!r} exists and is not a directory")
+    directory = _check_directory(directory)
     os.makedirs(directory, exist_ok=True)
     blob = _encode(state, data_position, extra)
+    remove_stale_temporaries(directory)
     path = os.path.join(directory, LATEST)
-    _write_file(path, blob)
+    _atomic_write(path, blob, prefix=TMP_PREFIXES[0], before_replace=lambda: _rotate(directory))
     return path
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> str | None:
-    """The newest checkpoint file in ``directory``, or None."""
-    directory = os.fspath(directory)
+    """The newest *readable* checkpoint file in ``directory`` (header and checksum verified),
+    or None when there is none."""
+    directory = _as_path(directory, "directory")
     for name in (LATEST, PREVIOUS):
         p = os.path.join(directory, name)
-        if os.path.isfile(p):
+        if os.path.isfile(p) and _readable(p):
             return p
     return None
 
@@ -210,7 +378,7 @@ def _check_match(expected: dict, got: dict, what: str, path: str) -> None:
             )
 
 
-def _restore(body: dict, target: TrainState, extra_target, path: str) -> Checkpoint:
+def _restore(body: dict, target: TrainState, extra_target: dict, path: str) -> Checkpoint:
     saved = body["state"]
     expected = _state_dict(target)
     _check_match(expected, saved, "state", path)
@@ -224,17 +392,16 @@ def _restore(body: dict, target: TrainState, extra_target, path: str) -> Checkpo
     state = jax.tree_util.tree_map(
         lambda a: jnp.asarray(a) if isinstance(a, np.ndarray) else a, state
     )
-    extra = body.get("extra") or {}
-    if extra_target is not None:
-        restored = dict(extra)
-        for name, tgt in extra_target.items():
-            if name not in extra:
-                raise CheckpointError(f"{path}: extra[{name!r}] was not saved")
-            _check_match(serialization.to_state_dict(tgt), extra[name], f"extra[{name!r}]", path)
-            restored[name] = jax.tree_util.tree_map(
-                jnp.asarray, serialization.from_state_dict(tgt, extra[name])
-            )
-        extra = restored
+    extra = _decode_extra(body)
+    for name, tgt in extra_target.items():
+        if name not in extra:
+            raise CheckpointError(f"{path}: extra[{name!r}] was not saved")
+        if extra[name] is None:  # saved as None (e.g. no best parameters yet)
+            continue
+        _check_match(serialization.to_state_dict(tgt), extra[name], f"extra[{name!r}]", path)
+        extra[name] = jax.tree_util.tree_map(
+            jnp.asarray, serialization.from_state_dict(tgt, extra[name])
+        )
     return Checkpoint(state, body.get("data_position"), extra, path)
 
 
@@ -250,16 +417,21 @@ def load_checkpoint(
       directory: where :func:`save_checkpoint` wrote.
       target: a :class:`~jaxrnn.train.TrainState` of the same structure (e.g. a fresh
         ``init_train_state``); its values are not used.
-      extra_target: ``{name: pytree}`` for entries of ``extra`` to restore as pytrees.
+      extra_target: ``{name: pytree}`` for entries of ``extra`` to restore as pytrees (an
+        entry saved as None stays None).
 
     Falls back (with a warning) to the previous checkpoint when the newest one is unreadable.
 
     Raises:
+      TypeError: ``directory`` is not a path, ``target`` not a TrainState, ``extra_target`` not
+        a dict.
       FileNotFoundError: no checkpoint in ``directory``.
       CheckpointError: unreadable files, or a structure/shape/dtype mismatch with ``target``
         (naming the first differing entry).
     """
-    directory = os.fspath(directory)
+    directory = _as_path(directory, "directory")
+    _check_state(target, "target")
+    extra_target = _check_dict(extra_target, "extra_target")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"checkpoint directory: {directory!r} does not exist or is not a "
                                 f"directory")
@@ -272,9 +444,8 @@ def load_checkpoint(
     errors = []
     for p in candidates:
         try:
-            with open(p, "rb") as f:
-                body = _decode(f.read(), p)
-        except (CheckpointError, ValueError, OSError) as e:
+            body = _read(p)
+        except CheckpointError as e:
             errors.append(str(e))
             continue
         if errors:
@@ -283,32 +454,19 @@ def load_checkpoint(
     raise CheckpointError("no readable checkpoint: " + "; ".join(errors))
 
 
-
-
 # --------------------------------------------------------------------------- trained models
 
 def save_params(path: str | os.PathLike, params, config: dict | None = None) -> str:
     """Save trained parameters and a JSON-able ``config`` (how to rebuild the model) to one
-    file, atomically (temporary file, fsync, ``os.replace``). Returns the path."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    file, atomically (the same temporary file, fsync, ``os.replace`` as checkpoints).
+    Returns the path."""
+    path = os.path.abspath(_as_path(path, "path"))
+    directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
-    body = {"format": FORMAT, "config": json.dumps(config or {}),
-            "params": serialization.to_state_dict(params)}
-    payload = serialization.msgpack_serialize(body)
-    blob = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".params-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
+    blob = _frame({"format": FORMAT, "config": json.dumps(config or {}),
+                   "params": serialization.to_state_dict(params)})
+    remove_stale_temporaries(directory)
+    _atomic_write(path, blob, prefix=TMP_PREFIXES[1])
     return path
 
 
@@ -318,7 +476,7 @@ def read_params_config(path: str | os.PathLike) -> dict:
 
 
 def _read_params_body(path) -> dict:
-    path = os.fspath(path)
+    path = _as_path(path, "path")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file: {path!r} does not exist (train first)")
     with open(path, "rb") as f:
@@ -344,6 +502,7 @@ __all__ = [
     "save_params",
     "load_params",
     "read_params_config",
+    "remove_stale_temporaries",
     "LATEST",
     "PREVIOUS",
 ]

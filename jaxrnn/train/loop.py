@@ -10,53 +10,39 @@ learning curves go to a PNG.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import time
-from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import serialization
 from tqdm.auto import tqdm
 
-from jaxrnn.data.batching import BatchIterator, DataPosition
-from jaxrnn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from jaxrnn.train.metrics import finalize, get_metrics
+from jaxrnn.data.batching import BatchIterator
+from jaxrnn.train.callbacks import Monitor, as_callbacks
+from jaxrnn.train.epochs import (
+    EpochLoop,
+    FitResult,
+    NonFiniteLossError,
+    PlainStepper,
+    accumulate,
+    checkpoint_store,
+    snapshot,
+    summarise,
+)
+from jaxrnn.train.losses import CLASS_ID_LOSSES, check_label_range, get_loss
+from jaxrnn.train.metrics import get_metrics
 from jaxrnn.train.step import (
-    TrainState,
     init_train_state,
     make_eval_step,
     make_train_step,
+    scale_by_epoch,
+    skip_nonfinite_updates,
+    skips_nonfinite,
 )
 
 PyTree = Any
-
-
-class FitResult(NamedTuple):
-    """What :func:`fit` returns.
-
-    Attributes:
-      params: final parameters (the best ones when early stopping restored them).
-      state: the final :class:`~jaxrnn.train.TrainState` (its params are the last trained ones).
-      history: ``{"loss": [...], "<metric>": [...], "val_loss": [...], "val_<metric>": [...],
-        "epoch_time": [...]}``, one entry per epoch.
-      best_epoch: index of the best epoch by the monitored quantity (None without validation
-        or monitoring).
-      stopped_early: whether early stopping ended the run.
-      plot_path: the learning-curve PNG, or None.
-    """
-
-    params: PyTree
-    state: TrainState
-    history: dict
-    best_epoch: int | None
-    stopped_early: bool
-    plot_path: str | None
 
 
 def _as_iterator(data, batch_size, *, shuffle, seed, drop_remainder, argname) -> BatchIterator:
@@ -83,57 +69,15 @@ def _eval_batches(data, batch_size, argname):
     )
 
 
-def _accumulate(acc, logs):
-    """Add one step's loss*weight, weight and metric sums into ``acc`` (on device, async)."""
-    new = {
-        "loss": logs["loss"] * logs["weight"],
-        "weight": logs["weight"],
-        "stats": logs["stats"],
-    }
-    if acc is None:
-        return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), new)
-    return jax.tree_util.tree_map(lambda a, b: a + b, acc, new)
-
-
-def _summarise(acc, metrics, prefix="") -> dict[str, float]:
-    if acc is None:
-        return {}
-    acc = jax.device_get(acc)
-    w = float(acc["weight"])
-    out = {prefix + "loss": float(acc["loss"]) / w if w > 0 else float("nan")}
-    for k, v in finalize(metrics, acc["stats"]).items():
-        out[prefix + k] = v
-    return out
-
-
-def snapshot(tree):
-    """A copy of a pytree of arrays that survives the donation of the original's buffers."""
-    return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), tree)
-
-
-def _restore_acc(raw):
-    """Running sums from their checkpointed state dict (tuples were saved as ``{"0": ...}``)."""
-    if not raw:
-        return None
-    stats = {name: tuple(jnp.asarray(d[str(i)]) for i in range(len(d)))
-             for name, d in (raw.get("stats") or {}).items()}
-    return {"loss": jnp.asarray(raw["loss"]), "weight": jnp.asarray(raw["weight"]),
-            "stats": stats}
-
-
-def _fmt(logs: dict) -> str:
-    return "  ".join(f"{k} {v:.4g}" for k, v in logs.items())
-
-
 def evaluate_with(eval_step, params, batches, metrics, *, progress=False, desc="eval") -> dict:
     """Run a compiled ``eval_step`` (from :func:`make_eval_step`) over ``batches``; exact
     (weighted) loss and metrics over the whole set."""
     acc = None
     for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
-        acc = _accumulate(acc, eval_step(params, batch))
+        acc = accumulate(acc, eval_step(params, batch), 0)
     if acc is None:
         raise ValueError("data: no batches to evaluate")
-    return _summarise(acc, metrics)
+    return summarise(acc, metrics)
 
 
 def evaluate(
@@ -150,6 +94,10 @@ def evaluate(
     """Loss and metrics of ``params`` on ``data`` (dict of arrays or BatchIterator), computed
     deterministically (no dropout): ``{"loss": ..., "<metric>": ...}``."""
     metrics = get_metrics(metrics)
+    if isinstance(_data_dict(data), Mapping):
+        check_lengths(data, "data")
+        if objective is None:
+            check_labels(data, "data", apply_fn, params, get_loss(loss))
     step = make_eval_step(apply_fn, loss, metrics=metrics, objective=objective)
     return evaluate_with(step, params, _eval_batches(data, batch_size, "data"), metrics,
                          progress=progress)
@@ -222,48 +170,112 @@ def plot_history(history: Mapping[str, list], path: str | os.PathLike, *, title:
     return path
 
 
+# --------------------------------------------------------------------------- data checks
+
+def _data_dict(data):
+    return data.data if isinstance(data, BatchIterator) else data
+
+
+def check_lengths(data, argname: str) -> None:
+    """``lengths`` (if present) must be integers in ``[0, T]`` with ``T`` the inputs' time axis:
+    checked on the host, since under ``jit`` the engine cannot see values."""
+    data = _data_dict(data)
+    if "lengths" not in data or "inputs" not in data or np.ndim(data["inputs"]) < 2:
+        return
+    lengths, T = np.asarray(data["lengths"]), np.shape(data["inputs"])[1]
+    if not np.issubdtype(lengths.dtype, np.integer):
+        raise TypeError(f"{argname}['lengths']: expected integers, got dtype {lengths.dtype}")
+    if lengths.shape != np.shape(data["inputs"])[:1]:
+        raise ValueError(f"{argname}['lengths']: expected shape {np.shape(data['inputs'])[:1]} "
+                         f"(one per example), got {lengths.shape}")
+    bad = (lengths < 0) | (lengths > T)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{argname}['lengths']: expected values in [0, {T}] (the inputs' time "
+                         f"axis), got {int(lengths[i])} at example {i}")
+
+
+def check_labels(data, argname: str, apply_fn, params, loss_fn) -> None:
+    """Integer targets of a class-id loss must lie in ``[0, C)``, ``C`` the model's last output
+    axis (found with ``jax.eval_shape``, nothing is computed); a NaN loss otherwise."""
+    data = _data_dict(data)
+    if loss_fn not in CLASS_ID_LOSSES or "targets" not in data or "inputs" not in data:
+        return
+    targets = np.asarray(data["targets"])
+    if not np.issubdtype(targets.dtype, np.integer) or targets.size == 0:
+        return
+    lengths = data.get("lengths")
+    out = jax.eval_shape(
+        lambda p, x, n: apply_fn(p, x, lengths=n, key=None, deterministic=True),
+        params, np.asarray(data["inputs"][:1]), None if lengths is None else
+        np.asarray(lengths[:1]))
+    check_label_range(targets, out.shape[-1], data.get("mask"),
+                      argname=f"labels ({argname}['targets'])")
+
+
+def _check_checkpoint_dir(checkpoint_dir):
+    if checkpoint_dir is None:
+        return None
+    if not isinstance(checkpoint_dir, (str, os.PathLike)):
+        raise TypeError(f"checkpoint_dir: expected None or a path, got "
+                        f"{type(checkpoint_dir).__name__}")
+    path = os.fspath(checkpoint_dir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"checkpoint_dir: {path!r} exists and is not a directory")
+    return path
+
+
+def _check_int(value, argname: str, minimum: int, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{argname}: expected {'None or ' if optional else ''}an int >= "
+                         f"{minimum}, got {value!r}")
+
+
+def _default_monitor(monitor, val_data, patience, metrics):
+    if monitor is None and val_data is not None:
+        monitor = "val_loss"
+    elif monitor is None and patience is not None:
+        monitor = "loss"  # early stopping without validation data watches the training loss
+    names = {"loss", *(m.name for m in metrics)}
+    if val_data is not None:
+        names |= {"val_" + n for n in list(names)}
+    if monitor is not None and monitor not in names:
+        raise ValueError(f"monitor: expected one of {sorted(names)}, got {monitor!r}")
+    return monitor
+
+
+def _guard(optimizer, params, skip_nonfinite):
+    """``(optimizer, skipping)``: wrapped with apply_if_finite when asked and not already."""
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer: expected an optax.GradientTransformation (e.g. "
+                        f"jaxrnn.train.make_optimizer(1e-3)), got {type(optimizer).__name__}")
+    if skip_nonfinite is not None and not isinstance(skip_nonfinite, bool):
+        raise TypeError(f"skip_nonfinite: expected None or a bool, got {skip_nonfinite!r}")
+    guarded = skips_nonfinite(optimizer, params)
+    if skip_nonfinite is None:
+        return optimizer, guarded
+    if skip_nonfinite and not guarded:
+        optimizer = skip_nonfinite_updates(optimizer)
+    return optimizer, skip_nonfinite
+
+
+def with_lr_scale(optimizer, lr_scale, epochs: int, steps_per_epoch: int):
+    """``optimizer`` followed by the per-epoch factors ``lr_scale(0..epochs-1)``."""
+    if lr_scale is None or epochs == 0:
+        return optimizer
+    if isinstance(lr_scale, Sequence):
+        factors = list(lr_scale)
+    elif callable(lr_scale):
+        factors = [lr_scale(e) for e in range(epochs)]
+    else:
+        raise TypeError(f"lr_scale: expected None, a function epoch -> factor or a list of "
+                        f"factors, got {type(lr_scale).__name__}")
+    return optax.chain(optimizer, scale_by_epoch(factors, steps_per_epoch))
+
+
 # --------------------------------------------------------------------------- fit
-
-class _Monitor:
-    """Early-stopping bookkeeping: best value, its epoch, epochs without improvement."""
-
-    def __init__(self, name, mode, min_delta, patience):
-        if mode == "auto":
-            mode = "max" if any(s in name for s in ("acc", "auc", "f1")) else "min"
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode: expected 'min', 'max' or 'auto', got {mode!r}")
-        if patience is not None and (not isinstance(patience, int) or patience < 0):
-            raise ValueError(f"patience: expected None or an int >= 0, got {patience!r}")
-        self.name, self.mode, self.min_delta, self.patience = name, mode, float(min_delta), patience
-        self.best, self.best_epoch, self.wait, self.stopped = None, None, 0, False
-
-    def update(self, epoch: int, value: float) -> bool:
-        """Record ``value``; True when it is a new best."""
-        if value is None or math.isnan(value):
-            improved = False
-        elif self.best is None:
-            improved = True
-        elif self.mode == "min":
-            improved = value < self.best - self.min_delta
-        else:
-            improved = value > self.best + self.min_delta
-        if improved:
-            self.best, self.best_epoch, self.wait = float(value), epoch, 0
-        else:
-            self.wait += 1
-            # As Keras: stop once ``patience`` epochs in a row brought no improvement.
-            if self.patience is not None and self.wait >= self.patience:
-                self.stopped = True
-        return improved
-
-    def to_dict(self):
-        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
-                "stopped": self.stopped}
-
-    def load(self, d):
-        self.best, self.best_epoch = d["best"], d["best_epoch"]
-        self.wait, self.stopped = d["wait"], d["stopped"]
-
 
 def fit(
     apply_fn: Callable | None,
@@ -293,6 +305,11 @@ def fit(
     objective: Callable | None = None,
     donate: bool = True,
     data_parallel=None,
+    drop_remainder: bool = False,
+    skip_nonfinite: bool | None = None,
+    callbacks=None,
+    lr_scale=None,
+    checkpoint_format: str = "msgpack",
 ) -> FitResult:
     """Train ``params`` with the compiled step of :func:`~jaxrnn.train.make_train_step`.
 
@@ -300,11 +317,11 @@ def fit(
       apply_fn: the model, ``apply(params, inputs, *, lengths=None, key=None,
         deterministic=True) -> outputs`` (None when ``objective`` is given).
       params: initial parameters.
-      loss: ``loss(outputs, targets, mask) -> scalar`` or a loss name.
+      loss: ``loss(outputs, targets, mask) -> scalar`` or a loss name (Keras names too, see
+        :func:`~jaxrnn.train.losses.get_loss`).
       optimizer: any ``optax.GradientTransformation`` (see :func:`make_optimizer`).
       train_data: a dict of arrays (batched by a shuffling :class:`~jaxrnn.data.BatchIterator`
-        with ``batch_size``, ``seed`` and ``drop_remainder=True``, so one shape compiles once) or
-        a ``BatchIterator``.
+        with ``batch_size``, ``seed`` and ``drop_remainder``) or a ``BatchIterator``.
       epochs: number of passes over ``train_data``.
       val_data: dict of arrays or BatchIterator, evaluated after each epoch.
       metrics: metric names or :class:`~jaxrnn.train.metrics.Metric` s.
@@ -317,7 +334,8 @@ def fit(
       min_delta: smallest change that counts as an improvement.
       restore_best: return the parameters of the best epoch by ``monitor``.
       checkpoint_dir: save a checkpoint here after every epoch (and every ``checkpoint_every``
-        steps); see :mod:`jaxrnn.train.checkpoint`.
+        steps); see :mod:`jaxrnn.train.checkpoint`. An existing file there is an error before
+        anything trains.
       resume: continue from the checkpoint in ``checkpoint_dir`` if there is one.
       max_steps: stop after this many optimiser steps in total (for tests and smoke runs).
       progress: show a tqdm progress bar; ``verbose`` prints one line per epoch.
@@ -326,158 +344,83 @@ def fit(
       donate: donate state buffers in the train step.
       data_parallel: split every batch over devices, parameters replicated: True (all
         devices), a device count or a ``jax.sharding.Mesh`` (see :mod:`jaxrnn.parallel`;
-        ``batch_size`` should divide by the device count).
+        a batch that does not divide over the devices runs replicated).
+      drop_remainder: drop each epoch's last, smaller batch (one shape, one compilation). By
+        default it is trained on (a second compilation for its shape), and its loss enters the
+        epoch's mean weighted by its size (:func:`~jaxrnn.train.step.batch_weight`), so every
+        example counts once per epoch.
+      skip_nonfinite: True: skip an update whose loss or gradient is NaN/inf
+        (``optax.apply_if_finite`` around ``optimizer``, see
+        :func:`~jaxrnn.train.step.skip_nonfinite_updates`), count it, and stop only if a
+        whole epoch was skipped. False: stop at the first such update with
+        :class:`~jaxrnn.train.epochs.NonFiniteLossError` naming its epoch and step (no
+        checkpoint of it is written). None (default): True when ``optimizer`` already skips
+        (``make_optimizer(..., skip_nonfinite=True)``), else False.
+      callbacks: a callback or a list of them, called after every epoch (see
+        :mod:`jaxrnn.train.callbacks`): ``on_epoch_end(epoch, logs, state)`` returning True
+        stops training.
+      lr_scale: a per-epoch learning-rate schedule: a function ``epoch -> factor`` (called once
+        per epoch, 0-based, before training) or a list of factors; every update of epoch ``e``
+        is multiplied by it (:func:`~jaxrnn.train.step.scale_by_epoch`). Per-step schedules:
+        pass an ``optax.Schedule`` as ``make_optimizer``'s learning rate.
+      checkpoint_format: ``"msgpack"`` (one file, :mod:`jaxrnn.train.checkpoint`) or
+        ``"orbax"`` (Orbax step directories, :mod:`jaxrnn.train.orbax_checkpoint`), with the
+        same guarantees (atomic, bit-exact resume, the last readable one kept).
 
     Returns:
-      A :class:`FitResult`.
+      A :class:`~jaxrnn.train.epochs.FitResult` (``best_epoch`` counts from 0).
     """
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
-        raise ValueError(f"epochs: expected an int >= 0, got {epochs!r}")
-    if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
-                                         or checkpoint_every < 1):
-        raise ValueError(
-            f"checkpoint_every: expected None or an int >= 1, got {checkpoint_every!r}"
-        )
+    _check_int(epochs, "epochs", 0)
+    _check_int(checkpoint_every, "checkpoint_every", 1, optional=True)
+    _check_int(max_steps, "max_steps", 1, optional=True)
+    checkpoint_dir = _check_checkpoint_dir(checkpoint_dir)
     if resume and checkpoint_dir is None:
         raise ValueError("resume: needs checkpoint_dir, got checkpoint_dir=None")
+    checkpoint_store(checkpoint_format)
+    if not isinstance(drop_remainder, bool):
+        raise TypeError(f"drop_remainder: expected a bool, got {drop_remainder!r}")
     metrics = get_metrics(metrics)
-    it = _as_iterator(train_data, batch_size, shuffle=True, seed=seed, drop_remainder=True,
-                      argname="train_data")
-    if monitor is None and val_data is not None:
-        monitor = "val_loss"
-    elif monitor is None and patience is not None:
-        monitor = "loss"  # early stopping without validation data watches the training loss
-    valid_names = {"loss", *(m.name for m in metrics)}
-    if val_data is not None:
-        valid_names |= {"val_" + n for n in list(valid_names)}
-    if monitor is not None and monitor not in valid_names:
-        raise ValueError(f"monitor: expected one of {sorted(valid_names)}, got {monitor!r}")
-    tracker = _Monitor(monitor or "loss", mode, min_delta, patience)
+    loss_fn = get_loss(loss) if objective is None else None
+    it = _as_iterator(train_data, batch_size, shuffle=True, seed=seed,
+                      drop_remainder=drop_remainder, argname="train_data")
+    monitor = _default_monitor(monitor, val_data, patience, metrics)
+    tracker = Monitor(monitor or "loss", mode, min_delta, patience)
+    callbacks = as_callbacks(callbacks)
+    optimizer, skipping = _guard(optimizer, params, skip_nonfinite)
+    optimizer = with_lr_scale(optimizer, lr_scale, epochs, it.num_batches(0))
+    checked = [(d, n) for d, n in ((it, "train_data"), (val_data, "val_data"))
+               if d is not None and isinstance(_data_dict(d), Mapping)]
+    for data, name in checked:  # cheap checks first: labels need the model's output shape
+        check_lengths(data, name)
+    for data, name in checked if objective is None else ():
+        check_labels(data, name, apply_fn, params, loss_fn)
 
     # init_train_state copies params: the step donates the state's buffers, not the caller's.
     state = init_train_state(params, optimizer,
                              jax.random.key(seed) if key is None else key)
-    train_step = make_train_step(apply_fn, loss, optimizer, metrics=metrics, objective=objective,
-                                 donate=donate, data_parallel=data_parallel)
-    eval_step = make_eval_step(apply_fn, loss, metrics=metrics, objective=objective,
-                               data_parallel=data_parallel) if val_data is not None else None
-    history: dict[str, list] = {}
-    best_params = None
-    acc = None  # running sums of the current epoch
+    train_step = make_train_step(apply_fn, loss_fn, optimizer, metrics=metrics,
+                                 objective=objective, donate=donate, data_parallel=data_parallel)
+    validate = None
+    if val_data is not None:
+        eval_step = make_eval_step(apply_fn, loss_fn, metrics=metrics, objective=objective,
+                                   data_parallel=data_parallel)
 
-    def save(position=None):
-        extra = {
-            "history": json.dumps(history),
-            "monitor": json.dumps(tracker.to_dict()),
-            "acc": acc if acc is not None else {},
-            "best_params": best_params if best_params is not None else {},
-        }
-        save_checkpoint(checkpoint_dir, state, extra=extra,
-                        data_position=it.position if position is None else position)
+        def validate(p):
+            return evaluate_with(eval_step, p, _eval_batches(val_data, batch_size, "val_data"),
+                                 metrics)
 
-    def _save_on_interrupt(state_now, last_logs, acc_now, acc_count, start_batch, start_step,
-                           epoch):
-        """Ctrl-C inside an epoch: checkpoint exactly the batches whose update the state holds,
-        so a resume continues bit-for-bit. If the interrupt consumed the state mid-step (its
-        buffers donated, the result lost), the last checkpoint stays the resume point."""
-        nonlocal acc
-        try:
-            applied = int(state_now.step) - start_step
-        except RuntimeError:
-            tqdm.write(f"interrupted mid-step; resume from the last checkpoint in "
-                       f"{checkpoint_dir}")
-            return
-        if acc_count == applied - 1 and last_logs is not None:
-            acc_now = _accumulate(acc_now, last_logs)  # the update landed, its sums did not
-        acc = acc_now
-        position = DataPosition(epoch, start_batch + applied, it.seed)
-        save(position)
-        tqdm.write(f"interrupted: checkpoint saved at step {int(state_now.step)} (epoch "
-                   f"{epoch + 1}, batch {position.batch_index}) in {checkpoint_dir}; continue "
-                   f"with resume=True")
-
-    if resume and latest_checkpoint(checkpoint_dir) is not None:
-        ck = load_checkpoint(checkpoint_dir, state)
-        state = ck.state
-        if ck.data_position is not None:
-            it.set_position(ck.data_position)
-        history = json.loads(ck.extra["history"])
-        tracker.load(json.loads(ck.extra["monitor"]))
-        acc = _restore_acc(ck.extra.get("acc"))
-        if ck.extra.get("best_params"):
-            best_params = jax.tree_util.tree_map(
-                jnp.asarray, serialization.from_state_dict(params, ck.extra["best_params"])
-            )
-        if verbose:
-            print(f"resumed from {ck.path} at step {int(state.step)} "
-                  f"(epoch {it.epoch + 1}, batch {it.batch_index})")
-    elif resume and verbose:
-        print(f"no checkpoint in {checkpoint_dir}; starting fresh")
-
-    plot_file = None
-    global_step = int(state.step)  # a host-side count, so the loop never waits on the device
-    while it.epoch < epochs and not tracker.stopped:
-        epoch = it.epoch
-        n_batches = it.num_batches(epoch)
-        t0 = time.perf_counter()
-        bar = tqdm(total=n_batches, initial=it.batch_index, desc=f"epoch {epoch + 1}/{epochs}",
-                   disable=not progress, leave=False, dynamic_ncols=True)
-        last_refresh = 0.0
-        hit_max = False
-        start_batch, start_step, acc_steps, step_logs = it.batch_index, global_step, 0, None
-        try:
-            for batch in it:
-                state, step_logs = train_step(state, batch)
-                global_step += 1
-                # One statement: the sums and their count never disagree, even on Ctrl-C.
-                acc, acc_steps = _accumulate(acc, step_logs), acc_steps + 1
-                bar.update(1)
-                now = time.perf_counter()
-                if progress and now - last_refresh > 0.5:
-                    bar.set_postfix_str(_fmt(_summarise(acc, metrics)))
-                    last_refresh = now
-                if checkpoint_dir is not None and checkpoint_every and \
-                        global_step % checkpoint_every == 0 and it.batch_index < n_batches:
-                    save()
-                if max_steps is not None and global_step >= max_steps:
-                    hit_max = True
-                    break
-        except KeyboardInterrupt:
-            bar.close()
-            if checkpoint_dir is not None:
-                _save_on_interrupt(state, step_logs, acc, acc_steps, start_batch, start_step,
-                                   epoch)
-            raise
-        bar.close()
-        if hit_max:
-            # Stopped inside an epoch (the iterator has not closed it): save the position
-            # mid-epoch with the running sums, so a resume finishes this very epoch.
-            if checkpoint_dir is not None:
-                save()
-            break
-        logs = _summarise(acc, metrics)
-        acc = None
-        if eval_step is not None:
-            logs.update({f"val_{k}": v for k, v in evaluate_with(
-                eval_step, state.params, _eval_batches(val_data, batch_size, "val_data"),
-                metrics).items()})
-        logs["epoch_time"] = time.perf_counter() - t0
-        for k, v in logs.items():
-            history.setdefault(k, []).append(v)
-        if monitor is not None and tracker.update(epoch, logs.get(monitor)) and restore_best:
-            best_params = snapshot(state.params)
-        if verbose:
-            tqdm.write(f"epoch {epoch + 1}/{epochs}  {_fmt(logs)}")
-        if checkpoint_dir is not None:
-            save()
-    stopped_early = tracker.stopped
-    if stopped_early and verbose:
-        tqdm.write(f"early stopping: no improvement of {monitor} for {tracker.wait} epochs; "
-                   f"best epoch {tracker.best_epoch + 1}")
-    if plot_path is not None and history:
-        plot_file = plot_history(history, plot_path, best_epoch=tracker.best_epoch)
-    final_params = best_params if (restore_best and best_params is not None) else state.params
-    return FitResult(final_params, state, history, tracker.best_epoch, stopped_early, plot_file)
+    loop = EpochLoop(PlainStepper(train_step), it, state, epochs=epochs, metrics=metrics,
+                     monitor=tracker if monitor is not None else None,
+                     restore_best=restore_best, validate=validate, callbacks=callbacks,
+                     checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                     max_steps=max_steps, skip_nonfinite=skipping, progress=progress,
+                     verbose=verbose, params_template=params,
+                     checkpoint_format=checkpoint_format)
+    if resume:
+        loop.resume()
+    loop.run()
+    return loop.result(plot_path, plot_history)
 
 
-__all__ = ["fit", "evaluate", "evaluate_with", "predict", "plot_history", "FitResult"]
+__all__ = ["fit", "evaluate", "evaluate_with", "predict", "plot_history", "FitResult",
+           "NonFiniteLossError", "snapshot", "check_lengths", "check_labels", "with_lr_scale"]

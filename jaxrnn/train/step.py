@@ -22,11 +22,13 @@ Everything that turns a Python step function into a compiled one goes through
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxrnn.train.losses import get_loss
@@ -80,27 +82,75 @@ def global_norm(tree) -> Array:
                         for g in jax.tree_util.tree_leaves(tree)))
 
 
+# apply_if_finite gives up (applies a non-finite update) after this many consecutive skipped
+# updates; the largest int32 means never (its counter saturates there).
+NEVER_GIVE_UP = 2**31 - 1
+
+
+def _check_positive_number(value, argname: str, *, allow_zero: bool = False) -> float:
+    """A finite real number > 0 (>= 0 with ``allow_zero``); bools are not numbers here."""
+    kind = "non-negative" if allow_zero else "positive"
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{argname}: expected a finite {kind} number, got "
+                        f"{type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{argname}: expected a finite {kind} number, got {v!r}")
+    return v
+
+
+def skip_nonfinite_updates(optimizer: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``optimizer`` wrapped with ``optax.apply_if_finite``: an update whose gradients hold any
+    NaN or inf is skipped whole (parameters and optimiser state unchanged, a zero update), and
+    counted in the state (``total_notfinite``). It never gives up and applies such an update.
+
+    Skipping the whole update (rather than zeroing the NaN entries, ``optax.zero_nans``) is the
+    choice here: a gradient with some NaN entries is not a trustworthy direction for the others.
+    """
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer: expected an optax.GradientTransformation, got "
+                        f"{type(optimizer).__name__}")
+    return optax.apply_if_finite(optimizer, max_consecutive_errors=NEVER_GIVE_UP)
+
+
+def skips_nonfinite(optimizer: optax.GradientTransformation, params) -> bool:
+    """Whether ``optimizer`` is wrapped by :func:`skip_nonfinite_updates` (its state is an
+    ``optax.ApplyIfFiniteState``); looks at shapes only."""
+    return isinstance(jax.eval_shape(optimizer.init, params), optax.ApplyIfFiniteState)
+
+
 def make_optimizer(
     learning_rate: float | optax.Schedule = 1e-3,
     *,
     optimizer: str = "adam",
     clip_norm: float | None = 1.0,
     weight_decay: float = 0.0,
+    skip_nonfinite: bool = False,
 ) -> optax.GradientTransformation:
     """An Optax optimiser with gradient clipping by global norm chained in front.
 
     Args:
-      learning_rate: a float or an ``optax.Schedule`` (e.g.
+      learning_rate: a finite positive float or an ``optax.Schedule`` (e.g.
         ``optax.warmup_cosine_decay_schedule(...)``).
       optimizer: ``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"`` or ``"adagrad"``.
-      clip_norm: rescale gradients so their global L2 norm is at most this; None disables.
-      weight_decay: decoupled weight decay (``adamw`` only).
+      clip_norm: rescale gradients so their global L2 norm is at most this (a finite positive
+        number); None disables.
+      weight_decay: decoupled weight decay (``adamw`` only), finite and >= 0.
+      skip_nonfinite: wrap the whole chain with ``optax.apply_if_finite`` (see
+        :func:`skip_nonfinite_updates`): an update with a NaN/inf gradient is skipped, so the
+        parameters stay finite.
+
+    Raises:
+      TypeError / ValueError naming the argument, for NaN, inf, <= 0, bools or non-numbers.
     """
     lr = learning_rate
-    if not callable(lr) and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0):
-        raise ValueError(
-            f"learning_rate: expected a positive float or an optax schedule, got {lr!r}"
-        )
+    if not callable(lr):
+        lr = _check_positive_number(lr, "learning_rate")
+    weight_decay = _check_positive_number(weight_decay, "weight_decay", allow_zero=True)
+    if clip_norm is not None:
+        clip_norm = _check_positive_number(clip_norm, "clip_norm")
+    if not isinstance(skip_nonfinite, bool):
+        raise TypeError(f"skip_nonfinite: expected a bool, got {skip_nonfinite!r}")
     makers = {
         "adam": lambda: optax.adam(lr),
         "adamw": lambda: optax.adamw(lr, weight_decay=weight_decay),
@@ -110,12 +160,31 @@ def make_optimizer(
     }
     if optimizer not in makers:
         raise ValueError(f"optimizer: expected one of {sorted(makers)}, got {optimizer!r}")
-    base = makers[optimizer]()
-    if clip_norm is None:
-        return base
-    if not isinstance(clip_norm, (int, float)) or clip_norm <= 0:
-        raise ValueError(f"clip_norm: expected a positive float or None, got {clip_norm!r}")
-    return optax.chain(optax.clip_by_global_norm(float(clip_norm)), base)
+    chain = makers[optimizer]()
+    if clip_norm is not None:
+        chain = optax.chain(optax.clip_by_global_norm(clip_norm), chain)
+    return skip_nonfinite_updates(chain) if skip_nonfinite else chain
+
+
+def scale_by_epoch(factors, steps_per_epoch: int) -> optax.GradientTransformation:
+    """Multiply every update of epoch ``e`` by ``factors[e]`` (the last factor after the end):
+    a per-epoch learning-rate schedule (Keras' ``LearningRateScheduler``) for any optimiser
+    whose update is linear in its learning rate (SGD, Adam, AdamW, RMSProp, Adagrad: all of
+    :func:`make_optimizer`'s). The epoch is ``count // steps_per_epoch`` of its own update
+    count, kept in the optimiser state, so a resumed run scales as one that never stopped."""
+    values = [_check_positive_number(f, f"lr_scale(epoch={e})", allow_zero=True)
+              for e, f in enumerate(factors)]
+    if not values:
+        raise ValueError("lr_scale: no epochs to schedule")
+    if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or \
+            steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch: expected a positive int, got {steps_per_epoch!r}")
+    table = jnp.asarray(values, jnp.float32)
+
+    def schedule(count):
+        return table[jnp.minimum(count // steps_per_epoch, len(values) - 1)]
+
+    return optax.scale_by_schedule(schedule)
 
 
 # --------------------------------------------------------------------------- objectives
@@ -172,6 +241,19 @@ def batch_weight(outputs, batch) -> Array:
                        jnp.float32)
 
 
+def step_logs(loss, grads, outputs, batch, metrics) -> dict:
+    """The logs of one update: ``loss``, ``grad_norm`` (before clipping), ``finite`` (loss and
+    every gradient entry finite), ``weight`` and the metrics' ``stats``."""
+    grad_norm = global_norm(grads)
+    return {
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm),
+        "weight": batch_weight(outputs, batch),
+        "stats": metric_stats(metrics, jax.lax.stop_gradient(outputs), batch),
+    }
+
+
 # --------------------------------------------------------------------------- compilation hook
 
 def compile_step(fn: Callable, *, donate_argnums: tuple[int, ...] = (), data_parallel=None):
@@ -224,7 +306,8 @@ def make_train_step(
 
     Returns:
       ``step``; ``logs`` has ``loss`` (scalar), ``grad_norm`` (global L2 norm before clipping),
-      ``weight`` (see :func:`batch_weight`) and ``stats`` (``{metric: sums}``).
+      ``finite`` (bool: loss and gradients finite), ``weight`` (see :func:`batch_weight`) and
+      ``stats`` (``{metric: sums}``).
     """
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(
@@ -241,12 +324,7 @@ def make_train_step(
         )(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        logs = {
-            "loss": loss,
-            "grad_norm": global_norm(grads),
-            "weight": batch_weight(outputs, batch),
-            "stats": metric_stats(metrics, jax.lax.stop_gradient(outputs), batch),
-        }
+        logs = step_logs(loss, grads, outputs, batch, metrics)
         return TrainState(params, opt_state, state.step + 1, state.key), logs
 
     compiled = compile_step(step, donate_argnums=(0,) if donate else (),
@@ -301,6 +379,10 @@ __all__ = [
     "TrainState",
     "init_train_state",
     "make_optimizer",
+    "skip_nonfinite_updates",
+    "skips_nonfinite",
+    "scale_by_epoch",
+    "step_logs",
     "supervised_objective",
     "make_train_step",
     "make_eval_step",

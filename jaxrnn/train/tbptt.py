@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxrnn.data.batching import DataPosition
 from jaxrnn.train.losses import get_loss
 from jaxrnn.train.metrics import finalize, get_metrics
 from jaxrnn.train.step import (
@@ -34,8 +35,8 @@ from jaxrnn.train.step import (
     batch_weight,
     check_batch,
     compile_step,
-    global_norm,
     metric_stats,
+    step_logs,
 )
 
 PyTree = Any
@@ -137,12 +138,7 @@ def make_tbptt_step(
         )(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        logs = {
-            "loss": loss,
-            "grad_norm": global_norm(grads),
-            "weight": batch_weight(outputs, batch),
-            "stats": metric_stats(metrics, outputs, batch),
-        }
+        logs = step_logs(loss, grads, outputs, batch, metrics)
         new_state = TrainState(params, opt_state, state.step + 1, state.key)
         return new_state, jax.lax.stop_gradient(new_carry), logs
 
@@ -169,19 +165,9 @@ def train_stream(step: Callable, state: TrainState, data, chunk_len: int, carry)
     return state, carry, np.asarray(jax.device_get(losses))
 
 
-def evaluate_stream(
-    apply_fn: Callable,
-    params: PyTree,
-    loss_fn,
-    data,
-    chunk_len: int,
-    *,
-    carry=None,
-    metrics=(),
-) -> tuple[dict, PyTree]:
-    """Stateful evaluation: run the whole stream chunk by chunk, carrying the state across
-    (no truncation of the forward pass), and return ``({"loss", metrics...}, final_carry)``
-    with the loss and metrics exact over all steps (the last partial chunk included)."""
+def _stream_evaluator(apply_fn: Callable, loss_fn, metrics) -> Callable:
+    """``evaluate(params, data, chunk_len, carry=None) -> (logs, final_carry)``, its chunk
+    function compiled once (for every epoch of :func:`fit_stream`)."""
     metrics = get_metrics(metrics)
     loss_fn = get_loss(loss_fn)
 
@@ -196,19 +182,200 @@ def evaluate_stream(
             w = jnp.asarray(np.prod(np.shape(batch["targets"])[:2]), jnp.float32)
         return new_carry, loss * w, w, metric_stats(metrics, outputs, batch)
 
-    chunks = stream_chunks(data, chunk_len, drop_remainder=False)
-    if carry is None:
-        carry = zeros_carry(apply_fn, params, chunks[0]["inputs"])
-    total = weight = 0.0
-    sums = None
-    for batch in chunks:
-        check_batch(batch)
-        carry, lw, w, stats = run_chunk(params, carry, batch)
-        total, weight = total + lw, weight + w
-        sums = stats if sums is None else jax.tree_util.tree_map(lambda a, b: a + b, sums, stats)
-    out = {"loss": float(total) / float(weight)}
-    out.update(finalize(metrics, sums))
-    return out, carry
+    def evaluate(params, data, chunk_len, carry=None):
+        chunks = stream_chunks(data, chunk_len, drop_remainder=False)
+        if carry is None:
+            carry = zeros_carry(apply_fn, params, chunks[0]["inputs"])
+        total = weight = 0.0
+        sums = None
+        for batch in chunks:
+            check_batch(batch)
+            carry, lw, w, stats = run_chunk(params, carry, batch)
+            total, weight = total + lw, weight + w
+            sums = stats if sums is None else jax.tree_util.tree_map(lambda a, b: a + b, sums,
+                                                                     stats)
+        out = {"loss": float(total) / float(weight)}
+        out.update(finalize(metrics, sums))
+        return out, carry
+
+    return evaluate
+
+
+def evaluate_stream(
+    apply_fn: Callable,
+    params: PyTree,
+    loss_fn,
+    data,
+    chunk_len: int,
+    *,
+    carry=None,
+    metrics=(),
+) -> tuple[dict, PyTree]:
+    """Stateful evaluation: run the whole stream chunk by chunk, carrying the state across
+    (no truncation of the forward pass), and return ``({"loss", metrics...}, final_carry)``
+    with the loss and metrics exact over all steps (the last partial chunk included)."""
+    return _stream_evaluator(apply_fn, loss_fn, metrics)(params, data, chunk_len, carry)
+
+
+# --------------------------------------------------------------------------- fit_stream
+
+class ChunkIterator:
+    """The chunks of a stream as a resumable iterator (the interface of
+    :class:`~jaxrnn.data.BatchIterator` that :class:`~jaxrnn.train.epochs.EpochLoop` uses):
+    every epoch is the same chunks in order, from chunk ``batch_index`` of epoch ``epoch``."""
+
+    def __init__(self, data, chunk_len: int, seed: int = 0):
+        self.chunks = stream_chunks(data, chunk_len)
+        self.seed, self.epoch, self.batch_index = int(seed), 0, 0
+
+    def num_batches(self, epoch=None) -> int:
+        return len(self.chunks)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __iter__(self):
+        while self.batch_index < len(self.chunks):
+            self.batch_index += 1
+            yield self.chunks[self.batch_index - 1]
+        self.epoch, self.batch_index = self.epoch + 1, 0
+
+    @property
+    def position(self) -> DataPosition:
+        return DataPosition(self.epoch, self.batch_index, self.seed)
+
+    def set_position(self, position) -> None:
+        position = DataPosition(**{k: int(position[k]) for k in DataPosition._fields}) \
+            if isinstance(position, Mapping) else DataPosition(*(int(x) for x in position))
+        if position.seed != self.seed:
+            raise ValueError(f"position: saved with seed {position.seed}, but this run has seed "
+                             f"{self.seed}")
+        if position.epoch < 0 or not 0 <= position.batch_index <= len(self.chunks):
+            raise ValueError(f"position: out of range for this stream, got {position}")
+        self.epoch, self.batch_index = position.epoch, position.batch_index
+
+
+class _StreamStepper:
+    """A TBPTT step as an EpochLoop stepper: holds the carry, a fresh zero carry at the start of
+    every epoch (the stream starts again), and checkpoints it."""
+
+    def __init__(self, step, zero_carry: Callable):
+        self.step, self.zero_carry = step, zero_carry
+        self.carry = zero_carry()
+
+    def __call__(self, state, batch):
+        state, self.carry, logs = self.step(state, self.carry, batch)
+        return state, logs
+
+    def begin_epoch(self) -> None:
+        self.carry = self.zero_carry()
+
+    def extra(self) -> dict:
+        return {"carry": self.carry}
+
+    def extra_target(self) -> dict:
+        return {"carry": self.zero_carry()}
+
+    def load_extra(self, extra: dict) -> None:
+        self.carry = extra["carry"]
+
+
+def fit_stream(
+    apply_fn: Callable,
+    params: PyTree,
+    loss,
+    optimizer: optax.GradientTransformation,
+    data,
+    chunk_len: int,
+    *,
+    epochs: int = 1,
+    val_data=None,
+    metrics=(),
+    seed: int = 0,
+    key=None,
+    monitor: str | None = None,
+    mode: str = "auto",
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    restore_best: bool = True,
+    checkpoint_dir=None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    max_steps: int | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+    plot_path=None,
+    donate: bool = True,
+    skip_nonfinite: bool | None = None,
+    callbacks=None,
+    lr_scale=None,
+    checkpoint_format: str = "msgpack",
+):
+    """:func:`~jaxrnn.train.fit` for truncated BPTT over streams: epochs of
+    :func:`make_tbptt_step` over the ``chunk_len``-step chunks of ``data`` (``{key: (B, N,
+    ...)}``, e.g. from :func:`batchify`; the last partial chunk is dropped, one shape), the
+    carry passed from chunk to chunk and reset to zeros at the start of every epoch.
+
+    The same conveniences as ``fit``, through the same pieces
+    (:class:`~jaxrnn.train.epochs.EpochLoop`): progress bar, history, validation after each
+    epoch with :func:`evaluate_stream` on ``val_data`` (stateful, exact over every step), early
+    stopping (``monitor``, ``patience``, ``restore_best``), checkpoints every epoch and every
+    ``checkpoint_every`` chunks holding the state, the carry, the position and the history (a
+    resumed run continues bit-for-bit), Ctrl-C saving, the non-finite guard, callbacks and the
+    per-epoch ``lr_scale``, ``checkpoint_format`` (``"msgpack"`` or ``"orbax"``). The arguments
+    mean what they mean for ``fit``.
+
+    Returns:
+      A :class:`~jaxrnn.train.epochs.FitResult`.
+    """
+    from jaxrnn.train.callbacks import Monitor, as_callbacks
+    from jaxrnn.train.epochs import EpochLoop, checkpoint_store
+    from jaxrnn.train.loop import (
+        _check_checkpoint_dir,
+        _check_int,
+        _default_monitor,
+        _guard,
+        plot_history,
+        with_lr_scale,
+    )
+    from jaxrnn.train.step import init_train_state
+
+    _check_int(epochs, "epochs", 0)
+    _check_int(checkpoint_every, "checkpoint_every", 1, optional=True)
+    _check_int(max_steps, "max_steps", 1, optional=True)
+    checkpoint_dir = _check_checkpoint_dir(checkpoint_dir)
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume: needs checkpoint_dir, got checkpoint_dir=None")
+    checkpoint_store(checkpoint_format)
+    metrics = get_metrics(metrics)
+    loss_fn = get_loss(loss)
+    it = ChunkIterator(data, chunk_len, seed)
+    monitor = _default_monitor(monitor, val_data, patience, metrics)
+    tracker = Monitor(monitor or "loss", mode, min_delta, patience)
+    optimizer, skipping = _guard(optimizer, params, skip_nonfinite)
+    optimizer = with_lr_scale(optimizer, lr_scale, epochs, len(it))
+    state = init_train_state(params, optimizer, jax.random.key(seed) if key is None else key)
+    step = make_tbptt_step(apply_fn, loss_fn, optimizer, metrics=metrics, donate=donate)
+    first = it.chunks[0]["inputs"]
+    stepper = _StreamStepper(step, lambda: zeros_carry(apply_fn, params, first))
+    validate = None
+    if val_data is not None:
+        evaluator = _stream_evaluator(apply_fn, loss_fn, metrics)
+
+        def validate(p):
+            return evaluator(p, val_data, chunk_len)[0]
+
+    loop = EpochLoop(stepper, it, state, epochs=epochs, metrics=metrics,
+                     monitor=tracker if monitor is not None else None,
+                     restore_best=restore_best, validate=validate,
+                     callbacks=as_callbacks(callbacks), checkpoint_dir=checkpoint_dir,
+                     checkpoint_every=checkpoint_every, max_steps=max_steps,
+                     skip_nonfinite=skipping, progress=progress, verbose=verbose,
+                     params_template=params, checkpoint_format=checkpoint_format)
+    if resume:
+        loop.resume()
+    loop.run()
+    return loop.result(plot_path, plot_history)
 
 
 __all__ = [
@@ -219,4 +386,6 @@ __all__ = [
     "make_tbptt_step",
     "train_stream",
     "evaluate_stream",
+    "fit_stream",
+    "ChunkIterator",
 ]

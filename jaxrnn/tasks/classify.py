@@ -1,0 +1,336 @@
+"""Classify labelled sequences from your own file: ``jaxrnn train --task classify --data FILE``.
+
+Two formats:
+
+* a CSV in long format, one row per time step: an id column (``--id-column``, default ``id``),
+  a time column (``--time-column``, default ``t``; rows are sorted by it within each sequence),
+  the label column (``--label-column``, default ``label``; one label per sequence) and the
+  feature columns (``--feature-columns A,B``; default every other column);
+* an ``.npz`` with ``x`` ``(N, T, F)`` (or ``(N, T)``: one feature), ``y`` ``(N,)`` and an
+  optional ``lengths`` ``(N,)`` (valid steps at the start of each row).
+
+Sequences may have any lengths: they are padded at the end and masked. Labels may be strings
+or numbers (encoded to ``0 .. K-1``, saved). A seeded split holds out ``--test-fraction`` of
+the sequences for the reported accuracy and ``--val-fraction`` for early stopping; features are
+standardised by the training frames' mean and deviation. Model: recurrent stack -> last valid
+output -> dense ``K`` logits. Printed: held-out accuracy against the majority-class baseline.
+
+The run writes one model directory (``--model``, default ``OUT/model``) and the held-out
+predictions (``OUT/predictions_test.csv``); ``jaxrnn predict --task classify --model DIR
+--input FILE --output FILE.csv`` labels new sequences in either format (labels not needed).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+from jaxrnn.tasks.common import (
+    add_patience,
+    check_patience,
+    clip_norm,
+    column_names,
+    existing_file,
+    fail,
+    numeric_columns,
+    read_csv,
+    require_columns,
+    rnn_options,
+    train_classifier,
+    write_csv,
+)
+
+DESCRIPTION = ("your labelled sequences (long-format CSV: id, t, features..., label; or .npz: "
+               "x, y, lengths): held-out accuracy vs the majority class; predict on new files")
+DEFAULTS = {"epochs": 30, "hidden": 32, "lr": 3e-3, "batch_size": 32}
+PLOT_FILE = "classify_curves.png"
+PREDICTIONS_FILE = "predictions_test.csv"
+
+
+def add_arguments(parser) -> None:
+    g = parser.add_argument_group("classify task")
+    g.add_argument("--data", metavar="FILE", help="labelled sequences: a long-format .csv or "
+                   "an .npz (train, evaluate)")
+    g.add_argument("--id-column", default="id", help="CSV: sequence id column (default id)")
+    g.add_argument("--time-column", default="t", help="CSV: time column, rows sorted by it "
+                   "within a sequence (default t; 'none': keep the file's order)")
+    g.add_argument("--label-column", default="label", help="CSV: label column (default label)")
+    g.add_argument("--feature-columns", metavar="A,B,...",
+                   help="CSV: feature columns (default: every other column)")
+    g.add_argument("--test-fraction", type=float, default=0.2,
+                   help="fraction of sequences held out for the reported accuracy (default 0.2)")
+    g.add_argument("--val-fraction", type=float, default=0.1,
+                   help="fraction of sequences for early stopping (default 0.1; 0: none)")
+    add_patience(g, 8)
+
+
+# --------------------------------------------------------------------------- reading
+
+class Sequences(NamedTuple):
+    """Labelled (or unlabelled) variable-length sequences."""
+
+    ids: list  # one per sequence
+    sequences: list  # (L_i, F) float64 arrays
+    labels: list | None  # one per sequence, or None
+    features: list[str]
+
+
+def _file_kind(path: str, option: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npz":
+        return "npz"
+    if ext in (".csv", ".txt", ".tsv"):
+        return "csv"
+    fail(option, f"expected a .csv or .npz file, got {path!r}")
+
+
+def read_sequences(path, option: str, *, id_column="id", time_column="t",
+                   label_column="label", feature_columns=None, need_labels=True) -> Sequences:
+    """The sequences of a long-format CSV or an ``.npz`` (see the module docstring), checked:
+    every failure names ``option`` and what was expected."""
+    path = existing_file(path, option)
+    if _file_kind(path, option) == "npz":
+        return _read_npz(path, option, need_labels)
+    df = read_csv(path, option)
+    time_column = None if time_column in (None, "none") else time_column
+    fixed = [id_column] + ([time_column] if time_column else [])
+    has_label = label_column in df.columns
+    if need_labels or has_label:
+        fixed.append(label_column)
+    require_columns(df, fixed, option, path)
+    if feature_columns:
+        features = column_names(feature_columns, "--feature-columns")
+    else:
+        features = [c for c in df.columns if c not in fixed]
+        if not features:
+            fail(option, f"{path!r} has no feature columns besides {', '.join(fixed)}")
+    values = numeric_columns(df, features, option, path)
+    if time_column:
+        times = numeric_columns(df, [time_column], option, path)[:, 0]
+    else:
+        times = np.arange(len(df), dtype=np.float64)
+    ids, sequences, labels = [], [], []
+    keys = df[id_column].to_numpy()
+    label_values = df[label_column].to_numpy() if (need_labels or has_label) else None
+    # Group rows by id, in order of first appearance; within a group, by time (stable).
+    order = {}
+    for i, k in enumerate(keys):
+        order.setdefault(k, []).append(i)
+    for k, rows in order.items():
+        rows = np.asarray(rows)
+        rows = rows[np.argsort(times[rows], kind="stable")]
+        ids.append(k.item() if isinstance(k, np.generic) else k)
+        sequences.append(values[rows])
+        if label_values is not None:
+            distinct = {str(v) for v in label_values[rows]}
+            if len(distinct) != 1:
+                fail(option, f"sequence {k!r} has {len(distinct)} different labels in column "
+                             f"{label_column!r} (expected one label per sequence)")
+            labels.append(label_values[rows[0]])
+    return Sequences(ids, sequences, labels if label_values is not None else None, features)
+
+
+def _read_npz(path, option, need_labels) -> Sequences:
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        fail(option, f"{path!r} is not a readable .npz ({e})")
+    with f:
+        if "x" not in f.files:
+            fail(option, f"{path!r} has no array 'x' (found {', '.join(f.files) or 'none'}); "
+                         f"expected x (N, T, F), y (N,), optional lengths (N,)")
+        x = f["x"]
+        y = f["y"] if "y" in f.files else None
+        lengths = f["lengths"] if "lengths" in f.files else None
+    if need_labels and y is None:
+        fail(option, f"{path!r} has no array 'y' of labels (expected y (N,))")
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.ndim != 3 or x.shape[0] == 0 or x.shape[1] == 0:
+        fail(option, f"'x' in {path!r}: expected shape (N, T, F) or (N, T) with N, T >= 1, got "
+                     f"{x.shape}")
+    if not np.issubdtype(x.dtype, np.number):
+        fail(option, f"'x' in {path!r}: expected numbers, got dtype {x.dtype}")
+    n, t = x.shape[:2]
+    if y is not None and y.shape != (n,):
+        fail(option, f"'y' in {path!r}: expected shape ({n},) (one label per row of x), got "
+                     f"{y.shape}")
+    if lengths is None:
+        lengths = np.full(n, t)
+    elif lengths.shape != (n,) or not np.issubdtype(lengths.dtype, np.integer) or \
+            lengths.min() < 1 or lengths.max() > t:
+        fail(option, f"'lengths' in {path!r}: expected {n} integers in [1, {t}], got shape "
+                     f"{lengths.shape} dtype {lengths.dtype}")
+    seqs = [np.asarray(x[i, : int(lengths[i])], np.float64) for i in range(n)]
+    for i, s in enumerate(seqs):
+        if not np.isfinite(s).all():
+            fail(option, f"'x' in {path!r}: row {i} holds NaN or inf within its length")
+    labels = None if y is None else [v.item() if isinstance(v, np.generic) else v for v in y]
+    return Sequences(list(range(n)), seqs, labels, [f"x{j}" for j in range(x.shape[2])])
+
+
+# --------------------------------------------------------------------------- preparing
+
+def split_indices(n: int, test_fraction: float, val_fraction: float, seed: int = 0) -> dict:
+    """A seeded permutation of ``range(n)`` cut into test, validation and training indices
+    (at least one test and one training sequence)."""
+    if not 0.0 < test_fraction < 1.0:
+        fail("--test-fraction", f"expected a number in (0, 1), got {test_fraction}")
+    if not 0.0 <= val_fraction < 1.0 or test_fraction + val_fraction >= 1.0:
+        fail("--val-fraction", f"expected a number in [0, 1) with --test-fraction + "
+                               f"--val-fraction < 1, got {val_fraction}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, int(round(test_fraction * n)))
+    n_val = int(round(val_fraction * n))
+    if n - n_test - n_val < 1:
+        fail("--data", f"{n} sequences are too few to hold out {n_test} for testing and "
+                       f"{n_val} for validation")
+    return {"test": order[:n_test], "val": order[n_test:n_test + n_val],
+            "train": order[n_test + n_val:]}
+
+
+def to_batch(sequences, mean, std, maxlen: int | None = None) -> dict:
+    """``{"inputs": (N, T, F) float32 standardised, "lengths": (N,)}``, padded at the end."""
+    from jaxrnn.data import pad_sequences
+
+    mean, std = np.asarray(mean), np.asarray(std)
+    T = max(len(s) for s in sequences)
+    T = T if maxlen is None else max(T, maxlen)
+    x, lengths = pad_sequences([(s - mean) / std for s in sequences], maxlen=T,
+                               dtype="float32", return_lengths=True)
+    return {"inputs": x, "lengths": lengths}
+
+
+def softmax(logits) -> np.ndarray:
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def prediction_rows(ids, logits, classes) -> tuple[list[str], list]:
+    """CSV header and rows: ``id, label, p_<class>...`` (the most likely class and the
+    softmax probabilities)."""
+    probs = softmax(logits)
+    header = ["id", "label", *[f"p_{c}" for c in classes]]
+    rows = [[i, classes[int(np.argmax(p))], *p.tolist()] for i, p in zip(ids, probs,
+                                                                           strict=True)]
+    return header, rows
+
+
+def build_model(args, n_classes):
+    """Recurrent stack -> last valid output -> dense ``n_classes`` logits."""
+    from jaxrnn.tasks.modeldir import recurrent_model
+
+    return recurrent_model(**rnn_options(args), outputs=n_classes)
+
+
+# --------------------------------------------------------------------------- commands
+
+def _read_options(args) -> dict:
+    return {"id_column": args.id_column, "time_column": args.time_column,
+            "label_column": args.label_column, "feature_columns": args.feature_columns}
+
+
+def train(args) -> dict:
+    from jaxrnn.data import LabelEncoder
+    from jaxrnn.tasks import modeldir
+    from jaxrnn.train import predict as predict_outputs
+
+    clip_norm(args)
+    check_patience(args)
+    if args.data is None:
+        fail("--data", "expected a labelled-sequence file (.csv in long format or .npz)")
+    t0 = time.perf_counter()
+    data = read_sequences(args.data, "--data", **_read_options(args))
+    encoder = LabelEncoder.fit(data.labels, min_classes=2,
+                               argname=f"--data: label column {args.label_column!r}")
+    y = encoder.transform(data.labels)
+    idx = split_indices(len(data.sequences), args.test_fraction, args.val_fraction)
+    frames = np.concatenate([data.sequences[i] for i in idx["train"]])
+    mean = frames.mean(0)
+    std = np.where(frames.std(0) > 0, frames.std(0), 1.0)
+    maxlen = max(len(s) for s in data.sequences)
+    splits = {}
+    for name, rows in idx.items():
+        if len(rows):
+            batch = to_batch([data.sequences[i] for i in rows], mean, std, maxlen)
+            splits[name] = {**batch, "targets": y[rows]}
+    model = build_model(args, encoder.num_classes)
+    n = {k: len(v["targets"]) for k, v in splits.items()}
+    lengths = [len(s) for s in data.sequences]
+    print(f"classify: {len(data.sequences)} sequences ({n}), lengths {min(lengths)}-"
+          f"{max(lengths)}, {len(data.features)} features, {encoder.num_classes} classes; "
+          f"{args.cell} x{args.layers} hidden {args.hidden}")
+    run = train_classifier(args, model, splits, monitor="val_accuracy" if "val" in splits
+                           else None, plot_file=PLOT_FILE, verbose=False)
+    test_ids = [data.ids[i] for i in idx["test"]]
+    logits = predict_outputs(model.apply, run.params, splits["test"]["inputs"],
+                             lengths=splits["test"]["lengths"])
+    header, rows = prediction_rows(test_ids, logits, encoder.classes)
+    pred_path = write_csv(os.path.join(args.out, PREDICTIONS_FILE), header, rows)
+    metrics = {"test_accuracy": run.test["accuracy"], "test_loss": run.test["loss"],
+               "majority_baseline": run.baseline, "n_test": n["test"]}
+    prep = {"features": data.features, "mean": mean.tolist(), "std": std.tolist(),
+            "maxlen": int(maxlen), "labels": encoder.to_dict(), **_read_options(args)}
+    model_dir = modeldir.save(args.model, task="classify", model=model, params=run.params,
+                              preprocessing=prep, metrics=metrics)
+    seconds = time.perf_counter() - t0
+    verdict = "beats" if run.test["accuracy"] > run.baseline else "does NOT beat"
+    print(f"test accuracy: {run.test['accuracy']:.4f} on {n['test']} held-out sequences "
+          f"(majority-class baseline {run.baseline:.4f}: the model {verdict} it); test loss "
+          f"{run.test['loss']:.4f}; {seconds:.0f} s")
+    print(f"held-out predictions: {pred_path}")
+    print(f"learning curves: {run.result.plot_path}")
+    print(f"model: {model_dir}")
+    return {**metrics, "model": model_dir, "predictions": pred_path,
+            "plot": run.result.plot_path, "seconds": seconds}
+
+
+def _inputs_of(saved, path, option, need_labels):
+    prep = saved.preprocessing
+    data = read_sequences(path, option, id_column=prep["id_column"],
+                          time_column=prep["time_column"], label_column=prep["label_column"],
+                          feature_columns=",".join(prep["features"])
+                          if not str(path).lower().endswith(".npz") else None,
+                          need_labels=need_labels)
+    if len(data.features) != len(prep["features"]):
+        fail(option, f"{path!r} has {len(data.features)} features, the model was trained on "
+                     f"{len(prep['features'])}")
+    return data, to_batch(data.sequences, prep["mean"], prep["std"], prep["maxlen"])
+
+
+def predict(args) -> dict:
+    from jaxrnn.tasks import modeldir
+    from jaxrnn.train import predict as predict_outputs
+
+    saved = modeldir.load(args.model, task="classify")
+    classes = saved.preprocessing["labels"]["classes"]
+    data, batch = _inputs_of(saved, args.input, "--input", need_labels=False)
+    logits = predict_outputs(saved.model.apply, saved.params, batch["inputs"],
+                             lengths=batch["lengths"])
+    header, rows = prediction_rows(data.ids, logits, classes)
+    path = write_csv(args.output, header, rows)
+    print(f"predictions: {len(rows)} sequences -> {path}")
+    return {"predictions": path, "n": len(rows)}
+
+
+def evaluate(args) -> dict:
+    from jaxrnn.data import LabelEncoder
+    from jaxrnn.tasks import modeldir
+    from jaxrnn.train import evaluate as evaluate_params
+
+    saved = modeldir.load(args.model, task="classify")
+    if args.data is None:
+        fail("--data", "expected a labelled-sequence file to evaluate on")
+    data, batch = _inputs_of(saved, args.data, "--data", need_labels=True)
+    encoder = LabelEncoder.from_dict(saved.preprocessing["labels"])
+    batch["targets"] = encoder.transform(data.labels, argname="--data: labels")
+    scores = evaluate_params(saved.model.apply, saved.params, "softmax_cross_entropy", batch,
+                             metrics=["accuracy"])
+    print(f"accuracy: {scores['accuracy']:.4f} on {len(data.ids)} sequences of {args.data} "
+          f"(model {saved.directory})")
+    return scores

@@ -1,0 +1,249 @@
+"""The scaffold every task shares: option errors, the optimiser from the common options, the
+classifier loop (fit -> held-out metric -> majority baseline), and reading a user's files.
+
+Bad input must fail before anything is traced, with one line that names the option: tasks raise
+:class:`OptionError` (a ``ValueError``, so ``jaxrnn.cli`` prints it and exits with status 2),
+through :func:`fail` or the readers here (:func:`read_csv`, :func:`numeric_columns`,
+:func:`read_text_files`), which name the option and the expected content.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+# The default when --clip-norm is not given (Python callers with a bare Namespace): every task
+# clipped at 1.0 before the option became common.
+DEFAULT_CLIP_NORM = 1.0
+
+
+class OptionError(ValueError):
+    """A command-line option with a bad value or a bad file; the message starts with the
+    option's name."""
+
+
+def fail(option: str, message: str):
+    """Raise :class:`OptionError` ``"OPTION: message"``."""
+    raise OptionError(f"{option}: {message}")
+
+
+def check_positive(args, *names: str, integer: bool = True) -> None:
+    """Each ``args.<name>`` is a positive int (or number); else fail naming ``--name``."""
+    for name in names:
+        v = getattr(args, name)
+        if v is None:
+            continue
+        ok = (isinstance(v, int) and not isinstance(v, bool)) if integer else \
+            isinstance(v, (int, float))
+        if not ok or v <= 0:
+            kind = "a positive integer" if integer else "a positive number"
+            fail("--" + name.replace("_", "-"), f"expected {kind}, got {v}")
+
+
+# --------------------------------------------------------------------------- options
+
+def clip_norm(args, default: float | None = DEFAULT_CLIP_NORM) -> float | None:
+    """The gradient-clipping norm: ``--clip-norm`` if given, else ``default``."""
+    v = getattr(args, "clip_norm", None)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        fail("--clip-norm", f"expected a positive number, got {v}")
+    return float(v)
+
+
+def task_optimizer(args, *, default_clip: float | None = DEFAULT_CLIP_NORM):
+    """Adam at ``--lr`` with gradient clipping at ``--clip-norm`` and, with
+    ``--skip-nonfinite``, updates with NaN/inf gradients skipped."""
+    from jaxrnn.train import make_optimizer
+
+    return make_optimizer(args.lr, clip_norm=clip_norm(args, default_clip),
+                          skip_nonfinite=bool(getattr(args, "skip_nonfinite", False)))
+
+
+def add_patience(group, default: int) -> None:
+    group.add_argument("--patience", type=int, default=default,
+                       help=f"early stopping: epochs without validation improvement "
+                            f"(default {default})")
+
+
+def check_patience(args) -> None:
+    if getattr(args, "patience", None) is not None and args.patience < 0:
+        fail("--patience", f"expected an integer >= 0, got {args.patience}")
+
+
+def rnn_options(args) -> dict:
+    """The recurrent-stack part of a model config, from the common options."""
+    return {"cell": args.cell, "hidden": args.hidden, "layers": args.layers,
+            "bidirectional": bool(args.bidirectional), "dropout": args.dropout}
+
+
+# --------------------------------------------------------------------------- classifier loop
+
+def init_params(model, seed: int, inputs):
+    """``model.init`` with the key of ``--seed`` (and the input size of ``inputs``, for
+    :mod:`jaxrnn.models` models)."""
+    import jax
+
+    from jaxrnn.keras import Inputs
+    from jaxrnn.keras import init_params as init_for
+
+    return init_for(model, jax.random.key(seed), Inputs(inputs, None))
+
+
+class Trained(NamedTuple):
+    """What :func:`train_classifier` returns."""
+
+    params: object
+    result: object  # jaxrnn.train.FitResult
+    test: dict  # {"loss", "accuracy"} on the held-out split
+    baseline: float  # majority-class accuracy on the held-out split
+
+
+def majority_baseline(train_targets, test_targets) -> float:
+    """Held-out accuracy of always predicting the most frequent training class."""
+    train_targets = np.asarray(train_targets).reshape(-1).astype(np.int64)
+    top = np.bincount(train_targets).argmax()
+    return float(np.mean(np.asarray(test_targets).reshape(-1) == top))
+
+
+def train_classifier(args, model, splits: dict, *, loss: str = "softmax_cross_entropy",
+                     monitor: str | None = None, plot_file: str | None = None,
+                     verbose: bool = True) -> Trained:
+    """The loop every classification task runs: :func:`jaxrnn.train.fit` on
+    ``splits["train"]`` with early stopping on ``splits["val"]`` (if any; ``--patience``),
+    checkpoints in ``--checkpoint-dir`` (``--resume``), learning curves to
+    ``OUT/plot_file``; then the accuracy on ``splits["test"]`` and its majority baseline."""
+    from jaxrnn.train import evaluate, fit
+
+    check_patience(args)
+    metric = "accuracy"  # also scores one binary logit per example (threshold 0)
+    n_train = len(splits["train"]["targets"])
+    val = splits.get("val")
+    result = fit(
+        model.apply, init_params(model, args.seed, splits["train"]["inputs"]), loss,
+        task_optimizer(args),
+        splits["train"], val_data=val, epochs=args.epochs,
+        batch_size=min(args.batch_size, n_train), metrics=[metric], seed=args.seed,
+        monitor=monitor if val is not None else None,
+        patience=getattr(args, "patience", None) if val is not None else None,
+        checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=args.progress,
+        verbose=verbose,
+        plot_path=None if plot_file is None else os.path.join(args.out, plot_file),
+    )
+    test = evaluate(model.apply, result.params, loss, splits["test"], metrics=[metric])
+    baseline = majority_baseline(splits["train"]["targets"], splits["test"]["targets"])
+    return Trained(result.params, result, test, baseline)
+
+
+# --------------------------------------------------------------------------- user files
+
+def existing_file(path, option: str) -> str:
+    if path is None:
+        fail(option, "expected a file name")
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        fail(option, f"no such file {path!r}")
+    if not os.path.isfile(path):
+        fail(option, f"{path!r} is not a file")
+    return path
+
+
+def read_csv(path, option: str):
+    """A pandas DataFrame of the CSV file ``path`` (header row required)."""
+    import pandas as pd
+
+    path = existing_file(path, option)
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        fail(option, f"{path!r} is empty")
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        fail(option, f"{path!r} is not a readable CSV file ({str(e).splitlines()[0]})")
+    if df.shape[0] == 0:
+        fail(option, f"{path!r} has a header but no rows")
+    return df
+
+
+def column_names(text: str | None, option: str) -> list[str]:
+    """``"A,B"`` -> ``["A", "B"]`` (no empty names)."""
+    if text is None:
+        return []
+    names = [c.strip() for c in text.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        fail(option, f"expected distinct comma-separated column names, got {text!r}")
+    return names
+
+
+def require_columns(df, names, option: str, path: str) -> None:
+    missing = [c for c in names if c not in df.columns]
+    if missing:
+        fail(option, f"no column {missing[0]!r} in {path!r}; its columns are "
+                     f"{', '.join(map(str, df.columns))}")
+
+
+def numeric_columns(df, names, option: str, path: str) -> np.ndarray:
+    """``df[names]`` as float64 ``(N, len(names))``; fails on a missing column, a
+    non-numeric or missing value (naming the row as the file counts it), or an empty series."""
+    require_columns(df, names, option, path)
+    out = np.empty((len(df), len(names)), np.float64)
+    for j, name in enumerate(names):
+        col = df[name]
+        values = np.asarray([_as_float(v) for v in col], np.float64)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            row = int(bad[0])
+            fail(option, f"column {name!r} of {path!r} is not numeric: row {row + 2} holds "
+                         f"{col.iloc[row]!r} (expected a number)")
+        out[:, j] = values
+    if len(out) == 0:
+        fail(option, f"column {names[0]!r} of {path!r} is empty")
+    return out
+
+
+def _as_float(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def read_text_files(paths, option: str) -> str:
+    """The UTF-8 texts of ``paths`` joined by newlines."""
+    if not paths:
+        fail(option, "expected at least one text file")
+    parts = []
+    for path in paths:
+        path = existing_file(path, option)
+        try:
+            with open(path, encoding="utf-8") as f:
+                parts.append(f.read())
+        except UnicodeDecodeError as e:
+            fail(option, f"{path!r} is not UTF-8 text (byte {e.start}: {e.reason})")
+    return "\n".join(parts)
+
+
+def write_csv(path, header: list[str], rows) -> str:
+    """Write ``rows`` under ``header``; floats with ``repr`` (17 significant digits), so a
+    float32 prediction read back is the same number."""
+    import csv
+
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for row in rows:
+            w.writerow([repr(float(v)) if isinstance(v, (float, np.floating)) else v
+                        for v in row])
+    return path
+
+
+__all__ = ["OptionError", "fail", "check_positive", "clip_norm",
+           "task_optimizer", "add_patience", "check_patience", "rnn_options", "Trained",
+           "majority_baseline", "train_classifier", "init_params", "existing_file", "read_csv",
+           "column_names", "require_columns", "numeric_columns", "read_text_files",
+           "write_csv", "DEFAULT_CLIP_NORM"]

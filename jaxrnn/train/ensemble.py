@@ -1,0 +1,428 @@
+"""Many models in one program: K models of the same shapes trained together by one compiled step,
+``jax.vmap`` over their parameters and optimiser states.
+
+The members differ in their seed (initialisation and dropout keys) and optionally in their
+learning rate (``optax.inject_hyperparams`` keeps the rate in the optimiser state, so it is just
+another vmapped array); they must share every shape, so a grid over hidden sizes is several
+ensembles, one per size. Every member sees the same batches in the same order (one data stream,
+shuffled with ``data_seed``), which is what a comparison of seeds or rates wants, and what lets
+the batch enter the step once (``in_axes=None``) instead of K times. The members can be spread
+over devices: the stacked states are split along their leading (member) axis over a mesh, the
+batch replicated (``devices=``).
+
+    result = fit_ensemble(model.init, model.apply, "softmax_cross_entropy", train,
+                          seeds=range(1, 9), val_data=val, metrics=["accuracy"], epochs=5)
+    result.val["accuracy"]          # (8,) one held-out value per member
+    result.summary["accuracy"]      # {"mean", "std", "min", "max"}
+
+CPU kernels under ``vmap``
+--------------------------
+The fused CPU kernels (:mod:`jaxrnn.kernels`) are XLA FFI calls declared with
+``vmap_method="sequential"``: vmapped, each becomes a loop that calls the kernel once per member
+(inside the same compiled program; the values are the single model's). They cannot fold the
+member axis into their batch axis, since every member has its own weights. The plain
+``lax.scan`` path instead vmaps into batched matrix products -- one ``(K, B, H) x (K, H, 4H)``
+product per step for all members. Which is faster depends on K, the sizes and the machine
+(``python -m benchmarks.scaling`` measures both for K = 8); :func:`ensemble_classifier` builds
+either (``path="kernel"`` or ``"plain"``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxrnn.train.metrics import finalize, get_metrics
+from jaxrnn.train.step import (
+    TrainState,
+    batch_weight,
+    check_batch,
+    init_train_state,
+    make_train_step,
+    metric_stats,
+    supervised_objective,
+)
+
+PyTree = Any
+MEMBER_AXIS = "members"
+
+
+# --------------------------------------------------------------------------- parsing
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"1-8"`` -> (1, ..., 8); ``"0,3,7"``; ``"1-4,10,12-13"``; each seed an int >= 0, no
+    repeats."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"--seeds: expected a list or range such as '1-8' or '0,3,7', "
+                         f"got {text!r}")
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo:
+                raise ValueError(f"--seeds: range {part!r} ends before it starts")
+            seeds.extend(range(lo, hi + 1))
+        elif re.fullmatch(r"\d+", part):
+            seeds.append(int(part))
+        else:
+            raise ValueError(f"--seeds: expected integers >= 0 or ranges A-B separated by "
+                             f"commas, got {part!r} in {text!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds: repeated seed in {text!r}")
+    return tuple(seeds)
+
+
+# --------------------------------------------------------------------------- stacking
+
+def stack(trees: Sequence[PyTree]) -> PyTree:
+    """Stack same-structured pytrees along a new leading (member) axis."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def member(tree: PyTree, k: int) -> PyTree:
+    """Member ``k`` of a stacked pytree."""
+    return jax.tree_util.tree_map(lambda x: x[k], tree)
+
+
+def _optimizer(learning_rate, clip_norm: float | None, optimizer: str):
+    makers = {"adam": optax.adam, "sgd": optax.sgd, "rmsprop": optax.rmsprop,
+              "adagrad": optax.adagrad}
+    if optimizer not in makers:
+        raise ValueError(f"optimizer: expected one of {sorted(makers)}, got {optimizer!r}")
+    base = optax.inject_hyperparams(makers[optimizer])(learning_rate=learning_rate)
+    if clip_norm is None:
+        return base
+    return optax.chain(optax.clip_by_global_norm(float(clip_norm)), base)
+
+
+def init_ensemble(init_fn: Callable, seeds: Iterable[int], *, learning_rates=1e-3,
+                  clip_norm: float | None = 1.0, optimizer: str = "adam"):
+    """``(stacked TrainState, optimiser)``: member ``k`` initialised by ``init_fn(key(seed_k))``
+    with its own PRNG key and learning rate (a float for all, or one per seed); the optimiser is
+    ``clip_by_global_norm`` then ``optimizer`` with the rate read from each member's state, as
+    :func:`jaxrnn.train.make_optimizer` builds it for one model."""
+    seeds = tuple(seeds)
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0
+                        for s in seeds):
+        raise ValueError(f"seeds: expected a non-empty list of ints >= 0, got {seeds!r}")
+    rates = (tuple(float(r) for r in learning_rates)
+             if isinstance(learning_rates, (list, tuple, np.ndarray))
+             else (float(learning_rates),) * len(seeds))
+    if len(rates) != len(seeds):
+        raise ValueError(f"learning_rates: expected one per seed ({len(seeds)}), got "
+                         f"{len(rates)}")
+    if not all(r > 0 and math.isfinite(r) for r in rates):
+        raise ValueError(f"learning_rates: expected positive numbers, got {rates}")
+    states = []
+    for seed, rate in zip(seeds, rates, strict=True):
+        params = init_fn(jax.random.key(int(seed)))
+        states.append(init_train_state(params, _optimizer(rate, clip_norm, optimizer),
+                                       int(seed)))
+    shapes = {jax.tree_util.tree_structure(s) for s in states}
+    if len(shapes) != 1:
+        raise ValueError("init_fn: the members' parameters differ in structure; an ensemble "
+                         "needs models of the same shapes")
+    return stack(states), _optimizer(rates[0], clip_norm, optimizer)
+
+
+def member_mesh(devices=None, num_members: int | None = None):
+    """A 1-D mesh (axis ``"members"``) over ``devices`` (default all) for the member axis."""
+    from jax.sharding import Mesh
+
+    devices = list(jax.devices() if devices in (None, True) else devices)
+    if num_members is not None and num_members % len(devices):
+        raise ValueError(f"devices: {num_members} members do not split evenly over "
+                         f"{len(devices)} devices")
+    return Mesh(np.asarray(devices), (MEMBER_AXIS,))
+
+
+def _place(states, mesh):
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    return jax.device_put(states, NamedSharding(mesh, P(MEMBER_AXIS)))
+
+
+# --------------------------------------------------------------------------- steps
+
+def make_ensemble_step(apply_fn: Callable | None, loss, optimizer, *, metrics=(),
+                       objective: Callable | None = None, donate: bool = True):
+    """``step(stacked_state, batch) -> (stacked_state, logs)``: the train step of
+    :func:`jaxrnn.train.make_train_step` vmapped over the members (the batch shared), compiled
+    once. ``logs`` leaves have a leading member axis."""
+    one = make_train_step(apply_fn, loss, optimizer, metrics=metrics, objective=objective,
+                          jit=False, donate=False)
+    compiled = jax.jit(jax.vmap(one.raw, in_axes=(0, None)),
+                       donate_argnums=(0,) if donate else ())
+
+    def step(states, batch):
+        if not isinstance(states, TrainState):
+            raise TypeError(f"states: expected a stacked TrainState (see init_ensemble), got "
+                            f"{type(states).__name__}")
+        check_batch(batch)
+        return compiled(states, batch)
+
+    return step
+
+
+def make_ensemble_eval(apply_fn: Callable | None, loss, *, metrics=(),
+                       objective: Callable | None = None):
+    """``eval(stacked_params, batch) -> {"loss", "weight", "stats"}`` per member (vmapped)."""
+    metrics = get_metrics(metrics)
+    if objective is None:
+        objective = supervised_objective(apply_fn, loss)
+
+    def one(params, batch):
+        value, outputs = objective(params, batch, None, True)
+        return {"loss": value, "weight": batch_weight(outputs, batch),
+                "stats": metric_stats(metrics, outputs, batch)}
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+
+
+def _batches(data, batch_size, *, shuffle, seed, drop_remainder):
+    from jaxrnn.data.batching import BatchIterator
+
+    if isinstance(data, BatchIterator):
+        return data
+    if isinstance(data, Mapping):
+        return BatchIterator(data, batch_size, shuffle=shuffle, seed=seed,
+                             drop_remainder=drop_remainder)
+    raise TypeError(f"data: expected a dict of arrays or a BatchIterator, got "
+                    f"{type(data).__name__}")
+
+
+def _add(acc, logs):
+    new = {"loss": logs["loss"] * logs["weight"], "weight": logs["weight"],
+           "stats": logs["stats"]}
+    return new if acc is None else jax.tree_util.tree_map(jnp.add, acc, new)
+
+
+def _per_member(acc, metrics, k: int) -> dict[str, float]:
+    acc = jax.device_get(member(acc, k))
+    w = float(acc["weight"])
+    out = {"loss": float(acc["loss"]) / w if w > 0 else float("nan")}
+    out.update(finalize(metrics, acc["stats"]))
+    return out
+
+
+def evaluate_ensemble(apply_fn, params, loss, data, *, metrics=(), batch_size: int = 256,
+                      objective=None, eval_fn=None) -> dict[str, np.ndarray]:
+    """Held-out loss and metrics of every member: ``{name: array (K,)}`` (exact over the set,
+    as :func:`jaxrnn.train.evaluate` computes them for one model)."""
+    metrics = get_metrics(metrics)
+    eval_fn = eval_fn or make_ensemble_eval(apply_fn, loss, metrics=metrics, objective=objective)
+    acc = None
+    it = _batches(data, batch_size, shuffle=False, seed=0, drop_remainder=False)
+    for batch in it.epoch_batches(0):
+        acc = _add(acc, eval_fn(params, batch))
+    if acc is None:
+        raise ValueError("data: no batches to evaluate")
+    k = int(np.shape(jax.tree_util.tree_leaves(params)[0])[0])
+    rows = [_per_member(acc, metrics, i) for i in range(k)]
+    return {name: np.asarray([r[name] for r in rows]) for name in rows[0]}
+
+
+def summarize(values: np.ndarray) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for one member), min and max."""
+    v = np.asarray(values, np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max())}
+
+
+class EnsembleResult(NamedTuple):
+    """What :func:`fit_ensemble` returns.
+
+    Attributes:
+      params: the members' final parameters, stacked (leading axis K; :func:`member` picks one).
+      state: the stacked final :class:`~jaxrnn.train.TrainState`.
+      seeds, learning_rates: the members' settings, in order.
+      history: ``{"loss": [...], "<metric>": [...]}``, per epoch an array ``(K,)``.
+      val: held-out ``{"loss": (K,), "<metric>": (K,)}`` after the last epoch ({} without
+        ``val_data``).
+      summary: ``{name: summarize(val[name])}``.
+      seconds: wall time of the training loop (compilation included).
+    """
+
+    params: PyTree
+    state: TrainState
+    seeds: tuple[int, ...]
+    learning_rates: tuple[float, ...]
+    history: dict
+    val: dict
+    summary: dict
+    seconds: float
+
+
+def fit_ensemble(init_fn: Callable, apply_fn: Callable | None, loss, train_data, *,
+                 seeds: Iterable[int] = (0,), learning_rates=1e-3, clip_norm: float | None = 1.0,
+                 optimizer: str = "adam", epochs: int = 1, batch_size: int = 32, val_data=None,
+                 metrics=(), data_seed: int = 0, max_steps: int | None = None,
+                 devices=None, objective: Callable | None = None,
+                 verbose: bool = False) -> EnsembleResult:
+    """Train one member per seed (and learning rate) together, one compiled step for all.
+
+    Args:
+      init_fn: ``init(key) -> params`` of one model; apply_fn: its ``apply`` (the protocol of
+        :mod:`jaxrnn.train`).
+      loss, metrics, objective: as for :func:`jaxrnn.train.fit`.
+      train_data: a dict of arrays (shuffled with ``data_seed``, incomplete last batch dropped)
+        or a ``BatchIterator``; every member sees the same batches.
+      seeds: one member per seed: its initialisation key and its dropout key.
+      learning_rates: one float for all members, or one per seed (a learning-rate grid).
+      devices: spread the members over devices: True (all) or a list; K must divide evenly.
+      max_steps: stop after this many steps (smoke tests).
+    """
+    seeds = tuple(int(s) for s in seeds)
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
+        raise ValueError(f"epochs: expected an int >= 0, got {epochs!r}")
+    metrics = get_metrics(metrics)
+    states, opt = init_ensemble(init_fn, seeds, learning_rates=learning_rates,
+                                clip_norm=clip_norm, optimizer=optimizer)
+    rates = tuple(float(r) for r in np.broadcast_to(np.asarray(learning_rates, np.float64),
+                                                    (len(seeds),)))
+    if devices is not None and devices is not False:
+        states = _place(states, member_mesh(devices, len(seeds)))
+    step = make_ensemble_step(apply_fn, loss, opt, metrics=metrics, objective=objective)
+    it = _batches(train_data, batch_size, shuffle=True, seed=data_seed, drop_remainder=True)
+    history: dict[str, list] = {}
+    t0 = time.perf_counter()
+    done = 0
+    for epoch in range(epochs):
+        acc = None
+        for batch in it.epoch_batches(epoch):
+            states, logs = step(states, batch)
+            acc = _add(acc, logs)
+            done += 1
+            if max_steps is not None and done >= max_steps:
+                break
+        if acc is not None:
+            rows = [_per_member(acc, metrics, k) for k in range(len(seeds))]
+            for name in rows[0]:
+                history.setdefault(name, []).append(np.asarray([r[name] for r in rows]))
+            if verbose:
+                print(f"epoch {epoch + 1}/{epochs}  loss mean "
+                      f"{np.mean(history['loss'][-1]):.4g} over {len(seeds)} members")
+        if max_steps is not None and done >= max_steps:
+            break
+    jax.block_until_ready(states)
+    seconds = time.perf_counter() - t0
+    val = {}
+    if val_data is not None:
+        val = evaluate_ensemble(apply_fn, states.params, loss, val_data, metrics=metrics,
+                                batch_size=max(batch_size, 256), objective=objective)
+    return EnsembleResult(states.params, states, seeds, rates, history, val,
+                          {k: summarize(v) for k, v in val.items()}, seconds)
+
+
+# --------------------------------------------------------------------------- models
+
+def ensemble_classifier(input_size: int, num_outputs: int, *, cell: str = "lstm",
+                        hidden: int = 64, path: str = "kernel"):
+    """A one-layer recurrent classifier (last valid output -> dense logits) like
+    :func:`jaxrnn.train.models.sequence_classifier`, whose recurrence takes the cell's fused CPU
+    kernel (``path="kernel"``; under vmap: one kernel call per member) or the plain
+    ``lax.scan`` (``path="plain"``: vmaps into batched matrix products)."""
+    from jaxrnn.layers import dense, recurrent, stacked
+    from jaxrnn.train.models import ClassifierParams, Model, make_cell
+
+    if path not in ("kernel", "plain"):
+        raise ValueError(f"path: expected 'kernel' or 'plain', got {path!r}")
+    c = make_cell(cell, hidden)
+    if path == "plain":
+        c = c._replace(parts=None)  # no parts: the engine takes the plain scan
+    rnn = stacked([recurrent(c)], return_sequences=False)
+    head = dense(num_outputs)
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        return ClassifierParams(rnn.init(k1, input_size), head.init(k2, rnn.output_size))
+
+    def apply(params, inputs, *, lengths=None, key=None, deterministic=True):
+        _, h = rnn.apply(params.rnn, inputs, lengths=lengths, key=key,
+                         deterministic=deterministic)
+        return head.apply(params.head, h)
+
+    return Model(init, apply)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+# The recurrence the CLI's ensembles take; benchmarks/scaling.py measures "kernel" against "plain"
+# for K = 8 (switch here if the plain path is faster on the machines that matter).
+CLI_PATH = "kernel"
+
+
+def _digits_spec(args):
+    from jaxrnn.tasks.digits import load_splits
+
+    data = load_splits(getattr(args, "limit", None))
+    model = ensemble_classifier(8, 10, cell=args.cell, hidden=args.hidden, path=CLI_PATH)
+    return {"model": model, "loss": "softmax_cross_entropy", "metric": "accuracy",
+            "train": data["train"], "val": data["test"], "held_out": "test",
+            "clip_norm": getattr(args, "clip_norm", 1.0)}
+
+
+# Tasks whose model and data the ensemble path knows how to build (a classifier over a fixed
+# data set); other tasks train their members one at a time with --seed.
+TASK_SPECS = {"digits": _digits_spec}
+
+
+def run_cli(args) -> dict:
+    """``jaxrnn train --task NAME --seeds 1-8``: train one member per seed together and print
+    the held-out metric's mean and spread."""
+    seeds = parse_seeds(args.seeds)
+    if args.task not in TASK_SPECS:
+        raise ValueError(f"--seeds: the ensemble path supports the tasks "
+                         f"{sorted(TASK_SPECS)}, got {args.task!r} (train other tasks once "
+                         f"per --seed)")
+    if getattr(args, "layers", 1) != 1 or getattr(args, "bidirectional", False):
+        raise ValueError("--seeds: the ensemble path trains one unidirectional layer "
+                         "(--layers 1, no --bidirectional)")
+    spec = TASK_SPECS[args.task](args)
+    model = spec["model"]
+    n_train = len(spec["train"]["targets"])
+    print(f"{args.task}: {len(seeds)} {args.cell} models (hidden {args.hidden}, seeds "
+          f"{args.seeds}) trained together, {n_train} training examples")
+    result = fit_ensemble(model.init, model.apply, spec["loss"], spec["train"], seeds=seeds,
+                          learning_rates=args.lr, clip_norm=spec["clip_norm"],
+                          epochs=args.epochs, batch_size=min(args.batch_size, n_train),
+                          val_data=spec["val"], metrics=[spec["metric"]],
+                          data_seed=seeds[0], verbose=bool(getattr(args, "progress", False)))
+    name = spec["metric"]
+    values = result.val[name]
+    s = result.summary[name]
+    per = "  ".join(f"{seed}:{v:.4f}" for seed, v in zip(seeds, values, strict=True))
+    print(f"{spec['held_out']} {name} per seed: {per}")
+    print(f"{spec['held_out']} {name}: mean {s['mean']:.4f}, std {s['std']:.4f}, "
+          f"min {s['min']:.4f}, max {s['max']:.4f} over {len(seeds)} seeds "
+          f"({result.seconds:.1f} s of training)")
+    return {"seeds": seeds, name: values, "summary": s, "seconds": result.seconds}
+
+
+__all__ = [
+    "parse_seeds",
+    "stack",
+    "member",
+    "init_ensemble",
+    "member_mesh",
+    "make_ensemble_step",
+    "make_ensemble_eval",
+    "evaluate_ensemble",
+    "summarize",
+    "fit_ensemble",
+    "EnsembleResult",
+    "ensemble_classifier",
+    "run_cli",
+    "TASK_SPECS",
+]

@@ -1,0 +1,173 @@
+"""Many models in one compiled step: every member of an ensemble must end where the same model
+trained alone ends (its own seed, its own learning rate, the same batches)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from jaxrnn import kernels
+from jaxrnn.data.batching import BatchIterator
+from jaxrnn.train import ensemble as E
+from jaxrnn.train import evaluate, init_train_state, make_optimizer, make_train_step
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    return {"inputs": rng.normal(size=(40, 5, 3)).astype(np.float32),
+            "targets": rng.integers(0, 4, 40).astype(np.int32)}
+
+
+def train_alone(model, data, seed, lr, epochs, batch_size):
+    """The reference: one model, jaxrnn.train's own step and optimiser, the ensemble's batches."""
+    opt = make_optimizer(lr, clip_norm=1.0)
+    state = init_train_state(model.init(jax.random.key(seed)), opt, seed)
+    step = make_train_step(model.apply, "softmax_cross_entropy", opt)
+    it = BatchIterator(data, batch_size, shuffle=True, seed=0, drop_remainder=True)
+    for epoch in range(epochs):
+        for batch in it.epoch_batches(epoch):
+            state, _ = step(state, batch)
+    return state.params
+
+
+@pytest.mark.parametrize("path", ["kernel", "plain"])
+def test_members_equal_models_trained_alone(data, path):
+    model = E.ensemble_classifier(3, 4, hidden=8, path=path)
+    seeds, rates = (3, 1, 7), (1e-2, 3e-3, 1e-3)
+    res = E.fit_ensemble(model.init, model.apply, "softmax_cross_entropy", data, seeds=seeds,
+                         learning_rates=list(rates), epochs=2, batch_size=16,
+                         val_data=data, metrics=["accuracy"])
+    assert res.seeds == seeds and res.learning_rates == rates
+    assert [h.shape for h in res.history["loss"]] == [(3,), (3,)]
+    for k, (seed, lr) in enumerate(zip(seeds, rates, strict=True)):
+        alone = train_alone(model, data, seed, lr, 2, 16)
+        for a, b in zip(jax.tree_util.tree_leaves(alone),
+                        jax.tree_util.tree_leaves(E.member(res.params, k)), strict=True):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-5)
+        # Held-out values per member are what evaluate() gives for that model.
+        ev = evaluate(model.apply, E.member(res.params, k), "softmax_cross_entropy", data,
+                      metrics=["accuracy"])
+        np.testing.assert_allclose(res.val["loss"][k], ev["loss"], rtol=1e-5)
+        np.testing.assert_allclose(res.val["accuracy"][k], ev["accuracy"], rtol=1e-6)
+    acc = res.val["accuracy"]
+    assert res.summary["accuracy"]["mean"] == pytest.approx(float(np.mean(acc)))
+    assert res.summary["accuracy"]["std"] == pytest.approx(float(np.std(acc, ddof=1)))
+    # Different seeds and rates give different members.
+    w = np.asarray(res.params.head.w)
+    assert not np.allclose(w[0], w[1])
+
+
+def test_kernel_and_plain_paths_agree_under_vmap(data):
+    kernel = E.ensemble_classifier(3, 4, hidden=8, path="kernel")
+    plain = E.ensemble_classifier(3, 4, hidden=8, path="plain")
+    params = E.stack([kernel.init(jax.random.key(i)) for i in range(4)])
+    x = data["inputs"][:8]
+
+    def fwd(model):
+        return jax.jit(jax.vmap(lambda p, x: model.apply(p, x), in_axes=(0, None)))
+
+    out_k, out_p = fwd(kernel)(params, x), fwd(plain)(params, x)
+    np.testing.assert_allclose(np.asarray(out_k), np.asarray(out_p), rtol=1e-5, atol=1e-6)
+    for k in range(4):
+        np.testing.assert_allclose(np.asarray(out_k[k]),
+                                   np.asarray(plain.apply(E.member(params, k), x)),
+                                   rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not kernels.available(), reason="the CPU kernels are not built")
+def test_vmapped_kernel_is_a_loop_of_kernel_calls(data):
+    """What the docstring states: vmap_method='sequential' lowers the vmapped FFI call to a loop
+    with one kernel call per member, while the plain path has no kernel call at all."""
+    x = data["inputs"][:4]
+    for path, calls in (("kernel", 1), ("plain", 0)):
+        model = E.ensemble_classifier(3, 4, hidden=8, path=path)
+        params = E.stack([model.init(jax.random.key(i)) for i in range(8)])
+        one = jax.jit(lambda p, x, m=model: m.apply(p, x)).lower(E.member(params, 0), x)
+        many = jax.jit(jax.vmap(lambda p, x, m=model: m.apply(p, x), in_axes=(0, None))
+                       ).lower(params, x).as_text()
+        assert one.as_text().count("custom_call @jaxrnn_lstm") == calls
+        assert many.count("custom_call @jaxrnn_lstm") == calls
+        if path == "kernel":
+            assert "stablehlo.while" not in one.as_text() and "stablehlo.while" in many
+
+
+def test_parse_seeds():
+    assert E.parse_seeds("1-8") == tuple(range(1, 9))
+    assert E.parse_seeds("0,3,7") == (0, 3, 7)
+    assert E.parse_seeds(" 1-3, 10 ,12-13") == (1, 2, 3, 10, 12, 13)
+    for bad, match in (("", "expected a list"), ("5-2", "ends before"), ("1,x", "'x'"),
+                       ("1-3,2", "repeated"), ("-1", "'-1'")):
+        with pytest.raises(ValueError, match=match):
+            E.parse_seeds(bad)
+
+
+def test_bad_arguments(data):
+    model = E.ensemble_classifier(3, 4, hidden=8)
+    with pytest.raises(ValueError, match="learning_rates: expected one per seed"):
+        E.init_ensemble(model.init, [1, 2], learning_rates=[1e-3])
+    with pytest.raises(ValueError, match="seeds"):
+        E.init_ensemble(model.init, [])
+    with pytest.raises(ValueError, match="learning_rates: expected positive"):
+        E.init_ensemble(model.init, [1], learning_rates=[-1.0])
+    with pytest.raises(ValueError, match="path"):
+        E.ensemble_classifier(3, 4, path="fast")
+    with pytest.raises(ValueError, match="split evenly"):
+        E.member_mesh(list(jax.devices()) * 2, 2 * len(jax.devices()) + 1)
+    with pytest.raises(TypeError, match="stacked TrainState"):
+        states, opt = E.init_ensemble(model.init, [1, 2])
+        E.make_ensemble_step(model.apply, "softmax_cross_entropy", opt)(states.params, data)
+
+
+SHARDED = textwrap.dedent(r"""
+    import json, sys
+    import jax, numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from jaxrnn.train import ensemble as E
+    rng = np.random.default_rng(0)
+    data = {"inputs": rng.normal(size=(32, 5, 3)).astype(np.float32),
+            "targets": rng.integers(0, 4, 32).astype(np.int32)}
+    model = E.ensemble_classifier(3, 4, hidden=8)
+    out = {}
+    for devices in (None, True):
+        res = E.fit_ensemble(model.init, model.apply, "softmax_cross_entropy", data,
+                             seeds=range(4), epochs=1, batch_size=16, devices=devices)
+        out[str(devices)] = np.asarray(res.params.head.w).tolist()
+        out["devices_" + str(devices)] = len(res.params.head.w.sharding.device_set)
+    print(json.dumps(out))
+""")
+
+
+def test_members_sharded_over_devices_match():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", SHARDED, ROOT], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["devices_None"] == 1 and out["devices_True"] == 4
+    np.testing.assert_allclose(out["True"], out["None"], rtol=0, atol=1e-6)
+
+
+def test_cli_seeds(capsys):
+    from jaxrnn.cli import main
+
+    assert main(["train", "--task", "digits", "--seeds", "1-3", "--epochs", "1", "--limit",
+                 "120", "--hidden", "16", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    line = [ln for ln in out.splitlines() if ln.startswith("test accuracy: mean")]
+    assert len(line) == 1 and "over 3 seeds" in line[0]
+    per = [ln for ln in out.splitlines() if ln.startswith("test accuracy per seed")][0]
+    values = [float(v.split(":")[1]) for v in per.split("seed: ")[1].split()]
+    assert len(values) == 3
+    assert f"mean {np.mean(values):.4f}" in line[0]
+    assert main(["train", "--task", "memory", "--seeds", "1-2"]) == 2
+    assert "--seeds: the ensemble path supports the tasks ['digits']" in capsys.readouterr().err
+

@@ -1,0 +1,294 @@
+"""Several processes on localhost as one JAX program (jax.distributed + gloo), started by
+jaxrnn.launch: the data-parallel run must compute what one process computes over the same global
+batches, and a failure of any process must end the whole run quickly with a message naming it.
+
+Every subprocess run is bounded (launch(timeout=...)); ports are chosen free by the launcher."""
+
+import io
+import os
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from jaxrnn import distributed as dist
+from jaxrnn import launch as launcher
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "_multiprocess_worker.py")
+ENV = {"PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+       "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+TIMEOUT = 90
+
+
+def run(command, n, timeout=TIMEOUT):
+    out = io.StringIO()
+    result = launcher.launch(command, n, timeout=timeout, env=ENV, output=out, grace=2.0)
+    return result, out.getvalue()
+
+
+def load(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def reference():
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    try:
+        import _multiprocess_worker as worker
+    finally:
+        sys.path.pop(0)
+    return worker.train_single(4)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """``{n: (out_dir, log)}`` of the worker's 4-step run on n processes, started on first use;
+    the 2-process run also saves a sharded checkpoint after step 2 (``out_dir / "ck"``)."""
+    done = {}
+
+    def get(n):
+        if n not in done:
+            out = tmp_path_factory.mktemp(f"run{n}")
+            extra = ["--checkpoint-dir", str(out / "ck"), "--save-at", "2"] if n == 2 else []
+            result, log = run([sys.executable, WORKER, str(out), "--steps", "4", *extra], n)
+            assert result.returncode == 0, log
+            done[n] = (out, log)
+        return done[n]
+
+    return get
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_processes_train_as_one_program(runs, reference, n):
+    tmp_path, log = runs(n)
+    ref_losses, ref_params = reference
+    rows = []
+    for rank in range(n):
+        got = load(tmp_path / f"rank{rank}.npz")
+        assert int(got["process_count"]) == n and int(got["device_count"]) == n
+        rows.append(tuple(got["local_rows"]))
+        assert bool(got["same_feed"])  # parallel.shard_batch == distributed.global_batch
+        # Every process sees the global loss and ends with the same (replicated) parameters.
+        np.testing.assert_allclose(got["losses"], ref_losses, rtol=0, atol=1e-5)
+        for name, value in ref_params.items():
+            np.testing.assert_allclose(got["param" + name], value, rtol=0, atol=1e-5,
+                                       err_msg=f"rank {rank} {name}")
+    # ... while each fed a different block of the global batch of 8.
+    per = 8 // n
+    assert rows == [(r * per, (r + 1) * per) for r in range(n)]
+    assert f"[rank {n - 1}] rank {n - 1} done" in log
+
+
+@pytest.mark.parametrize("how", ["raise", "exit"])
+def test_one_failing_process_ends_the_run(tmp_path, how):
+    result, log = run([sys.executable, WORKER, str(tmp_path), "--steps", "50",
+                       "--fail-rank", "1", "--fail-how", how], 2)
+    assert result.returncode != 0 and result.returncode != launcher.TIMEOUT_STATUS, log
+    assert result.failed_rank == 1
+    assert "rank 1 of 2 exited with status" in result.message
+    if how == "raise":
+        assert "[rank 1] RuntimeError: deliberate failure in rank 1" in log
+    else:
+        assert result.returncodes[1] == 3
+    # The healthy process was stopped (it would otherwise wait for its peer in a collective).
+    assert result.returncodes[0] is not None and not (tmp_path / "rank0.npz").exists()
+
+
+def test_launcher_stops_the_others_and_names_the_failed_rank():
+    code = ("import os, sys, time\n"
+            "rank = int(os.environ['JAXRNN_PROCESS_ID'])\n"
+            "print('hello from', rank, os.environ['JAXRNN_NUM_PROCESSES'],"
+            " os.environ['JAXRNN_COORDINATOR'].startswith('127.0.0.1:'))\n"
+            "sys.exit(5) if rank == 2 else time.sleep(60)\n")
+    result, log = run([sys.executable, "-c", code], 3, timeout=30)
+    assert result.returncode == 5 and result.failed_rank == 2, log
+    assert "rank 2 of 3 exited with status 5; stopping the 2 other" in result.message
+    assert result.returncodes[0] < 0 and result.returncodes[1] < 0  # terminated by a signal
+    for rank in range(3):
+        assert f"[rank {rank}] hello from {rank} 3 True" in log
+
+
+def test_launcher_timeout_stops_everything():
+    result, _ = run([sys.executable, "-c", "import time; time.sleep(60)"], 2, timeout=1)
+    assert result.returncode == launcher.TIMEOUT_STATUS and result.failed_rank is None
+    assert "timed out after 1 s" in result.message
+    assert all(c is not None and c < 0 for c in result.returncodes)
+
+
+def test_launcher_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="num_processes"):
+        launcher.launch(["true"], 0)
+    with pytest.raises(ValueError, match="command"):
+        launcher.launch([], 2)
+    with pytest.raises(ValueError, match="timeout"):
+        launcher.launch(["true"], 2, timeout=0)
+    with pytest.raises(SystemExit):
+        launcher.main(["-n", "2"])  # no command after --
+    assert launcher._resolve(["jaxrnn", "train"]) == [sys.executable, "-m", "jaxrnn", "train"]
+
+
+CLI_ARGS = ["--task", "digits", "--limit", "120", "--batch-size", "16", "--hidden", "16",
+            "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """One epoch of ``jaxrnn train`` under ``jaxrnn.launch -n 2``: ``(out_dir, log)``."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result, log = run(["jaxrnn", "train", *CLI_ARGS, "--epochs", "1", "--out", str(out)], 2)
+    assert result.returncode == 0, log
+    return out, log
+
+
+def test_cli_train_with_two_processes(cli_run):
+    out, log = cli_run
+    assert "[rank 0] distributed: 2 processes, 2 devices" in log
+    assert "[rank 0] test accuracy:" in log
+    assert "[rank 1] test accuracy" not in log and "[rank 1] epoch" not in log
+    # Only process 0 writes into --out (the model, the curves, the checkpoint).
+    assert (out / "digits_model.msgpack").is_file() and (out / "digits_curves.png").is_file()
+    assert (out / "checkpoints").is_dir()
+
+
+def test_cli_resume_with_two_processes_continues_like_one_process(cli_run, tmp_path, capsys):
+    from jaxrnn.cli import main
+
+    out, _ = cli_run
+    result, log = run(["jaxrnn", "train", *CLI_ARGS, "--epochs", "2", "--resume",
+                       "--out", str(out)], 2)
+    assert result.returncode == 0, log
+    assert "[rank 0] resumed from" in log and "(epoch 2, batch 0)" in log
+    resumed = [ln.split("] ", 1)[1] for ln in log.splitlines() if "] epoch 2/2" in ln]
+    # The reference: two epochs without interruption in this single process.
+    assert main(["train", *CLI_ARGS, "--epochs", "2", "--out", str(tmp_path / "one")]) == 0
+    single = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch 2/2")]
+    assert len(resumed) == 1 and len(single) == 1
+    strip = lambda line: line.split("  epoch_time")[0]  # noqa: E731 -- the timing differs
+    assert strip(resumed[0]) == strip(single[0])
+
+
+def test_settings_from_env():
+    env = {dist.ENV_COORDINATOR: "127.0.0.1:5", dist.ENV_NUM_PROCESSES: "2",
+           dist.ENV_PROCESS_ID: "1"}
+    assert dist.settings_from_env(env) == {"coordinator": "127.0.0.1:5", "num_processes": "2",
+                                           "process_id": "1"}
+    assert dist.settings_from_env({}) is None
+    with pytest.raises(ValueError, match="JAXRNN_PROCESS_ID"):
+        dist.settings_from_env({dist.ENV_COORDINATOR: "127.0.0.1:5",
+                                dist.ENV_NUM_PROCESSES: "2"})
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"coordinator": "127.0.0.1:1", "num_processes": 2}, "give all three"),
+    ({"coordinator": "no-port", "num_processes": 2, "process_id": 0}, "HOST:PORT"),
+    ({"coordinator": "127.0.0.1:1", "num_processes": 2, "process_id": 2}, r"0 \.\. 1"),
+    ({"coordinator": "127.0.0.1:1", "num_processes": 0, "process_id": 0}, "num_processes"),
+])
+def test_initialize_rejects_bad_arguments_before_connecting(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        dist.initialize(**kwargs)
+
+
+def test_local_rows_of_a_single_process_mesh():
+    mesh = dist.global_mesh()
+    n = mesh.devices.size
+    assert dist.local_rows(4 * n, mesh) == slice(0, 4 * n)
+    if n > 1:
+        with pytest.raises(ValueError, match="divide evenly"):
+            dist.local_rows(4 * n + 1, mesh)
+    batch = {"x": np.arange(4 * n)}
+    np.testing.assert_array_equal(dist.local_shard(batch, mesh)["x"], batch["x"])
+
+
+def test_sharded_checkpoint_resumes_bit_exact_and_restores_into_one_process(
+        tmp_path, runs, reference):
+    from jaxrnn.train.sharded_checkpoint import latest_step, restore_state
+
+    a, _ = runs(2)  # saved its state after step 2 from both processes
+    ck, b = a / "ck", tmp_path / "b"
+    b.mkdir()
+    assert latest_step(ck) == 2
+    result, log = run([sys.executable, WORKER, str(b), "--steps", "4", "--checkpoint-dir",
+                       str(ck), "--resume"], 2)
+    assert result.returncode == 0, log
+    for rank in range(2):
+        whole, resumed = load(a / f"rank{rank}.npz"), load(b / f"rank{rank}.npz")
+        # The resumed run continues exactly where the uninterrupted one was after step 2.
+        np.testing.assert_array_equal(resumed["losses"], whole["losses"][2:])
+        for name in whole:
+            if name.startswith("param"):
+                np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
+
+    # The checkpoint of the 2-process run restores into this single process and continues
+    # there: the same final parameters as the uninterrupted runs (up to summation order).
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    try:
+        import _multiprocess_worker as worker
+    finally:
+        sys.path.pop(0)
+    fresh, step = worker.setup(None)
+    state = restore_state(ck, fresh)
+    assert int(state.step) == 2 and state.params is not fresh.params
+    for batch in worker.global_batches(4)[2:]:
+        state, _ = step(state, batch)
+    ref_params = reference[1]
+    got = worker.flat_params(state.params)
+    whole = load(a / "rank0.npz")
+    for name, value in ref_params.items():
+        np.testing.assert_allclose(got[name], value, rtol=0, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(got[name], whole["param" + name], rtol=0, atol=1e-5)
+
+
+def test_sharded_checkpoint_errors(tmp_path, reference):
+    from jaxrnn.train.sharded_checkpoint import restore_state, save_state
+
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    try:
+        import _multiprocess_worker as worker
+    finally:
+        sys.path.pop(0)
+    state, _ = worker.setup(None)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        restore_state(tmp_path / "none", state)
+    with pytest.raises(TypeError, match="state: expected a TrainState"):
+        save_state(tmp_path / "ck", {"params": 1})
+    assert save_state(tmp_path / "ck", state) == 0
+    with pytest.raises(FileNotFoundError, match="no step 7"):
+        restore_state(tmp_path / "ck", state, step=7)
+    other = state._replace(params=jax.tree_util.tree_map(
+        lambda x: np.zeros((*x.shape, 2), x.dtype), state.params))
+    with pytest.raises(ValueError, match="in the target but"):
+        restore_state(tmp_path / "ck", other)
+
+
+EXPLICIT = (
+    "import os, sys\n"
+    "i, n, c = (os.environ.pop(k) for k in ('JAXRNN_PROCESS_ID', 'JAXRNN_NUM_PROCESSES',"
+    " 'JAXRNN_COORDINATOR'))\n"
+    "from jaxrnn.cli import main\n"
+    "sys.exit(main(sys.argv[1:] + ['--num-processes', n, '--process-id', i,"
+    " '--coordinator', c]))\n"
+)
+
+
+def test_cli_options_name_the_processes(tmp_path, cli_run):
+    """The multi-host form (--num-processes/--process-id/--coordinator, no JAXRNN_* variables)
+    trains the same as the launcher's environment variables do."""
+    result, log = run([sys.executable, "-c", EXPLICIT, "train", *CLI_ARGS, "--epochs", "1",
+                       "--out", str(tmp_path / "run")], 2)
+    assert result.returncode == 0, log
+    assert "[rank 0] distributed: 2 processes, 2 devices" in log
+    epoch = [ln.split("epoch_time")[0] for ln in log.splitlines() if "] epoch 1/1" in ln]
+    assert epoch == [ln.split("epoch_time")[0] for ln in cli_run[1].splitlines()
+                     if "] epoch 1/1" in ln]
+
+
+def test_cli_rejects_an_incomplete_process_group(capsys):
+    from jaxrnn.cli import main
+
+    assert main(["train", "--task", "digits", "--num-processes", "2", "--epochs", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--num-processes, --process-id, --coordinator: give all three" in err
