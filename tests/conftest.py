@@ -1,4 +1,4 @@
-"""Test configuration: no network, strict numerics, shared fixtures."""
+"""Test configuration: no network, strict numerics, warnings as errors, shared fixtures."""
 
 import socket
 
@@ -8,6 +8,35 @@ import pytest
 
 # Reference computations in the tests are float64; the library itself runs in float32.
 jax.config.update("jax_enable_x64", False)
+# Strict dtype promotion (no implicit float32 + bfloat16, int + float: casts written out), as
+# Equinox's tests do, for the modules of the numerical core. Not suite-wide: optax's Adam
+# computes its bias correction as ``b1 ** count`` (a Python float with an int32 count), which
+# has no strict promotion path, so every test that trains through optax (and test modules
+# other branches add) keeps JAX's standard promotion; so does the torch importer's, whose
+# float64 modules meet float32 defaults.
+STRICT_DTYPE_MODULES = {
+    "test_cells", "test_scan", "test_layers", "test_models", "test_registry", "test_fast_path",
+    "test_mixed_precision", "test_minimal_cells", "test_errors", "test_parallel",
+}
+
+
+@pytest.fixture(autouse=True)
+def _strict_dtype_promotion(request):
+    if request.module.__name__.rpartition(".")[2] in STRICT_DTYPE_MODULES:
+        with jax.numpy_dtype_promotion("strict"):
+            yield
+    else:
+        yield
+
+
+# Rank promotion cannot be strict here: every cell treats all leading dimensions as batch and
+# adds its biases by broadcasting ``(B..., G) + (G,)`` (as Flax does), so
+# ``jax_numpy_rank_promotion="raise"`` would reject the library's own convention.
+
+
+def pytest_configure(config):
+    # A warning is a failure unless a test expects it (pytest.warns) or it is filtered below.
+    config.addinivalue_line("filterwarnings", "error")
 
 
 class _NetworkBlocked(RuntimeError):

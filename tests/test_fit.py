@@ -77,7 +77,7 @@ def recurrent_model():
 
     def apply(params, inputs, *, lengths=None, key=None, deterministic=True):
         traces.append(1)
-        _, ys = layer.apply(params[0], inputs, lengths=lengths)
+        ys = layer.apply(params[0], inputs, lengths=lengths)
         return head.apply(params[1], jaxrnn.last_valid(ys, lengths))
 
     k1, k2 = jax.random.split(jax.random.key(0))

@@ -200,12 +200,12 @@ def test_bad_directories_and_files_give_errors_naming_the_argument(tmp_path):
     with pytest.raises(TypeError, match="^metrics: expected JSON-able"):
         M.save_model(tmp_path / "x", model, params, metrics={"a": np.float32(1)})
     path = M.save_model(tmp_path / "ok", model, params)
-    weights = os.path.join(path, "weights.msgpack")
-    data = bytearray(open(weights, "rb").read())
+    weights = tmp_path / "ok" / "weights.msgpack"
+    data = bytearray(weights.read_bytes())
     data[-3] ^= 0xFF
-    open(weights, "wb").write(bytes(data))
+    weights.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"^directory: weights.msgpack .* is corrupt"):
         M.load_model(path)
-    open(os.path.join(path, "model.json"), "w").write("{not json")
+    (tmp_path / "ok" / "model.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"^directory: model.json .* is corrupt"):
         M.load_model(path)

@@ -21,7 +21,7 @@ def exploding_params():
 
 
 def apply(params, inputs, *, lengths=None, key=None, deterministic=True):
-    _, ys = LAYER.apply(params, inputs, lengths=lengths)
+    ys = LAYER.apply(params, inputs, lengths=lengths)
     return ys[:, -1]
 
 

@@ -46,9 +46,11 @@ def corrupt_step(path):
         for f in files:
             p = os.path.join(root, f)
             if os.path.getsize(p) > 16 and f != "commit_success.txt":
-                blob = bytearray(open(p, "rb").read())
+                with open(p, "rb") as fh:
+                    blob = bytearray(fh.read())
                 blob[len(blob) // 2] ^= 0xFF
-                open(p, "wb").write(bytes(blob))
+                with open(p, "wb") as fh:
+                    fh.write(bytes(blob))
 
 
 def test_fit_resume_is_bit_exact_with_orbax(tmp_path):

@@ -184,7 +184,8 @@ def lm():
         return {"embed": embed.init(k1), "rnn": layer.init(k2, 4), "head": head.init(k3, 16)}
 
     def apply_lm(params, inputs, *, carry=None, key=None, deterministic=True):
-        carry, ys = layer.apply(params["rnn"], embed.apply(params["embed"], inputs), carry=carry)
+        carry, ys = layer.apply_with_carry(params["rnn"], embed.apply(params["embed"], inputs),
+                                            carry=carry)
         return carry, head.apply(params["head"], ys)
 
     return init, apply_lm

@@ -205,7 +205,7 @@ def test_float64_modules_import_as_float64_and_match_torch_to_float64_rounding(m
     layer, params = from_torch(module)
     assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(params)} == {jnp.dtype("float64")}
     x = np.random.default_rng(0).normal(size=(B, T, F))
-    _, ys = layer.apply(params, jnp.asarray(x))
+    ys = layer.apply(params, jnp.asarray(x))
     with torch.no_grad():
         out, _ = module(torch.from_numpy(x))
     assert ys.dtype == jnp.float64

@@ -349,8 +349,8 @@ def ensemble_classifier(input_size: int, num_outputs: int, *, cell: str = "lstm"
         return ClassifierParams(rnn.init(k1, input_size), head.init(k2, rnn.output_size))
 
     def apply(params, inputs, *, lengths=None, key=None, deterministic=True):
-        _, h = rnn.apply(params.rnn, inputs, lengths=lengths, key=key,
-                         deterministic=deterministic)
+        h = rnn.apply(params.rnn, inputs, lengths=lengths, key=key,
+                      deterministic=deterministic)
         return head.apply(params.head, h)
 
     return Model(init, apply)
