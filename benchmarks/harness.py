@@ -75,9 +75,10 @@ def _peer_flops(family, cfg, mode) -> float:
 def _has_kernel(entry) -> bool:
     """Whether the entry runs a whole-sequence kernel path (the "kernel cells" of the targets):
     its cell offers one and it runs through ``jaxrnn.run`` (``parallel_run`` takes none)."""
-    cell = entry.make(4)
+    from jaxrnn.engine.backends import cpu_kernels
+
     plain_run = getattr(entry, "run", None) is None
-    return plain_run and getattr(getattr(cell, "parts", None), "sequence", None) is not None
+    return plain_run and entry.make(4).name in cpu_kernels.ADAPTERS
 
 
 def _timed(runners, reps, warmup, min_seconds, condition, busy_n, log):
