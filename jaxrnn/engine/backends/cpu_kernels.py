@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jaxrnn import kernels
 from jaxrnn.cells.base import Array, Cell, PyTree
 from jaxrnn.engine import masking
-from jaxrnn.engine.backends.fused import step_refusal
+from jaxrnn.engine.backends.fused import sequence_kernel_refusal
 from jaxrnn.engine.plan import Backend, Plan
 from jaxrnn.kernels import ops
 
@@ -194,15 +194,7 @@ def dtype_refusal(plan: Plan, why: str = "the kernels compute in float32 only") 
 
 def refuse(plan: Plan) -> str | None:
     cell = plan.cell
-    if not plan.fused_gradient:
-        return "fused_gradient=False asks for the plain scan (a custom VJP has no forward mode)"
-    if plan.chunk:
-        return "remat is set: the kernel keeps every step's residuals (no rematerialisation)"
-    if plan.hoist_projection:
-        return "hoist_projection=True: the kernel projects each step itself"
-    if plan.T == 0:
-        return "the sequence is empty (T = 0)"
-    reason = step_refusal(cell)
+    reason = sequence_kernel_refusal(plan, "the kernel")
     if reason is not None:
         return reason
     adapter = ADAPTERS.get(cell.name)

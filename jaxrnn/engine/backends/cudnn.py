@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jaxrnn.cells.base import Array, PyTree
 from jaxrnn.engine import masking
 from jaxrnn.engine.backends import cpu_kernels
-from jaxrnn.engine.backends.fused import step_refusal
+from jaxrnn.engine.backends.fused import sequence_kernel_refusal
 from jaxrnn.engine.plan import Backend, Plan
 
 
@@ -40,15 +40,7 @@ def refuse(plan: Plan) -> str | None:
         return f"cuDNN runs the LSTM only, not cell {cell.name!r}"
     if jax.default_backend() != "gpu":
         return f"the default backend is {jax.default_backend()!r}: cuDNN runs on NVIDIA GPUs"
-    if not plan.fused_gradient:
-        return "fused_gradient=False asks for the plain scan (a custom VJP has no forward mode)"
-    if plan.chunk:
-        return "remat is set: cuDNN keeps every step's residuals (no rematerialisation)"
-    if plan.hoist_projection:
-        return "hoist_projection=True: cuDNN projects the inputs itself"
-    if plan.T == 0:
-        return "the sequence is empty (T = 0)"
-    reason = step_refusal(cell)
+    reason = sequence_kernel_refusal(plan, "cuDNN")
     if reason is not None:
         return reason
     o = cell.options

@@ -53,6 +53,21 @@ def step_refusal(cell: Cell) -> str | None:
     return None
 
 
+def sequence_kernel_refusal(plan, who: str) -> str | None:
+    """Why a whole-sequence custom-VJP backend (``who``: "the kernel", "cuDNN") cannot take
+    ``plan`` for reasons common to all of them, or ``None``: they keep every step's residuals,
+    project the inputs themselves, have no forward mode and need a step that is the cell's own."""
+    if not plan.fused_gradient:
+        return "fused_gradient=False asks for the plain scan (a custom VJP has no forward mode)"
+    if plan.chunk:
+        return f"remat is set: {who} keeps every step's residuals (no rematerialisation)"
+    if plan.hoist_projection:
+        return f"hoist_projection=True: {who} projects the inputs itself"
+    if plan.T == 0:
+        return "the sequence is empty (T = 0)"
+    return step_refusal(plan.cell)
+
+
 def supported(cell: Cell) -> bool:
     """Whether ``cell`` can take the fused scan: it owns its step and splits it into a
     recurrent product and an update (cells linear in their state, minGRU/minLSTM, have no
