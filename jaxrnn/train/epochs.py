@@ -62,7 +62,8 @@ class FitResult(NamedTuple):
         the history lists (``history[monitor][best_epoch]`` is the best value), as Keras'
         callbacks count; the progress lines and the command line print it as
         ``best_epoch + 1`` ("epoch 3/10"). None without validation or monitoring.
-      stopped_early: whether early stopping or a callback ended the run.
+      stopped_early: whether early stopping or an epoch callback ended the run (then a resumed
+        run stays stopped); ``stop_reason`` says why any run ended.
       plot_path: the learning-curve PNG, or None.
       stop_reason: why training ended, one of :data:`STOP_REASONS` (``"epochs"``: all of
         them ran; ``"max_steps"`` / ``"time_budget"``: stopped inside an epoch, which a resumed
