@@ -287,12 +287,34 @@ def test_fit_stream_reset_every_equals_the_manual_loop(reset_every):
         assert not np.allclose(carried.params["head"].w, res.params["head"].w, atol=1e-6)
 
 
-def test_fit_stream_time_budget_stops_after_a_chunk_and_resumes_exactly(tmp_path):
+RESET_KW = dict(epochs=2, reset_every=2, restore_best=False, progress=False, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def straight_reset_run():
+    """A run never interrupted: 2 epochs of 7 chunks, the carry reset every 2 chunks."""
     init, apply_lm = lm()
-    params, data = init(jax.random.key(4)), stream(240)  # 7 chunks an epoch
-    kw = dict(epochs=2, reset_every=2, restore_best=False, progress=False, verbose=False)
+    params = init(jax.random.key(4))
+    res = train.fit_stream(apply_lm, params, "softmax_cross_entropy", optax.adam(0.02),
+                           stream(240), 8, **RESET_KW)
+    return apply_lm, params, res
+
+
+def assert_same_run(res, straight):
+    assert int(res.state.step) == int(straight.state.step) == 14
+    assert res.stop_reason == straight.stop_reason == "epochs"
+    for a, b in zip(jax.tree_util.tree_leaves(res.params),
+                    jax.tree_util.tree_leaves(straight.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert res.history == {**straight.history, "epoch_time": res.history["epoch_time"]}
+
+
+def test_fit_stream_time_budget_stops_after_a_chunk_and_resumes_exactly(tmp_path,
+                                                                        straight_reset_run):
+    apply_lm, params, straight = straight_reset_run
+    data = stream(240)
     cut = train.fit_stream(apply_lm, params, "softmax_cross_entropy", optax.adam(0.02), data, 8,
-                           checkpoint_dir=tmp_path, time_budget_s=1e-9, **kw)
+                           checkpoint_dir=tmp_path, time_budget_s=1e-9, **RESET_KW)
     steps = int(cut.state.step)
     assert cut.stop_reason == "time_budget" and not cut.stopped_early
     assert 1 <= steps < 14 and cut.history == {}  # stopped inside the first epoch
@@ -307,36 +329,24 @@ def test_fit_stream_time_budget_stops_after_a_chunk_and_resumes_exactly(tmp_path
         np.testing.assert_array_equal(a, b)
     # Resuming without a budget finishes the run as if it had never stopped.
     resumed = train.fit_stream(apply_lm, params, "softmax_cross_entropy", optax.adam(0.02), data,
-                               8, checkpoint_dir=tmp_path, resume=True, **kw)
-    straight = train.fit_stream(apply_lm, params, "softmax_cross_entropy", optax.adam(0.02),
-                                data, 8, **kw)
-    assert resumed.stop_reason == "epochs" and int(resumed.state.step) == 14
-    for a, b in zip(jax.tree_util.tree_leaves(resumed.params),
-                    jax.tree_util.tree_leaves(straight.params), strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert resumed.history["loss"] == straight.history["loss"]
+                               8, checkpoint_dir=tmp_path, resume=True, **RESET_KW)
+    assert_same_run(resumed, straight)
 
 
-def test_fit_stream_resume_with_reset_every_is_bit_exact(tmp_path):
-    init, apply_lm = lm()
-    params = init(jax.random.key(1))
-    kw = dict(epochs=2, reset_every=4, restore_best=False, progress=False, verbose=False)
-    data = stream(480)  # 15 chunks of 8 an epoch
-    straight = train.fit_stream(apply_lm, params, "softmax_cross_entropy", optax.adam(0.02),
-                                data, 8, **kw)
+def test_fit_stream_resume_with_reset_every_is_bit_exact(tmp_path, straight_reset_run):
+    apply_lm, params, straight = straight_reset_run
+    data = stream(240)
     train.fit_stream(apply_lm, params, "softmax_cross_entropy", optax.adam(0.02), data, 8,
-                     checkpoint_dir=tmp_path, checkpoint_every=4, max_steps=21, **kw)
+                     checkpoint_dir=tmp_path, checkpoint_every=4, max_steps=10, **RESET_KW)
     target = {"carry": tbptt.zeros_carry(apply_lm, params, data["inputs"][:, :8])}
     saved = train.load_checkpoint(tmp_path, straight.state, extra_target=target)
-    # Epoch 2, after chunk 6: two chunks into a segment, so the saved carry is not the zero one.
-    assert saved.data_position == {"epoch": 1, "batch_index": 6, "seed": 0}
+    # Epoch 2 after chunk 3 of 7: one chunk past the reset before chunk 2, so the saved carry
+    # is not the zero one and the next reset (before chunk 4) happens after the resume.
+    assert saved.data_position == {"epoch": 1, "batch_index": 3, "seed": 0}
     assert float(jnp.abs(jax.tree_util.tree_leaves(saved.extra["carry"])[0]).sum()) > 0
     resumed = train.fit_stream(apply_lm, params, "softmax_cross_entropy", optax.adam(0.02),
-                               data, 8, checkpoint_dir=tmp_path, resume=True, **kw)
-    for a, b in zip(jax.tree_util.tree_leaves(resumed.params),
-                    jax.tree_util.tree_leaves(straight.params), strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert resumed.history == {**straight.history, "epoch_time": resumed.history["epoch_time"]}
+                               data, 8, checkpoint_dir=tmp_path, resume=True, **RESET_KW)
+    assert_same_run(resumed, straight)
 
 
 def test_fit_stream_on_step_sees_every_chunk_and_can_stop():

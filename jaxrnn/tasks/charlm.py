@@ -12,8 +12,10 @@ default) the carry restarts from zeros, so the model learns to read from a fresh
 state cannot drift far from what a fresh start reaches. Model: embedding -> recurrent stack ->
 dense over the vocabulary; softmax cross-entropy; Adam with gradient clipping. Training stops after
 ``--epochs`` passes or ``--minutes`` of wall time, whichever comes first, so one command fits a
-time budget. A checkpoint (state, carry, stream position) is written every ``--checkpoint-every``
-chunks; ``--resume`` continues from it.
+time budget. All of it runs through :func:`jaxrnn.train.fit_stream` (``reset_every``,
+``time_budget_s``; progress bar, epoch lines, checkpoints): a checkpoint (state, carry, stream
+position, history) is written every ``--checkpoint-every`` chunks, at every epoch's end and where
+the time budget stopped training; ``--resume`` continues from it, bit for bit.
 
 Held-out metric: bits per character on the held-out text, evaluated statefully in segments as
 long as the training resets (the carry runs through each 1000-character segment from zeros),
