@@ -248,3 +248,137 @@ def test_fit_stream_early_stopping_and_bad_input():
     with pytest.raises(ValueError, match="monitor: expected one of"):
         train.fit_stream(apply_lm, init(jax.random.key(2)), "mse", optax.sgd(0.1), stream(240),
                          8, monitor="val_loss")
+
+
+# --------------------------------------------------------------------------- reset_every, budget
+
+def manual_stream_fit(step, apply_lm, params, opt, data, k, epochs, reset_every):
+    """The reference: a make_tbptt_step ``step`` by hand, zero carry at the start of each epoch
+    and before every chunk whose index is a multiple of ``reset_every`` (None: never inside an
+    epoch)."""
+    state = train.init_train_state(params, opt, jax.random.key(0))
+    chunks = tbptt.stream_chunks(data, k)
+    zero = lambda: tbptt.zeros_carry(apply_lm, params, chunks[0]["inputs"])  # noqa: E731
+    for _ in range(epochs):
+        carry = zero()
+        for i, batch in enumerate(chunks):
+            if reset_every and i % reset_every == 0:
+                carry = zero()
+            state, carry, _ = step(state, carry, batch)
+    return state
+
+
+@pytest.mark.parametrize("reset_every", [1, 3])
+def test_fit_stream_reset_every_equals_the_manual_loop(reset_every):
+    """reset_every=1 is training on independent chunks from the zero carry; 3 resets inside
+    the epoch (chunks 0, 3, 6 of 7)."""
+    init, apply_lm = lm()
+    params, data, opt = init(jax.random.key(3)), stream(240), optax.adam(0.02)  # 7 chunks
+    res = train.fit_stream(apply_lm, params, "softmax_cross_entropy", opt, data, 8, epochs=2,
+                           reset_every=reset_every, progress=False, verbose=False)
+    step = tbptt.make_tbptt_step(apply_lm, "softmax_cross_entropy", opt, donate=False)
+    ref = manual_stream_fit(step, apply_lm, params, opt, data, 8, 2, reset_every)
+    assert int(res.state.step) == int(ref.step) == 14 and res.stop_reason == "epochs"
+    for a, b in zip(jax.tree_util.tree_leaves(res.params), jax.tree_util.tree_leaves(ref.params),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    if reset_every == 1:  # the resets are real: carrying the state trains other parameters
+        carried = manual_stream_fit(step, apply_lm, params, opt, data, 8, 2, None)
+        assert not np.allclose(carried.params["head"].w, res.params["head"].w, atol=1e-6)
+
+
+RESET_KW = dict(epochs=2, reset_every=2, restore_best=False, progress=False, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def straight_reset_run():
+    """A run never interrupted: 2 epochs of 7 chunks, the carry reset every 2 chunks."""
+    init, apply_lm = lm()
+    params = init(jax.random.key(4))
+    res = train.fit_stream(apply_lm, params, "softmax_cross_entropy", optax.adam(0.02),
+                           stream(240), 8, **RESET_KW)
+    return apply_lm, params, res
+
+
+def assert_same_run(res, straight):
+    assert int(res.state.step) == int(straight.state.step) == 14
+    assert res.stop_reason == straight.stop_reason == "epochs"
+    for a, b in zip(jax.tree_util.tree_leaves(res.params),
+                    jax.tree_util.tree_leaves(straight.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert res.history == {**straight.history, "epoch_time": res.history["epoch_time"]}
+
+
+def test_fit_stream_time_budget_stops_after_a_chunk_and_resumes_exactly(tmp_path,
+                                                                        straight_reset_run):
+    apply_lm, params, straight = straight_reset_run
+    data = stream(240)
+    cut = train.fit_stream(apply_lm, params, "softmax_cross_entropy", optax.adam(0.02), data, 8,
+                           checkpoint_dir=tmp_path, time_budget_s=1e-9, **RESET_KW)
+    steps = int(cut.state.step)
+    assert cut.stop_reason == "time_budget" and not cut.stopped_early
+    assert 1 <= steps < 14 and cut.history == {}  # stopped inside the first epoch
+    target = {"carry": tbptt.zeros_carry(apply_lm, params, data["inputs"][:, :8])}
+    saved = train.load_checkpoint(tmp_path, cut.state, extra_target=target)
+    # The checkpoint is the state the result holds, at the position after its last update.
+    assert int(saved.state.step) == steps
+    assert saved.data_position == {"epoch": 0, "batch_index": steps, "seed": 0}
+    assert saved.extra["stop_reason"] == "time_budget" and saved.extra["stopped"] is False
+    for a, b in zip(jax.tree_util.tree_leaves(saved.state.params),
+                    jax.tree_util.tree_leaves(cut.state.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Resuming without a budget finishes the run as if it had never stopped.
+    resumed = train.fit_stream(apply_lm, params, "softmax_cross_entropy", optax.adam(0.02), data,
+                               8, checkpoint_dir=tmp_path, resume=True, **RESET_KW)
+    assert_same_run(resumed, straight)
+
+
+def test_fit_stream_resume_with_reset_every_is_bit_exact(tmp_path, straight_reset_run):
+    apply_lm, params, straight = straight_reset_run
+    data = stream(240)
+    train.fit_stream(apply_lm, params, "softmax_cross_entropy", optax.adam(0.02), data, 8,
+                     checkpoint_dir=tmp_path, checkpoint_every=4, max_steps=10, **RESET_KW)
+    target = {"carry": tbptt.zeros_carry(apply_lm, params, data["inputs"][:, :8])}
+    saved = train.load_checkpoint(tmp_path, straight.state, extra_target=target)
+    # Epoch 2 after chunk 3 of 7: one chunk past the reset before chunk 2, so the saved carry
+    # is not the zero one and the next reset (before chunk 4) happens after the resume.
+    assert saved.data_position == {"epoch": 1, "batch_index": 3, "seed": 0}
+    assert float(jnp.abs(jax.tree_util.tree_leaves(saved.extra["carry"])[0]).sum()) > 0
+    resumed = train.fit_stream(apply_lm, params, "softmax_cross_entropy", optax.adam(0.02),
+                               data, 8, checkpoint_dir=tmp_path, resume=True, **RESET_KW)
+    assert_same_run(resumed, straight)
+
+
+def test_fit_stream_on_step_sees_every_chunk_and_can_stop():
+    init, apply_lm = lm()
+    seen = []
+
+    def on_step(step, logs):
+        seen.append((step, logs["loss"]))
+        return step == 9
+
+    res = train.fit_stream(apply_lm, init(jax.random.key(5)), "softmax_cross_entropy",
+                           optax.adam(0.02), stream(240), 8, epochs=3, on_step=on_step,
+                           progress=False, verbose=False)
+    assert res.stop_reason == "callback" and int(res.state.step) == 9
+    assert [s for s, _ in seen] == list(range(1, 10))
+    # The first epoch's logged losses are the epoch's training loss (its 7 equal-weight chunks).
+    np.testing.assert_allclose(np.mean([float(v) for _, v in seen[:7]]), res.history["loss"][0],
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"reset_every": -1}, "reset_every: expected None or an int >= 0"),
+    ({"reset_every": 2.0}, "reset_every: expected None or an int >= 0"),
+    ({"time_budget_s": 0}, "time_budget_s: expected None or a positive finite number"),
+    ({"time_budget_s": float("inf")}, "time_budget_s: expected None or a positive finite"),
+    ({"time_budget_s": True}, "time_budget_s: expected None or a positive finite number"),
+    ({"on_step": 3}, "on_step: expected None or a function"),
+])
+def test_fit_stream_rejects_bad_reset_budget_and_on_step_before_tracing(kwargs, match):
+    def never_traced(params, inputs, **kw):
+        raise AssertionError("the model was traced before the arguments were checked")
+
+    with pytest.raises((ValueError, TypeError), match=match):
+        train.fit_stream(never_traced, {"w": jnp.zeros(2)}, "mse", optax.sgd(0.1), stream(240),
+                         8, progress=False, verbose=False, **kwargs)

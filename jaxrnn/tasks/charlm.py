@@ -12,8 +12,10 @@ default) the carry restarts from zeros, so the model learns to read from a fresh
 state cannot drift far from what a fresh start reaches. Model: embedding -> recurrent stack ->
 dense over the vocabulary; softmax cross-entropy; Adam with gradient clipping. Training stops after
 ``--epochs`` passes or ``--minutes`` of wall time, whichever comes first, so one command fits a
-time budget. A checkpoint (state, carry, stream position) is written every ``--checkpoint-every``
-chunks; ``--resume`` continues from it.
+time budget. All of it runs through :func:`jaxrnn.train.fit_stream` (``reset_every``,
+``time_budget_s``; progress bar, epoch lines, checkpoints): a checkpoint (state, carry, stream
+position, history) is written every ``--checkpoint-every`` chunks, at every epoch's end and where
+the time budget stopped training; ``--resume`` continues from it, bit for bit.
 
 Held-out metric: bits per character on the held-out text, evaluated statefully in segments as
 long as the training resets (the carry runs through each 1000-character segment from zeros),
@@ -220,21 +222,37 @@ def _plot(history: dict, path: str) -> str:
     return path
 
 
-def train(args) -> dict:
-    from tqdm.auto import tqdm
+class _TrainCurve:
+    """The training learning curve: the mean training loss of every 20 chunks (and of the
+    last chunks of an epoch), in bits per character against training characters. The losses
+    are kept as device arrays and fetched 20 at a time, so the device is not synchronised at
+    every step."""
 
+    EVERY = 20
+
+    def __init__(self, chunks_per_epoch: int, chars_per_chunk: int):
+        self.chunks_per_epoch, self.chars_per_chunk = chunks_per_epoch, chars_per_chunk
+        self.pending: list = []
+        self.history = {"chars": [], "train_bpc": [], "val_chars": [], "val_bpc": []}
+
+    def on_step(self, step: int, logs) -> None:
+        self.pending.append(logs["loss"])
+        if len(self.pending) == self.EVERY or step % self.chunks_per_epoch == 0:
+            self.flush(step)
+
+    def flush(self, step: int) -> None:
+        if not self.pending:
+            return
+        nats = float(np.mean(jax.device_get(self.pending)))
+        self.pending = []
+        self.history["chars"].append(step * self.chars_per_chunk)
+        self.history["train_bpc"].append(nats / math.log(2))
+
+
+def train(args) -> dict:
     from jaxrnn.data import char_vocab
     from jaxrnn.tasks import modeldir
-    from jaxrnn.train import (
-        evaluate_stream,
-        init_train_state,
-        latest_checkpoint,
-        load_checkpoint,
-        make_tbptt_step,
-        save_checkpoint,
-        stream_chunks,
-        zeros_carry,
-    )
+    from jaxrnn.train import evaluate_stream, fit_stream
 
     if args.reset_every < 0:
         raise ValueError(f"--reset-every: expected an integer >= 0, got {args.reset_every}")
@@ -268,64 +286,28 @@ def train(args) -> dict:
     model = build_model(config)
     init, apply = stateful(model)
     data = stream_data(train_ids, streams)
-    chunks = stream_chunks(data, args.bptt)
+    n_chunks = data["inputs"].shape[1] // args.bptt  # per epoch (the partial last one dropped)
     chars_per_chunk = streams * args.bptt
-    optimizer = task_optimizer(args)
-    state = init_train_state(init(jax.random.key(args.seed)), optimizer, args.seed)
-    step = make_tbptt_step(apply, "softmax_cross_entropy", optimizer)
-    carry = zeros_carry(apply, state.params, chunks[0]["inputs"])
-    epoch, start = 0, 0
-    history = {"chars": [], "train_bpc": [], "val_chars": [], "val_bpc": []}
-    if args.resume and latest_checkpoint(args.checkpoint_dir):
-        ck = load_checkpoint(args.checkpoint_dir, state, extra_target={"carry": carry})
-        state, carry = ck.state, ck.extra["carry"]
-        epoch, start = ck.data_position["epoch"], ck.data_position["batch_index"]
-        print(f"charlm: resumed from {ck.path} at epoch {epoch + 1}, chunk {start}")
     print(f"charlm: {len(train_text):,} training / {len(held_text):,} held-out characters, "
           f"vocabulary {len(vocab)}; {streams} streams x {args.bptt}-character chunks "
-          f"({len(chunks)} per epoch); embed {args.embed} -> {args.cell} x{args.layers} hidden "
+          f"({n_chunks} per epoch); embed {args.embed} -> {args.cell} x{args.layers} hidden "
           f"{args.hidden}; budget {args.epochs} epochs or {args.minutes:g} minutes")
-
-    def checkpoint(epoch, index):
-        save_checkpoint(args.checkpoint_dir, state,
-                        data_position={"epoch": epoch, "batch_index": index, "seed": args.seed},
-                        extra={"carry": carry})
-
-    deadline = t0 + 60.0 * args.minutes
-    out_of_time = False
-    pending = []
-    while epoch < args.epochs and not out_of_time:
-        bar = tqdm(total=len(chunks), initial=start, desc=f"epoch {epoch + 1}/{args.epochs}",
-                   disable=not args.progress, leave=False, dynamic_ncols=True)
-        for i in range(start, len(chunks)):
-            if args.reset_every and i % args.reset_every == 0:
-                # Without resets the carry of a stream drifts over tens of thousands of
-                # characters into states a fresh start never reaches, and the model learns to
-                # depend on them: from a zero carry it then predicts little better than
-                # character frequencies. Resets keep training and evaluation alike.
-                carry = zeros_carry(apply, state.params, chunks[0]["inputs"])
-            state, carry, logs = step(state, carry, chunks[i])
-            pending.append(logs["loss"])
-            bar.update(1)
-            if len(pending) == 20 or i == len(chunks) - 1:
-                # Mean training loss of the last 20 chunks (fetched in one go, so the
-                # device is not synchronised at every step).
-                nats = float(np.mean(jax.device_get(pending)))
-                pending = []
-                done = (epoch * len(chunks) + i + 1) * chars_per_chunk
-                history["chars"].append(done)
-                history["train_bpc"].append(nats / math.log(2))
-                bar.set_postfix_str(f"train bpc {nats / math.log(2):.3f}")
-            if (i + 1) % args.checkpoint_every == 0:
-                checkpoint(epoch, i + 1)
-            if time.perf_counter() > deadline:
-                out_of_time = True
-                start = i + 1
-                break
-        bar.close()
-        if not out_of_time:
-            epoch, start = epoch + 1, 0
-    checkpoint(epoch, start)
+    curve = _TrainCurve(n_chunks, chars_per_chunk)
+    # The budget counts from the start of the command (loading the text included), as before.
+    budget = max(t0 + 60.0 * args.minutes - time.perf_counter(), 1e-3)
+    # Without resets (--reset-every) the carry of a stream drifts over tens of thousands of
+    # characters into states a fresh start never reaches, and the model learns to depend on
+    # them: from a zero carry it then predicts little better than character frequencies.
+    # Resets keep training and evaluation (segments from zeros) alike.
+    result = fit_stream(apply, init(jax.random.key(args.seed)), "softmax_cross_entropy",
+                        task_optimizer(args), data, args.bptt, epochs=args.epochs,
+                        metrics=["bpc"], seed=args.seed, checkpoint_dir=args.checkpoint_dir,
+                        checkpoint_every=args.checkpoint_every, resume=bool(args.resume),
+                        progress=args.progress, reset_every=args.reset_every or None,
+                        time_budget_s=budget, on_step=curve.on_step)
+    curve.flush(int(result.state.step))
+    history = curve.history
+    state = result.state
     train_seconds = time.perf_counter() - t0
     trained = int(state.step) * chars_per_chunk
     held = _held_data(held_ids, config, args.batch_size)
@@ -346,7 +328,7 @@ def train(args) -> dict:
     text = sample(config, state.params, vocab, "\n", 200, key=jax.random.key(args.seed),
                   temperature=0.8, warmup=config["warmup"])
     seconds = time.perf_counter() - t0
-    stop = "time budget" if out_of_time else f"{args.epochs} epoch(s)"
+    stop = "time budget" if result.stop_reason == "time_budget" else f"{args.epochs} epoch(s)"
     print(f"charlm: trained {int(state.step)} chunks ({trained:,} characters, "
           f"{trained / len(train_ids):.2f} epochs; stopped by {stop}) in {train_seconds:.0f} s")
     print(f"held-out bits per character: {scores['bpc']:.3f} on {held['inputs'].size:,} "

@@ -11,6 +11,12 @@ A *stepper* adapts a train step to the loop: ``stepper(state, batch) -> (state, 
 ``begin_epoch()`` (e.g. a fresh carry for a stream), ``extra()`` / ``extra_target()`` /
 ``load_extra(extra)`` for what it must checkpoint beyond the state.
 
+Training ends after ``epochs``, or earlier for one of the :data:`STOP_REASONS`, recorded in
+:attr:`FitResult.stop_reason`. ``max_steps``, a ``time_budget_s`` and ``on_step`` stop after the
+current update, inside an epoch: the checkpoint then holds the position and the running sums,
+so a resumed run finishes that very epoch; early stopping and the epoch callbacks stop at the
+end of an epoch.
+
 The loop never waits on the device inside an epoch except every half second (the progress
 postfix and the non-finite check) and before writing a checkpoint.
 """
@@ -35,6 +41,9 @@ from jaxrnn.train.step import TrainState
 
 PyTree = Any
 REFRESH_SECONDS = 0.5
+# Why a run ended: all its epochs; max_steps; the wall-clock budget; an epoch callback or an
+# on_step function returned True; early stopping (the monitor's patience ran out).
+STOP_REASONS = ("epochs", "max_steps", "time_budget", "callback", "early_stopping")
 
 
 class NonFiniteLossError(FloatingPointError, ValueError):
@@ -53,8 +62,12 @@ class FitResult(NamedTuple):
         the history lists (``history[monitor][best_epoch]`` is the best value), as Keras'
         callbacks count; the progress lines and the command line print it as
         ``best_epoch + 1`` ("epoch 3/10"). None without validation or monitoring.
-      stopped_early: whether early stopping or a callback ended the run.
+      stopped_early: whether early stopping or an epoch callback ended the run (then a resumed
+        run stays stopped); ``stop_reason`` says why any run ended.
       plot_path: the learning-curve PNG, or None.
+      stop_reason: why training ended, one of :data:`STOP_REASONS` (``"epochs"``: all of
+        them ran; ``"max_steps"`` / ``"time_budget"``: stopped inside an epoch, which a resumed
+        run finishes; ``"callback"``; ``"early_stopping"``).
     """
 
     params: PyTree
@@ -63,6 +76,7 @@ class FitResult(NamedTuple):
     best_epoch: int | None
     stopped_early: bool
     plot_path: str | None
+    stop_reason: str = "epochs"
 
 
 # --------------------------------------------------------------------------- running sums
@@ -186,6 +200,11 @@ class EpochLoop:
     ``validate(params) -> {"loss", metrics...}`` (or None) runs after every epoch;
     ``monitor`` (a :class:`~jaxrnn.train.callbacks.Monitor`, None: no monitoring) tracks the best
     epoch; ``callbacks`` come from :func:`~jaxrnn.train.callbacks.as_callbacks`.
+    ``on_step`` are functions ``(step, logs) -> bool | None`` called after every update with
+    its 1-based global step and its logs (device arrays: keeping them does not wait for the
+    device); True stops training after this update. ``time_budget_s`` (seconds of wall time
+    from the start of :meth:`run`, None: no limit) stops training after the update during which
+    it ran out (arguments are checked by the callers).
     """
 
     def __init__(self, stepper, iterator, state: TrainState, *, epochs: int, metrics,
@@ -193,7 +212,8 @@ class EpochLoop:
                  checkpoint_dir: str | None = None, checkpoint_every: int | None = None,
                  max_steps: int | None = None, skip_nonfinite: bool = False,
                  progress: bool = True, verbose: bool = True, params_template=None,
-                 checkpoint_format: str = "msgpack"):
+                 checkpoint_format: str = "msgpack", on_step=(),
+                 time_budget_s: float | None = None):
         self.stepper, self.it, self.state = stepper, iterator, state
         self.epochs, self.metrics, self.monitor = epochs, metrics, monitor
         self.restore_best, self.validate, self.callbacks = restore_best, validate, callbacks
@@ -206,6 +226,9 @@ class EpochLoop:
         self.best_params = None
         self.acc = None  # running sums of the current epoch
         self.stopped = False  # by early stopping or a callback
+        self.stop_reason = None  # one of STOP_REASONS once the run ended
+        self.on_step, self.time_budget_s = tuple(on_step), time_budget_s
+        self.deadline = None  # perf_counter() value where the time budget runs out
         self.global_step = int(state.step)  # host-side: the loop never waits to count
 
     # ------------------------------------------------------------------ checkpoints
@@ -216,8 +239,8 @@ class EpochLoop:
         self.check_finite()  # never checkpoint a state a non-finite update produced
         extra = {"history": self.history,
                  "monitor": None if self.monitor is None else self.monitor.to_dict(),
-                 "stopped": self.stopped, "acc": self.acc, "best_params": self.best_params,
-                 **self.stepper.extra()}
+                 "stopped": self.stopped, "stop_reason": self.stop_reason, "acc": self.acc,
+                 "best_params": self.best_params, **self.stepper.extra()}
         self.store.save_checkpoint(self.checkpoint_dir, self.state, extra=extra,
                                    data_position=self.it.position if position is None
                                    else position)
@@ -241,6 +264,10 @@ class EpochLoop:
         if self.monitor is not None and extra.get("monitor"):
             self.monitor.load(extra["monitor"])
         self.stopped = bool(extra.get("stopped", False))
+        if self.stopped:  # a finished run stays finished, for the reason it had
+            self.stop_reason = extra.get("stop_reason") or (
+                "early_stopping" if self.monitor is not None and self.monitor.stopped
+                else "callback")
         self.acc = restore_acc(extra.get("acc"))
         self.best_params = extra["best_params"]
         self.stepper.load_extra(extra)
@@ -268,9 +295,9 @@ class EpochLoop:
 
     # ------------------------------------------------------------------ one epoch
 
-    def train_epoch(self) -> bool:
-        """The remaining batches of the current epoch; True when ``max_steps`` stopped it
-        inside the epoch."""
+    def train_epoch(self) -> str | None:
+        """The remaining batches of the current epoch; the stop reason (``"max_steps"``,
+        ``"time_budget"``, ``"callback"``) when training stopped inside it, else None."""
         it, epoch = self.it, self.it.epoch
         n_batches = it.num_batches(epoch)
         if it.batch_index == 0:
@@ -298,9 +325,10 @@ class EpochLoop:
                 if self.checkpoint_every and self.global_step % self.checkpoint_every == 0 \
                         and it.batch_index < n_batches:
                     self.save()
-                if self.max_steps is not None and self.global_step >= self.max_steps:
+                reason = self._stop_after_step(step_logs)
+                if reason is not None:
                     bar.close()
-                    return True
+                    return reason
         except KeyboardInterrupt:
             bar.close()
             self._save_on_interrupt(step_logs, acc_steps, start_batch, start_step, epoch)
@@ -309,7 +337,19 @@ class EpochLoop:
             bar.close()
             raise
         bar.close()
-        return False
+        return None
+
+    def _stop_after_step(self, step_logs) -> str | None:
+        """Why training must stop after the update just made (None: it goes on). Every
+        ``on_step`` function sees every update, even when an earlier one asks to stop."""
+        asked = [bool(fn(self.global_step, step_logs)) for fn in self.on_step]
+        if self.max_steps is not None and self.global_step >= self.max_steps:
+            return "max_steps"
+        if any(asked):
+            return "callback"
+        if self.deadline is not None and time.perf_counter() >= self.deadline:
+            return "time_budget"
+        return None
 
     def _save_on_interrupt(self, last_logs, acc_steps, start_batch, start_step, epoch) -> None:
         """Ctrl-C inside an epoch: checkpoint exactly the batches whose update the state holds,
@@ -359,23 +399,35 @@ class EpochLoop:
             tqdm.write(f"epoch {epoch + 1}/{self.epochs}  {fmt(logs)}{note}")
         for cb in self.callbacks:
             if cb(epoch, dict(logs), self.state):
-                self.stopped = True
+                self.stopped, self.stop_reason = True, "callback"
         if self.monitor is not None and self.monitor.stopped:
             self.stopped = True
+            self.stop_reason = self.stop_reason or "early_stopping"
         self.save()
 
     # ------------------------------------------------------------------ the run
 
     def run(self) -> None:
         self._epoch, self._epoch_first_step = self.it.epoch, self.global_step
+        if self.time_budget_s is not None:
+            self.deadline = time.perf_counter() + self.time_budget_s
         while self.it.epoch < self.epochs and not self.stopped:
             epoch, t0 = self.it.epoch, time.perf_counter()
-            if self.train_epoch():
+            reason = self.train_epoch()
+            if reason is not None:
                 # Stopped inside an epoch (the iterator has not closed it): save the position
-                # mid-epoch with the running sums, so a resume finishes this very epoch.
+                # mid-epoch with the running sums, so a resume finishes this very epoch. Not
+                # ``stopped``: a resumed run goes on.
+                self.stop_reason = reason
                 self.save()
+                if self.verbose and reason != "max_steps":
+                    tqdm.write(f"stopped by {reason.replace('_', ' ')} after update "
+                               f"{self.global_step} (epoch {epoch + 1}, batch "
+                               f"{self.it.batch_index}/{self.it.num_batches(epoch)})")
                 return
             self.end_epoch(epoch, time.perf_counter() - t0)
+        if self.stop_reason is None:
+            self.stop_reason = "epochs"
         m = self.monitor
         if m is not None and m.stopped and self.verbose:
             tqdm.write(f"early stopping: no improvement of {m.name} for {m.wait} epochs; "
@@ -389,8 +441,9 @@ class EpochLoop:
             plot_file = plot(self.history, os.fspath(plot_path), best_epoch=best_epoch)
         final = self.best_params if (self.restore_best and self.best_params is not None) \
             else self.state.params
-        return FitResult(final, self.state, self.history, best_epoch, self.stopped, plot_file)
+        return FitResult(final, self.state, self.history, best_epoch, self.stopped, plot_file,
+                         self.stop_reason or "epochs")
 
 
-__all__ = ["EpochLoop", "FitResult", "NonFiniteLossError", "PlainStepper", "accumulate",
-           "summarise", "snapshot"]
+__all__ = ["EpochLoop", "FitResult", "NonFiniteLossError", "PlainStepper", "STOP_REASONS",
+           "accumulate", "summarise", "snapshot"]

@@ -19,6 +19,8 @@ readout around it).
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -86,10 +88,17 @@ def stream_chunks(data: Mapping[str, Any], chunk_len: int, *, drop_remainder: bo
 def zeros_carry(apply_fn: Callable, params: PyTree, inputs) -> PyTree:
     """A zero carry of the structure ``apply_fn`` returns for ``inputs`` (shapes only, nothing
     is computed); the usual start of a stream."""
-    out = jax.eval_shape(
+    return zeros_carry_maker(apply_fn, params, inputs)()
+
+
+def zeros_carry_maker(apply_fn: Callable, params: PyTree, inputs) -> Callable[[], PyTree]:
+    """``make() -> carry``: fresh zero carries as :func:`zeros_carry`, the model traced for
+    their shapes once (a reset every few chunks must not retrace it; each call makes new
+    buffers, as the step donates the carry it is given)."""
+    shapes = jax.eval_shape(
         lambda p, x: apply_fn(p, x, carry=None, key=None, deterministic=True)[0], params, inputs
     )
-    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), out)
+    return lambda: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
 def chunk_objective(apply_fn: Callable, loss_fn) -> Callable:
@@ -257,13 +266,22 @@ class ChunkIterator:
 
 class _StreamStepper:
     """A TBPTT step as an EpochLoop stepper: holds the carry, a fresh zero carry at the start of
-    every epoch (the stream starts again), and checkpoints it."""
+    every epoch (the stream starts again) and, with ``reset_every``, before every chunk whose
+    index in the epoch is a multiple of it, and checkpoints it.
 
-    def __init__(self, step, zero_carry: Callable):
-        self.step, self.zero_carry = step, zero_carry
+    The chunk index is read from ``chunks`` (the :class:`ChunkIterator`, which counts a chunk as
+    read when it yields it), so the resets follow the stream position, which a checkpoint
+    restores: a resumed run resets where the uninterrupted one did."""
+
+    def __init__(self, step, zero_carry: Callable, chunks: ChunkIterator,
+                 reset_every: int | None = None):
+        self.step, self.zero_carry, self.chunks = step, zero_carry, chunks
+        self.reset_every = reset_every or None
         self.carry = zero_carry()
 
     def __call__(self, state, batch):
+        if self.reset_every and (self.chunks.batch_index - 1) % self.reset_every == 0:
+            self.carry = self.zero_carry()
         state, self.carry, logs = self.step(state, self.carry, batch)
         return state, logs
 
@@ -310,11 +328,24 @@ def fit_stream(
     callbacks=None,
     lr_scale=None,
     checkpoint_format: str = "msgpack",
+    reset_every: int | None = None,
+    time_budget_s: float | None = None,
+    on_step=None,
 ):
     """:func:`~jaxrnn.train.fit` for truncated BPTT over streams: epochs of
     :func:`make_tbptt_step` over the ``chunk_len``-step chunks of ``data`` (``{key: (B, N,
     ...)}``, e.g. from :func:`batchify`; the last partial chunk is dropped, one shape), the
-    carry passed from chunk to chunk and reset to zeros at the start of every epoch.
+    carry passed from chunk to chunk and reset to zeros at the start of every epoch, and with
+    ``reset_every=N`` also before chunks ``N, 2N, ...`` of every epoch (None or 0: never inside
+    an epoch), so the model learns to read from a fresh state and its state cannot drift far
+    from what a fresh start reaches (``reset_every=1``: independent chunks from zeros).
+
+    ``time_budget_s`` (seconds of wall time from the start of training, after any resume;
+    None: no limit) and ``on_step`` (a function ``(step, logs) -> bool | None`` called after
+    every chunk's update with its 1-based step and logs, device arrays: keeping them does not
+    wait for the device; True stops) end training after the current chunk, as ``max_steps``
+    does: the checkpoint then holds the position inside the epoch (``resume`` finishes it), and
+    ``FitResult.stop_reason`` says ``"time_budget"`` / ``"callback"``.
 
     The same conveniences as ``fit``, through the same pieces
     (:class:`~jaxrnn.train.epochs.EpochLoop`): progress bar, history, validation after each
@@ -343,6 +374,15 @@ def fit_stream(
     _check_int(epochs, "epochs", 0)
     _check_int(checkpoint_every, "checkpoint_every", 1, optional=True)
     _check_int(max_steps, "max_steps", 1, optional=True)
+    _check_int(reset_every, "reset_every", 0, optional=True)
+    if time_budget_s is not None and (isinstance(time_budget_s, bool) or
+                                      not isinstance(time_budget_s, numbers.Real) or
+                                      not math.isfinite(time_budget_s) or time_budget_s <= 0):
+        raise ValueError(f"time_budget_s: expected None or a positive finite number of seconds, "
+                         f"got {time_budget_s!r}")
+    if on_step is not None and not callable(on_step):
+        raise TypeError(f"on_step: expected None or a function (step, logs) -> bool | None, got "
+                        f"{type(on_step).__name__}")
     checkpoint_dir = _check_checkpoint_dir(checkpoint_dir)
     if resume and checkpoint_dir is None:
         raise ValueError("resume: needs checkpoint_dir, got checkpoint_dir=None")
@@ -356,8 +396,8 @@ def fit_stream(
     optimizer = with_lr_scale(optimizer, lr_scale, epochs, len(it))
     state = init_train_state(params, optimizer, jax.random.key(seed) if key is None else key)
     step = make_tbptt_step(apply_fn, loss_fn, optimizer, metrics=metrics, donate=donate)
-    first = it.chunks[0]["inputs"]
-    stepper = _StreamStepper(step, lambda: zeros_carry(apply_fn, params, first))
+    stepper = _StreamStepper(step, zeros_carry_maker(apply_fn, params, it.chunks[0]["inputs"]),
+                             it, reset_every)
     validate = None
     if val_data is not None:
         evaluator = _stream_evaluator(apply_fn, loss_fn, metrics)
@@ -371,7 +411,8 @@ def fit_stream(
                      callbacks=as_callbacks(callbacks), checkpoint_dir=checkpoint_dir,
                      checkpoint_every=checkpoint_every, max_steps=max_steps,
                      skip_nonfinite=skipping, progress=progress, verbose=verbose,
-                     params_template=params, checkpoint_format=checkpoint_format)
+                     params_template=params, checkpoint_format=checkpoint_format,
+                     on_step=() if on_step is None else (on_step,), time_budget_s=time_budget_s)
     if resume:
         loop.resume()
     loop.run()
@@ -382,6 +423,7 @@ __all__ = [
     "batchify",
     "stream_chunks",
     "zeros_carry",
+    "zeros_carry_maker",
     "chunk_objective",
     "make_tbptt_step",
     "train_stream",
