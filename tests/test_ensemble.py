@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -83,20 +84,25 @@ def test_kernel_and_plain_paths_agree_under_vmap(data):
 
 
 @pytest.mark.skipif(not kernels.available(), reason="the CPU kernels are not built")
-def test_vmapped_kernel_is_a_loop_of_kernel_calls(data):
-    """What the docstring states: vmap_method='sequential' lowers the vmapped FFI call to a loop
-    with one kernel call per member, while the plain path has no kernel call at all."""
-    x = data["inputs"][:4]
+def test_vmapped_kernel_is_one_call_for_all_members(data):
+    """What the docstring states: the LSTM kernel's batching rule lowers the vmapped step (forward
+    and backward) to one kernel call for all 8 members, with no loop around it, as one model's
+    step has one; the plain path has no kernel call at all."""
+    x, y = data["inputs"][:4], data["targets"][:4]
     for path, calls in (("kernel", 1), ("plain", 0)):
         model = E.ensemble_classifier(3, 4, hidden=8, path=path)
         params = E.stack([model.init(jax.random.key(i)) for i in range(8)])
-        one = jax.jit(lambda p, x, m=model: m.apply(p, x)).lower(E.member(params, 0), x)
-        many = jax.jit(jax.vmap(lambda p, x, m=model: m.apply(p, x), in_axes=(0, None))
-                       ).lower(params, x).as_text()
-        assert one.as_text().count("custom_call @jaxrnn_lstm") == calls
-        assert many.count("custom_call @jaxrnn_lstm") == calls
+
+        def grad(p, x, m=model):
+            return jax.grad(lambda p: -jax.nn.log_softmax(m.apply(p, x))[jnp.arange(4), y].sum())(p)
+
+        one = jax.jit(grad).lower(E.member(params, 0), x).as_text()
+        many = jax.jit(jax.vmap(grad, in_axes=(0, None))).lower(params, x).as_text()
+        for target in ("jaxrnn_lstm_forward", "jaxrnn_lstm_backward"):
+            assert one.count(f"custom_call @{target}(") == calls
+            assert many.count(f"custom_call @{target}(") == calls
         if path == "kernel":
-            assert "stablehlo.while" not in one.as_text() and "stablehlo.while" in many
+            assert "stablehlo.while" not in one and "stablehlo.while" not in many
 
 
 def test_parse_seeds():
