@@ -17,13 +17,14 @@ batch replicated (``devices=``).
 
 CPU kernels under ``vmap``
 --------------------------
-The fused CPU kernels (:mod:`jaxrnn.kernels`) are XLA FFI calls declared with
-``vmap_method="sequential"``: vmapped, each becomes a loop that calls the kernel once per member
-(inside the same compiled program; the values are the single model's). They cannot fold the
-member axis into their batch axis, since every member has its own weights. The plain
-``lax.scan`` path instead vmaps into batched matrix products -- one ``(K, B, H) x (K, H, 4H)``
-product per step for all members. Which is faster depends on K, the sizes and the machine
-(``python -m benchmarks.scaling`` measures both for K = 8); :func:`ensemble_classifier` builds
+The fused CPU kernels of the LSTM, GRU and Elman-type cells (:mod:`jaxrnn.kernels`) have a
+batching rule: vmapped, each is still one kernel call, which runs every member on its own
+weights, the members split over the kernel's threads (each thread whole members, with no
+barrier between steps). The values are the single model's. The other kernels (Jordan,
+minGRU/minLSTM) keep ``vmap_method="sequential"``: a loop calling the kernel once per member.
+:func:`kernel_vmap_path` says which a cell takes. The plain ``lax.scan`` path instead vmaps
+into batched matrix products -- one ``(K, B, H) x (K, H, 4H)`` product per step for all members.
+``python -m benchmarks.scaling`` measures both for K = 8; :func:`ensemble_classifier` builds
 either (``path="kernel"`` or ``"plain"``).
 """
 
@@ -327,11 +328,30 @@ def fit_ensemble(init_fn: Callable, apply_fn: Callable | None, loss, train_data,
 
 # --------------------------------------------------------------------------- models
 
+def kernel_vmap_path(cell: str = "lstm") -> str:
+    """How the CPU kernels of cell family ``cell`` run under ``jax.vmap``: ``"batched"`` (one
+    call for all members, the kernels' batching rule), ``"sequential"`` (a loop of one call per
+    member), or ``"none"`` (no kernel for that family, or the kernels are unavailable)."""
+    from jaxrnn import kernels
+    from jaxrnn.kernels import ops
+
+    from jaxrnn.train.models import make_cell
+
+    # the kernel targets of each family the kernel backend has (engine/backends/cpu_kernels.py)
+    targets = {"lstm": "lstm", "gru": "gru", "elman": "elman", "fully_recurrent": "elman",
+               "reservoir": "elman", "jordan": "jordan", "min_gru": "min", "min_lstm": "min"}
+    family = targets.get(make_cell(cell, 8).name)
+    if family is None or not kernels.available():
+        return "none"
+    methods = {ops.vmap_method(f"jaxrnn_{family}_{d}") for d in ("forward", "backward")}
+    return "batched" if methods == {"broadcast_all"} else "sequential"
+
+
 def ensemble_classifier(input_size: int, num_outputs: int, *, cell: str = "lstm",
                         hidden: int = 64, path: str = "kernel"):
     """A one-layer recurrent classifier (last valid output -> dense logits) like
     :func:`jaxrnn.train.models.sequence_classifier`, whose recurrence takes the cell's fused CPU
-    kernel (``path="kernel"``; under vmap: one kernel call per member) or the plain
+    kernel (``path="kernel"``; under vmap: see :func:`kernel_vmap_path`) or the plain
     ``lax.scan`` (``path="plain"``: vmaps into batched matrix products)."""
     from jaxrnn.layers import dense, recurrent, stacked
     from jaxrnn.train.models import ClassifierParams, Model, make_cell
@@ -423,6 +443,7 @@ __all__ = [
     "fit_ensemble",
     "EnsembleResult",
     "ensemble_classifier",
+    "kernel_vmap_path",
     "run_cli",
     "TASK_SPECS",
 ]
