@@ -155,67 +155,79 @@ class Shapes {
 
 // ----------------------------------------------------------------------------- small products
 
-// 16 floats: one AVX-512 register, two AVX2 registers; GCC picks the instructions for the
-// machine the kernels are compiled on (-march=native).
-typedef float vf16 __attribute__((vector_size(64)));
-typedef float vf16u __attribute__((vector_size(64), aligned(4)));
+// The register file decides the product's tile, an ISA property rather than a vendor's:
+// AVX-512 has 32 vector registers of 16 floats, AVX/AVX2 16 of 8, SSE 16 of 4. A tile of
+// kTileRows rows by two vectors keeps its accumulators, the two weight vectors and the
+// broadcast in registers: 8 x 2 + 2 + 1 = 19 of 32, or 6 x 2 + 2 + 1 = 15 of 16. (A 16-float
+// vector type on AVX2, as these kernels had until the AMD EPYC of family 23 showed it, makes GCC
+// keep a 8 x 2 tile of them on the stack: every product 10x slower than XLA's.)
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+constexpr int kTileRows = 8;
+#elif defined(__AVX__)
+constexpr int kLanes = 8;
+constexpr int kTileRows = 6;
+#else
+constexpr int kLanes = 4;
+constexpr int kTileRows = 6;
+#endif
+constexpr int kTileCols = 2 * kLanes;  // columns of the wide tile (two vectors)
+typedef float vreg __attribute__((vector_size(4 * kLanes)));
+typedef float vregu __attribute__((vector_size(4 * kLanes), aligned(4)));
 
-JAXRNN_INLINE vf16 load16(const float* p) { return *reinterpret_cast<const vf16u*>(p); }
-JAXRNN_INLINE void store16(float* p, vf16 v) { *reinterpret_cast<vf16u*>(p) = v; }
+JAXRNN_INLINE vreg load_vec(const float* p) { return *reinterpret_cast<const vregu*>(p); }
+JAXRNN_INLINE void store_vec(float* p, vreg v) { *reinterpret_cast<vregu*>(p) = v; }
 
-// C[0:MR, 0:16*NV] = Cin (or 0) + A[0:MR, 0:K] @ W[0:K, 0:16*NV]; Cin rows may have stride 0
-// (a bias broadcast over rows).
+// C[0:MR, 0:kLanes*NV] = Cin (or 0) + A[0:MR, 0:K] @ W[0:K, 0:kLanes*NV]; Cin rows may have
+// stride 0 (a bias broadcast over rows).
 template <int MR, int NV>
 JAXRNN_INLINE void micro(int K, const float* A, int lda, const float* W, int ldw, const float* Cin,
                   int ldcin, float* C, int ldc) {
-  vf16 acc[MR][NV];
+  vreg acc[MR][NV];
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < NV; ++v)
-      acc[r][v] = Cin ? load16(Cin + (size_t)r * ldcin + 16 * v) : vf16{};
+      acc[r][v] = Cin ? load_vec(Cin + (size_t)r * ldcin + kLanes * v) : vreg{};
   for (int k = 0; k < K; ++k) {
-    vf16 w[NV];
-    for (int v = 0; v < NV; ++v) w[v] = load16(W + (size_t)k * ldw + 16 * v);
+    vreg w[NV];
+    for (int v = 0; v < NV; ++v) w[v] = load_vec(W + (size_t)k * ldw + kLanes * v);
     for (int r = 0; r < MR; ++r) {
       const float a = A[(size_t)r * lda + k];
       for (int v = 0; v < NV; ++v) acc[r][v] += a * w[v];
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) store16(C + (size_t)r * ldc + 16 * v, acc[r][v]);
+    for (int v = 0; v < NV; ++v) store_vec(C + (size_t)r * ldc + kLanes * v, acc[r][v]);
 }
 
-template <int NV>
+// micro<rows, NV> for 1 <= rows <= MR (a block of rows at the end of the batch).
+template <int NV, int MR = kTileRows>
 JAXRNN_INLINE void micro_rows(int rows, int K, const float* A, int lda, const float* W, int ldw,
                        const float* Cin, int ldcin, float* C, int ldc) {
-  switch (rows) {
-    case 8: return micro<8, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
-    case 7: return micro<7, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
-    case 6: return micro<6, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
-    case 5: return micro<5, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
-    case 4: return micro<4, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
-    case 3: return micro<3, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
-    case 2: return micro<2, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
-    default: return micro<1, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+  if constexpr (MR == 1) {
+    return micro<1, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+  } else {
+    if (rows >= MR) return micro<MR, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+    return micro_rows<NV, MR - 1>(rows, K, A, lda, W, ldw, Cin, ldcin, C, ldc);
   }
 }
 
 // C[:, n0:n1] = Cin[:, n0:n1] (or 0) + A (M, K) @ W[:, n0:n1]; all row-major. Column panels
-// outside, row blocks inside: a (K, 32) panel of W (32 KiB at K = 256) is read once from L2 and
-// then reused from L1 by every block of rows.
+// outside, row blocks inside: a (K, kTileCols) panel of W (32 KiB at K = 256 with AVX-512) is
+// read once from L2 and then reused from L1 by every block of rows.
 void gemm_cols(int M, int K, const float* A, int lda, const float* W, int ldw, const float* Cin,
                int ldcin, float* C, int ldc, int n0, int n1) {
   int n = n0;
-  for (; n + 32 <= n1; n += 32)
-    for (int m0 = 0; m0 < M; m0 += 8)
-      micro_rows<2>(std::min(8, M - m0), K, A + (size_t)m0 * lda, lda, W + n, ldw,
+  for (; n + kTileCols <= n1; n += kTileCols)
+    for (int m0 = 0; m0 < M; m0 += kTileRows)
+      micro_rows<2>(std::min(kTileRows, M - m0), K, A + (size_t)m0 * lda, lda, W + n, ldw,
                     Cin ? Cin + (size_t)m0 * ldcin + n : nullptr, ldcin,
                     C + (size_t)m0 * ldc + n, ldc);
-  for (; n + 16 <= n1; n += 16)
-    for (int m0 = 0; m0 < M; m0 += 8)
-      micro_rows<1>(std::min(8, M - m0), K, A + (size_t)m0 * lda, lda, W + n, ldw,
+  for (; n + kLanes <= n1; n += kLanes)
+    for (int m0 = 0; m0 < M; m0 += kTileRows)
+      micro_rows<1>(std::min(kTileRows, M - m0), K, A + (size_t)m0 * lda, lda, W + n, ldw,
                     Cin ? Cin + (size_t)m0 * ldcin + n : nullptr, ldcin,
                     C + (size_t)m0 * ldc + n, ldc);
-  for (; n < n1; ++n)  // fewer than 16 columns left (hidden sizes not a multiple of 16)
+  for (; n < n1; ++n)  // fewer than kLanes columns left (hidden sizes not a multiple of it)
     for (int m = 0; m < M; ++m) {
       float s = Cin ? Cin[(size_t)m * ldcin + n] : 0.f;
       for (int k = 0; k < K; ++k) s += A[(size_t)m * lda + k] * W[(size_t)k * ldw + n];

@@ -9,36 +9,33 @@
 
 namespace {
 
-// C[0:MR, 0:16*NV] += A[0:K, 0:MR]^T @ W[0:K, 0:16*NV]: the micro-product with A read down its
-// columns (A (K, MR) row-major with stride lda), for products of the form X^T dZ.
+// C[0:MR, 0:kLanes*NV] += A[0:K, 0:MR]^T @ W[0:K, 0:kLanes*NV]: the micro-product with A read
+// down its columns (A (K, MR) row-major with stride lda), for products of the form X^T dZ. The
+// tile follows the register file (kLanes, kTileRows in common.h).
 template <int MR, int NV>
 JAXRNN_INLINE void micro_tn(int K, const float* A, int lda, const float* W, int ldw, float* C, int ldc) {
-  vf16 acc[MR][NV];
+  vreg acc[MR][NV];
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = load16(C + (size_t)r * ldc + 16 * v);
+    for (int v = 0; v < NV; ++v) acc[r][v] = load_vec(C + (size_t)r * ldc + kLanes * v);
   for (int k = 0; k < K; ++k) {
-    vf16 w[NV];
-    for (int v = 0; v < NV; ++v) w[v] = load16(W + (size_t)k * ldw + 16 * v);
+    vreg w[NV];
+    for (int v = 0; v < NV; ++v) w[v] = load_vec(W + (size_t)k * ldw + kLanes * v);
     const float* a = A + (size_t)k * lda;
     for (int r = 0; r < MR; ++r)
       for (int v = 0; v < NV; ++v) acc[r][v] += a[r] * w[v];
   }
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) store16(C + (size_t)r * ldc + 16 * v, acc[r][v]);
+    for (int v = 0; v < NV; ++v) store_vec(C + (size_t)r * ldc + kLanes * v, acc[r][v]);
 }
 
-template <int NV>
+template <int NV, int MR = kTileRows>
 JAXRNN_INLINE void micro_tn_rows(int rows, int K, const float* A, int lda, const float* W, int ldw,
                           float* C, int ldc) {
-  switch (rows) {
-    case 8: return micro_tn<8, NV>(K, A, lda, W, ldw, C, ldc);
-    case 7: return micro_tn<7, NV>(K, A, lda, W, ldw, C, ldc);
-    case 6: return micro_tn<6, NV>(K, A, lda, W, ldw, C, ldc);
-    case 5: return micro_tn<5, NV>(K, A, lda, W, ldw, C, ldc);
-    case 4: return micro_tn<4, NV>(K, A, lda, W, ldw, C, ldc);
-    case 3: return micro_tn<3, NV>(K, A, lda, W, ldw, C, ldc);
-    case 2: return micro_tn<2, NV>(K, A, lda, W, ldw, C, ldc);
-    default: return micro_tn<1, NV>(K, A, lda, W, ldw, C, ldc);
+  if constexpr (MR == 1) {
+    return micro_tn<1, NV>(K, A, lda, W, ldw, C, ldc);
+  } else {
+    if (rows >= MR) return micro_tn<MR, NV>(K, A, lda, W, ldw, C, ldc);
+    return micro_tn_rows<NV, MR - 1>(rows, K, A, lda, W, ldw, C, ldc);
   }
 }
 
@@ -52,12 +49,12 @@ void gemm_tn_cols(int K, int M, const float* A, int lda, const float* W, int ldw
     const float* a = A + (size_t)k0 * lda;
     const float* w = W + (size_t)k0 * ldw;
     int n = n0;
-    for (; n + 32 <= n1; n += 32)
-      for (int m0 = 0; m0 < M; m0 += 8)
-        micro_tn_rows<2>(std::min(8, M - m0), kc, a + m0, lda, w + n, ldw, C + (size_t)m0 * ldc + n, ldc);
-    for (; n + 16 <= n1; n += 16)
-      for (int m0 = 0; m0 < M; m0 += 8)
-        micro_tn_rows<1>(std::min(8, M - m0), kc, a + m0, lda, w + n, ldw, C + (size_t)m0 * ldc + n, ldc);
+    for (; n + kTileCols <= n1; n += kTileCols)
+      for (int m0 = 0; m0 < M; m0 += kTileRows)
+        micro_tn_rows<2>(std::min(kTileRows, M - m0), kc, a + m0, lda, w + n, ldw, C + (size_t)m0 * ldc + n, ldc);
+    for (; n + kLanes <= n1; n += kLanes)
+      for (int m0 = 0; m0 < M; m0 += kTileRows)
+        micro_tn_rows<1>(std::min(kTileRows, M - m0), kc, a + m0, lda, w + n, ldw, C + (size_t)m0 * ldc + n, ldc);
     for (; n < n1; ++n)
       for (int m = 0; m < M; ++m) {
         float s = 0.f;
