@@ -57,7 +57,7 @@ def _leaves(tree):
     return [np.asarray(a) for a in jax.tree_util.tree_leaves(tree)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(name, K, shared_x, with_scan):
     """(inputs, the vmapped kernel path, the vmapped plain scan's results (or None), one
     member's kernel path), compiled once per configuration (the member team is read at every

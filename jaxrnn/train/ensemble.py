@@ -334,7 +334,6 @@ def kernel_vmap_path(cell: str = "lstm") -> str:
     member), or ``"none"`` (no kernel for that family, or the kernels are unavailable)."""
     from jaxrnn import kernels
     from jaxrnn.kernels import ops
-
     from jaxrnn.train.models import make_cell
 
     # the kernel targets of each family the kernel backend has (engine/backends/cpu_kernels.py)
