@@ -7,9 +7,11 @@ parallelism over 1, 2, 4, 8 simulated CPU devices, and over 2 processes.
 Prints a markdown table and writes ``benchmarks/results/<UTC time>-scaling[-quick].json``.
 
 * **Ensemble**: K = 8 LSTM classifiers (hidden 32, batch 32, 20 steps of 8 features) updated by one
-  vmapped step (:mod:`jaxrnn.train.ensemble`), with the fused CPU kernel (under vmap: a loop of K
-  kernel calls) and with the plain ``lax.scan`` (batched matrix products), against the same model's
-  compiled step called K times one after another. Target: together >= 3x faster.
+  vmapped step (:mod:`jaxrnn.train.ensemble`), with the fused CPU kernel (under vmap: one kernel
+  call for all K members, split over the threads by member; the report says which path the
+  kernels took, "batched" or "sequential") and with the plain ``lax.scan`` (batched matrix
+  products), against the same model's compiled step called K times one after another. Target:
+  together >= 3x faster (issue 18).
 * **Devices**: one data-parallel train step (:mod:`jaxrnn.parallel`, global batch 64) in a fresh
   process with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``. Simulated devices share the
   machine's cores: on a 2-core machine these numbers measure the overhead of sharding (splitting
@@ -98,11 +100,41 @@ def ensemble_runners():
     return runners
 
 
+def kernel_path_under_vmap() -> dict:
+    """Which path the LSTM kernels take in the together step: the kernels' own answer
+    (:func:`jaxrnn.train.ensemble.kernel_vmap_path`) and what the lowered program of the vmapped
+    training gradient shows (kernel calls, and whether they sit in a loop)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxrnn.train import ensemble as E
+
+    model = E.ensemble_classifier(FEATURES, CLASSES, hidden=HIDDEN, path="kernel")
+    params = E.stack([model.init(jax.random.key(k)) for k in range(K)])
+    batch = _data(BATCH)
+
+    def grad(p):
+        return jax.grad(lambda p: jnp.sum(model.apply(p, batch["inputs"])))(p)
+
+    text = jax.jit(jax.vmap(grad)).lower(params).as_text()
+    calls = {t: text.count(f"custom_call @jaxrnn_lstm_{t}(") for t in ("forward", "backward")}
+    looped = "stablehlo.while" in text
+    seen = ("batched" if calls == {"forward": 1, "backward": 1} and not looped
+            else "sequential" if looped else "other")
+    return {"declared": E.kernel_vmap_path("lstm"), "lowered": seen, "calls": calls,
+            "loop": looped}
+
+
 def run_ensemble(reps: int) -> dict:
     import jax
 
     from benchmarks.measure import interleaved, summarise
 
+    path = kernel_path_under_vmap()
+    print(f"kernels under vmap: {path['declared']} (lowered program: {path['lowered']}, "
+          f"{path['calls']['forward']} forward / {path['calls']['backward']} backward LSTM "
+          f"kernel call(s) for {K} members{', inside a loop' if path['loop'] else ''})",
+          flush=True)
     runners = ensemble_runners()
     times = interleaved(runners, reps, warmup=2)
     rows = {name: summarise(ts, K * BATCH * TIME) for name, ts in times.items()}
@@ -111,7 +143,7 @@ def run_ensemble(reps: int) -> dict:
         rows[f"together ({p})"]["speedup_vs_best_sequential"] = \
             best_seq / rows[f"together ({p})"]["median_s"]
     return {"backend": jax.default_backend(), "K": K, "hidden": HIDDEN, "batch": BATCH,
-            "time": TIME, "rows": rows}
+            "time": TIME, "kernel_vmap_path": path, "rows": rows}
 
 
 # --------------------------------------------------------------------------- data parallel
@@ -212,8 +244,13 @@ def table(report: dict) -> str:
     ens = report.get("ensemble")
     if ens:
         lines += [f"### K = {ens['K']} LSTMs (hidden {ens['hidden']}, batch {ens['batch']}, "
-                  f"T {ens['time']}) on {ens['backend']}", "",
-                  "| how | ms per update of all K | spread | speed-up vs best one-after-another |",
+                  f"T {ens['time']}) on {ens['backend']}", ""]
+        kp = ens.get("kernel_vmap_path")
+        if kp:
+            lines += [f"_Kernels under vmap: {kp['declared']} ({kp['calls']['forward']} forward "
+                      f"and {kp['calls']['backward']} backward kernel call(s) for all {ens['K']} "
+                      f"members{', in a loop' if kp['loop'] else ', no loop'})._", ""]
+        lines += ["| how | ms per update of all K | spread | speed-up vs best one-after-another |",
                   "|---|---:|---:|---:|"]
         for name, r in ens["rows"].items():
             sp = r.get("speedup_vs_best_sequential")

@@ -207,6 +207,8 @@ def load() -> bool:
                 listing = getattr(lib, name + "_operands")
                 listing.restype = ctypes.c_char_p
                 operands[name] = _parse_operands(listing().decode())
+                # JAXRNN_MEMBER_HANDLER's mark: the handler takes leading member axes (vmap).
+                operands[name]["members"] = hasattr(lib, name + "_member_anchor")
             _state.update(loaded=True, path=str(path), lib=lib, operands=operands)
         except Exception as err:  # no compiler, no headers, a failed build: keep pure JAX
             _state["error"] = f"{type(err).__name__}: {err}"

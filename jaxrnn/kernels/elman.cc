@@ -114,5 +114,5 @@ JAXRNN_KERNEL(ElmanBackward, JAXRNN_ELMAN_BACKWARD) {
 
 }  // namespace
 
-JAXRNN_HANDLER(jaxrnn_elman_forward, ElmanForward, JAXRNN_ELMAN_FORWARD)
-JAXRNN_HANDLER(jaxrnn_elman_backward, ElmanBackward, JAXRNN_ELMAN_BACKWARD)
+JAXRNN_MEMBER_HANDLER(jaxrnn_elman_forward, ElmanForward, JAXRNN_ELMAN_FORWARD, lengths, 1)
+JAXRNN_MEMBER_HANDLER(jaxrnn_elman_backward, ElmanBackward, JAXRNN_ELMAN_BACKWARD, lengths, 1)

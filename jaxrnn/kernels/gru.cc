@@ -138,5 +138,5 @@ JAXRNN_KERNEL(GruBackward, JAXRNN_GRU_BACKWARD) {
 
 }  // namespace
 
-JAXRNN_HANDLER(jaxrnn_gru_forward, GruForward, JAXRNN_GRU_FORWARD)
-JAXRNN_HANDLER(jaxrnn_gru_backward, GruBackward, JAXRNN_GRU_BACKWARD)
+JAXRNN_MEMBER_HANDLER(jaxrnn_gru_forward, GruForward, JAXRNN_GRU_FORWARD, lengths, 1)
+JAXRNN_MEMBER_HANDLER(jaxrnn_gru_backward, GruBackward, JAXRNN_GRU_BACKWARD, lengths, 1)

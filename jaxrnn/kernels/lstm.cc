@@ -158,5 +158,5 @@ JAXRNN_KERNEL(LstmBackward, JAXRNN_LSTM_BACKWARD) {
 
 }  // namespace
 
-JAXRNN_HANDLER(jaxrnn_lstm_forward, LstmForward, JAXRNN_LSTM_FORWARD)
-JAXRNN_HANDLER(jaxrnn_lstm_backward, LstmBackward, JAXRNN_LSTM_BACKWARD)
+JAXRNN_MEMBER_HANDLER(jaxrnn_lstm_forward, LstmForward, JAXRNN_LSTM_FORWARD, lengths, 1)
+JAXRNN_MEMBER_HANDLER(jaxrnn_lstm_backward, LstmBackward, JAXRNN_LSTM_BACKWARD, lengths, 1)

@@ -36,6 +36,14 @@ def _spec(shape):
 _ATTR_TYPES = {"bool": bool, "float": np.float32, "int64_t": np.int64}
 
 
+def vmap_method(target: str) -> str:
+    """How ``jax.vmap`` maps the kernel ``target``: ``"broadcast_all"`` for the handlers that
+    take leading member axes on every operand (``JAXRNN_MEMBER_HANDLER`` in ``common.h``: under
+    vmap, one call runs every member, the members split over the threads), else
+    ``"sequential"`` (a loop with one kernel call per member)."""
+    return "broadcast_all" if kernels.operands(target).get("members") else "sequential"
+
+
 def _call(target, outs, *, aliases=None, **operands):
     """Call the kernel ``target`` with every operand by name: ``operands`` holds its inputs and
     attributes, ``outs`` the shape of each result, ``aliases`` maps an input to the result that
@@ -51,9 +59,8 @@ def _call(target, outs, *, aliases=None, **operands):
     attrs = {n: _ATTR_TYPES[t](operands[n]) for n, t in order["attrs"].items()}
     alias_index = {order["args"].index(i): order["rets"].index(o)
                    for i, o in (aliases or {}).items()}
-    # "sequential" keeps vmap correct: each mapped slice is one kernel call with its own batch.
     results = jax.ffi.ffi_call(target, [_spec(outs[n]) for n in order["rets"]],
-                               vmap_method="sequential",
+                               vmap_method=vmap_method(target),
                                input_output_aliases=alias_index or None)(*args, **attrs)
     return dict(zip(order["rets"], results, strict=True))
 

@@ -99,4 +99,4 @@ JAXRNN_KERNEL(StepsOuter, JAXRNN_STEPS_OUTER) {
 
 }  // namespace
 
-JAXRNN_HANDLER(jaxrnn_steps_outer, StepsOuter, JAXRNN_STEPS_OUTER)
+JAXRNN_MEMBER_HANDLER(jaxrnn_steps_outer, StepsOuter, JAXRNN_STEPS_OUTER, out, 2)

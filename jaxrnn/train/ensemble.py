@@ -17,13 +17,14 @@ batch replicated (``devices=``).
 
 CPU kernels under ``vmap``
 --------------------------
-The fused CPU kernels (:mod:`jaxrnn.kernels`) are XLA FFI calls declared with
-``vmap_method="sequential"``: vmapped, each becomes a loop that calls the kernel once per member
-(inside the same compiled program; the values are the single model's). They cannot fold the
-member axis into their batch axis, since every member has its own weights. The plain
-``lax.scan`` path instead vmaps into batched matrix products -- one ``(K, B, H) x (K, H, 4H)``
-product per step for all members. Which is faster depends on K, the sizes and the machine
-(``python -m benchmarks.scaling`` measures both for K = 8); :func:`ensemble_classifier` builds
+The fused CPU kernels of the LSTM, GRU and Elman-type cells (:mod:`jaxrnn.kernels`) have a
+batching rule: vmapped, each is still one kernel call, which runs every member on its own
+weights, the members split over the kernel's threads (each thread whole members, with no
+barrier between steps). The values are the single model's. The other kernels (Jordan,
+minGRU/minLSTM) keep ``vmap_method="sequential"``: a loop calling the kernel once per member.
+:func:`kernel_vmap_path` says which a cell takes. The plain ``lax.scan`` path instead vmaps
+into batched matrix products -- one ``(K, B, H) x (K, H, 4H)`` product per step for all members.
+``python -m benchmarks.scaling`` measures both for K = 8; :func:`ensemble_classifier` builds
 either (``path="kernel"`` or ``"plain"``).
 """
 
@@ -327,11 +328,29 @@ def fit_ensemble(init_fn: Callable, apply_fn: Callable | None, loss, train_data,
 
 # --------------------------------------------------------------------------- models
 
+def kernel_vmap_path(cell: str = "lstm") -> str:
+    """How the CPU kernels of cell family ``cell`` run under ``jax.vmap``: ``"batched"`` (one
+    call for all members, the kernels' batching rule), ``"sequential"`` (a loop of one call per
+    member), or ``"none"`` (no kernel for that family, or the kernels are unavailable)."""
+    from jaxrnn import kernels
+    from jaxrnn.kernels import ops
+    from jaxrnn.train.models import make_cell
+
+    # the kernel targets of each family the kernel backend has (engine/backends/cpu_kernels.py)
+    targets = {"lstm": "lstm", "gru": "gru", "elman": "elman", "fully_recurrent": "elman",
+               "reservoir": "elman", "jordan": "jordan", "min_gru": "min", "min_lstm": "min"}
+    family = targets.get(make_cell(cell, 8).name)
+    if family is None or not kernels.available():
+        return "none"
+    methods = {ops.vmap_method(f"jaxrnn_{family}_{d}") for d in ("forward", "backward")}
+    return "batched" if methods == {"broadcast_all"} else "sequential"
+
+
 def ensemble_classifier(input_size: int, num_outputs: int, *, cell: str = "lstm",
                         hidden: int = 64, path: str = "kernel"):
     """A one-layer recurrent classifier (last valid output -> dense logits) like
     :func:`jaxrnn.train.models.sequence_classifier`, whose recurrence takes the cell's fused CPU
-    kernel (``path="kernel"``; under vmap: one kernel call per member) or the plain
+    kernel (``path="kernel"``; under vmap: see :func:`kernel_vmap_path`) or the plain
     ``lax.scan`` (``path="plain"``: vmaps into batched matrix products)."""
     from jaxrnn.layers import dense, recurrent, stacked
     from jaxrnn.train.models import ClassifierParams, Model, make_cell
@@ -373,9 +392,70 @@ def _digits_spec(args):
             "clip_norm": getattr(args, "clip_norm", 1.0)}
 
 
+def _classifier_spec(args, splits, n_classes, *, held_out="test"):
+    """The spec of a classification task from its prepared splits (``{"train", "test", ...}``
+    of ``{"inputs", "targets"[, "lengths"]}``): the members train on the training split (the
+    task's validation split, used alone for early stopping, is left out) and are measured on
+    the held-out split."""
+    n_features = splits["train"]["inputs"].shape[-1]
+    model = ensemble_classifier(n_features, n_classes, cell=args.cell, hidden=args.hidden,
+                                path=CLI_PATH)
+    keep = ("inputs", "targets", "lengths")
+    pick = lambda split: {k: v for k, v in split.items() if k in keep}
+    return {"model": model, "loss": "softmax_cross_entropy", "metric": "accuracy",
+            "train": pick(splits["train"]), "val": pick(splits[held_out]),
+            "held_out": held_out, "clip_norm": getattr(args, "clip_norm", 1.0)}
+
+
+def _fashion_spec(args):
+    # the task's own reading and preparation (jaxrnn.tasks.fashion), not a copy of it
+    from jaxrnn.tasks.fashion import load_images, prepare
+
+    data = load_images(getattr(args, "dataset", "auto"))
+    splits = prepare(data, val_size=getattr(args, "val_size", 5000),
+                     limit=getattr(args, "limit", None))
+    return _classifier_spec(args, splits, len(data.classes))
+
+
+def _speech_spec(args):
+    from jaxrnn.datasets.japanese_vowels import load_japanese_vowels
+    from jaxrnn.tasks.speech import prepare
+
+    data = load_japanese_vowels()
+    splits = prepare(data, val_fraction=getattr(args, "val_fraction", 0.1), seed=0)
+    return _classifier_spec(args, splits, len(data.classes))
+
+
+def _classify_spec(args):
+    """``--task classify --data FILE``: the file read, labels encoded, split and standardised
+    as ``jaxrnn train --task classify`` does it (the same functions, the same seeded split)."""
+    from jaxrnn.data import LabelEncoder
+    from jaxrnn.tasks import classify as C
+
+    if getattr(args, "data", None) is None:
+        raise ValueError("--data: expected a labelled-sequence file (.csv in long format or "
+                         ".npz)")
+    data = C.read_sequences(args.data, "--data", id_column=args.id_column,
+                            time_column=args.time_column, label_column=args.label_column,
+                            feature_columns=args.feature_columns)
+    encoder = LabelEncoder.fit(data.labels, min_classes=2,
+                               argname=f"--data: label column {args.label_column!r}")
+    y = encoder.transform(data.labels)
+    idx = C.split_indices(len(data.sequences), args.test_fraction, args.val_fraction)
+    frames = np.concatenate([data.sequences[i] for i in idx["train"]])
+    mean = frames.mean(0)
+    std = np.where(frames.std(0) > 0, frames.std(0), 1.0)
+    maxlen = max(len(s) for s in data.sequences)
+    splits = {name: {**C.to_batch([data.sequences[i] for i in rows], mean, std, maxlen),
+                     "targets": y[rows]}
+              for name, rows in idx.items() if len(rows)}
+    return _classifier_spec(args, splits, encoder.num_classes)
+
+
 # Tasks whose model and data the ensemble path knows how to build (a classifier over a fixed
 # data set); other tasks train their members one at a time with --seed.
-TASK_SPECS = {"digits": _digits_spec}
+TASK_SPECS = {"digits": _digits_spec, "fashion": _fashion_spec, "speech": _speech_spec,
+              "classify": _classify_spec}
 
 
 def run_cli(args) -> dict:
@@ -407,7 +487,8 @@ def run_cli(args) -> dict:
     print(f"{spec['held_out']} {name}: mean {s['mean']:.4f}, std {s['std']:.4f}, "
           f"min {s['min']:.4f}, max {s['max']:.4f} over {len(seeds)} seeds "
           f"({result.seconds:.1f} s of training)")
-    return {"seeds": seeds, name: values, "summary": s, "seconds": result.seconds}
+    return {"seeds": seeds, name: values, "loss": result.val["loss"], "summary": s,
+            "seconds": result.seconds}
 
 
 __all__ = [
@@ -423,6 +504,7 @@ __all__ = [
     "fit_ensemble",
     "EnsembleResult",
     "ensemble_classifier",
+    "kernel_vmap_path",
     "run_cli",
     "TASK_SPECS",
 ]
