@@ -329,21 +329,93 @@ def sequential(layers: Sequence[LayerSpec]) -> Model:
     return Model(init, apply, json.loads(json.dumps(config)), layer, specs)
 
 
-def from_config(config: Mapping) -> Model:
+def from_config(config: Mapping) -> Model | ArchitectureModel:
     """The :class:`Model` described by ``config`` (:attr:`Model.config`, e.g. read from JSON)."""
     if not isinstance(config, Mapping):
         raise TypeError(f"config: expected a dict, got {type(config).__name__}")
     if config.get("format") != FORMAT:
         raise ValueError(f"config: expected format {FORMAT!r}, got {config.get('format')!r}")
+    if "architecture" in config:
+        return architecture(config["architecture"], config.get("config"))
     items = config.get("layers")
     if not isinstance(items, list) or not items:
         raise ValueError(f"config: 'layers' must be a non-empty list, got {items!r}")
     return sequential([_spec_from_config(it, f"layers[{i}]") for i, it in enumerate(items)])
 
 
+# --------------------------------------------------------------------------- registered architectures
+
+# Builders a saved model.json may name. Only these (and ones a program registers itself) are
+# ever imported when loading: a file never gets to import an arbitrary module.
+_ARCHITECTURES: set[str] = {
+    f"jaxrnn.tasks.{task}:architecture"
+    for task in ("digits", "fashion", "speech", "music", "memory", "g2p", "moving_digits",
+                 "sentiment", "forecast")
+}
+
+
+def register_architecture(name: str) -> str:
+    """Allow :func:`load_model` to rebuild models named ``"package.module:function"``;
+    ``function(config) -> object with init(key) and apply`` must be importable in the loading
+    process. Returns ``name``."""
+    if not isinstance(name, str) or name.count(":") != 1 or not all(name.split(":")):
+        raise ValueError(f"name: expected 'package.module:function', got {name!r}")
+    _ARCHITECTURES.add(name)
+    return name
+
+
+class ArchitectureModel(NamedTuple):
+    """A model built by a registered architecture (a network :func:`sequential` cannot
+    express: an encoder-decoder, a ConvLSTM, ...).
+
+    Attributes:
+      init: ``init(key, input_size_or_shape=None) -> params`` (the size is ignored: the
+        architecture's config fixes every shape).
+      apply: the built network's ``apply`` (its own signature).
+      config: ``{"format", "architecture": name, "config": {...}}`` (:func:`from_config`).
+      built: what the builder returned (task-specific functions: decoding, sampling, ...).
+    """
+
+    init: Any
+    apply: Any
+    config: dict
+    built: Any
+
+    takes_ids = None  # unknown: the architecture decides
+
+
+def architecture(name: str, config: Mapping) -> ArchitectureModel:
+    """The model the registered builder ``name`` makes of ``config`` (a JSON-able dict)."""
+    import importlib
+
+    if name not in _ARCHITECTURES:
+        raise ValueError(f"architecture: {name!r} is not a registered architecture (one of "
+                         f"{sorted(_ARCHITECTURES)}; jaxrnn.models.register_architecture adds "
+                         f"one)")
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config: expected a dict for architecture {name!r}, got "
+                        f"{type(config).__name__}")
+    config = json.loads(json.dumps(dict(_json_able(dict(config), "config"))))
+    module, attr = name.split(":")
+    builder = getattr(importlib.import_module(module), attr, None)
+    if not callable(builder):
+        raise ValueError(f"architecture: {module} has no function {attr!r}")
+    built = builder(config)
+    if not callable(getattr(built, "init", None)):
+        raise TypeError(f"architecture: {name} returned {type(built).__name__}, expected an "
+                        f"object with init(key) and apply")
+
+    def init(key, input_size_or_shape=None):
+        return built.init(check_key(key))
+
+    return ArchitectureModel(init, getattr(built, "apply", None),
+                             {"format": FORMAT, "architecture": name, "config": config}, built)
+
+
 def input_size_of(model: Model, params) -> int | None:
-    """The feature size ``F`` the params were initialised for (None for a model of ids)."""
-    if model.takes_ids:
+    """The feature size ``F`` the params were initialised for (None for a model of ids or of
+    a registered architecture)."""
+    if isinstance(model, ArchitectureModel) or model.takes_ids:
         return None
     for spec, p in zip(model.specs, params, strict=True):
         if isinstance(spec, RNN):
@@ -358,7 +430,7 @@ def input_size_of(model: Model, params) -> int | None:
 # --------------------------------------------------------------------------- save and load
 
 class SavedModel(NamedTuple):
-    model: Model
+    model: Model | ArchitectureModel
     params: Any
     preprocessing: dict | None
     metrics: dict | None
@@ -403,9 +475,9 @@ def save_model(directory, model: Model, params, *, preprocessing: dict | None = 
     from flax import serialization
 
     target = _check_directory(directory)
-    if not isinstance(model, Model):
-        raise TypeError(f"model: expected a jaxrnn.models.Model (from sequential or "
-                        f"from_config), got {type(model).__name__}")
+    if not isinstance(model, (Model, ArchitectureModel)):
+        raise TypeError(f"model: expected a jaxrnn.models.Model (from sequential, "
+                        f"architecture or from_config), got {type(model).__name__}")
     for argname, value in (("preprocessing", preprocessing), ("metrics", metrics)):
         if value is not None:
             if not isinstance(value, Mapping):
@@ -512,5 +584,6 @@ def load_model(directory) -> SavedModel:
 __all__ = [
     "Model", "SavedModel", "sequential", "from_config", "save_model", "load_model",
     "input_size_of", "Embedding", "RNN", "LSTM", "GRU", "SimpleRNN", "Jordan", "FullyRecurrent",
-    "MinGRU", "MinLSTM", "Bidirectional", "Dropout", "Dense", "FORMAT",
+    "MinGRU", "MinLSTM", "Bidirectional", "Dropout", "Dense", "FORMAT", "ArchitectureModel",
+    "architecture", "register_architecture",
 ]
