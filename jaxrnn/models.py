@@ -343,7 +343,7 @@ def from_config(config: Mapping) -> Model | ArchitectureModel:
     return sequential([_spec_from_config(it, f"layers[{i}]") for i, it in enumerate(items)])
 
 
-# --------------------------------------------------------------------------- registered architectures
+# ------------------------------------------------------------- registered architectures
 
 # Builders a saved model.json may name. Only these (and ones a program registers itself) are
 # ever imported when loading: a file never gets to import an arbitrary module.

@@ -296,10 +296,14 @@ def test_cli_sentiment_end_to_end_on_a_tiny_archive(tmp_path, monkeypatch, capsy
     assert rc == 0
     printed = capsys.readouterr().out
     assert "test accuracy:" in printed and "majority-class baseline" in printed
-    assert (out / sentiment.MODEL_FILE).is_file() and (out / sentiment.PLOT_FILE).is_file()
+    assert (out / "model" / "model.json").is_file() and (out / sentiment.PLOT_FILE).is_file()
+    assert not (out / sentiment.MODEL_FILE).exists()  # one model directory, no loose file
     rc = cli.main(["evaluate", "--task", "sentiment", "--no-download", "--out", str(out)])
     assert rc == 0
-    assert "test accuracy:" in capsys.readouterr().out
+    evaluated = capsys.readouterr().out
+    # the reloaded directory scores the held-out sentences exactly as the trained params did
+    trained_acc = printed.split("test accuracy: ")[1].split()[0]
+    assert evaluated.split("test accuracy: ")[1].split()[0] == trained_acc
 
 
 def test_cli_sentiment_without_archive_says_how_to_fetch(tmp_path, monkeypatch, capsys):

@@ -114,10 +114,11 @@ def config_of(run: SavedRun) -> dict:
 
 
 def save_task(args, *, task: str, config: dict, params, metrics: dict | None = None,
-              preprocessing: dict | None = None) -> str:
-    """Write a built-in task's model directory (:func:`directory_of`); returns its path."""
+              preprocessing: dict | None = None, directory: str | None = None) -> str:
+    """Write a built-in task's model directory (``directory``, default
+    :func:`directory_of`); returns its path."""
     model = task_architecture(task, config)
-    return save(directory_of(args), task=task, model=model, params=params,
+    return save(directory or directory_of(args), task=task, model=model, params=params,
                 preprocessing=preprocessing, metrics=_finite(metrics or {}))
 
 
@@ -143,12 +144,14 @@ def _finite(metrics: dict) -> dict:
     return clean(metrics)
 
 
-def load_task(args, *, task: str, legacy_file: str | None = None) -> SavedRun:
-    """The built-in task's saved run: the model directory ``--model`` (default ``OUT/model``),
-    or, when there is none, the single file ``OUT/legacy_file`` an older version wrote."""
+def load_task(args, *, task: str, legacy_file: str | None = None,
+              directory: str | None = None) -> SavedRun:
+    """The built-in task's saved run: the model directory ``directory`` (default ``--model``,
+    else ``OUT/model``), or, when there is none, the single file ``OUT/legacy_file`` an older
+    version wrote."""
     import jax
 
-    directory = directory_of(args)
+    directory = directory or directory_of(args)
     if os.path.isfile(os.path.join(directory, "model.json")):
         return load(directory, task=task)
     legacy = None if legacy_file is None else os.path.join(args.out, legacy_file)
