@@ -401,14 +401,14 @@ def architecture(name: str, config: Mapping) -> ArchitectureModel:
     if not callable(builder):
         raise ValueError(f"architecture: {module} has no function {attr!r}")
     built = builder(config)
-    if not callable(getattr(built, "init", None)):
+    if not (callable(getattr(built, "init", None)) and callable(getattr(built, "apply", None))):
         raise TypeError(f"architecture: {name} returned {type(built).__name__}, expected an "
                         f"object with init(key) and apply")
 
     def init(key, input_size_or_shape=None):
         return built.init(check_key(key))
 
-    return ArchitectureModel(init, getattr(built, "apply", None),
+    return ArchitectureModel(init, built.apply,
                              {"format": FORMAT, "architecture": name, "config": config}, built)
 
 
