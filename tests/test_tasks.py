@@ -109,9 +109,22 @@ def test_memory_copy_problem_scores_recall_on_recall_steps_only():
     assert problem.baseline == pytest.approx(2 * math.log(3) / (3 + 4))
 
 
-def test_memory_train_one_runs_and_reports():
+def test_memory_train_one_runs_and_reports(tmp_path):
+    from jaxrnn.tasks import modeldir
+
     problem = memory.Problem("adding", 6, _memory_args())
     r = memory.train_one(problem, "lstm", _memory_args(), seed=0)
+    # what train saves per run: a model directory rebuilt from its config, same outputs
+    config, params = r.pop("config"), r.pop("params")
+    path = modeldir.save_task(None, task="memory", config=config, params=params,
+                              directory=str(tmp_path / "m"))
+    run = modeldir.load(path, task="memory")
+    xs = np.random.default_rng(0).uniform(size=(3, 6, problem.n_in)).astype(np.float32)
+    _, trained_apply = memory.make_model("lstm", config["hidden"], problem.n_in, problem.n_out,
+                                         per_step=False)
+    want = np.asarray(trained_apply(params, xs))
+    assert want.shape == (3, problem.n_out)
+    np.testing.assert_array_equal(np.asarray(run.model.apply(run.params, xs)), want)
     assert r["steps"] == 2 and len(r["curve"]) == 3
     assert np.isfinite(r["loss"])
     table = memory.format_table([r], "adding", [6], ["lstm"], {6: 1 / 6})
