@@ -62,7 +62,7 @@ def test_digits_directory_predicts_in_a_fresh_process_as_trained(tmp_path, saved
     assert cli.main(["train", "--limit", "40", "--epochs", "1", "--hidden", "4",
                      "--no-progress", "--out", str(out)]) == 0
     assert sorted(os.listdir(out / "model")) == ["metrics.json", "model.json",
-                                                 "preprocessing.json", "weights.msgpack"]
+                                                 "preprocessing.json", "weights"]
     assert not (out / digits.MODEL_FILE).exists()
     header = json.loads((out / "model" / "model.json").read_text())
     assert header["config"]["architecture"] == "jaxrnn.tasks.digits:architecture"
