@@ -161,8 +161,8 @@ def load_task(args, *, task: str, legacy_file: str | None = None,
         model = task_architecture(task, read_params_config(legacy))
         params = load_params(legacy, jax.eval_shape(model.init, jax.random.key(0)))
         return SavedRun(task, model, params, {"task": task}, {}, legacy)
-    raise FileNotFoundError(f"--model: {directory!r} does not exist (train first with "
-                            f"`jaxrnn train --task {task}`, same --out)")
+    raise FileNotFoundError(f"--model: {directory!r} does not exist (train first): run "
+                            f"`jaxrnn train --task {task}` with the same --out")
 
 
 __all__ = ["recurrent_model", "save", "load", "SavedRun", "directory_of", "task_architecture",
