@@ -1,7 +1,7 @@
 """One model directory per run on the user's data, and the models the tasks build.
 
 A run writes :func:`jaxrnn.models.save_model`'s directory (``model.json``: the architecture;
-``weights.msgpack``; ``preprocessing.json``; ``metrics.json``) with the task's name and
+``weights/`` (Orbax); ``preprocessing.json``; ``metrics.json``) with the task's name and
 everything that turns raw inputs into model inputs (scaler, vocabulary, label classes, window)
 in ``preprocessing``. :func:`load` gives it back; ``predict``, ``evaluate``, ``generate`` and
 Python need nothing else::
