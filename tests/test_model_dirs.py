@@ -163,3 +163,19 @@ def test_a_registered_architecture_saves_and_reloads_bit_exact(tmp_path):
     np.testing.assert_array_equal(np.asarray(run.model.apply(run.params, rolls)),
                                   np.asarray(music.make_model(config)[3](params, rolls)))
     assert run.metrics == {"test_nll": 1.5}
+
+
+def test_predict_on_a_built_in_dataset_model_fails_in_one_line(tmp_path, capsys):
+    config = {"cell": "gru", "hidden": 2, "layers": 1, "bidirectional": False, "dropout": 0.0,
+              "horizon": 3}
+    model = modeldir.task_architecture("forecast", config)
+    path = modeldir.save_task(None, task="forecast", config=config,
+                              params=model.init(jax.random.key(0)),
+                              directory=str(tmp_path / "elnino_model"))
+    (tmp_path / "x.csv").write_text("a\n1\n2\n")
+    capsys.readouterr()
+    assert cli.main(["predict", "--model", path, "--input", str(tmp_path / "x.csv"),
+                     "--output", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--model:" in err and "built-in forecast dataset" in err
+    assert not (tmp_path / "p.csv").exists()

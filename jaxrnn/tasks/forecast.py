@@ -533,7 +533,7 @@ def predict(args) -> dict:
     from jaxrnn.tasks import modeldir
     from jaxrnn.tasks.common import write_csv
 
-    saved = modeldir.load(args.model, task="forecast")
+    saved = modeldir.require_own_data(modeldir.load(args.model, task="forecast"))
     prep = saved.preprocessing
     values, _ = read_series(args.input, prep["columns"], None, option="--input")
     window, horizon = prep["window"], prep["horizon"]
@@ -580,7 +580,7 @@ def evaluate_csv(args) -> dict:
     from jaxrnn.data import WindowScaler
     from jaxrnn.tasks import modeldir
 
-    saved = modeldir.load(args.model, task="forecast")
+    saved = modeldir.require_own_data(modeldir.load(args.model, task="forecast"))
     prep = saved.preprocessing
     values, times = read_series(args.csv, prep["columns"], None)
     columns = prep["columns"]

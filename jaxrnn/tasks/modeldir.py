@@ -70,6 +70,16 @@ def save(directory, *, task: str, model, params, preprocessing: dict | None = No
     return save_model(directory, model, params, preprocessing=prep, metrics=metrics or {})
 
 
+def require_own_data(run: SavedRun, option: str = "--model") -> SavedRun:
+    """``run`` if it was trained on the user's files (its preprocessing turns raw inputs into
+    model inputs); a built-in dataset's model fails naming ``option``."""
+    if "architecture" in run.model.config:
+        raise ValueError(f"{option}: {run.directory!r} holds a model of the built-in "
+                         f"{run.task} dataset; this command needs one trained on your own "
+                         f"file (--csv), or use `jaxrnn evaluate --task {run.task}`")
+    return run
+
+
 def load(directory, *, option: str = "--model", task: str | None = None) -> SavedRun:
     """The run saved in ``directory``.
 
@@ -166,4 +176,4 @@ def load_task(args, *, task: str, legacy_file: str | None = None,
 
 
 __all__ = ["recurrent_model", "save", "load", "SavedRun", "directory_of", "task_architecture",
-           "config_of", "save_task", "load_task"]
+           "config_of", "save_task", "load_task", "require_own_data"]

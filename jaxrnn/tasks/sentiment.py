@@ -340,7 +340,7 @@ def predict(args) -> dict:
     from jaxrnn.tasks.common import write_csv
     from jaxrnn.train import predict as predict_outputs
 
-    saved = modeldir.load(args.model, task="sentiment")
+    saved = modeldir.require_own_data(modeldir.load(args.model, task="sentiment"))
     prep = saved.preprocessing
     texts, _ = read_texts(args.input, args.text_column or prep["text_column"],
                           option="--input")
@@ -358,7 +358,7 @@ def evaluate_csv(args) -> dict:
     from jaxrnn.tasks import modeldir
     from jaxrnn.train import evaluate as evaluate_params
 
-    saved = modeldir.load(args.model, task="sentiment")
+    saved = modeldir.require_own_data(modeldir.load(args.model, task="sentiment"))
     prep = saved.preprocessing
     texts, labels = read_texts(args.csv, args.text_column or prep["text_column"],
                                args.label_column or prep["label_column"])
