@@ -24,11 +24,14 @@ with the backward direction's output at step 0. Sequence outputs are zero at pad
 Saved model directory (written to a temporary directory beside it, then renamed into place, so
 a failed save leaves the previous model at that path as it was):
 
-* ``model.json``: format, the architecture config (:attr:`Model.config`), the input size, the
-  weights' SHA-256;
-* ``weights.msgpack``: the params (``flax.serialization`` msgpack: one synchronous file, exact
-  float bits, restored into the structure rebuilt from the config, so loading needs no code
-  from the program that trained it);
+* ``model.json``: format, the architecture config (:attr:`Model.config`, or a registered
+  architecture's name and config: :func:`architecture`), the input size, a SHA-256 of the
+  weights (every leaf's dtype, shape and bytes; Orbax itself checks no content);
+* ``weights/``: the params' leaves in order, saved synchronously by Orbax
+  (``StandardCheckpointHandler``: exact float bits in their dtype) and restored into the
+  structure rebuilt from the config, so loading needs no code from the program that trained it.
+  Directories of older versions hold ``weights.msgpack`` (``flax.serialization``) instead;
+  :func:`load_model` still reads them;
 * ``preprocessing.json`` and ``metrics.json``: whatever JSON the caller gives (a vocabulary,
   a scaler, the held-out metrics).
 """
@@ -61,7 +64,7 @@ from jaxrnn.layers import (
 from jaxrnn.scan import sequence_mask
 
 FORMAT = "jaxrnn.model/1"
-_CONFIG_FILE, _WEIGHTS_FILE = "model.json", "weights.msgpack"
+_CONFIG_FILE, _WEIGHTS_FILE, _WEIGHTS_DIR = "model.json", "weights.msgpack", "weights"
 _PREPROCESSING_FILE, _METRICS_FILE = "preprocessing.json", "metrics.json"
 
 
@@ -329,21 +332,93 @@ def sequential(layers: Sequence[LayerSpec]) -> Model:
     return Model(init, apply, json.loads(json.dumps(config)), layer, specs)
 
 
-def from_config(config: Mapping) -> Model:
+def from_config(config: Mapping) -> Model | ArchitectureModel:
     """The :class:`Model` described by ``config`` (:attr:`Model.config`, e.g. read from JSON)."""
     if not isinstance(config, Mapping):
         raise TypeError(f"config: expected a dict, got {type(config).__name__}")
     if config.get("format") != FORMAT:
         raise ValueError(f"config: expected format {FORMAT!r}, got {config.get('format')!r}")
+    if "architecture" in config:
+        return architecture(config["architecture"], config.get("config"))
     items = config.get("layers")
     if not isinstance(items, list) or not items:
         raise ValueError(f"config: 'layers' must be a non-empty list, got {items!r}")
     return sequential([_spec_from_config(it, f"layers[{i}]") for i, it in enumerate(items)])
 
 
+# ------------------------------------------------------------- registered architectures
+
+# Builders a saved model.json may name. Only these (and ones a program registers itself) are
+# ever imported when loading: a file never gets to import an arbitrary module.
+_ARCHITECTURES: set[str] = {
+    f"jaxrnn.tasks.{task}:architecture"
+    for task in ("digits", "fashion", "speech", "music", "memory", "g2p", "moving_digits",
+                 "sentiment", "forecast")
+}
+
+
+def register_architecture(name: str) -> str:
+    """Allow :func:`load_model` to rebuild models named ``"package.module:function"``;
+    ``function(config) -> object with init(key) and apply`` must be importable in the loading
+    process. Returns ``name``."""
+    if not isinstance(name, str) or name.count(":") != 1 or not all(name.split(":")):
+        raise ValueError(f"name: expected 'package.module:function', got {name!r}")
+    _ARCHITECTURES.add(name)
+    return name
+
+
+class ArchitectureModel(NamedTuple):
+    """A model built by a registered architecture (a network :func:`sequential` cannot
+    express: an encoder-decoder, a ConvLSTM, ...).
+
+    Attributes:
+      init: ``init(key, input_size_or_shape=None) -> params`` (the size is ignored: the
+        architecture's config fixes every shape).
+      apply: the built network's ``apply`` (its own signature).
+      config: ``{"format", "architecture": name, "config": {...}}`` (:func:`from_config`).
+      built: what the builder returned (task-specific functions: decoding, sampling, ...).
+    """
+
+    init: Any
+    apply: Any
+    config: dict
+    built: Any
+
+    takes_ids = None  # unknown: the architecture decides
+
+
+def architecture(name: str, config: Mapping) -> ArchitectureModel:
+    """The model the registered builder ``name`` makes of ``config`` (a JSON-able dict)."""
+    import importlib
+
+    if name not in _ARCHITECTURES:
+        raise ValueError(f"architecture: {name!r} is not a registered architecture (one of "
+                         f"{sorted(_ARCHITECTURES)}; jaxrnn.models.register_architecture adds "
+                         f"one)")
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config: expected a dict for architecture {name!r}, got "
+                        f"{type(config).__name__}")
+    config = json.loads(json.dumps(dict(_json_able(dict(config), "config"))))
+    module, attr = name.split(":")
+    builder = getattr(importlib.import_module(module), attr, None)
+    if not callable(builder):
+        raise ValueError(f"architecture: {module} has no function {attr!r}")
+    built = builder(config)
+    if not (callable(getattr(built, "init", None)) and callable(getattr(built, "apply", None))):
+        raise TypeError(f"architecture: {name} returned {type(built).__name__}, expected an "
+                        f"object with init(key) and apply")
+
+    def init(key, input_size_or_shape=None):
+        return built.init(check_key(key))
+
+    return ArchitectureModel(init, built.apply,
+                             {"format": FORMAT, "architecture": name, "config": config}, built)
+
+
 def input_size_of(model: Model, params) -> int | None:
-    """The feature size ``F`` the params were initialised for (None for a model of ids)."""
-    if model.takes_ids:
+    """The feature size ``F`` the params were initialised for (None for a model of ids or of
+    a registered architecture)."""
+    if isinstance(model, ArchitectureModel) or model.takes_ids:
         return None
     for spec, p in zip(model.specs, params, strict=True):
         if isinstance(spec, RNN):
@@ -358,7 +433,7 @@ def input_size_of(model: Model, params) -> int | None:
 # --------------------------------------------------------------------------- save and load
 
 class SavedModel(NamedTuple):
-    model: Model
+    model: Model | ArchitectureModel
     params: Any
     preprocessing: dict | None
     metrics: dict | None
@@ -385,6 +460,53 @@ def _check_params(model: Model, params, input_size):
     return template
 
 
+def _leaf_arrays(params) -> dict:
+    import numpy as np
+
+    return {f"a{i}": np.asarray(leaf)
+            for i, leaf in enumerate(jax.tree_util.tree_leaves(jax.device_get(params)))}
+
+
+def _digest(arrays: dict) -> str:
+    """SHA-256 over every leaf's name, dtype, shape and bytes, in leaf order."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name in sorted(arrays, key=lambda n: int(n[1:])):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.dtype.name}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _orbax_checkpointer():
+    # Synchronous (no background thread outlives the save) and imported only when needed:
+    # Orbax takes seconds to import.
+    import orbax.checkpoint as ocp
+
+    return ocp, ocp.Checkpointer(ocp.StandardCheckpointHandler())
+
+
+def _save_weights(path: str, arrays: dict) -> None:
+    """Write the leaves to the new directory ``path`` with Orbax."""
+    ocp, ckptr = _orbax_checkpointer()
+    try:
+        ckptr.save(path, args=ocp.args.StandardSave(arrays))
+    finally:
+        ckptr.close()
+
+
+def _restore_weights(path: str) -> dict:
+    import numpy as np
+
+    ocp, ckptr = _orbax_checkpointer()
+    try:
+        restored = ckptr.restore(path, args=ocp.args.StandardRestore())
+    finally:
+        ckptr.close()
+    return {str(k): np.asarray(v) for k, v in dict(restored).items()}
+
+
 def _write(path: str, data: bytes):
     with open(path, "wb") as f:
         f.write(data)
@@ -400,12 +522,10 @@ def save_model(directory, model: Model, params, *, preprocessing: dict | None = 
     An existing directory is replaced only if it holds a saved model (``model.json``); a save
     that fails leaves it as it was.
     """
-    from flax import serialization
-
     target = _check_directory(directory)
-    if not isinstance(model, Model):
-        raise TypeError(f"model: expected a jaxrnn.models.Model (from sequential or "
-                        f"from_config), got {type(model).__name__}")
+    if not isinstance(model, (Model, ArchitectureModel)):
+        raise TypeError(f"model: expected a jaxrnn.models.Model (from sequential, "
+                        f"architecture or from_config), got {type(model).__name__}")
     for argname, value in (("preprocessing", preprocessing), ("metrics", metrics)):
         if value is not None:
             if not isinstance(value, Mapping):
@@ -421,18 +541,19 @@ def save_model(directory, model: Model, params, *, preprocessing: dict | None = 
         raise ValueError(f"directory: {target!r} exists and is not a saved model (no "
                          f"{_CONFIG_FILE}); refusing to replace it")
 
-    weights = serialization.to_bytes(jax.device_get(params))
+    arrays = _leaf_arrays(params)
     header = {
         "format": FORMAT,
         "config": model.config,
         "input_size": input_size,
-        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "weights": _WEIGHTS_DIR,
+        "weights_sha256": _digest(arrays),
     }
     parent, name = os.path.split(target)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
     try:
-        _write(os.path.join(tmp, _WEIGHTS_FILE), weights)
+        _save_weights(os.path.join(tmp, _WEIGHTS_DIR), arrays)
         for fname, value in ((_PREPROCESSING_FILE, preprocessing), (_METRICS_FILE, metrics)):
             if value is not None:
                 _write(os.path.join(tmp, fname), json.dumps(dict(value), indent=1).encode())
@@ -465,30 +586,49 @@ def _read_json(directory: str, fname: str, required: bool):
         raise ValueError(f"directory: {fname} in {directory!r} is corrupt ({e})") from None
 
 
-def load_model(directory) -> SavedModel:
-    """The model, params, preprocessing and metrics saved by :func:`save_model` in
-    ``directory``; rebuilt from the saved config alone."""
+def _load_orbax_weights(source: str, header: dict, template):
+    import numpy as np
+
+    wpath = os.path.join(source, _WEIGHTS_DIR)
+    if not os.path.isdir(wpath):
+        raise FileNotFoundError(f"directory: {source!r} has no {_WEIGHTS_DIR}/ (the weights)")
+    try:
+        arrays = _restore_weights(wpath)
+    except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many kinds when damaged
+        raise ValueError(f"directory: {_WEIGHTS_DIR}/ in {source!r} is corrupt or incomplete "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                         ) from None
+    if _digest(arrays) != header.get("weights_sha256"):
+        raise ValueError(f"directory: {_WEIGHTS_DIR}/ in {source!r} is corrupt (its SHA-256 "
+                         f"differs from the one in {_CONFIG_FILE})")
+    leaves = jax.tree_util.tree_leaves(template)
+    if len(arrays) != len(leaves):
+        raise ValueError(f"directory: {_WEIGHTS_DIR}/ in {source!r} holds {len(arrays)} arrays "
+                         f"where the saved architecture has {len(leaves)}")
+    out = []
+    for i, t in enumerate(leaves):
+        v = arrays[f"a{i}"]
+        if v.shape != t.shape or np.dtype(v.dtype) != np.dtype(t.dtype):
+            raise ValueError(f"directory: {_WEIGHTS_DIR}/ in {source!r} holds a leaf "
+                             f"{v.dtype}{list(v.shape)} where the architecture has "
+                             f"{t.dtype}{list(t.shape)}")
+        out.append(jnp.asarray(v))
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), out)
+
+
+def _load_msgpack_weights(source: str, header: dict, template):
+    """The weights of a directory an older version saved (``weights.msgpack``)."""
     from flax import serialization
 
-    source = _check_directory(directory)
-    if not os.path.isdir(source):
-        raise FileNotFoundError(f"directory: no saved model at {source!r} "
-                                f"({'not a directory' if os.path.exists(source) else 'missing'})")
-    header = _read_json(source, _CONFIG_FILE, required=True)
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        got = header.get("format") if isinstance(header, dict) else header
-        raise ValueError(f"directory: {_CONFIG_FILE} in {source!r} is not format {FORMAT!r} "
-                         f"(got {got!r})")
-    model = from_config(header.get("config"))
     wpath = os.path.join(source, _WEIGHTS_FILE)
     if not os.path.isfile(wpath):
-        raise FileNotFoundError(f"directory: {source!r} has no {_WEIGHTS_FILE}")
+        raise FileNotFoundError(f"directory: {source!r} has no {_WEIGHTS_DIR}/ or "
+                                f"{_WEIGHTS_FILE} (the weights)")
     with open(wpath, "rb") as f:
         weights = f.read()
     if hashlib.sha256(weights).hexdigest() != header.get("weights_sha256"):
         raise ValueError(f"directory: {_WEIGHTS_FILE} in {source!r} is corrupt (its SHA-256 "
                          f"differs from the one in {_CONFIG_FILE})")
-    template = jax.eval_shape(lambda: model.init(jax.random.key(0), header.get("input_size")))
     try:
         state = serialization.msgpack_restore(weights)
         restored = serialization.from_state_dict(template, state)
@@ -505,6 +645,27 @@ def load_model(directory) -> SavedModel:
         if v.shape != t.shape:
             raise ValueError(f"directory: {_WEIGHTS_FILE} in {source!r} holds a leaf of shape "
                              f"{v.shape} where the architecture has {t.shape}")
+    return params
+
+
+def load_model(directory) -> SavedModel:
+    """The model, params, preprocessing and metrics saved by :func:`save_model` in
+    ``directory``; rebuilt from the saved config alone."""
+    source = _check_directory(directory)
+    if not os.path.isdir(source):
+        raise FileNotFoundError(f"directory: no saved model at {source!r} "
+                                f"({'not a directory' if os.path.exists(source) else 'missing'})")
+    header = _read_json(source, _CONFIG_FILE, required=True)
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        got = header.get("format") if isinstance(header, dict) else header
+        raise ValueError(f"directory: {_CONFIG_FILE} in {source!r} is not format {FORMAT!r} "
+                         f"(got {got!r})")
+    model = from_config(header.get("config"))
+    template = jax.eval_shape(lambda: model.init(jax.random.key(0), header.get("input_size")))
+    if header.get("weights") == _WEIGHTS_DIR:
+        params = _load_orbax_weights(source, header, template)
+    else:
+        params = _load_msgpack_weights(source, header, template)
     return SavedModel(model, params, _read_json(source, _PREPROCESSING_FILE, False),
                       _read_json(source, _METRICS_FILE, False))
 
@@ -512,5 +673,6 @@ def load_model(directory) -> SavedModel:
 __all__ = [
     "Model", "SavedModel", "sequential", "from_config", "save_model", "load_model",
     "input_size_of", "Embedding", "RNN", "LSTM", "GRU", "SimpleRNN", "Jordan", "FullyRecurrent",
-    "MinGRU", "MinLSTM", "Bidirectional", "Dropout", "Dense", "FORMAT",
+    "MinGRU", "MinLSTM", "Bidirectional", "Dropout", "Dense", "FORMAT", "ArchitectureModel",
+    "architecture", "register_architecture",
 ]

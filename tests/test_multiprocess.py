@@ -149,7 +149,7 @@ def test_cli_train_with_two_processes(cli_run):
     assert "[rank 0] test accuracy:" in log
     assert "[rank 1] test accuracy" not in log and "[rank 1] epoch" not in log
     # Only process 0 writes into --out (the model, the curves, the checkpoint).
-    assert (out / "digits_model.msgpack").is_file() and (out / "digits_curves.png").is_file()
+    assert (out / "model" / "model.json").is_file() and (out / "digits_curves.png").is_file()
     assert (out / "checkpoints").is_dir()
 
 

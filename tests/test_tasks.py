@@ -109,9 +109,22 @@ def test_memory_copy_problem_scores_recall_on_recall_steps_only():
     assert problem.baseline == pytest.approx(2 * math.log(3) / (3 + 4))
 
 
-def test_memory_train_one_runs_and_reports():
+def test_memory_train_one_runs_and_reports(tmp_path):
+    from jaxrnn.tasks import modeldir
+
     problem = memory.Problem("adding", 6, _memory_args())
     r = memory.train_one(problem, "lstm", _memory_args(), seed=0)
+    # what train saves per run: a model directory rebuilt from its config, same outputs
+    config, params = r.pop("config"), r.pop("params")
+    path = modeldir.save_task(None, task="memory", config=config, params=params,
+                              directory=str(tmp_path / "m"))
+    run = modeldir.load(path, task="memory")
+    xs = np.random.default_rng(0).uniform(size=(3, 6, problem.n_in)).astype(np.float32)
+    _, trained_apply = memory.make_model("lstm", config["hidden"], problem.n_in, problem.n_out,
+                                         per_step=False)
+    want = np.asarray(trained_apply(params, xs))
+    assert want.shape == (3, problem.n_out)
+    np.testing.assert_array_equal(np.asarray(run.model.apply(run.params, xs)), want)
     assert r["steps"] == 2 and len(r["curve"]) == 3
     assert np.isfinite(r["loss"])
     table = memory.format_table([r], "adding", [6], ["lstm"], {6: 1 / 6})
@@ -296,10 +309,14 @@ def test_cli_sentiment_end_to_end_on_a_tiny_archive(tmp_path, monkeypatch, capsy
     assert rc == 0
     printed = capsys.readouterr().out
     assert "test accuracy:" in printed and "majority-class baseline" in printed
-    assert (out / sentiment.MODEL_FILE).is_file() and (out / sentiment.PLOT_FILE).is_file()
+    assert (out / "model" / "model.json").is_file() and (out / sentiment.PLOT_FILE).is_file()
+    assert not (out / sentiment.MODEL_FILE).exists()  # one model directory, no loose file
     rc = cli.main(["evaluate", "--task", "sentiment", "--no-download", "--out", str(out)])
     assert rc == 0
-    assert "test accuracy:" in capsys.readouterr().out
+    evaluated = capsys.readouterr().out
+    # the reloaded directory scores the held-out sentences exactly as the trained params did
+    trained_acc = printed.split("test accuracy: ")[1].split()[0]
+    assert evaluated.split("test accuracy: ")[1].split()[0] == trained_acc
 
 
 def test_cli_sentiment_without_archive_says_how_to_fetch(tmp_path, monkeypatch, capsys):

@@ -14,7 +14,6 @@ import importlib.util
 import os
 import time
 
-import jax
 import numpy as np
 
 from jaxrnn.data.deps import require
@@ -23,7 +22,7 @@ from jaxrnn.tasks.common import add_patience, check_patience, clip_norm, train_c
 DESCRIPTION = ("8x8 digits (scikit-learn load_digits) read row by row, 8 steps of 8 features; "
                "prints test accuracy")
 DEFAULTS = {"epochs": 40, "hidden": 64, "lr": 3e-3, "batch_size": 32}
-MODEL_FILE = "digits_model.msgpack"
+MODEL_FILE = "digits_model.msgpack"  # what older versions wrote; evaluate still reads it
 PLOT_FILE = "digits_curves.png"
 
 
@@ -85,7 +84,9 @@ def _config(args) -> dict:
             "bidirectional": bool(args.bidirectional), "dropout": args.dropout}
 
 
-def _model(config):
+def architecture(config):
+    """The network of ``config`` (registered: :func:`jaxrnn.models.architecture` rebuilds it
+    from the model directory)."""
     from jaxrnn.train.models import sequence_classifier
 
     return sequence_classifier(
@@ -95,20 +96,22 @@ def _model(config):
 
 
 def train(args) -> dict:
-    from jaxrnn.train.checkpoint import save_params
+    from jaxrnn.tasks import modeldir
 
     clip_norm(args)  # validated before any data is read
     check_patience(args)
     t0 = time.perf_counter()
     data = load_splits(args.limit)
     config = _config(args)
-    model = _model(config)
+    model = architecture(config)
     print(f"digits: {len(data['train']['targets'])} train / {len(data['val']['targets'])} val / "
           f"{len(data['test']['targets'])} test images; {config['cell']} x{config['layers']} "
           f"hidden {config['hidden']}{' bidirectional' if config['bidirectional'] else ''}")
     run = train_classifier(args, model, data, plot_file=PLOT_FILE)
     test = run.test
-    model_path = save_params(os.path.join(args.out, MODEL_FILE), run.params, config)
+    model_path = modeldir.save_task(
+        args, task="digits", config=config, params=run.params,
+        metrics={"test_accuracy": test["accuracy"], "test_loss": test["loss"]})
     seconds = time.perf_counter() - t0
     print(f"model: {model_path}")
     print(f"test accuracy: {test['accuracy']:.4f} ({len(data['test']['targets'])} held-out "
@@ -120,17 +123,57 @@ def train(args) -> dict:
 
 
 def evaluate(args) -> dict:
+    from jaxrnn.tasks import modeldir
     from jaxrnn.train import evaluate as evaluate_params
-    from jaxrnn.train.checkpoint import load_params, read_params_config
 
-    path = os.path.join(args.out, MODEL_FILE)
-    config = read_params_config(path)
-    model = _model(config)
-    # The structure of the parameters, without computing an initialisation.
-    params = load_params(path, jax.eval_shape(model.init, jax.random.key(0)))
+    saved = modeldir.load_task(args, task="digits", legacy_file=MODEL_FILE)
+    path, params = saved.directory, saved.params
     data = load_splits(args.limit)
-    test = evaluate_params(model.apply, params, "softmax_cross_entropy", data["test"],
+    test = evaluate_params(saved.model.apply, params, "softmax_cross_entropy", data["test"],
                            metrics=["accuracy"])
     print(f"test accuracy: {test['accuracy']:.4f} ({len(data['test']['targets'])} held-out "
           f"images; model {path})")
     return {"test_accuracy": test["accuracy"], "test_loss": test["loss"]}
+
+
+def read_images(path, option: str = "--input") -> np.ndarray:
+    """Images ``(N, 8, 8)`` float32 from a ``.npy`` or ``.npz`` (array ``x`` or its only
+    array) of ``(N, 8, 8)`` or ``(N, 64)`` grey levels in [0, 1], as :func:`load_splits` gives."""
+    from jaxrnn.tasks.common import existing_file, fail
+
+    path = existing_file(path, option)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if isinstance(f, np.ndarray):
+                x = f
+            else:
+                names = list(f.keys())
+                name = "x" if "x" in names else (names[0] if len(names) == 1 else None)
+                if name is None:
+                    fail(option, f"{path!r} holds {names}; expected an array 'x'")
+                x = f[name]
+    except (ValueError, OSError) as e:
+        fail(option, f"{path!r} is not a .npy/.npz file ({e})")
+    x = np.asarray(x)
+    if x.ndim == 2 and x.shape[1] == 64:
+        x = x.reshape(-1, 8, 8)
+    if x.ndim != 3 or x.shape[1:] != (8, 8) or not np.issubdtype(x.dtype, np.number):
+        fail(option, f"expected images of shape (N, 8, 8) or (N, 64), got {x.dtype} "
+                     f"{tuple(x.shape)}")
+    return x.astype(np.float32)
+
+
+def predict(args) -> dict:
+    """``--model DIR --input IMAGES.npz --output FILE.csv``: ``id, label, p_0..p_9``."""
+    from jaxrnn.tasks import modeldir
+    from jaxrnn.tasks.classify import prediction_rows
+    from jaxrnn.tasks.common import write_csv
+    from jaxrnn.train import predict as predict_outputs
+
+    saved = modeldir.load_task(args, task="digits", legacy_file=MODEL_FILE)
+    x = read_images(args.input)
+    logits = np.asarray(predict_outputs(saved.model.apply, saved.params, x))
+    header, rows = prediction_rows(range(len(x)), logits, list(range(10)))
+    path = write_csv(args.output, header, rows)
+    print(f"predictions: {len(rows)} images -> {path}")
+    return {"predictions": path, "n": len(rows), "logits": logits}

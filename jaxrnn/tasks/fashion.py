@@ -14,11 +14,9 @@ authors (e.g. 84-85% for linear and logistic models, ~87-89% for MLPs; Xiao et a
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
-import jax
 import numpy as np
 
 from jaxrnn.tasks.common import clip_norm, train_classifier
@@ -26,7 +24,7 @@ from jaxrnn.tasks.common import clip_norm, train_classifier
 DESCRIPTION = ("Fashion-MNIST (Debian dataset-fashion-mnist) read row by row, 28 steps of 28 "
                "pixels (sklearn digits as fallback); prints test accuracy")
 DEFAULTS = {"epochs": 4, "hidden": 128, "lr": 2e-3, "batch_size": 128}
-MODEL_FILE = "fashion_model.msgpack"
+MODEL_FILE = "fashion_model.msgpack"  # what older versions wrote; evaluate still reads it
 PLOT_FILE = "fashion_curves.png"
 
 
@@ -92,7 +90,9 @@ def _config(args, data, rows, cols) -> dict:
             "n_classes": len(data.classes)}
 
 
-def _model(config):
+def architecture(config):
+    """The network of ``config`` (registered: :func:`jaxrnn.models.architecture` rebuilds it
+    from the model directory)."""
     from jaxrnn.train.models import sequence_classifier
 
     return sequence_classifier(
@@ -103,7 +103,7 @@ def _model(config):
 
 
 def train(args) -> dict:
-    from jaxrnn.train.checkpoint import save_params
+    from jaxrnn.tasks import modeldir
 
     clip_norm(args)  # validated before any data is read
     t0 = time.perf_counter()
@@ -111,7 +111,7 @@ def train(args) -> dict:
     splits = prepare(data, val_size=args.val_size, limit=args.limit)
     _, rows, cols = splits["train"]["inputs"].shape
     config = _config(args, data, rows, cols)
-    model = _model(config)
+    model = architecture(config)
     n = {k: len(splits[k]["targets"]) for k in ("train", "val", "test")}
     print(f"fashion: {data.name} {n}, {rows} steps of {cols} pixels; {args.cell} "
           f"x{args.layers} hidden {args.hidden}")
@@ -120,7 +120,9 @@ def train(args) -> dict:
     counts = np.bincount(splits["test"]["targets"], minlength=config["n_classes"])
     majority = float(counts.max() / counts.sum())
     config.update(mean=splits["mean"], std=splits["std"])
-    model_path = save_params(os.path.join(args.out, MODEL_FILE), run.params, config)
+    model_path = modeldir.save_task(
+        args, task="fashion", config=config, params=run.params,
+        metrics={"test_accuracy": test["accuracy"], "test_loss": test["loss"]})
     seconds = time.perf_counter() - t0
     ref = "; published: logistic regression 0.84, MLP 0.87-0.88" \
         if data.name == "fashion-mnist" else ""
@@ -135,13 +137,12 @@ def train(args) -> dict:
 
 
 def evaluate(args) -> dict:
+    from jaxrnn.tasks import modeldir
     from jaxrnn.train import evaluate as evaluate_params
-    from jaxrnn.train.checkpoint import load_params, read_params_config
 
-    path = os.path.join(args.out, MODEL_FILE)
-    config = read_params_config(path)
-    model = _model(config)
-    params = load_params(path, model.init(jax.random.key(0)))
+    saved = modeldir.load_task(args, task="fashion", legacy_file=MODEL_FILE)
+    config, model, params, path = (modeldir.config_of(saved), saved.model, saved.params,
+                                   saved.directory)
     data = load_images("digits" if config["dataset"] == "digits" else "fashion")
     x = ((data.test.images - config["mean"]) / config["std"]).astype(np.float32)
     test = evaluate_params(model.apply, params, "softmax_cross_entropy",

@@ -33,7 +33,6 @@ import os
 import time
 from typing import NamedTuple
 
-import jax
 import numpy as np
 
 from jaxrnn.tasks.common import (
@@ -154,8 +153,9 @@ def window_scale(x: np.ndarray, floor: float = 0.1):
 
 # --------------------------------------------------------------------------- model
 
-def _model(config):
-    """The built-in series' model (saved with its config as ``NAME_model.msgpack``)."""
+def architecture(config):
+    """The built-in series' model (registered: :func:`jaxrnn.models.architecture` rebuilds it
+    from its model directory ``OUT/NAME_model``; older versions saved ``NAME_model.msgpack``)."""
     from jaxrnn.train.models import sequence_classifier
 
     return sequence_classifier(
@@ -289,6 +289,14 @@ def plot_forecasts(series, origins, pred, horizon, path, scores):
 
 # --------------------------------------------------------------------------- commands
 
+def _series_directory(args, name: str, names) -> str:
+    """A built-in series' model directory: ``--model`` for one series, else ``OUT/NAME_model``
+    (one directory per series)."""
+    if getattr(args, "model", None) and len(names) == 1:
+        return args.model
+    return os.path.join(args.out, f"{name}_model")
+
+
 def _config(args, name, window, horizon, features: int = 1) -> dict:
     return {"series": name, "cell": args.cell, "hidden": args.hidden, "layers": args.layers,
             "bidirectional": bool(args.bidirectional), "dropout": args.dropout,
@@ -351,7 +359,7 @@ def train(args) -> dict:
             fail("--" + option.replace("_", "-"), "only applies to your own series: add "
                  "--csv FILE")
     from jaxrnn.datasets.series import load_series
-    from jaxrnn.train.checkpoint import save_params
+    from jaxrnn.tasks import modeldir
 
     t0 = time.perf_counter()
     names = SERIES if args.series == "both" else (args.series,)
@@ -362,7 +370,7 @@ def train(args) -> dict:
         prep = prepare(series, window, horizon, args.test_fraction, args.val_fraction,
                        args.scaling)
         config = _config(args, name, window, horizon)
-        model = _model(config)
+        model = architecture(config)
         print(f"{name}: {len(series.values)} values; train {len(prep['train']['targets'])} / "
               f"val {len(prep['val']['targets'])} windows, test from "
               f"{series.times[prep['test_start']]:.0f}; window {window}, horizon {horizon}; "
@@ -376,8 +384,8 @@ def train(args) -> dict:
         plot = plot_forecasts(series, prep["test_origins"], pred, horizon,
                               os.path.join(args.out, f"{name}_forecast.png"), scores)
         config.update(mean=prep["mean"], std=prep["std"])
-        path = save_params(os.path.join(args.out, f"{name}_model.msgpack"), result.params,
-                           config)
+        path = modeldir.save_task(args, task="forecast", config=config, params=result.params,
+                                  metrics=scores, directory=_series_directory(args, name, names))
         print(f"{name}: forecast plot {plot}; learning curves {result.plot_path}; "
               f"best epoch {None if result.best_epoch is None else result.best_epoch + 1}")
         out[name] = {**scores, "plot": plot, "model": path}
@@ -525,7 +533,7 @@ def predict(args) -> dict:
     from jaxrnn.tasks import modeldir
     from jaxrnn.tasks.common import write_csv
 
-    saved = modeldir.load(args.model, task="forecast")
+    saved = modeldir.require_own_data(modeldir.load(args.model, task="forecast"))
     prep = saved.preprocessing
     values, _ = read_series(args.input, prep["columns"], None, option="--input")
     window, horizon = prep["window"], prep["horizon"]
@@ -547,15 +555,14 @@ def evaluate(args) -> dict:
         return evaluate_csv(args)
     from jaxrnn.data import WindowScaler
     from jaxrnn.datasets.series import load_series
-    from jaxrnn.train.checkpoint import load_params, read_params_config
+    from jaxrnn.tasks import modeldir
 
     names = SERIES if args.series == "both" else (args.series,)
     out = {}
     for name in names:
-        path = os.path.join(args.out, f"{name}_model.msgpack")
-        config = read_params_config(path)
-        model = _model(config)
-        params = load_params(path, model.init(jax.random.key(0)))
+        saved = modeldir.load_task(args, task="forecast", legacy_file=f"{name}_model.msgpack",
+                                   directory=_series_directory(args, name, names))
+        config, model, params = modeldir.config_of(saved), saved.model, saved.params
         series = load_series(name)
         prep = prepare(series, config["window"], config["horizon"], config["test_fraction"],
                        config["val_fraction"], config["scaling"])
@@ -573,7 +580,7 @@ def evaluate_csv(args) -> dict:
     from jaxrnn.data import WindowScaler
     from jaxrnn.tasks import modeldir
 
-    saved = modeldir.load(args.model, task="forecast")
+    saved = modeldir.require_own_data(modeldir.load(args.model, task="forecast"))
     prep = saved.preprocessing
     values, times = read_series(args.csv, prep["columns"], None)
     columns = prep["columns"]

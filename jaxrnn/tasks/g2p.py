@@ -30,6 +30,7 @@ import json
 import os
 import re
 import time
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -170,6 +171,23 @@ def build_model(config):
     )
 
 
+class Architecture(NamedTuple):
+    """What the registered builder returns: ``init(key)``, ``apply`` = the teacher-forced
+    ``logits(params, src, src_lengths, tgt, tgt_lengths) -> (B, T, V)``, and the whole
+    encoder-decoder (greedy, beam search, attention weights)."""
+
+    init: Any
+    apply: Any
+    seq2seq: Any
+
+
+def architecture(config):
+    """:func:`build_model` (registered: :func:`jaxrnn.models.architecture` rebuilds it from the
+    model directory)."""
+    s2s = build_model(config)
+    return Architecture(s2s.init, s2s.logits, s2s)
+
+
 def save(path, params, config):
     leaves = jax.tree_util.tree_leaves(params)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -216,8 +234,24 @@ def add_arguments(parser):
 
 
 def _paths(args):
+    """``(old single-file weights, attention heat-map)``; the model directory is
+    :func:`jaxrnn.tasks.modeldir.directory_of`."""
     out = getattr(args, "out", None) or os.path.join("runs", "g2p")
     return os.path.join(out, "g2p_params.npz"), os.path.join(out, "g2p_attention.png")
+
+
+def load_run(args):
+    """``(model, params, config)`` from the model directory (``--model``, default
+    ``OUT/model``), or from the ``g2p_params.npz`` an older version wrote."""
+    from jaxrnn.tasks import modeldir
+
+    args.out = getattr(args, "out", None) or os.path.join("runs", "g2p")
+    legacy = _paths(args)[0]
+    if not os.path.isfile(os.path.join(modeldir.directory_of(args), "model.json")) and \
+            os.path.isfile(legacy):
+        return load(legacy)
+    saved = modeldir.load_task(args, task="g2p")
+    return saved.model.built.seq2seq, saved.params, modeldir.config_of(saved)
 
 
 def _decode(model, params, words_ids, *, beam, max_len, batch_size=256):
@@ -241,7 +275,9 @@ def _decode(model, params, words_ids, *, beam, max_len, batch_size=256):
 
 def train(args) -> dict:
     t_start = time.perf_counter()
-    checkpoint, heatmap = _paths(args)
+    from jaxrnn.tasks import modeldir
+
+    _, heatmap = _paths(args)
     lexicon = load_cmudict()
     train_words, test_words = split_words(
         lexicon, test_size=args.test_words, train_size=args.train_words, seed=args.seed
@@ -297,11 +333,14 @@ def train(args) -> dict:
         if out_of_time:
             break
     train_s = time.perf_counter() - t_train
-    save(checkpoint, params, config)
 
     t_eval = time.perf_counter()
     any_pron, first_pron = _score(model, params, vocabs, lexicon, test_words, args.beam, max_len)
     eval_s = time.perf_counter() - t_eval
+    checkpoint = modeldir.save_task(
+        args, task="g2p", config=config, params=params,
+        metrics={"per": any_pron["token_error_rate"], "wer": any_pron["sequence_error_rate"],
+                 "steps": n_steps})
     save_heatmap(model, params, vocabs, test_words[:4], heatmap, max_len)
     print(f"attention heat-map: {heatmap}")
     total_s = time.perf_counter() - t_start
@@ -340,7 +379,7 @@ def evaluate(args) -> dict:
     """Reload the trained weights and score the same held-out words (same seed and test size as
     in training), greedily or with ``--beam K``."""
     t0 = time.perf_counter()
-    model, params, config = load(_paths(args)[0])
+    model, params, config = load_run(args)
     vocabs = Vocabs(config["letters"], config["phonemes"])
     lexicon = load_cmudict()
     _, test_words = split_words(lexicon, test_size=config["test_words"], train_size=0,
@@ -385,7 +424,7 @@ def save_heatmap(model, params, vocabs, words, path, max_len):
 def generate(args) -> str:
     if not args.text:
         raise ValueError("text: expected one or more words, e.g. --text 'jaxrnn'")
-    model, params, config = load(_paths(args)[0])
+    model, params, config = load_run(args)
     vocabs = Vocabs(config["letters"], config["phonemes"])
     words = args.text.lower().split()
     ids = [vocabs.encode_word(w) for w in words]

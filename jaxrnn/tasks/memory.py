@@ -184,7 +184,9 @@ def train_one(problem: Problem, cell_name: str, args, seed: int) -> dict:
                 break
     bar.close()
     return {"cell": cell_name, "T": problem.T, "steps": step, "curve": curve,
-            "seconds": time.perf_counter() - t0, **scores}
+            "seconds": time.perf_counter() - t0, "params": state.params,
+            "config": {"cell": cell_name, "hidden": args.hidden, "n_in": problem.n_in,
+                       "n_out": problem.n_out, "per_step": problem.per_step}, **scores}
 
 
 # --------------------------------------------------------------------------- report
@@ -245,7 +247,17 @@ def plot_curves(results: list[dict], path: str, problem: str, baselines: dict[in
     return path
 
 
+def architecture(config):
+    """:func:`make_model` of ``config`` (registered: :func:`jaxrnn.models.architecture`
+    rebuilds it from a model directory ``OUT/models/CELL_T<T>``)."""
+    from jaxrnn.train.models import Model
+
+    return Model(*make_model(config["cell"], config["hidden"], config["n_in"], config["n_out"],
+                             per_step=config["per_step"]))
+
+
 def train(args) -> dict:
+    from jaxrnn.tasks import modeldir
     from jaxrnn.train.models import CELLS
 
     lengths = _int_list(args.lengths)
@@ -268,6 +280,12 @@ def train(args) -> dict:
         baselines[T] = problem.baseline
         for cell in cells:
             r = train_one(problem, cell, args, args.seed)
+            # one model directory per (cell, T) run: this task compares many trained models
+            r["model"] = modeldir.save_task(
+                args, task="memory", config=r.pop("config"), params=r.pop("params"),
+                metrics={k: v for k, v in r.items() if k != "curve"},
+                preprocessing={"problem": args.problem, "T": T},
+                directory=os.path.join(args.out, "models", f"{cell}_T{T}"))
             results.append(r)
             extra = f", recall {100 * r['recall']:.1f}%" if args.problem == "copy" else ""
             print(f"  {cell:<6} T={T:<4} held-out loss {r['loss']:.4f} (baseline "

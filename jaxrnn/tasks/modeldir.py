@@ -1,7 +1,7 @@
 """One model directory per run on the user's data, and the models the tasks build.
 
 A run writes :func:`jaxrnn.models.save_model`'s directory (``model.json``: the architecture;
-``weights.msgpack``; ``preprocessing.json``; ``metrics.json``) with the task's name and
+``weights/`` (Orbax); ``preprocessing.json``; ``metrics.json``) with the task's name and
 everything that turns raw inputs into model inputs (scaler, vocabulary, label classes, window)
 in ``preprocessing``. :func:`load` gives it back; ``predict``, ``evaluate``, ``generate`` and
 Python need nothing else::
@@ -10,6 +10,12 @@ Python need nothing else::
     logits = jaxrnn.keras.predict(run.model, run.params, x)
 
 (``jaxrnn.models.load_model`` reads the same directory.)
+
+The built-in tasks (digits, fashion, speech, music, g2p, ... on their own datasets) write the
+same directory through :func:`save_task`: their networks are rebuilt by the registered
+architecture ``jaxrnn.tasks.TASK:architecture`` from the config in ``model.json``
+(:func:`jaxrnn.models.architecture`), so loading needs no code from the training run either.
+:func:`load_task` also reads a run of an older version (``OUT/TASK_model.msgpack``).
 """
 
 from __future__ import annotations
@@ -64,6 +70,16 @@ def save(directory, *, task: str, model, params, preprocessing: dict | None = No
     return save_model(directory, model, params, preprocessing=prep, metrics=metrics or {})
 
 
+def require_own_data(run: SavedRun, option: str = "--model") -> SavedRun:
+    """``run`` if it was trained on the user's files (its preprocessing turns raw inputs into
+    model inputs); a built-in dataset's model fails naming ``option``."""
+    if "architecture" in run.model.config:
+        raise ValueError(f"{option}: {run.directory!r} holds a model of the built-in "
+                         f"{run.task} dataset; this command needs one trained on your own "
+                         f"file (--csv), or use `jaxrnn evaluate --task {run.task}`")
+    return run
+
+
 def load(directory, *, option: str = "--model", task: str | None = None) -> SavedRun:
     """The run saved in ``directory``.
 
@@ -90,4 +106,74 @@ def load(directory, *, option: str = "--model", task: str | None = None) -> Save
                     directory)
 
 
-__all__ = ["recurrent_model", "save", "load", "SavedRun"]
+def directory_of(args) -> str:
+    """The run's model directory: ``--model`` if given, else ``OUT/model``."""
+    return getattr(args, "model", None) or os.path.join(args.out, "model")
+
+
+def task_architecture(task: str, config: dict):
+    """The built-in task's network, as a :class:`jaxrnn.models.ArchitectureModel`."""
+    from jaxrnn.models import architecture
+
+    return architecture(f"jaxrnn.tasks.{task}:architecture", config)
+
+
+def config_of(run: SavedRun) -> dict:
+    """The architecture config a built-in task saved (:func:`save_task`)."""
+    return run.model.config["config"]
+
+
+def save_task(args, *, task: str, config: dict, params, metrics: dict | None = None,
+              preprocessing: dict | None = None, directory: str | None = None) -> str:
+    """Write a built-in task's model directory (``directory``, default
+    :func:`directory_of`); returns its path."""
+    model = task_architecture(task, config)
+    return save(directory or directory_of(args), task=task, model=model, params=params,
+                preprocessing=preprocessing, metrics=_finite(metrics or {}))
+
+
+def _finite(metrics: dict) -> dict:
+    # metrics.json is strict JSON: a NaN/inf score (a diverged run) is written as null
+    import math
+
+    def clean(v):
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            return v
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return str(v)
+        if isinstance(v, int):
+            return v
+        return f if math.isfinite(f) else None
+
+    return clean(metrics)
+
+
+def load_task(args, *, task: str, legacy_file: str | None = None,
+              directory: str | None = None) -> SavedRun:
+    """The built-in task's saved run: the model directory ``directory`` (default ``--model``,
+    else ``OUT/model``), or, when there is none, the single file ``OUT/legacy_file`` an older
+    version wrote."""
+    import jax
+
+    directory = directory or directory_of(args)
+    if os.path.isfile(os.path.join(directory, "model.json")):
+        return load(directory, task=task)
+    legacy = None if legacy_file is None else os.path.join(args.out, legacy_file)
+    if legacy is not None and os.path.isfile(legacy):
+        from jaxrnn.train.checkpoint import load_params, read_params_config
+
+        model = task_architecture(task, read_params_config(legacy))
+        params = load_params(legacy, jax.eval_shape(model.init, jax.random.key(0)))
+        return SavedRun(task, model, params, {"task": task}, {}, legacy)
+    raise FileNotFoundError(f"--model: {directory!r} does not exist (train first): run "
+                            f"`jaxrnn train --task {task}` with the same --out")
+
+
+__all__ = ["recurrent_model", "save", "load", "SavedRun", "directory_of", "task_architecture",
+           "config_of", "save_task", "load_task", "require_own_data"]

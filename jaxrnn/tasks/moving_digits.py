@@ -121,6 +121,14 @@ def build(channels, layers, kernel_size):
     return init, apply
 
 
+def architecture(config):
+    """:func:`build` of ``{"channels", "layers", "kernel_size"}`` (registered:
+    :func:`jaxrnn.models.architecture` rebuilds it from the model directory)."""
+    from jaxrnn.train.models import Model
+
+    return Model(*build(config["channels"], config["layers"], config["kernel_size"]))
+
+
 def rollout(apply, params, frames, n_seen):
     """Closed loop: read ``frames[:n_seen]``, then feed each prediction back for the remaining
     ``T - n_seen`` frames. Returns the predictions for frames ``n_seen..T-1``."""
@@ -271,4 +279,11 @@ def train(args) -> dict:
     print(f"frames: {path}\ntime: train {train_s:.0f}s ({n_steps} steps, {epoch} epochs), "
           f"total {total:.0f}s")
     res["seconds"] = total
+    from jaxrnn.tasks import modeldir
+
+    args.out = out
+    res["model"] = modeldir.save_task(
+        args, task="moving_digits", params=params, metrics=dict(res),
+        config={"channels": args.hidden, "layers": args.layers, "kernel_size": args.kernel})
+    print(f"model: {res['model']}")
     return res

@@ -39,7 +39,7 @@ from jaxrnn.tasks.common import clip_norm, task_optimizer
 DESCRIPTION = ("Bach chorales (music21 corpus) as piano rolls: next-step model, held-out NLL per "
                "step vs baselines, generated chorale written to MIDI")
 DEFAULTS = {"epochs": 60, "hidden": 128, "lr": 3e-3, "batch_size": 16}
-MODEL_FILE = "music_model.msgpack"
+MODEL_FILE = "music_model.msgpack"  # what older versions wrote; evaluate still reads it
 PLOT_FILE = "music_curves.png"
 MIDI_FILE = "generated_chorale.mid"
 
@@ -153,6 +153,15 @@ def make_model(config):
     return stack, head, init, apply
 
 
+def architecture(config):
+    """``init``/``apply`` of :func:`make_model` (registered: :func:`jaxrnn.models.architecture`
+    rebuilds it from the model directory)."""
+    from jaxrnn.train.models import Model
+
+    _, _, init, apply = make_model(config)
+    return Model(init, apply)
+
+
 def nll_per_step_loss(n_pitches: int):
     """The training loss: masked mean BCE over steps and pitches, times ``P`` = NLL per step."""
     from jaxrnn.train.losses import binary_cross_entropy_with_logits
@@ -231,8 +240,8 @@ def _write_sample(config, params, test_roll, args, path) -> tuple[str, int]:
 
 def train(args) -> dict:
     from jaxrnn.datasets.chorales import pitch_range
+    from jaxrnn.tasks import modeldir
     from jaxrnn.train import evaluate, fit
-    from jaxrnn.train.checkpoint import save_params
 
     clip_norm(args)  # validated before any data is read
     if args.max_len < 2:
@@ -263,7 +272,9 @@ def train(args) -> dict:
     )
     test = evaluate(apply, result.params, loss, test_data)
     base = baseline_nll(part["train"], part["test"])
-    model_path = save_params(os.path.join(args.out, MODEL_FILE), result.params, config)
+    model_path = modeldir.save_task(
+        args, task="music", config=config, params=result.params,
+        metrics={"test_nll": test["loss"], "baselines": base})
     midi, n_notes = _write_sample(config, result.params, part["test"][0], args,
                                   args.midi or os.path.join(args.out, MIDI_FILE))
     seconds = time.perf_counter() - t0
@@ -279,12 +290,10 @@ def train(args) -> dict:
 
 
 def _load_model(args):
-    from jaxrnn.train.checkpoint import load_params, read_params_config
+    from jaxrnn.tasks import modeldir
 
-    path = os.path.join(args.out, MODEL_FILE)
-    config = read_params_config(path)
-    _, _, init, apply = make_model(config)
-    return config, load_params(path, init(jax.random.key(0))), apply, path
+    saved = modeldir.load_task(args, task="music", legacy_file=MODEL_FILE)
+    return modeldir.config_of(saved), saved.params, saved.model.apply, saved.directory
 
 
 def evaluate(args) -> dict:

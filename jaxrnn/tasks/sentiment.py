@@ -40,7 +40,7 @@ from jaxrnn.tasks.common import clip_norm, fail, train_classifier
 DESCRIPTION = ("Rotten Tomatoes sentences (vaderSentiment sdist): embedding -> LSTM/GRU -> "
                "sigmoid; prints test accuracy")
 DEFAULTS = {"epochs": 8, "hidden": 64, "lr": 2e-3, "batch_size": 32, "dropout": 0.5}
-MODEL_FILE = "sentiment_model.msgpack"
+MODEL_FILE = "sentiment_model.msgpack"  # what older versions wrote; evaluate still reads it
 PLOT_FILE = "sentiment_curves.png"
 
 
@@ -154,6 +154,12 @@ def make_model(config):
     return Model(init, apply)
 
 
+def architecture(config):
+    """The built-in dataset's network (registered: :func:`jaxrnn.models.architecture`
+    rebuilds it from the model directory)."""
+    return make_model(config)
+
+
 def bag_of_words_baseline(raw) -> float | None:
     """Test accuracy of a bag-of-words (unigram + bigram) logistic regression, or None without
     scikit-learn."""
@@ -184,7 +190,7 @@ def _load(args):
 
 
 def train(args) -> dict:
-    from jaxrnn.train.checkpoint import save_params
+    from jaxrnn.tasks import modeldir
 
     clip_norm(args)  # validated before any data is read
     if args.embed < 1:
@@ -211,7 +217,10 @@ def train(args) -> dict:
     majority = max(float(np.mean(splits["test"]["targets"])),
                    1.0 - float(np.mean(splits["test"]["targets"])))
     bow = bag_of_words_baseline(raw)
-    model_path = save_params(os.path.join(args.out, MODEL_FILE), run.params, config)
+    model_path = modeldir.save_task(
+        args, task="sentiment", config=config, params=run.params,
+        metrics={"test_accuracy": test["accuracy"], "test_loss": test["loss"],
+                 "baseline_accuracy": majority})
     seconds = time.perf_counter() - t0
     bow_text = f"; bag-of-words logistic regression {bow:.4f}" if bow is not None else ""
     print(f"test accuracy: {test['accuracy']:.4f} on {n['test']} held-out sentences "
@@ -228,13 +237,12 @@ def evaluate(args) -> dict:
     if args.csv is not None:
         return evaluate_csv(args)
     from jaxrnn.data import Vocab
+    from jaxrnn.tasks import modeldir
     from jaxrnn.train import evaluate as evaluate_params
-    from jaxrnn.train.checkpoint import load_params, read_params_config
 
-    path = os.path.join(args.out, MODEL_FILE)
-    config = read_params_config(path)
-    model = make_model(config)
-    params = load_params(path, model.init(jax.random.key(0)))
+    saved = modeldir.load_task(args, task="sentiment", legacy_file=MODEL_FILE)
+    config, model, params, path = (modeldir.config_of(saved), saved.model, saved.params,
+                                   saved.directory)
     snippets = _load(args)
     vocab = Vocab.from_dict(config["vocab"])
     idx = split_indices(len(snippets.texts))["test"]
@@ -332,7 +340,7 @@ def predict(args) -> dict:
     from jaxrnn.tasks.common import write_csv
     from jaxrnn.train import predict as predict_outputs
 
-    saved = modeldir.load(args.model, task="sentiment")
+    saved = modeldir.require_own_data(modeldir.load(args.model, task="sentiment"))
     prep = saved.preprocessing
     texts, _ = read_texts(args.input, args.text_column or prep["text_column"],
                           option="--input")
@@ -350,7 +358,7 @@ def evaluate_csv(args) -> dict:
     from jaxrnn.tasks import modeldir
     from jaxrnn.train import evaluate as evaluate_params
 
-    saved = modeldir.load(args.model, task="sentiment")
+    saved = modeldir.require_own_data(modeldir.load(args.model, task="sentiment"))
     prep = saved.preprocessing
     texts, labels = read_texts(args.csv, args.text_column or prep["text_column"],
                                args.label_column or prep["label_column"])

@@ -15,10 +15,8 @@ the result.
 
 from __future__ import annotations
 
-import os
 import time
 
-import jax
 import numpy as np
 
 from jaxrnn.tasks.common import clip_norm, majority_baseline, train_classifier
@@ -26,7 +24,7 @@ from jaxrnn.tasks.common import clip_norm, majority_baseline, train_classifier
 DESCRIPTION = ("Japanese vowels speaker recognition (sktime): 12 LPC coefficients, 7-29 frames, "
                "masked lengths; prints test accuracy")
 DEFAULTS = {"epochs": 60, "hidden": 64, "lr": 3e-3, "batch_size": 16}
-MODEL_FILE = "speech_model.msgpack"
+MODEL_FILE = "speech_model.msgpack"  # what older versions wrote; evaluate still reads it
 PLOT_FILE = "speech_curves.png"
 
 
@@ -76,7 +74,9 @@ def _config(args, n_features: int, n_classes: int) -> dict:
             "n_features": n_features, "n_classes": n_classes}
 
 
-def _model(config):
+def architecture(config):
+    """The network of ``config`` (registered: :func:`jaxrnn.models.architecture` rebuilds it
+    from the model directory)."""
     from jaxrnn.train.models import sequence_classifier
 
     return sequence_classifier(
@@ -94,13 +94,13 @@ def _load_data(args):
 
 
 def train(args) -> dict:
-    from jaxrnn.train.checkpoint import save_params
+    from jaxrnn.tasks import modeldir
 
     clip_norm(args)  # validated before any data is read
     t0 = time.perf_counter()
     data, splits = _load_data(args)
     config = _config(args, splits["train"]["inputs"].shape[-1], len(data.classes))
-    model = _model(config)
+    model = architecture(config)
     n = {k: len(splits[k]["targets"]) for k in ("train", "val", "test") if k in splits}
     print(f"speech: Japanese vowels, {n} utterances, {config['n_features']} features, "
           f"{config['n_classes']} speakers; {config['cell']} x{config['layers']} hidden "
@@ -109,7 +109,9 @@ def train(args) -> dict:
     test, result = run.test, run.result
     baseline = majority_baseline(splits["train"]["targets"], splits["test"]["targets"])
     config["mean"], config["std"] = splits["mean"].tolist(), splits["std"].tolist()
-    model_path = save_params(os.path.join(args.out, MODEL_FILE), run.params, config)
+    model_path = modeldir.save_task(
+        args, task="speech", config=config, params=run.params,
+        metrics={"test_accuracy": test["accuracy"], "test_loss": test["loss"]})
     seconds = time.perf_counter() - t0
     print(f"test accuracy: {test['accuracy']:.4f} on {n['test']} held-out utterances "
           f"(majority-class baseline {baseline:.4f}; published 0.94-0.99); "
@@ -122,13 +124,11 @@ def train(args) -> dict:
 
 
 def evaluate(args) -> dict:
+    from jaxrnn.tasks import modeldir
     from jaxrnn.train import evaluate as evaluate_params
-    from jaxrnn.train.checkpoint import load_params, read_params_config
 
-    path = os.path.join(args.out, MODEL_FILE)
-    config = read_params_config(path)
-    model = _model(config)
-    params = load_params(path, model.init(jax.random.key(0)))
+    saved = modeldir.load_task(args, task="speech", legacy_file=MODEL_FILE)
+    model, params, path = saved.model, saved.params, saved.directory
     _, splits = _load_data(args)
     test = evaluate_params(model.apply, params, "softmax_cross_entropy", splits["test"],
                            metrics=["accuracy"])
