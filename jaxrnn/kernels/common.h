@@ -509,7 +509,11 @@ void drive(ffi::ThreadPool& pool, int nthreads, int nphases, int B, int H,
 // member that loses its core stalls every step. One thread was measured no slower at config B
 // on a quiet machine (issue 16); config A (LSTM 8.4M, GRU 6.3M, Elman 2.1M) keeps its team.
 // Was 1 << 16 (NOTES.md lever 20).
-constexpr int64_t kParallelMinWork = 1 << 20;
+// The bound is in vector multiply-adds, so that it means about the same step time on every
+// ISA: 1M scalar multiply-adds with 16 lanes (measured on the AVX-512 Xeon), 512K with AVX2's
+// 8 lanes (NOTES.md lever 25: on the AVX2 EPYC one thread took 31-41 ms at LSTM B forward where
+// two took 24-35 ms).
+constexpr int64_t kParallelMinWork = (int64_t{1} << 20) * kLanes / 16;
 
 // JAXRNN_KERNEL_THREADS, read at every call: a number fixes the team size whatever the work
 // (1: always one thread), "auto" or unset leaves it to the rules here. Returns 0 for auto.

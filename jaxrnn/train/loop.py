@@ -112,24 +112,39 @@ def predict(
     batch_size: int = 256,
 ) -> np.ndarray:
     """Model outputs for ``inputs`` (``(N, ...)``), in order, computed in batches
-    deterministically; returns a NumPy array with leading axis ``N``."""
+    deterministically; returns a NumPy array with leading axis ``N``.
+
+    Every batch has exactly ``batch_size`` rows (the last is filled up with copies of its last
+    row, whose outputs are dropped): XLA's CPU products pick their algorithm by shape, so a row
+    computed in a batch of 30 can differ in the last bits from the same row in a batch of 217.
+    With one shape a row's outputs do not depend on which other rows came with it, and a saved
+    model's ``predict`` on a file reproduces the training run's held-out predictions exactly
+    (one compile, too)."""
     inputs = np.asarray(inputs)
-    data = {"inputs": inputs}
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    n = inputs.shape[0]
     if lengths is not None:
         lengths = np.asarray(lengths)
         if lengths.shape != inputs.shape[:1]:
             raise ValueError(
                 f"lengths: expected shape {inputs.shape[:1]} (one per input), got {lengths.shape}"
             )
-        data["lengths"] = lengths
     fn = jax.jit(
         lambda p, x, n: apply_fn(p, x, lengths=n, key=None, deterministic=True)
     )
-    outs = [
-        np.asarray(fn(params, b["inputs"], b.get("lengths")))
-        for b in BatchIterator(data, batch_size, shuffle=False).epoch_batches(0)
-    ]
-    return np.concatenate(outs, axis=0)
+
+    outs = []
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        rows = np.arange(start, start + batch_size).clip(max=stop - 1)
+        x = inputs[rows]
+        ln = None if lengths is None else lengths[rows]
+        out = jax.tree_util.tree_map(np.asarray, fn(params, x, ln))
+        outs.append(jax.tree_util.tree_map(lambda o: o[: stop - start], out))
+    if not outs:
+        return np.asarray(fn(params, inputs, lengths))
+    return jax.tree_util.tree_map(lambda *os_: np.concatenate(os_, axis=0), *outs)
 
 
 # --------------------------------------------------------------------------- plotting
