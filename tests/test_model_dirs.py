@@ -179,3 +179,17 @@ def test_predict_on_a_built_in_dataset_model_fails_in_one_line(tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--model:" in err and "built-in forecast dataset" in err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_builtin_evaluate_refuses_an_own_data_model_by_name():
+    """A model trained on the user's file has no built-in architecture config: the built-in
+    path says which option to use instead of failing with a KeyError."""
+    from types import SimpleNamespace
+
+    from jaxrnn.tasks import modeldir
+
+    run = modeldir.SavedRun("sentiment", SimpleNamespace(config={"layers": []}), None, {}, {},
+                            "runs/s/model")
+    with pytest.raises(ValueError, match=r"--model: 'runs/s/model' holds a sentiment model "
+                                         r"trained on your own file.*--csv FILE"):
+        modeldir.config_of(run)

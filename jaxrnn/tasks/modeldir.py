@@ -119,7 +119,15 @@ def task_architecture(task: str, config: dict):
 
 
 def config_of(run: SavedRun) -> dict:
-    """The architecture config a built-in task saved (:func:`save_task`)."""
+    """The architecture config a built-in task saved (:func:`save_task`).
+
+    Raises:
+      ValueError: ``run`` was trained on the user's own file (it has no built-in architecture);
+        the message says to pass that file again."""
+    if "architecture" not in run.model.config:
+        raise ValueError(f"--model: {run.directory!r} holds a {run.task} model trained on your "
+                         f"own file, not on the built-in dataset: pass the file again (e.g. "
+                         f"`jaxrnn evaluate --task {run.task} --model DIR --csv FILE`)")
     return run.model.config["config"]
 
 
