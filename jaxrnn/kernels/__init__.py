@@ -62,7 +62,13 @@ TARGETS = (
 # let it fold the NaN-preserving clamps away). Named one by one rather than as -ffast-math
 # -fno-finite-math-only: with -ffast-math GCC may also link crtfastmath.o into the library,
 # which turns on flush-to-zero for the whole process that loads it.
-CXXFLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math",
+#
+# -mprefer-vector-width=256: the gate passes are loops GCC vectorises itself, at the width the
+# CPU's tuning prefers. For Intel's AVX-512 CPUs that is already 256 bits; for AMD's Zen 1 it is
+# 128 (its 256-bit operations are split in two), which left those passes at half the width of
+# the hand-vectorised products for no gain (benchmarks/NOTES.md lever 26). Naming the width
+# makes every x86 CPU with AVX use 256-bit vectors there; it does not widen AVX-512 code.
+CXXFLAGS = ("-O3", "-march=native", "-mprefer-vector-width=256", "-fno-math-errno", "-fno-trapping-math",
             "-ffp-contract=fast", "-fno-signed-zeros", "-fassociative-math", "-freciprocal-math",
             "-fopenmp-simd", "-std=c++17", "-fPIC", "-w")
 # JAXRNN_KERNEL_SANITIZE=1: a separately cached build under AddressSanitizer, for the tests

@@ -216,17 +216,25 @@ JAXRNN_INLINE void micro_rows(int rows, int K, const float* A, int lda, const fl
 // read once from L2 and then reused from L1 by every block of rows.
 void gemm_cols(int M, int K, const float* A, int lda, const float* W, int ldw, const float* Cin,
                int ldcin, float* C, int ldc, int n0, int n1) {
+  // Rows in blocks of near-equal size, at most kTileRows each: 8 rows with AVX2's 6-row tile
+  // are two blocks of 4, not 6 + 2 (a 2 x 2 block has 4 accumulators, too few to hide the
+  // multiply-add's latency, and reads the weight panel again for 2 rows).
+  const int blocks = (M + kTileRows - 1) / kTileRows;
   int n = n0;
   for (; n + kTileCols <= n1; n += kTileCols)
-    for (int m0 = 0; m0 < M; m0 += kTileRows)
-      micro_rows<2>(std::min(kTileRows, M - m0), K, A + (size_t)m0 * lda, lda, W + n, ldw,
+    for (int i = 0; i < blocks; ++i) {
+      const int m0 = i * M / blocks, m1 = (i + 1) * M / blocks;
+      micro_rows<2>(m1 - m0, K, A + (size_t)m0 * lda, lda, W + n, ldw,
                     Cin ? Cin + (size_t)m0 * ldcin + n : nullptr, ldcin,
                     C + (size_t)m0 * ldc + n, ldc);
+    }
   for (; n + kLanes <= n1; n += kLanes)
-    for (int m0 = 0; m0 < M; m0 += kTileRows)
-      micro_rows<1>(std::min(kTileRows, M - m0), K, A + (size_t)m0 * lda, lda, W + n, ldw,
+    for (int i = 0; i < blocks; ++i) {
+      const int m0 = i * M / blocks, m1 = (i + 1) * M / blocks;
+      micro_rows<1>(m1 - m0, K, A + (size_t)m0 * lda, lda, W + n, ldw,
                     Cin ? Cin + (size_t)m0 * ldcin + n : nullptr, ldcin,
                     C + (size_t)m0 * ldc + n, ldc);
+    }
   for (; n < n1; ++n)  // fewer than kLanes columns left (hidden sizes not a multiple of it)
     for (int m = 0; m < M; ++m) {
       float s = Cin ? Cin[(size_t)m * ldcin + n] : 0.f;
@@ -479,18 +487,24 @@ Chunks make_chunks(int H, int nthreads) {
 // rows with no barrier at all (the per-step barrier weighs most when a step is small), and a
 // thread that shares its core with another process slows only its own rows. With larger
 // weights the unit split keeps each core's weight slice at half the size.
-// Measured (NOTES.md lever 12): a clear gain for the Elman net at config A (16 rows per
+// Measured (NOTES.md lever 12, AVX-512): a clear gain for the Elman net at config A (16 rows per
 // thread), none at config B (4 rows per thread: the product's 8-row register blocks run half
-// empty), so rows are split only in whole blocks of 8.
+// empty). On AVX2 (6-row tile, lever 27) 4 rows per thread fill two thirds of the tile, and the
+// row split at config B was 1.1-1.7x the unit split's speed. So a thread's rows must fill at
+// least two thirds of a register tile: 6 rows with AVX-512, 4 with AVX2 or SSE.
 constexpr int64_t kRowSplitMaxWeightBytes = 512 << 10;
-constexpr int kRowSplitMinRows = 8;
+constexpr int kRowSplitMinRows = (2 * kTileRows + 2) / 3;
+
+inline bool row_split(int nthreads, int B, int64_t weight_bytes) {
+  return nthreads > 1 && B >= kRowSplitMinRows * nthreads && weight_bytes <= kRowSplitMaxWeightBytes;
+}
 
 // step(phase, b0, b1, u0, u1) does rows [b0, b1) and units [u0, u1) of one phase; phases must
 // run in order for each row.
 template <class Step>
 void drive(ffi::ThreadPool& pool, int nthreads, int nphases, int B, int H,
            int64_t weight_bytes, Step step) {
-  if (nthreads > 1 && B >= kRowSplitMinRows * nthreads && weight_bytes <= kRowSplitMaxWeightBytes) {
+  if (row_split(nthreads, B, weight_bytes)) {
     run_phases(&pool, nthreads, 1, nthreads, [&](int, int c) {
       const int b0 = (int)((int64_t)B * c / nthreads), b1 = (int)((int64_t)B * (c + 1) / nthreads);
       for (int p = 0; p < nphases; ++p) step(p, b0, b1, 0, H);
@@ -538,6 +552,22 @@ int team_size(ffi::ThreadPool& pool, int64_t work_per_step) {
   const int64_t n = pool.num_threads();
   const int hw = (int)std::thread::hardware_concurrency();
   return (int)std::max<int64_t>(1, std::min<int64_t>(n, hw > 0 ? hw : 1));
+}
+
+// The team `drive` runs a call with: team_size's, except below the per-step bound, where a
+// call that can split its rows still gets a team when the call as a whole is large enough. The
+// bound is there for the per-step hand-off, which the row split does not have: it hands off
+// once per call (measured on the AVX2 EPYC at config B, 2 threads with the row split against 1:
+// GRU 11.2 vs 15.9 ms, Elman 3.9 vs 5.6 ms per forward call; NOTES.md lever 27).
+constexpr int64_t kRowSplitMinCallWork = kParallelMinWork * 16;
+
+int drive_team(ffi::ThreadPool& pool, int64_t work_per_step, int nphases, int B,
+               int64_t weight_bytes) {
+  if (running_members() || threads_from_env() || work_per_step >= kParallelMinWork)
+    return team_size(pool, work_per_step);
+  if (work_per_step * nphases < kRowSplitMinCallWork) return 1;
+  const int n = std::min(team_size(pool, kParallelMinWork), std::max(1, B / kRowSplitMinRows));
+  return row_split(n, B, weight_bytes) ? n : 1;
 }
 
 JAXRNN_INLINE bool step_valid(const int32_t* lens, int t, int b) { return !lens || t < lens[b]; }

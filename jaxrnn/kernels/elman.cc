@@ -33,7 +33,7 @@ JAXRNN_KERNEL(ElmanForward, JAXRNN_ELMAN_FORWARD) {
   float* HS = hs->typed_data();
   float* SS = save_s ? ss->typed_data() : nullptr;
   std::vector<float> zbuf((size_t)B * H);
-  const int nthreads = team_size(pool, (int64_t)B * H * H);
+  const int nthreads = drive_team(pool, (int64_t)B * H * H, T, B, (int64_t)(F + H) * H * 4);
 
   drive(pool, nthreads, T, B, H, (int64_t)(F + H) * H * 4, [&](int t, int b0, int b1, int u0, int u1) {
     const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
@@ -56,11 +56,19 @@ JAXRNN_KERNEL(ElmanForward, JAXRNN_ELMAN_FORWARD) {
 #pragma omp simd
         for (int j = u0; j < u1; ++j) hb[j] = tanhf_(zb[j]);
       } else {
+        // Two copies: a store under an `if` inside the loop keeps GCC from vectorising it;
+        // so does reading the captured `leak` in it (a load the stores might alias).
+        const float lk = leak;
+        if (sb) {
 #pragma omp simd
-        for (int j = u0; j < u1; ++j) {
-          const float s = tanhf_(zb[j]);
-          hb[j] = (1.f - leak) * hp[j] + leak * s;
-          if (sb) sb[j] = s;
+          for (int j = u0; j < u1; ++j) {
+            const float s = tanhf_(zb[j]);
+            hb[j] = (1.f - lk) * hp[j] + lk * s;
+            sb[j] = s;
+          }
+        } else {
+#pragma omp simd
+          for (int j = u0; j < u1; ++j) hb[j] = (1.f - lk) * hp[j] + lk * tanhf_(zb[j]);
         }
       }
     }
@@ -84,7 +92,7 @@ JAXRNN_KERNEL(ElmanBackward, JAXRNN_ELMAN_BACKWARD) {
   float* DZ = dz->typed_data();
   float* dh = dh0->typed_data();
   std::memset(dh, 0, sizeof(float) * B * H);
-  const int nthreads = team_size(pool, (int64_t)B * H * H);
+  const int nthreads = drive_team(pool, (int64_t)B * H * H, T + 1, B, (int64_t)H * H * 4);
 
   drive(pool, nthreads, T + 1, B, H, (int64_t)H * H * 4, [&](int k, int b0, int b1, int u0, int u1) {
     const int t = T - 1 - k;

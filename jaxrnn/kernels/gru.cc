@@ -34,7 +34,7 @@ JAXRNN_KERNEL(GruForward, JAXRNN_GRU_FORWARD) {
   float* HS = hs->typed_data();
   float* SV = training ? saved->typed_data() : nullptr;
   std::vector<float> hp((size_t)B * G), xpb((size_t)B * G);
-  const int nthreads = team_size(pool, (int64_t)B * G * H);
+  const int nthreads = drive_team(pool, (int64_t)B * G * H, T, B, (int64_t)(F + H) * G * 4);
 
   drive(pool, nthreads, T, B, H, (int64_t)(F + H) * G * 4, [&](int t, int b0, int b1, int u0, int u1) {
     const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
@@ -56,14 +56,26 @@ JAXRNN_KERNEL(GruForward, JAXRNN_GRU_FORWARD) {
           for (int j = u0; j < u1; ++j) sv[j] = sv[H + j] = sv[2 * H + j] = sv[3 * H + j] = 0.f;
         continue;
       }
+      // Two copies of the loop: with the stores to `sv` under an `if` inside it, GCC
+      // vectorises neither (the gate pass then ran scalar: a third of the forward's time).
+      if (sv) {
 #pragma omp simd
-      for (int j = u0; j < u1; ++j) {
-        const float r = sigmoidf(xb[j] + hpb[j]);
-        const float u = sigmoidf(xb[H + j] + hpb[H + j]);
-        const float hn = hpb[2 * H + j];
-        const float n = tanhf_(xb[2 * H + j] + r * hn);
-        hb[j] = (1.f - u) * n + u * hprev[j];
-        if (sv) { sv[j] = r; sv[H + j] = u; sv[2 * H + j] = n; sv[3 * H + j] = hn; }
+        for (int j = u0; j < u1; ++j) {
+          const float r = sigmoidf(xb[j] + hpb[j]);
+          const float u = sigmoidf(xb[H + j] + hpb[H + j]);
+          const float hn = hpb[2 * H + j];
+          const float n = tanhf_(xb[2 * H + j] + r * hn);
+          hb[j] = (1.f - u) * n + u * hprev[j];
+          sv[j] = r; sv[H + j] = u; sv[2 * H + j] = n; sv[3 * H + j] = hn;
+        }
+      } else {
+#pragma omp simd
+        for (int j = u0; j < u1; ++j) {
+          const float r = sigmoidf(xb[j] + hpb[j]);
+          const float u = sigmoidf(xb[H + j] + hpb[H + j]);
+          const float n = tanhf_(xb[2 * H + j] + r * hpb[2 * H + j]);
+          hb[j] = (1.f - u) * n + u * hprev[j];
+        }
       }
     }
   });
@@ -95,7 +107,7 @@ JAXRNN_KERNEL(GruBackward, JAXRNN_GRU_BACKWARD) {
   float* D4 = d4->typed_data();  // may be the same memory as SV
   float* dh = dh0->typed_data();
   std::memset(dh, 0, sizeof(float) * B * H);
-  const int nthreads = team_size(pool, (int64_t)B * G * H);
+  const int nthreads = drive_team(pool, (int64_t)B * G * H, T + 1, B, (int64_t)G * H * 4);
 
   drive(pool, nthreads, T + 1, B, H, (int64_t)G * H * 4, [&](int k, int b0, int b1, int u0, int u1) {
     const int t = T - 1 - k;

@@ -39,7 +39,7 @@ JAXRNN_KERNEL(LstmForward, JAXRNN_LSTM_FORWARD) {
   float* CS = training ? cs->typed_data() : nullptr;
   float* Z = training ? gates->typed_data() : nullptr;
   std::vector<float> zbuf(training ? 0 : (size_t)B * G), cbuf(training ? 0 : (size_t)2 * B * H);
-  const int nthreads = team_size(pool, (int64_t)B * G * H);
+  const int nthreads = drive_team(pool, (int64_t)B * G * H, T, B, (int64_t)(F + H) * G * 4);
   if (T == 0) {
     std::memcpy(c_last->typed_data(), c0.typed_data(), sizeof(float) * B * H);
     return ffi::Error::Success();
@@ -107,7 +107,7 @@ JAXRNN_KERNEL(LstmBackward, JAXRNN_LSTM_BACKWARD) {
   float* dc = dc0->typed_data();  // the running d c carry; ends as d c0
   std::memset(dh, 0, sizeof(float) * B * H);
   std::memcpy(dc, d_c_last.typed_data(), sizeof(float) * B * H);
-  const int nthreads = team_size(pool, (int64_t)B * G * H);
+  const int nthreads = drive_team(pool, (int64_t)B * G * H, T + 1, B, (int64_t)G * H * 4);
 
   // Phase k: d h for step T-k from dz of step T-k+1 (k > 0), then the gates of step T-1-k.
   drive(pool, nthreads, T + 1, B, H, (int64_t)G * H * 4, [&](int k, int b0, int b1, int u0, int u1) {
