@@ -178,18 +178,19 @@ typedef float vregu __attribute__((vector_size(4 * kLanes), aligned(4)));
 JAXRNN_INLINE vreg load_vec(const float* p) { return *reinterpret_cast<const vregu*>(p); }
 JAXRNN_INLINE void store_vec(float* p, vreg v) { *reinterpret_cast<vregu*>(p) = v; }
 
-// C[0:MR, 0:kLanes*NV] = Cin (or 0) + A[0:MR, 0:K] @ W[0:K, 0:kLanes*NV]; Cin rows may have
-// stride 0 (a bias broadcast over rows).
+// C[0:MR, 0:kLanes*NV] = Cin (or 0) + A[0:MR, 0:K] @ W[0:K, 0:kLanes*NV], where vector v of
+// row k of W is at W + k * ldw + v * vs (vs = kLanes for a row-major W; see Strips for the
+// other layout). Cin rows may have stride 0 (a bias broadcast over rows).
 template <int MR, int NV>
-JAXRNN_INLINE void micro(int K, const float* A, int lda, const float* W, int ldw, const float* Cin,
-                  int ldcin, float* C, int ldc) {
+JAXRNN_INLINE void micro(int K, const float* A, int lda, const float* W, int ldw, size_t vs,
+                         const float* Cin, int ldcin, float* C, int ldc) {
   vreg acc[MR][NV];
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < NV; ++v)
       acc[r][v] = Cin ? load_vec(Cin + (size_t)r * ldcin + kLanes * v) : vreg{};
   for (int k = 0; k < K; ++k) {
     vreg w[NV];
-    for (int v = 0; v < NV; ++v) w[v] = load_vec(W + (size_t)k * ldw + kLanes * v);
+    for (int v = 0; v < NV; ++v) w[v] = load_vec(W + (size_t)k * ldw + vs * v);
     for (int r = 0; r < MR; ++r) {
       const float a = A[(size_t)r * lda + k];
       for (int v = 0; v < NV; ++v) acc[r][v] += a * w[v];
@@ -202,39 +203,59 @@ JAXRNN_INLINE void micro(int K, const float* A, int lda, const float* W, int ldw
 // micro<rows, NV> for 1 <= rows <= MR (a block of rows at the end of the batch).
 template <int NV, int MR = kTileRows>
 JAXRNN_INLINE void micro_rows(int rows, int K, const float* A, int lda, const float* W, int ldw,
-                       const float* Cin, int ldcin, float* C, int ldc) {
+                              size_t vs, const float* Cin, int ldcin, float* C, int ldc) {
   if constexpr (MR == 1) {
-    return micro<1, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+    return micro<1, NV>(K, A, lda, W, ldw, vs, Cin, ldcin, C, ldc);
   } else {
-    if (rows >= MR) return micro<MR, NV>(K, A, lda, W, ldw, Cin, ldcin, C, ldc);
-    return micro_rows<NV, MR - 1>(rows, K, A, lda, W, ldw, Cin, ldcin, C, ldc);
+    if (rows >= MR) return micro<MR, NV>(K, A, lda, W, ldw, vs, Cin, ldcin, C, ldc);
+    return micro_rows<NV, MR - 1>(rows, K, A, lda, W, ldw, vs, Cin, ldcin, C, ldc);
   }
 }
 
-// C[:, n0:n1] = Cin[:, n0:n1] (or 0) + A (M, K) @ W[:, n0:n1]; all row-major. Column panels
-// outside, row blocks inside: a (K, kTileCols) panel of W (32 KiB at K = 256 with AVX-512) is
-// read once from L2 and then reused from L1 by every block of rows.
-void gemm_cols(int M, int K, const float* A, int lda, const float* W, int ldw, const float* Cin,
-               int ldcin, float* C, int ldc, int n0, int n1) {
-  // Rows in blocks of near-equal size, at most kTileRows each: 8 rows with AVX2's 6-row tile
-  // are two blocks of 4, not 6 + 2 (a 2 x 2 block has 4 accumulators, too few to hide the
-  // multiply-add's latency, and reads the weight panel again for 2 rows).
+// C[:, n0:n1] = Cin[:, n0:n1] (or 0) + A (M, K) @ W[:, n0:n1] for the whole vectors of columns
+// from n0 (returns the first column not done); panel(n) gives where column n's vector of row 0
+// is, with its row stride and vector stride. Column panels outside, row blocks inside: a
+// (K, kTileCols) panel of W is read once from L2 and then reused from L1 by every block of rows.
+// Rows in blocks of near-equal size, at most kTileRows each: 8 rows with AVX2's 6-row tile are
+// two blocks of 4, not 6 + 2 (a 2 x 2 block has 4 accumulators, too few to hide the
+// multiply-add's latency, and reads the weight panel again for 2 rows).
+template <class Panel>
+JAXRNN_INLINE int gemm_vectors(int M, int K, const float* A, int lda, Panel panel,
+                               const float* Cin, int ldcin, float* C, int ldc, int n0, int n1) {
   const int blocks = (M + kTileRows - 1) / kTileRows;
   int n = n0;
-  for (; n + kTileCols <= n1; n += kTileCols)
+  for (; n + kTileCols <= n1; n += kTileCols) {
+    const auto [w, ldw, vs] = panel(n);
     for (int i = 0; i < blocks; ++i) {
       const int m0 = i * M / blocks, m1 = (i + 1) * M / blocks;
-      micro_rows<2>(m1 - m0, K, A + (size_t)m0 * lda, lda, W + n, ldw,
+      micro_rows<2>(m1 - m0, K, A + (size_t)m0 * lda, lda, w, ldw, vs,
                     Cin ? Cin + (size_t)m0 * ldcin + n : nullptr, ldcin,
                     C + (size_t)m0 * ldc + n, ldc);
     }
-  for (; n + kLanes <= n1; n += kLanes)
+  }
+  for (; n + kLanes <= n1; n += kLanes) {
+    const auto [w, ldw, vs] = panel(n);
     for (int i = 0; i < blocks; ++i) {
       const int m0 = i * M / blocks, m1 = (i + 1) * M / blocks;
-      micro_rows<1>(m1 - m0, K, A + (size_t)m0 * lda, lda, W + n, ldw,
+      micro_rows<1>(m1 - m0, K, A + (size_t)m0 * lda, lda, w, ldw, vs,
                     Cin ? Cin + (size_t)m0 * ldcin + n : nullptr, ldcin,
                     C + (size_t)m0 * ldc + n, ldc);
     }
+  }
+  return n;
+}
+
+struct PanelAt {
+  const float* w;
+  int ldw;
+  size_t vs;
+};
+
+// C[:, n0:n1] = Cin[:, n0:n1] (or 0) + A (M, K) @ W[:, n0:n1]; all row-major.
+void gemm_cols(int M, int K, const float* A, int lda, const float* W, int ldw, const float* Cin,
+               int ldcin, float* C, int ldc, int n0, int n1) {
+  int n = gemm_vectors(M, K, A, lda, [&](int c) { return PanelAt{W + c, ldw, (size_t)kLanes}; },
+                       Cin, ldcin, C, ldc, n0, n1);
   for (; n < n1; ++n)  // fewer than kLanes columns left (hidden sizes not a multiple of it)
     for (int m = 0; m < M; ++m) {
       float s = Cin ? Cin[(size_t)m * ldcin + n] : 0.f;
@@ -243,20 +264,71 @@ void gemm_cols(int M, int K, const float* A, int lda, const float* W, int ldw, c
     }
 }
 
+// A weight matrix W (K, N) copied once per call into strips of kLanes columns, each strip's K
+// rows contiguous: strip s holds W[:, s*kLanes : (s+1)*kLanes]. Read row-major, the product
+// walks a panel's rows N floats apart, a new 4 KiB page every row or two at LSTM A (N = 1024):
+// the hardware prefetchers stop at page boundaries and the loads of the weights missed (perf on
+// the AVX2 EPYC: a sixth of the product's samples on one weight load). In strips they are one
+// stream. Only when every column range asked for starts and ends on a strip boundary (the gate
+// blocks of H units, H a multiple of kLanes); otherwise the row-major W is used as it is.
+// The arithmetic is the same either way (each output sums over k in the same order).
+struct Strips {
+  const float* W = nullptr;  // the row-major original
+  int K = 0, N = 0;
+  std::vector<float> data;   // empty: not packed
+  std::vector<float> rowmajor;  // a transposed W that could not be packed
+};
+
+// W (K, N), or W^T when `transposed` (W is then (N, K) and the strips are of its transpose).
+Strips make_strips(const float* W, int K, int N, int align, bool transposed = false) {
+  Strips s;
+  s.K = K;
+  s.N = N;
+  if (!transposed) s.W = W;
+  if (align % kLanes != 0 || N % kLanes != 0) {
+    if (transposed) {  // the row-major transpose, for gemm_cols
+      s.rowmajor.resize((size_t)K * N);
+      for (int k = 0; k < K; ++k)
+        for (int n = 0; n < N; ++n) s.rowmajor[(size_t)k * N + n] = W[(size_t)n * K + k];
+      s.W = s.rowmajor.data();
+    }
+    return s;
+  }
+  s.data.resize((size_t)K * N);
+  float* out = s.data.data();
+  for (int st = 0; st < N / kLanes; ++st)
+    for (int k = 0; k < K; ++k)
+      for (int l = 0; l < kLanes; ++l) {
+        const int n = st * kLanes + l;
+        *out++ = transposed ? W[(size_t)n * K + k] : W[(size_t)k * N + n];
+      }
+  return s;
+}
+// C[:, n0:n1] = Cin[:, n0:n1] (or 0) + A (M, K) @ W[k0:k0+K, n0:n1].
+void gemm_strips(int M, int k0, int K, const float* A, int lda, const Strips& W, const float* Cin,
+                 int ldcin, float* C, int ldc, int n0, int n1) {
+  if (W.data.empty())
+    return gemm_cols(M, K, A, lda, W.W + (size_t)k0 * W.N, W.N, Cin, ldcin, C, ldc, n0, n1);
+  const size_t vs = (size_t)W.K * kLanes;
+  const float* base = W.data.data() + (size_t)k0 * kLanes;
+  gemm_vectors(M, K, A, lda, [&](int c) { return PanelAt{base + (size_t)(c / kLanes) * vs, kLanes, vs}; },
+               Cin, ldcin, C, ldc, n0, n1);
+}
+
 // The recurrent product restricted to hidden units [u0, u1) of every gate block.
-void gemm_units(int M, int K, const float* A, const float* W, int H, int gates,
+void gemm_units(int M, int K, const float* A, const Strips& W, int H, int gates,
                 const float* Cin, int ldcin, float* C, int u0, int u1) {
   const int G = gates * H;
   for (int q = 0; q < gates; ++q)
-    gemm_cols(M, K, A, K, W, G, Cin, ldcin, C, G, q * H + u0, q * H + u1);
+    gemm_strips(M, 0, K, A, K, W, Cin, ldcin, C, G, q * H + u0, q * H + u1);
 }
 
 // z[:, units of every gate] = b + x_t W_x (+ h_{t-1} W_h when w_h is given).
-void gates_units(int B, int F, int H, int gates, const float* x_t, const float* w_x,
-                 const float* b, const float* h_prev, const float* w_h, float* z, int u0,
+void gates_units(int B, int F, int H, int gates, const float* x_t, const Strips& w_x,
+                 const float* b, const float* h_prev, const Strips* w_h, float* z, int u0,
                  int u1) {
   gemm_units(B, F, x_t, w_x, H, gates, b, 0, z, u0, u1);
-  if (w_h) gemm_units(B, H, h_prev, w_h, H, gates, z, gates * H, z, u0, u1);
+  if (w_h) gemm_units(B, H, h_prev, *w_h, H, gates, z, gates * H, z, u0, u1);
 }
 
 // W (K, N) -> W^T (N, K), for the backward product d h_{t-1} = d hp_t W_h^T.

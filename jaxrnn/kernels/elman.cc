@@ -34,13 +34,14 @@ JAXRNN_KERNEL(ElmanForward, JAXRNN_ELMAN_FORWARD) {
   float* SS = save_s ? ss->typed_data() : nullptr;
   std::vector<float> zbuf((size_t)B * H);
   const int nthreads = drive_team(pool, (int64_t)B * H * H, T, B, (int64_t)(F + H) * H * 4);
+  const Strips WX = make_strips(w_x.typed_data(), F, H, H), WH = make_strips(W, H, H, H);
 
   drive(pool, nthreads, T, B, H, (int64_t)(F + H) * H * 4, [&](int t, int b0, int b1, int u0, int u1) {
     const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
     float* h_t = HS + (size_t)t * B * H;
     float* z = zbuf.data();
-    gates_units(b1 - b0, F, H, 1, X + ((size_t)t * B + b0) * F, w_x.typed_data(), bias.typed_data(),
-                h_prev + (size_t)b0 * H, W, z + (size_t)b0 * H, u0, u1);
+    gates_units(b1 - b0, F, H, 1, X + ((size_t)t * B + b0) * F, WX, bias.typed_data(),
+                h_prev + (size_t)b0 * H, &WH, z + (size_t)b0 * H, u0, u1);
     for (int b = b0; b < b1; ++b) {
       const float* zb = z + (size_t)b * H;
       const float* hp = h_prev + (size_t)b * H;
@@ -85,7 +86,7 @@ JAXRNN_KERNEL(ElmanBackward, JAXRNN_ELMAN_BACKWARD) {
   JAXRNN_EXPECT(s, dz, T, B, H);
   JAXRNN_EXPECT(s, dh0, B, H);
   if (!s.ok()) return s.error();
-  const std::vector<float> WT = transpose(w_h.typed_data(), H, H);
+  const Strips WT = make_strips(w_h.typed_data(), H, H, H, /*transposed=*/true);
   const float* SS = ss.typed_data();  // tanh outputs (== hs when leak == 1)
   const float* DHS = d_hs.typed_data();
   const int32_t* lens = masked ? lengths.typed_data() : nullptr;
@@ -97,8 +98,8 @@ JAXRNN_KERNEL(ElmanBackward, JAXRNN_ELMAN_BACKWARD) {
   drive(pool, nthreads, T + 1, B, H, (int64_t)H * H * 4, [&](int k, int b0, int b1, int u0, int u1) {
     const int t = T - 1 - k;
     if (k > 0)
-      gemm_cols(b1 - b0, H, DZ + ((size_t)(t + 1) * B + b0) * H, H, WT.data(), H,
-                dh + (size_t)b0 * H, H, dh + (size_t)b0 * H, H, u0, u1);
+      gemm_strips(b1 - b0, 0, H, DZ + ((size_t)(t + 1) * B + b0) * H, H, WT,
+                  dh + (size_t)b0 * H, H, dh + (size_t)b0 * H, H, u0, u1);
     if (t < 0) return;
     for (int b = b0; b < b1; ++b) {
       const float* sb = SS + ((size_t)t * B + b) * H;

@@ -35,13 +35,14 @@ JAXRNN_KERNEL(GruForward, JAXRNN_GRU_FORWARD) {
   float* SV = training ? saved->typed_data() : nullptr;
   std::vector<float> hp((size_t)B * G), xpb((size_t)B * G);
   const int nthreads = drive_team(pool, (int64_t)B * G * H, T, B, (int64_t)(F + H) * G * 4);
+  const Strips WX = make_strips(w_x.typed_data(), F, G, H), WH = make_strips(W, H, G, H);
 
   drive(pool, nthreads, T, B, H, (int64_t)(F + H) * G * 4, [&](int t, int b0, int b1, int u0, int u1) {
     const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
     float* h_t = HS + (size_t)t * B * H;
-    gemm_units(b1 - b0, H, h_prev + (size_t)b0 * H, W, H, 3, b_h.typed_data(), 0,
+    gemm_units(b1 - b0, H, h_prev + (size_t)b0 * H, WH, H, 3, b_h.typed_data(), 0,
                hp.data() + (size_t)b0 * G, u0, u1);
-    gates_units(b1 - b0, F, H, 3, X + ((size_t)t * B + b0) * F, w_x.typed_data(), bias.typed_data(),
+    gates_units(b1 - b0, F, H, 3, X + ((size_t)t * B + b0) * F, WX, bias.typed_data(),
                 nullptr, nullptr, xpb.data() + (size_t)b0 * G, u0, u1);
     const float* xt = xpb.data();
     for (int b = b0; b < b1; ++b) {
@@ -99,7 +100,7 @@ JAXRNN_KERNEL(GruBackward, JAXRNN_GRU_BACKWARD) {
   JAXRNN_EXPECT(s, d4, T, B, 4 * H);
   JAXRNN_EXPECT(s, dh0, B, H);
   if (!s.ok()) return s.error();
-  const std::vector<float> WT = transpose(w_h.typed_data(), H, G);  // (3H, H)
+  const Strips WT = make_strips(w_h.typed_data(), G, H, H, /*transposed=*/true);  // W_h^T (3H, H)
   const float* SV = saved.typed_data();
   const float* HS = hs.typed_data();
   const float* DHS = d_hs.typed_data();
@@ -114,9 +115,8 @@ JAXRNN_KERNEL(GruBackward, JAXRNN_GRU_BACKWARD) {
     if (k > 0) {  // dh += d(r, u)_pre W_h[:, :2H]^T + d hn W_h[:, 2H:]^T
       const float* d4n = D4 + ((size_t)(t + 1) * B + b0) * G4;
       float* dhr = dh + (size_t)b0 * H;
-      gemm_cols(b1 - b0, 2 * H, d4n, G4, WT.data(), H, dhr, H, dhr, H, u0, u1);
-      gemm_cols(b1 - b0, H, d4n + 3 * H, G4, WT.data() + (size_t)2 * H * H, H, dhr, H, dhr, H, u0,
-                u1);
+      gemm_strips(b1 - b0, 0, 2 * H, d4n, G4, WT, dhr, H, dhr, H, u0, u1);
+      gemm_strips(b1 - b0, 2 * H, H, d4n + 3 * H, G4, WT, dhr, H, dhr, H, u0, u1);
     }
     if (t < 0) return;
     const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();

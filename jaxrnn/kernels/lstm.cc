@@ -44,6 +44,7 @@ JAXRNN_KERNEL(LstmForward, JAXRNN_LSTM_FORWARD) {
     std::memcpy(c_last->typed_data(), c0.typed_data(), sizeof(float) * B * H);
     return ffi::Error::Success();
   }
+  const Strips WX = make_strips(w_x.typed_data(), F, G, H), WH = make_strips(W, H, G, H);
 
   drive(pool, nthreads, T, B, H, (int64_t)(F + H) * G * 4, [&](int t, int b0, int b1, int u0, int u1) {
     const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
@@ -52,8 +53,8 @@ JAXRNN_KERNEL(LstmForward, JAXRNN_LSTM_FORWARD) {
     float* c_t = CS ? CS + (size_t)t * B * H : cbuf.data() + (size_t)(t & 1) * B * H;
     float* z = Z ? Z + (size_t)t * B * G : zbuf.data();
     float* h_t = HS + (size_t)t * B * H;
-    gates_units(b1 - b0, F, H, 4, X + ((size_t)t * B + b0) * F, w_x.typed_data(), bias.typed_data(),
-                h_prev + (size_t)b0 * H, W, z + (size_t)b0 * G, u0, u1);
+    gates_units(b1 - b0, F, H, 4, X + ((size_t)t * B + b0) * F, WX, bias.typed_data(),
+                h_prev + (size_t)b0 * H, &WH, z + (size_t)b0 * G, u0, u1);
     for (int b = b0; b < b1; ++b) {
       float* zb = z + (size_t)b * G;
       const float* cp = c_prev + (size_t)b * H;
@@ -97,7 +98,7 @@ JAXRNN_KERNEL(LstmBackward, JAXRNN_LSTM_BACKWARD) {
   JAXRNN_EXPECT(s, dh0, B, H);
   JAXRNN_EXPECT(s, dc0, B, H);
   if (!s.ok()) return s.error();
-  const std::vector<float> WT = transpose(w_h.typed_data(), H, G);  // (G, H)
+  const Strips WT = make_strips(w_h.typed_data(), G, H, H, /*transposed=*/true);  // W_h^T (G, H)
   const float* Zs = gates.typed_data();
   const float* CS = cs.typed_data();
   const float* DHS = d_hs.typed_data();
@@ -114,8 +115,8 @@ JAXRNN_KERNEL(LstmBackward, JAXRNN_LSTM_BACKWARD) {
     const int t = T - 1 - k;
     if (k > 0) {
       // dh holds the part of d h_t that bypasses the product (frozen rows); add dz_{t+1} W_h^T.
-      gemm_cols(b1 - b0, G, DZ + ((size_t)(t + 1) * B + b0) * G, G, WT.data(), H,
-                dh + (size_t)b0 * H, H, dh + (size_t)b0 * H, H, u0, u1);
+      gemm_strips(b1 - b0, 0, G, DZ + ((size_t)(t + 1) * B + b0) * G, G, WT,
+                  dh + (size_t)b0 * H, H, dh + (size_t)b0 * H, H, u0, u1);
     }
     if (t < 0) return;
     const float* zt = Zs + (size_t)t * B * G;
