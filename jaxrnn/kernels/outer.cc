@@ -39,22 +39,37 @@ JAXRNN_INLINE void micro_tn_rows(int rows, int K, const float* A, int lda, const
   }
 }
 
+// A (rows, cols) block of W with row stride ldw, copied contiguous (row stride cols).
+JAXRNN_INLINE void pack_panel(const float* w, int ldw, int rows, int cols, float* out) {
+  for (int k = 0; k < rows; ++k)
+    for (int j = 0; j < cols; ++j) out[(size_t)k * cols + j] = w[(size_t)k * ldw + j];
+}
+
 // C[:, n0:n1] += A (K, M)^T @ W (K, :)[:, n0:n1]. K is taken in slabs whose W panel stays in L1
-// while every block of C's rows passes over it.
+// while every block of C's rows passes over it. The panel is first copied contiguous: read in
+// place its rows are ldw floats apart (4 KiB for LSTM at hidden 256), a new page every row, which
+// the prefetchers do not cross and which overflow the first-level TLB (NOTES.md lever 28).
 void gemm_tn_cols(int K, int M, const float* A, int lda, const float* W, int ldw, float* C,
                   int ldc, int n0, int n1) {
   constexpr int kSlab = 128;
+  alignas(64) float panel[kSlab * kTileCols];
   for (int k0 = 0; k0 < K; k0 += kSlab) {
     const int kc = std::min(kSlab, K - k0);
     const float* a = A + (size_t)k0 * lda;
     const float* w = W + (size_t)k0 * ldw;
     int n = n0;
-    for (; n + kTileCols <= n1; n += kTileCols)
+    for (; n + kTileCols <= n1; n += kTileCols) {
+      pack_panel(w + n, ldw, kc, kTileCols, panel);
       for (int m0 = 0; m0 < M; m0 += kTileRows)
-        micro_tn_rows<2>(std::min(kTileRows, M - m0), kc, a + m0, lda, w + n, ldw, C + (size_t)m0 * ldc + n, ldc);
-    for (; n + kLanes <= n1; n += kLanes)
+        micro_tn_rows<2>(std::min(kTileRows, M - m0), kc, a + m0, lda, panel, kTileCols,
+                         C + (size_t)m0 * ldc + n, ldc);
+    }
+    for (; n + kLanes <= n1; n += kLanes) {
+      pack_panel(w + n, ldw, kc, kLanes, panel);
       for (int m0 = 0; m0 < M; m0 += kTileRows)
-        micro_tn_rows<1>(std::min(kTileRows, M - m0), kc, a + m0, lda, w + n, ldw, C + (size_t)m0 * ldc + n, ldc);
+        micro_tn_rows<1>(std::min(kTileRows, M - m0), kc, a + m0, lda, panel, kLanes,
+                         C + (size_t)m0 * ldc + n, ldc);
+    }
     for (; n < n1; ++n)
       for (int m = 0; m < M; ++m) {
         float s = 0.f;
