@@ -567,8 +567,9 @@ Chunks make_chunks(int H, int nthreads) {
 constexpr int64_t kRowSplitMaxWeightBytes = 512 << 10;
 constexpr int kRowSplitMinRows = (2 * kTileRows + 2) / 3;
 
-inline bool row_split(int nthreads, int B, int64_t weight_bytes) {
-  return nthreads > 1 && B >= kRowSplitMinRows * nthreads && weight_bytes <= kRowSplitMaxWeightBytes;
+inline bool row_split(int nthreads, int B, int64_t weight_bytes,
+                      int64_t max_weight_bytes = kRowSplitMaxWeightBytes) {
+  return nthreads > 1 && B >= kRowSplitMinRows * nthreads && weight_bytes <= max_weight_bytes;
 }
 
 // step(phase, b0, b1, u0, u1) does rows [b0, b1) and units [u0, u1) of one phase; phases must
@@ -634,12 +635,12 @@ int team_size(ffi::ThreadPool& pool, int64_t work_per_step) {
 constexpr int64_t kRowSplitMinCallWork = kParallelMinWork * 16;
 
 int drive_team(ffi::ThreadPool& pool, int64_t work_per_step, int nphases, int B,
-               int64_t weight_bytes) {
+               int64_t weight_bytes, int64_t max_weight_bytes = kRowSplitMaxWeightBytes) {
   if (running_members() || threads_from_env() || work_per_step >= kParallelMinWork)
     return team_size(pool, work_per_step);
   if (work_per_step * nphases < kRowSplitMinCallWork) return 1;
   const int n = std::min(team_size(pool, kParallelMinWork), std::max(1, B / kRowSplitMinRows));
-  return row_split(n, B, weight_bytes) ? n : 1;
+  return row_split(n, B, weight_bytes, max_weight_bytes) ? n : 1;
 }
 
 JAXRNN_INLINE bool step_valid(const int32_t* lens, int t, int b) { return !lens || t < lens[b]; }

@@ -26,8 +26,7 @@ template <class Fn>
 void drive_two(ffi::ThreadPool& pool, int nthreads, int nphases, int h_parity, int B, int H,
                int O, int64_t weight_bytes, Fn fn) {
   auto width = [&](int p) { return p % 2 == h_parity ? H : O; };
-  if (nthreads > 1 && B >= kRowSplitMinRows * nthreads &&
-      weight_bytes <= kJordanRowSplitMaxWeightBytes) {
+  if (row_split(nthreads, B, weight_bytes, kJordanRowSplitMaxWeightBytes)) {
     run_phases(&pool, nthreads, 1, nthreads, [&](int, int c) {
       const int b0 = (int)((int64_t)B * c / nthreads), b1 = (int)((int64_t)B * (c + 1) / nthreads);
       for (int p = 0; p < nphases; ++p) fn(p, b0, b1, 0, width(p));
@@ -62,8 +61,9 @@ JAXRNN_KERNEL(JordanForward, JAXRNN_JORDAN_FORWARD) {
   float* YS = ys->typed_data();
   float* HSV = training ? hs->typed_data() : nullptr;
   std::vector<float> hbuf(training ? 0 : (size_t)B * H), zo((size_t)B * O);
-  const int nthreads = team_size(pool, (int64_t)B * (F + O + O) * H);
   const int64_t wbytes = (int64_t)(F * H + 2 * O * H) * 4;
+  const int nthreads = drive_team(pool, (int64_t)B * (F + O + O) * H, 2 * T, B, wbytes,
+                                  kJordanRowSplitMaxWeightBytes);
 
   drive_two(pool, nthreads, 2 * T, 0, B, H, O, wbytes, [&](int p, int b0, int b1, int n0, int n1) {
     const int t = p / 2, rows = b1 - b0;
@@ -130,8 +130,9 @@ JAXRNN_KERNEL(JordanBackward, JAXRNN_JORDAN_BACKWARD) {
   float* DZ2 = dz2->typed_data();
   float* DY0 = dy0->typed_data();
   std::vector<float> gy((size_t)B * O), back((size_t)B * O);
-  const int nthreads = team_size(pool, (int64_t)B * 2 * O * H);
   const int64_t wbytes = (int64_t)2 * O * H * 4;
+  const int nthreads = drive_team(pool, (int64_t)B * 2 * O * H, 2 * T + 1, B, wbytes,
+                                  kJordanRowSplitMaxWeightBytes);
 
   // gy_t = d_ys[t] + sent; dz2_t from it (rows b, units [n0, n1)).
   auto start_step = [&](int t, int b, const float* sent, int n0, int n1) {
