@@ -264,6 +264,14 @@ void gemm_cols(int M, int K, const float* A, int lda, const float* W, int ldw, c
     }
 }
 
+// W (K, N) -> W^T (N, K), for the backward product d h_{t-1} = d hp_t W_h^T.
+std::vector<float> transpose(const float* W, int K, int N) {
+  std::vector<float> t((size_t)K * N);
+  for (int k = 0; k < K; ++k)
+    for (int n = 0; n < N; ++n) t[(size_t)n * K + k] = W[(size_t)k * N + n];
+  return t;
+}
+
 // A weight matrix W (K, N) copied once per call into strips of kLanes columns, each strip's K
 // rows contiguous: strip s holds W[:, s*kLanes : (s+1)*kLanes]. Read row-major, the product
 // walks a panel's rows N floats apart, a new 4 KiB page every row or two at LSTM A (N = 1024):
@@ -287,9 +295,7 @@ Strips make_strips(const float* W, int K, int N, int align, bool transposed = fa
   if (!transposed) s.W = W;
   if (align % kLanes != 0 || N % kLanes != 0) {
     if (transposed) {  // the row-major transpose, for gemm_cols
-      s.rowmajor.resize((size_t)K * N);
-      for (int k = 0; k < K; ++k)
-        for (int n = 0; n < N; ++n) s.rowmajor[(size_t)k * N + n] = W[(size_t)n * K + k];
+      s.rowmajor = transpose(W, N, K);
       s.W = s.rowmajor.data();
     }
     return s;
@@ -331,13 +337,6 @@ void gates_units(int B, int F, int H, int gates, const float* x_t, const Strips&
   if (w_h) gemm_units(B, H, h_prev, *w_h, H, gates, z, gates * H, z, u0, u1);
 }
 
-// W (K, N) -> W^T (N, K), for the backward product d h_{t-1} = d hp_t W_h^T.
-std::vector<float> transpose(const float* W, int K, int N) {
-  std::vector<float> t((size_t)K * N);
-  for (int k = 0; k < K; ++k)
-    for (int n = 0; n < N; ++n) t[(size_t)n * K + k] = W[(size_t)k * N + n];
-  return t;
-}
 
 // ----------------------------------------------------------------------------- nonlinearities
 
