@@ -459,10 +459,14 @@ def test_operands_are_passed_by_name():
 # Problems whose steps are split between threads when the team has 2 or more: by units when
 # the batch is below 2 x the row-split minimum (6 rows per thread with AVX-512, 4 with AVX2:
 # LSTM and GRU at B = 5, Jordan at B = 12 on AVX-512), by rows above it (LSTM and GRU at B = 9
-# on AVX2, Elman and Jordan at B = 32 everywhere; the 3-thread runs of B = 9 by units). Below
-# the one-thread bound the kernels choose their team themselves, so these fix its size.
+# on AVX2, Elman and Jordan at B = 32 everywhere; the 3-thread runs of B = 9 by units). LSTM
+# and GRU at B = 32 with weights past the L2 bound (~650 KB) split by rows with 2 threads (two
+# register tiles per thread) and by units with 3. T = 6 and 9 leave a last block of fewer than
+# the row split's 4 phases. Below the one-thread bound the kernels choose their team themselves,
+# so these fix its size.
 SPLIT = [("lstm", (9, 6, 5, 160)), ("gru", (9, 6, 5, 160)), ("elman", (32, 6, 5, 64)),
          ("lstm", (5, 6, 5, 160)), ("gru", (5, 6, 5, 160)),
+         ("lstm", (32, 9, 4, 200)), ("gru", (32, 9, 4, 232)),
          ("jordan", (12, 7, 5, 160, 48)), ("jordan", (32, 6, 8, 96, 64))]
 
 
@@ -489,3 +493,40 @@ def test_any_team_size_gives_the_equations(monkeypatch, threads, case):
     np.testing.assert_allclose(ys, ys_ref, atol=2e-5, rtol=1e-4)
     if threads == "2":
         _assert_gradients_match_the_plain_scan(cell, B, T, F)
+
+
+def test_row_split_on_a_busy_machine_gives_one_threads_values_bit_for_bit(monkeypatch):
+    # With another process busy on the machine, the row split hands a group of rows from a
+    # thread that lost its core to one that has nothing left (common.h, run_row_groups). A
+    # phase's arithmetic does not depend on the thread that runs it, so every call must equal
+    # the one-thread run exactly, forward and gradients: a handover that let a thread read a
+    # row's state before the previous owner wrote it would show here as a difference.
+    import subprocess
+    import sys
+
+    B, T, F, H = 8, 400, 16, 128
+    cells = {"lstm": jaxrnn.lstm(H), "gru": jaxrnn.gru(H), "jordan": jaxrnn.jordan(H, 32)}
+    calls = {}
+    for name, cell in cells.items():
+        p = _params(cell, F)
+        xs = jax.random.normal(jax.random.key(2), (B, T, F))
+        fwd = jax.jit(lambda p, xs, cell=cell: jaxrnn.run(cell, p, xs)[1])
+        grad = jax.jit(jax.grad(lambda p, xs, cell=cell: jnp.sum(jaxrnn.run(cell, p, xs)[1] ** 2)))
+        calls[name] = (fwd, grad, p, xs)
+
+    def values(name):
+        fwd, grad, p, xs = calls[name]
+        return [np.asarray(a) for a in [fwd(p, xs), *jax.tree_util.tree_leaves(grad(p, xs))]]
+
+    monkeypatch.setenv("JAXRNN_KERNEL_THREADS", "1")
+    want = {name: values(name) for name in cells}
+    monkeypatch.setenv("JAXRNN_KERNEL_THREADS", "2")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        for _ in range(8):
+            for name in cells:
+                for got, ref in zip(values(name), want[name], strict=True):
+                    np.testing.assert_array_equal(got, ref, err_msg=name)
+    finally:
+        busy.kill()
+        busy.wait()

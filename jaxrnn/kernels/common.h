@@ -566,9 +566,99 @@ Chunks make_chunks(int H, int nthreads) {
 constexpr int64_t kRowSplitMaxWeightBytes = 512 << 10;
 constexpr int kRowSplitMinRows = (2 * kTileRows + 2) / 3;
 
+//
+// With two register tiles of rows per thread the weights need not fit L2 (NOTES.md lever 30):
+// every weight a thread loads then feeds 2 x kTileRows rows, a quarter of a byte per
+// multiply-add at most, which the shared L3 streams with room to spare (config A, 16 rows per
+// thread on AVX2: LSTM forward 44.6 -> 38.5 ms, training 127.5 -> 114.6 ms against the unit
+// split, whose per-step barrier also costs the most on a shared machine). Above
+// kRowSplitWideMaxWeightBytes the weights would leave L3 and each thread would stream its own
+// copy from memory: the unit split reads them once.
+constexpr int64_t kRowSplitWideMaxWeightBytes = 4 << 20;
+
 inline bool row_split(int nthreads, int B, int64_t weight_bytes,
                       int64_t max_weight_bytes = kRowSplitMaxWeightBytes) {
-  return nthreads > 1 && B >= kRowSplitMinRows * nthreads && weight_bytes <= max_weight_bytes;
+  if (nthreads < 2 || B < kRowSplitMinRows * nthreads) return false;
+  return weight_bytes <= max_weight_bytes ||
+         (B >= 2 * kTileRows * nthreads && weight_bytes <= kRowSplitWideMaxWeightBytes);
+}
+
+// The row split with one group of rows per thread, run in blocks of kRowBlockSteps phases.
+// A group's phases are a chain (each needs the one before), but nothing ties a group to a
+// thread: its state is all in the call's buffers. So a thread whose own group is done takes
+// another group between two of its blocks. On a shared machine that is what keeps the team's
+// CPU time working: with one busy process on two cores, one thread of the team shares its core
+// and runs at about half speed, and a fixed split ends when that thread's rows do (the whole
+// call at the slow thread's pace, measured ~55% of quiet speed: issue 16). A thread that has
+// nothing left waits for a busy group and marks it wanted; the group's owner hands it over after
+// a block only if that block was slow (more than kSlowBlockFactor times the call's fastest per
+// phase, i.e. its thread lost its core during the block), so on a quiet machine groups stay put
+// and each row's state stays in its core's cache. The arithmetic of a phase does not depend on
+// the thread that runs it, so results are the same bit for bit.
+constexpr int kRowBlockSteps = 4;
+constexpr int kSlowBlockFactor = 2;
+
+struct alignas(64) RowGroup {
+  std::atomic<int> next{0};         // the first phase not yet run
+  std::atomic<int> owner{-1};       // the thread running a block of this group, or -1
+  std::atomic<bool> wanted{false};  // a thread with nothing else to do waits for this group
+};
+
+// block(g, p0, p1) runs phases [p0, p1) of row group g, in order.
+template <class Block>
+void run_row_groups(ffi::ThreadPool& pool, int nthreads, int nphases, Block block) {
+  std::unique_ptr<RowGroup[]> groups(new RowGroup[nthreads]);
+  std::atomic<int64_t> fastest_ns{INT64_MAX};  // per phase, over every block of the call
+  run_phases(&pool, nthreads, 1, nthreads, [&](int, int home) {
+    Backoff backoff;
+    for (;;) {
+      int g = -1;
+      bool unfinished = false;
+      for (int k = 0; k < nthreads && g < 0; ++k) {  // this thread's own group first
+        const int c = (home + k) % nthreads;
+        RowGroup& grp = groups[c];
+        if (grp.next.load(std::memory_order_acquire) >= nphases) continue;
+        unfinished = true;
+        int none = -1;
+        if (grp.owner.load(std::memory_order_relaxed) == -1 &&
+            grp.owner.compare_exchange_strong(none, home, std::memory_order_acq_rel)) {
+          // A group whose last block ran while this thread waited for it is ours now.
+          if (grp.next.load(std::memory_order_acquire) >= nphases) {
+            grp.owner.store(-1, std::memory_order_release);
+            continue;
+          }
+          g = c;
+        } else {
+          grp.wanted.store(true, std::memory_order_relaxed);
+        }
+      }
+      if (g < 0) {
+        if (!unfinished) return;
+        backoff.wait();
+        continue;
+      }
+      backoff.spins = 0;
+      RowGroup& grp = groups[g];
+      grp.wanted.store(false, std::memory_order_relaxed);
+      for (;;) {
+        const int p0 = grp.next.load(std::memory_order_relaxed);
+        const int p1 = std::min(nphases, p0 + kRowBlockSteps);
+        const int64_t t0 = now_ns();
+        block(g, p0, p1);
+        const int64_t per_phase = (now_ns() - t0) / (p1 - p0);
+        int64_t best = fastest_ns.load(std::memory_order_relaxed);
+        while (per_phase < best && !fastest_ns.compare_exchange_weak(best, per_phase,
+                                                                     std::memory_order_relaxed)) {
+        }
+        grp.next.store(p1, std::memory_order_release);
+        if (p1 >= nphases) break;
+        if (grp.wanted.load(std::memory_order_relaxed) &&
+            per_phase > kSlowBlockFactor * std::min(best, per_phase))
+          break;  // slow: hand the group to the thread waiting for it
+      }
+      grp.owner.store(-1, std::memory_order_release);
+    }
+  });
 }
 
 // step(phase, b0, b1, u0, u1) does rows [b0, b1) and units [u0, u1) of one phase; phases must
@@ -577,9 +667,9 @@ template <class Step>
 void drive(ffi::ThreadPool& pool, int nthreads, int nphases, int B, int H,
            int64_t weight_bytes, Step step) {
   if (row_split(nthreads, B, weight_bytes)) {
-    run_phases(&pool, nthreads, 1, nthreads, [&](int, int c) {
-      const int b0 = (int)((int64_t)B * c / nthreads), b1 = (int)((int64_t)B * (c + 1) / nthreads);
-      for (int p = 0; p < nphases; ++p) step(p, b0, b1, 0, H);
+    run_row_groups(pool, nthreads, nphases, [&](int g, int p0, int p1) {
+      const int b0 = (int)((int64_t)B * g / nthreads), b1 = (int)((int64_t)B * (g + 1) / nthreads);
+      for (int p = p0; p < p1; ++p) step(p, b0, b1, 0, H);
     });
     return;
   }

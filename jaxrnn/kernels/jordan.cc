@@ -27,9 +27,9 @@ void drive_two(ffi::ThreadPool& pool, int nthreads, int nphases, int h_parity, i
                int O, int64_t weight_bytes, Fn fn) {
   auto width = [&](int p) { return p % 2 == h_parity ? H : O; };
   if (row_split(nthreads, B, weight_bytes, kJordanRowSplitMaxWeightBytes)) {
-    run_phases(&pool, nthreads, 1, nthreads, [&](int, int c) {
-      const int b0 = (int)((int64_t)B * c / nthreads), b1 = (int)((int64_t)B * (c + 1) / nthreads);
-      for (int p = 0; p < nphases; ++p) fn(p, b0, b1, 0, width(p));
+    run_row_groups(pool, nthreads, nphases, [&](int g, int p0, int p1) {
+      const int b0 = (int)((int64_t)B * g / nthreads), b1 = (int)((int64_t)B * (g + 1) / nthreads);
+      for (int p = p0; p < p1; ++p) fn(p, b0, b1, 0, width(p));
     });
     return;
   }
