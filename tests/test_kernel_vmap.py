@@ -1,5 +1,5 @@
-"""The kernels' batching rule (issue 18): under ``jax.vmap`` the LSTM, GRU and Elman kernels (and
-the weight-gradient product) run every member in one custom call (``vmap_method=
+"""The kernels' batching rule (issue 18): under ``jax.vmap`` the LSTM, GRU, Elman, Jordan and
+minGRU/minLSTM kernels (and the weight-gradient product) run every member in one custom call (``vmap_method=
 "broadcast_all"``, the handler looping over the members, threads taking whole members). Each
 member must get what its own kernel call gives, and what the plain ``lax.scan`` gives; a NaN in
 one member stays in that member."""
@@ -17,7 +17,9 @@ from jaxrnn.kernels import ops
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="the CPU kernels are not built")
 
-MAKE = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, "elman": jaxrnn.elman}
+MAKE = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, "elman": jaxrnn.elman,
+        "jordan": lambda h: jaxrnn.jordan(h, h), "min_gru": jaxrnn.min_gru,
+        "min_lstm": jaxrnn.min_lstm}
 B, T, F, H = 16, 6, 4, 16  # K = 8 members of this size pass the threshold of the member split
 
 
@@ -92,7 +94,8 @@ def _check(name, K, shared_x, with_scan=True):
 
 
 @pytest.mark.parametrize(("name", "K"), [("lstm", 1), ("lstm", 3), ("lstm", 8), ("gru", 8),
-                                         ("elman", 8)])
+                                         ("elman", 8), ("jordan", 8), ("min_gru", 8),
+                                         ("min_lstm", 8)])
 def test_vmapped_kernel_equals_member_calls_and_the_scan(name, K):
     _check(name, K, shared_x=False)
 
@@ -145,13 +148,13 @@ def test_vmapped_gradient_is_one_call_per_kernel(name):
     xs, h0, lengths = _inputs(K, shared_x=True)
     text = jax.jit(jax.vmap(_loss(cell, lengths), in_axes=(0, None, 0))).lower(
         params, xs, h0).as_text()
-    for target in (f"jaxrnn_{name}_forward", f"jaxrnn_{name}_backward"):
+    family = "min" if name.startswith("min_") else name
+    for target in (f"jaxrnn_{family}_forward", f"jaxrnn_{family}_backward"):
         assert ops.vmap_method(target) == "broadcast_all"
         assert text.count(f"custom_call @{target}(") == 1
-    assert text.count("custom_call @jaxrnn_steps_outer(") == 2  # d W_x and d W_h
+    if name in ("lstm", "gru", "elman"):
+        assert text.count("custom_call @jaxrnn_steps_outer(") == 2  # d W_x and d W_h
     assert "stablehlo.while" not in text
-    # a kernel without the batching rule keeps the loop of one call per member
-    assert ops.vmap_method("jaxrnn_jordan_forward") == "sequential"
 
 
 def test_members_that_disagree_on_their_axes_are_refused():

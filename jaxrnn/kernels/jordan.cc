@@ -188,5 +188,5 @@ JAXRNN_KERNEL(JordanBackward, JAXRNN_JORDAN_BACKWARD) {
 
 }  // namespace
 
-JAXRNN_HANDLER(jaxrnn_jordan_forward, JordanForward, JAXRNN_JORDAN_FORWARD)
-JAXRNN_HANDLER(jaxrnn_jordan_backward, JordanBackward, JAXRNN_JORDAN_BACKWARD)
+JAXRNN_MEMBER_HANDLER(jaxrnn_jordan_forward, JordanForward, JAXRNN_JORDAN_FORWARD, lengths, 1)
+JAXRNN_MEMBER_HANDLER(jaxrnn_jordan_backward, JordanBackward, JAXRNN_JORDAN_BACKWARD, lengths, 1)

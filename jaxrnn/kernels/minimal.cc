@@ -198,5 +198,5 @@ JAXRNN_KERNEL(MinBackward, JAXRNN_MIN_BACKWARD) {
 
 }  // namespace
 
-JAXRNN_HANDLER(jaxrnn_min_forward, MinForward, JAXRNN_MIN_FORWARD)
-JAXRNN_HANDLER(jaxrnn_min_backward, MinBackward, JAXRNN_MIN_BACKWARD)
+JAXRNN_MEMBER_HANDLER(jaxrnn_min_forward, MinForward, JAXRNN_MIN_FORWARD, lengths, 1)
+JAXRNN_MEMBER_HANDLER(jaxrnn_min_backward, MinBackward, JAXRNN_MIN_BACKWARD, lengths, 1)

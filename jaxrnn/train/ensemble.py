@@ -17,12 +17,11 @@ batch replicated (``devices=``).
 
 CPU kernels under ``vmap``
 --------------------------
-The fused CPU kernels of the LSTM, GRU and Elman-type cells (:mod:`jaxrnn.kernels`) have a
-batching rule: vmapped, each is still one kernel call, which runs every member on its own
-weights, the members split over the kernel's threads (each thread whole members, with no
-barrier between steps). The values are the single model's. The other kernels (Jordan,
-minGRU/minLSTM) keep ``vmap_method="sequential"``: a loop calling the kernel once per member.
-:func:`kernel_vmap_path` says which a cell takes. The plain ``lax.scan`` path instead vmaps
+Every fused CPU kernel (:mod:`jaxrnn.kernels`: LSTM, GRU, the Elman-type cells, the Jordan
+net, minGRU/minLSTM) has a batching rule: vmapped, each is still one kernel call, which runs
+every member on its own weights, the members split over the kernel's threads (each thread whole
+members, with no barrier between steps). The values are the single model's.
+:func:`kernel_vmap_path` says which path a cell takes. The plain ``lax.scan`` path instead vmaps
 into batched matrix products -- one ``(K, B, H) x (K, H, 4H)`` product per step for all members.
 ``python -m benchmarks.scaling`` measures both for K = 8; :func:`ensemble_classifier` builds
 either (``path="kernel"`` or ``"plain"``).
