@@ -507,6 +507,20 @@ def _restore_weights(path: str) -> dict:
     return {str(k): np.asarray(v) for k, v in dict(restored).items()}
 
 
+def _file_digests(root: str) -> dict:
+    """SHA-256 of every file under ``root``, by its path relative to ``root``."""
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            full = os.path.join(d, f)
+            h = hashlib.sha256()
+            with open(full, "rb") as fh:
+                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    h.update(block)
+            out[os.path.relpath(full, root)] = h.hexdigest()
+    return dict(sorted(out.items()))
+
+
 def _write(path: str, data: bytes):
     with open(path, "wb") as f:
         f.write(data)
@@ -554,6 +568,10 @@ def save_model(directory, model: Model, params, *, preprocessing: dict | None = 
     tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
     try:
         _save_weights(os.path.join(tmp, _WEIGHTS_DIR), arrays)
+        # Every file Orbax wrote, checked before Orbax reads them back: a damaged file then
+        # never reaches TensorStore, whose failed reads can finish after Orbax's event loop
+        # has closed (an error raised later, in whatever code runs then).
+        header["weights_files"] = _file_digests(os.path.join(tmp, _WEIGHTS_DIR))
         for fname, value in ((_PREPROCESSING_FILE, preprocessing), (_METRICS_FILE, metrics)):
             if value is not None:
                 _write(os.path.join(tmp, fname), json.dumps(dict(value), indent=1).encode())
@@ -592,6 +610,15 @@ def _load_orbax_weights(source: str, header: dict, template):
     wpath = os.path.join(source, _WEIGHTS_DIR)
     if not os.path.isdir(wpath):
         raise FileNotFoundError(f"directory: {source!r} has no {_WEIGHTS_DIR}/ (the weights)")
+    files = header.get("weights_files")  # absent in saves made before it was recorded
+    if files is not None:
+        found = _file_digests(wpath)
+        for rel, digest in files.items():
+            if found.get(rel) != digest:
+                why = ("is missing" if rel not in found
+                       else f"differs from its SHA-256 in {_CONFIG_FILE}")
+                raise ValueError(f"directory: {_WEIGHTS_DIR}/ in {source!r} is corrupt (its file "
+                                 f"{rel} {why})")
     try:
         arrays = _restore_weights(wpath)
     except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many kinds when damaged

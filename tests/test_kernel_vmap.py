@@ -1,8 +1,8 @@
 """The kernels' batching rule (issue 18): under ``jax.vmap`` the LSTM, GRU, Elman, Jordan and
-minGRU/minLSTM kernels (and the weight-gradient product) run every member in one custom call (``vmap_method=
-"broadcast_all"``, the handler looping over the members, threads taking whole members). Each
-member must get what its own kernel call gives, and what the plain ``lax.scan`` gives; a NaN in
-one member stays in that member."""
+minGRU/minLSTM kernels (and the weight-gradient product) run every member in one custom call
+(``vmap_method="broadcast_all"``, the handler looping over the members, threads taking whole
+members). Each member must get what its own kernel call gives, and what the plain ``lax.scan``
+gives; a NaN in one member stays in that member."""
 
 import functools
 

@@ -211,7 +211,12 @@ def test_bad_directories_and_files_give_errors_naming_the_argument(tmp_path):
                 data = bytearray(file.read_bytes())
                 data[len(data) // 2] ^= 0xFF
                 file.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"^directory: weights/ in .*ok' is corrupt"):
+    with pytest.raises(ValueError, match=r"^directory: weights/ in .*ok' is corrupt \(its file "
+                                         r".* differs from its SHA-256 in model.json"):
+        M.load_model(path)
+    os.remove(file)  # the last file flipped: now missing
+    with pytest.raises(ValueError, match=r"^directory: weights/ in .*ok' is corrupt \(its file "
+                                         r".* is missing"):
         M.load_model(path)
     shutil.rmtree(os.path.join(path, "weights"))
     with pytest.raises(FileNotFoundError, match=r"^directory: .*ok' has no weights/"):
