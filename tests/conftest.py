@@ -37,7 +37,8 @@ def _strict_dtype_promotion(request):
 def pytest_configure(config):
     # A warning is a failure unless a test expects it (pytest.warns) or it is filtered below.
     config.addinivalue_line("filterwarnings", "error")
-    config.addinivalue_line("markers", "slow: over 4 s on the 2-core machine (tests/slow_tests.txt)")
+    config.addinivalue_line("markers",
+                            "slow: over 4 s on the 2-core machine (tests/slow_tests.txt)")
 
 
 # The tests that took over 4 s each on the machine class's 2-core AMD EPYC (AVX2), measured

@@ -68,7 +68,8 @@ TARGETS = (
 # 128 (its 256-bit operations are split in two), which left those passes at half the width of
 # the hand-vectorised products for no gain (benchmarks/NOTES.md lever 26). Naming the width
 # makes every x86 CPU with AVX use 256-bit vectors there; it does not widen AVX-512 code.
-CXXFLAGS = ("-O3", "-march=native", "-mprefer-vector-width=256", "-fno-math-errno", "-fno-trapping-math",
+CXXFLAGS = ("-O3", "-march=native", "-mprefer-vector-width=256", "-fno-math-errno",
+            "-fno-trapping-math",
             "-ffp-contract=fast", "-fno-signed-zeros", "-fassociative-math", "-freciprocal-math",
             "-fopenmp-simd", "-std=c++17", "-fPIC", "-w")
 # JAXRNN_KERNEL_SANITIZE=1: a separately cached build under AddressSanitizer, for the tests

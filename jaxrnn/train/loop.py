@@ -121,7 +121,8 @@ def predict(
     model's ``predict`` on a file reproduces the training run's held-out predictions exactly
     (one compile, too)."""
     inputs = np.asarray(inputs)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1):
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
     n = inputs.shape[0]
     if lengths is not None:
@@ -141,7 +142,7 @@ def predict(
         x = inputs[rows]
         ln = None if lengths is None else lengths[rows]
         out = jax.tree_util.tree_map(np.asarray, fn(params, x, ln))
-        outs.append(jax.tree_util.tree_map(lambda o: o[: stop - start], out))
+        outs.append(jax.tree_util.tree_map(lambda o, k=stop - start: o[:k], out))
     if not outs:
         return np.asarray(fn(params, inputs, lengths))
     return jax.tree_util.tree_map(lambda *os_: np.concatenate(os_, axis=0), *outs)
