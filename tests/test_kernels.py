@@ -8,6 +8,8 @@ multiple of the 16-wide vectors, batches that are and are not a multiple of the 
 and problems split across threads (the team size fixed by JAXRNN_KERNEL_THREADS).
 """
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -530,3 +532,43 @@ def test_row_split_on_a_busy_machine_gives_one_threads_values_bit_for_bit(monkey
     finally:
         busy.kill()
         busy.wait()
+
+
+_ONE_CPU_SCRIPT = r"""
+import os, sys
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # before JAX starts its threads
+import jax, numpy as np
+import jaxrnn
+B, T, F, H = 8, 300, 16, 128
+out = {}
+for threads in ("1", "2"):
+    os.environ["JAXRNN_KERNEL_THREADS"] = threads
+    for name, cell in {"elman": jaxrnn.elman(H), "lstm": jaxrnn.lstm(H)}.items():
+        p = cell.init(jax.random.key(0), F)
+        xs = jax.random.normal(jax.random.key(1), (B, T, F))
+        f = jax.jit(lambda p, xs, cell=cell: jaxrnn.run(cell, p, xs)[1])
+        out[threads, name] = [np.asarray(f(p, xs)) for _ in range(4)]
+        ref = jax.jit(lambda p, xs, cell=cell: jaxrnn.run(cell, p, xs, impl="scan")[1])
+        np.testing.assert_allclose(out[threads, name][0], ref(p, xs), atol=2e-5, rtol=2e-5)
+for name in ("elman", "lstm"):
+    for got in out["2", name]:
+        np.testing.assert_array_equal(got, out["1", name][0])
+print("ok", sorted(os.sched_getaffinity(0)))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_a_team_confined_to_one_cpu_finishes_with_one_threads_values():
+    # A team member that starts on a CPU of its team moves off it (common.h,
+    # move_away_from_team), and a member with nothing left sleeps (IdleWait). A process that
+    # may use one CPU only (taskset, a cpuset) leaves nowhere to move: the call must then
+    # neither fail nor hang, and give the one-thread values bit for bit, with the process's
+    # affinity as it was.
+    import subprocess
+    import sys
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    run = subprocess.run([sys.executable, "-c", _ONE_CPU_SCRIPT], capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.startswith("ok"), run.stdout

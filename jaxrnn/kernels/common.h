@@ -40,9 +40,14 @@
 #include <cstring>
 #include <initializer_list>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 #include "xla/ffi/api/ffi.h"
 
@@ -397,12 +402,91 @@ struct TeamState {
     for (auto& c : claimed) c.store(-1);
     for (auto& h : helper_state) h.store(0);
   }
+  std::mutex cpus_mu;
+  std::vector<int> cpus;  // the CPU each member of the team started on (move_away_from_team)
   std::atomic<int> open{-1};        // the phase threads may work on now
   std::atomic<int64_t> done{0};     // chunks finished, over all phases
   std::atomic<bool> solo{false};    // the caller finishes the call alone (helpers stalled)
   std::vector<std::atomic<int>> claimed;       // last phase each chunk was claimed for
   std::vector<std::atomic<int>> helper_state;  // 0 not started, 1 running, 2 finished, 3 cancelled
   std::thread::id caller;
+};
+
+// JAXRNN_KERNEL_SPREAD=0 turns off what keeps a team spread over the CPUs on a shared machine
+// (move_away_from_team and IdleWait's sleep; to measure them: NOTES.md lever 32).
+inline bool spread_from_env() {
+  static const bool on = [] {
+    const char* env = std::getenv("JAXRNN_KERNEL_SPREAD");
+    return !(env && std::strcmp(env, "0") == 0);
+  }();
+  return on;
+}
+
+// Moves the calling team member off any CPU another member of its team started on. On a
+// shared machine the scheduler often wakes a helper onto the CPU of the thread that woke it
+// (the caller) and leaves it there: with one busy process on two cores, the team's two threads
+// then share one core while the busy process has the other to itself, and the team gets one
+// core where a fair share of three threads on two would give it 1.33 (measured at config A,
+// Elman forward: in 478 of 899 samples of /proc both running team threads were on one CPU and
+// the busy process on the other; the process's CPU time per call was 0.97x its wall time,
+// against 1.35x for two threads of plain work beside the same busy process). The move is an
+// affinity without the team's CPUs, which the kernel applies at once, and then the thread's
+// own affinity again: the thread stays where it was moved to, but the scheduler remains free
+// to move it later, e.g. onto a CPU that a team member leaves idle (IdleWait). Nothing
+// happens when the thread is alone on its CPU, when the process may use no other CPU
+// (taskset, a cpuset), or outside Linux. Which thread runs a chunk never changes a result.
+inline void move_away_from_team(TeamState& st) {
+#if defined(__linux__)
+  std::lock_guard<std::mutex> lock(st.cpus_mu);
+  int cpu = sched_getcpu();
+  cpu_set_t own;
+  if (cpu >= 0 && spread_from_env() &&
+      std::find(st.cpus.begin(), st.cpus.end(), cpu) != st.cpus.end() &&
+      sched_getaffinity(0, sizeof(own), &own) == 0) {
+    cpu_set_t away = own;
+    for (int c : st.cpus)
+      if (c >= 0 && c < CPU_SETSIZE) CPU_CLR(c, &away);
+    if (CPU_COUNT(&away) > 0 && sched_setaffinity(0, sizeof(away), &away) == 0) {
+      cpu = sched_getcpu();
+      sched_setaffinity(0, sizeof(own), &own);
+    }
+  }
+  st.cpus.push_back(cpu);
+#else
+  (void)st;
+#endif
+}
+
+// The caller's CPU, the first of the team's (see move_away_from_team).
+inline void note_caller_cpu(TeamState& st) {
+#if defined(__linux__)
+  std::lock_guard<std::mutex> lock(st.cpus_mu);
+  st.cpus.push_back(sched_getcpu());
+#else
+  (void)st;
+#endif
+}
+
+// How a team member with nothing left to do in a call waits for the others: a short spin, then
+// sleeps of kIdleSleepUs. An idle CPU is what makes the scheduler move a runnable team member
+// queued behind another process onto it (or that process off a member's CPU); a spinning or
+// yielding thread keeps its CPU busy, and the member it waits for keeps sharing a core. Measured
+// with one busy process, forward ms per call (NOTES.md lever 32): the move above alone
+// changed little (Elman A 23.4 -> 20-23), the sleep alone nothing (as lever 29 found), the two
+// together Elman A 23.4 -> 17.5, GRU A 65 -> 49, LSTM B 26.5 -> 21.
+constexpr int kIdleSpins = 4000;
+constexpr int kIdleSleepUs = 50;
+
+struct IdleWait {
+  int spins = 0;
+  void wait() {
+    if (++spins < kIdleSpins)
+      cpu_relax();
+    else if (spread_from_env())
+      std::this_thread::sleep_for(std::chrono::microseconds(kIdleSleepUs));
+    else
+      std::this_thread::yield();
+  }
 };
 
 inline bool try_claim(TeamState& st, int phase, int c) {
@@ -471,6 +555,7 @@ void run_phases(ffi::ThreadPool* pool, int nthreads, int nphases, int nchunks, F
   const int nhelpers = pool ? nchunks - 1 : 0;  // one chunk per thread (see make_chunks)
   auto st = std::make_shared<TeamState>(nchunks, nhelpers);
   st->caller = std::this_thread::get_id();
+  if (nhelpers) note_caller_cpu(*st);
   Fn* fn_ptr = &fn;
   for (int h = 0; h < nhelpers; ++h) {
     const int home = h + 1;
@@ -479,6 +564,7 @@ void run_phases(ffi::ThreadPool* pool, int nthreads, int nphases, int nchunks, F
       if (std::this_thread::get_id() == st->caller) return;
       int expected = 0;
       if (!st->helper_state[h].compare_exchange_strong(expected, 1)) return;  // cancelled
+      move_away_from_team(*st);
       int last = -1;
       Backoff backoff;
       for (;;) {
@@ -532,8 +618,8 @@ void run_phases(ffi::ThreadPool* pool, int nthreads, int nphases, int nchunks, F
   for (int h = 0; h < nhelpers; ++h) {
     int expected = 0;
     if (!st->helper_state[h].compare_exchange_strong(expected, 3)) {
-      Backoff backoff;
-      while (st->helper_state[h].load(std::memory_order_acquire) != 2) backoff.wait();
+      IdleWait idle;  // the caller's work is done: a helper may still be on its last chunk
+      while (st->helper_state[h].load(std::memory_order_acquire) != 2) idle.wait();
     }
   }
 }
@@ -610,7 +696,7 @@ void run_row_groups(ffi::ThreadPool& pool, int nthreads, int nphases, Block bloc
   std::unique_ptr<RowGroup[]> groups(new RowGroup[nthreads]);
   std::atomic<int64_t> fastest_ns{INT64_MAX};  // per phase, over every block of the call
   run_phases(&pool, nthreads, 1, nthreads, [&](int, int home) {
-    Backoff backoff;
+    IdleWait idle;
     for (;;) {
       int g = -1;
       bool unfinished = false;
@@ -634,10 +720,10 @@ void run_row_groups(ffi::ThreadPool& pool, int nthreads, int nphases, Block bloc
       }
       if (g < 0) {
         if (!unfinished) return;
-        backoff.wait();
+        idle.wait();
         continue;
       }
-      backoff.spins = 0;
+      idle.spins = 0;
       RowGroup& grp = groups[g];
       grp.wanted.store(false, std::memory_order_relaxed);
       for (;;) {
