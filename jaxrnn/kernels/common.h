@@ -396,14 +396,19 @@ struct Backoff {
   }
 };
 
+// The CPU each member of a team started on (move_away_from_team).
+struct TeamCpus {
+  std::mutex mu;
+  std::vector<int> cpus;
+};
+
 struct TeamState {
   explicit TeamState(int nchunks, int nhelpers)
       : claimed(nchunks), helper_state(nhelpers) {
     for (auto& c : claimed) c.store(-1);
     for (auto& h : helper_state) h.store(0);
   }
-  std::mutex cpus_mu;
-  std::vector<int> cpus;  // the CPU each member of the team started on (move_away_from_team)
+  TeamCpus cpus;
   std::atomic<int> open{-1};        // the phase threads may work on now
   std::atomic<int64_t> done{0};     // chunks finished, over all phases
   std::atomic<bool> solo{false};    // the caller finishes the call alone (helpers stalled)
@@ -435,9 +440,9 @@ inline bool spread_from_env() {
 // to move it later, e.g. onto a CPU that a team member leaves idle (IdleWait). Nothing
 // happens when the thread is alone on its CPU, when the process may use no other CPU
 // (taskset, a cpuset), or outside Linux. Which thread runs a chunk never changes a result.
-inline void move_away_from_team(TeamState& st) {
+inline void move_away_from_team(TeamCpus& st) {
 #if defined(__linux__)
-  std::lock_guard<std::mutex> lock(st.cpus_mu);
+  std::lock_guard<std::mutex> lock(st.mu);
   int cpu = sched_getcpu();
   cpu_set_t own;
   if (cpu >= 0 && spread_from_env() &&
@@ -458,9 +463,9 @@ inline void move_away_from_team(TeamState& st) {
 }
 
 // The caller's CPU, the first of the team's (see move_away_from_team).
-inline void note_caller_cpu(TeamState& st) {
+inline void note_caller_cpu(TeamCpus& st) {
 #if defined(__linux__)
-  std::lock_guard<std::mutex> lock(st.cpus_mu);
+  std::lock_guard<std::mutex> lock(st.mu);
   st.cpus.push_back(sched_getcpu());
 #else
   (void)st;
@@ -477,13 +482,14 @@ inline void note_caller_cpu(TeamState& st) {
 constexpr int kIdleSpins = 4000;
 constexpr int kIdleSleepUs = 50;
 
+inline int exp_sleep_us() { static const int v = [] { const char* e = std::getenv("XS"); return e ? std::atoi(e) : kIdleSleepUs; }(); return v; }
 struct IdleWait {
   int spins = 0;
   void wait() {
     if (++spins < kIdleSpins)
       cpu_relax();
     else if (spread_from_env())
-      std::this_thread::sleep_for(std::chrono::microseconds(kIdleSleepUs));
+      std::this_thread::sleep_for(std::chrono::microseconds(exp_sleep_us()));
     else
       std::this_thread::yield();
   }
@@ -555,7 +561,7 @@ void run_phases(ffi::ThreadPool* pool, int nthreads, int nphases, int nchunks, F
   const int nhelpers = pool ? nchunks - 1 : 0;  // one chunk per thread (see make_chunks)
   auto st = std::make_shared<TeamState>(nchunks, nhelpers);
   st->caller = std::this_thread::get_id();
-  if (nhelpers) note_caller_cpu(*st);
+  if (nhelpers) note_caller_cpu(st->cpus);
   Fn* fn_ptr = &fn;
   for (int h = 0; h < nhelpers; ++h) {
     const int home = h + 1;
@@ -564,7 +570,7 @@ void run_phases(ffi::ThreadPool* pool, int nthreads, int nphases, int nchunks, F
       if (std::this_thread::get_id() == st->caller) return;
       int expected = 0;
       if (!st->helper_state[h].compare_exchange_strong(expected, 1)) return;  // cancelled
-      move_away_from_team(*st);
+      move_away_from_team(st->cpus);
       int last = -1;
       Backoff backoff;
       for (;;) {
@@ -676,7 +682,7 @@ inline bool row_split(int nthreads, int B, int64_t weight_bytes,
 // CPU time working: with one busy process on two cores, one thread of the team shares its core
 // and runs at about half speed, and a fixed split ends when that thread's rows do (the whole
 // call at the slow thread's pace, measured ~55% of quiet speed: issue 16). A thread that has
-// nothing left waits for a busy group and marks it wanted; the group's owner hands it over after
+// nothing left asks for a busy group; the group's owner hands it over after
 // a block only if that block was slow (more than kSlowBlockFactor times the call's fastest per
 // phase, i.e. its thread lost its core during the block), so on a quiet machine groups stay put
 // and each row's state stays in its core's cache. The arithmetic of a phase does not depend on
@@ -685,47 +691,92 @@ constexpr int kRowBlockSteps = 4;
 constexpr int kSlowBlockFactor = 2;
 
 struct alignas(64) RowGroup {
-  std::atomic<int> next{0};         // the first phase not yet run
-  std::atomic<int> owner{-1};       // the thread running a block of this group, or -1
-  std::atomic<bool> wanted{false};  // a thread with nothing else to do waits for this group
+  std::atomic<int> next{0};        // the first phase not yet run
+  std::atomic<int> owner{-1};      // the thread that runs (or was handed) this group, or -1
+  std::atomic<int> wanted_by{-1};  // a thread with nothing else to do that waits for it, or -1
 };
 
 // block(g, p0, p1) runs phases [p0, p1) of row group g, in order.
-template <class Block>
-void run_row_groups(ffi::ThreadPool& pool, int nthreads, int nphases, Block block) {
-  std::unique_ptr<RowGroup[]> groups(new RowGroup[nthreads]);
+//
+// The handover is direct: the owner sets the group's owner to the waiting thread, which finds
+// it its own at its next look. (Releasing the group for anyone to take let the slow thread,
+// which looks at its own group first, take it straight back while the waiting thread slept
+// in IdleWait: traced at config B with one busy process, no handover happened at all.) A
+// thread wants at most one group at a time and withdraws that want when it takes other work;
+// if the owner took the want first, the group is handed to it all the same and waits, owned,
+// until it looks again: no group ever has two threads, and no phase runs twice or out of order.
+//
+// The call returns as soon as every group is done, without waiting for the helpers to leave:
+// a helper that waits for work may be asleep or queued behind another process when the last
+// group ends (traced: calls whose groups were all done at 3.4 ms returned at 8-9 ms). So
+// everything a helper touches outside a block is in RowTeam, which the helper's task shares,
+// and it calls `block` (on the caller's stack) only while it owns a group that is not done,
+// during which the caller cannot return.
+struct RowTeam {
+  RowTeam(int nthreads, int nphases) : groups(new RowGroup[nthreads]), nthreads(nthreads),
+                                       nphases(nphases) {}
+  std::unique_ptr<RowGroup[]> groups;
+  const int nthreads, nphases;
   std::atomic<int64_t> fastest_ns{INT64_MAX};  // per phase, over every block of the call
-  run_phases(&pool, nthreads, 1, nthreads, [&](int, int home) {
+  TeamCpus cpus;
+  std::thread::id caller;
+
+  bool all_done() const {
+    for (int c = 0; c < nthreads; ++c)
+      if (groups[c].next.load(std::memory_order_acquire) < nphases) return false;
+    return true;
+  }
+
+  // Runs groups as thread `home` until none is left to run or to wait for.
+  template <class Block>
+  void work(int home, Block& block) {
     IdleWait idle;
+    int wanting = -1;  // the group this thread has asked for, if any
     for (;;) {
       int g = -1;
       bool unfinished = false;
-      for (int k = 0; k < nthreads && g < 0; ++k) {  // this thread's own group first
+      for (int k = 0; k < nthreads && g < 0; ++k) {  // handed to it, or free; its own first
         const int c = (home + k) % nthreads;
         RowGroup& grp = groups[c];
         if (grp.next.load(std::memory_order_acquire) >= nphases) continue;
         unfinished = true;
         int none = -1;
-        if (grp.owner.load(std::memory_order_relaxed) == -1 &&
-            grp.owner.compare_exchange_strong(none, home, std::memory_order_acq_rel)) {
-          // A group whose last block ran while this thread waited for it is ours now.
+        const int own = grp.owner.load(std::memory_order_acquire);
+        if (own == home) {
+          g = c;
+        } else if (own == -1 &&
+                   grp.owner.compare_exchange_strong(none, home, std::memory_order_acq_rel)) {
+          // A group whose last block ran while this thread looked at it is done: not ours.
           if (grp.next.load(std::memory_order_acquire) >= nphases) {
             grp.owner.store(-1, std::memory_order_release);
             continue;
           }
           g = c;
-        } else {
-          grp.wanted.store(true, std::memory_order_relaxed);
         }
       }
       if (g < 0) {
         if (!unfinished) return;
+        if (wanting < 0) {  // ask for the first group someone else runs
+          for (int k = 1; k < nthreads && wanting < 0; ++k) {
+            const int c = (home + k) % nthreads;
+            if (groups[c].next.load(std::memory_order_acquire) >= nphases) continue;
+            int none = -1;
+            if (groups[c].wanted_by.compare_exchange_strong(none, home,
+                                                            std::memory_order_relaxed))
+              wanting = c;
+          }
+        }
         idle.wait();
         continue;
       }
+      if (wanting >= 0) {  // withdraw the want, unless its owner took it already (see above)
+        int me = home;
+        groups[wanting].wanted_by.compare_exchange_strong(me, -1, std::memory_order_relaxed);
+        wanting = -1;
+      }
       idle.spins = 0;
       RowGroup& grp = groups[g];
-      grp.wanted.store(false, std::memory_order_relaxed);
+      int hand_to = -1;
       for (;;) {
         const int p0 = grp.next.load(std::memory_order_relaxed);
         const int p1 = std::min(nphases, p0 + kRowBlockSteps);
@@ -736,15 +787,42 @@ void run_row_groups(ffi::ThreadPool& pool, int nthreads, int nphases, Block bloc
         while (per_phase < best && !fastest_ns.compare_exchange_weak(best, per_phase,
                                                                      std::memory_order_relaxed)) {
         }
+        // From here on, once this group is done, the caller may return: no `block` after it.
         grp.next.store(p1, std::memory_order_release);
         if (p1 >= nphases) break;
-        if (grp.wanted.load(std::memory_order_relaxed) &&
-            per_phase > kSlowBlockFactor * std::min(best, per_phase))
-          break;  // slow: hand the group to the thread waiting for it
+        if (per_phase > kSlowBlockFactor * std::min(best, per_phase)) {  // slow: hand it over
+          int w = grp.wanted_by.load(std::memory_order_relaxed);
+          if (w >= 0 && w != home &&
+              grp.wanted_by.compare_exchange_strong(w, -1, std::memory_order_relaxed)) {
+            hand_to = w;
+            break;
+          }
+        }
       }
-      grp.owner.store(-1, std::memory_order_release);
+      grp.owner.store(hand_to, std::memory_order_release);
     }
-  });
+  }
+};
+
+template <class Block>
+void run_row_groups(ffi::ThreadPool& pool, int nthreads, int nphases, Block block) {
+  auto team = std::make_shared<RowTeam>(nthreads, nphases);
+  team->caller = std::this_thread::get_id();
+  note_caller_cpu(team->cpus);
+  Block* block_ptr = &block;
+  for (int home = 1; home < nthreads; ++home) {
+    pool.Schedule([team, home, block_ptr]() {
+      // A pool that cannot take the task runs it inline on the caller: do nothing then. A
+      // task that starts after the call has returned finds every group done.
+      if (std::this_thread::get_id() == team->caller || team->all_done()) return;
+      move_away_from_team(team->cpus);
+      team->work(home, *block_ptr);
+    });
+  }
+  team->work(0, block);
+  // work() returned: nothing is left to run; a group may still be in a helper's last block.
+  IdleWait idle;
+  while (!team->all_done()) idle.wait();
 }
 
 // step(phase, b0, b1, u0, u1) does rows [b0, b1) and units [u0, u1) of one phase; phases must
