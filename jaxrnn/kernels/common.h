@@ -482,14 +482,13 @@ inline void note_caller_cpu(TeamCpus& st) {
 constexpr int kIdleSpins = 4000;
 constexpr int kIdleSleepUs = 50;
 
-inline int exp_sleep_us() { static const int v = [] { const char* e = std::getenv("XS"); return e ? std::atoi(e) : kIdleSleepUs; }(); return v; }
 struct IdleWait {
   int spins = 0;
   void wait() {
     if (++spins < kIdleSpins)
       cpu_relax();
     else if (spread_from_env())
-      std::this_thread::sleep_for(std::chrono::microseconds(exp_sleep_us()));
+      std::this_thread::sleep_for(std::chrono::microseconds(kIdleSleepUs));
     else
       std::this_thread::yield();
   }
@@ -756,6 +755,8 @@ struct RowTeam {
       }
       if (g < 0) {
         if (!unfinished) return;
+        if (wanting >= 0 && groups[wanting].next.load(std::memory_order_acquire) >= nphases)
+          wanting = -1;  // ended in its owner's hands: ask for another
         if (wanting < 0) {  // ask for the first group someone else runs
           for (int k = 1; k < nthreads && wanting < 0; ++k) {
             const int c = (home + k) % nthreads;
