@@ -820,10 +820,7 @@ void run_row_groups(ffi::ThreadPool& pool, int nthreads, int nphases, Block bloc
       team->work(home, *block_ptr);
     });
   }
-  team->work(0, block);
-  // work() returned: nothing is left to run; a group may still be in a helper's last block.
-  IdleWait idle;
-  while (!team->all_done()) idle.wait();
+  team->work(0, block);  // returns once every group is done, so no block is running any more
 }
 
 // step(phase, b0, b1, u0, u1) does rows [b0, b1) and units [u0, u1) of one phase; phases must
