@@ -133,7 +133,7 @@ def _measure_group(cfg, mode, family, entries, peers, reps, min_seconds, run_kwa
             meta[key] = {"lib": "jaxrnn-plain-scan", "cell": e.name, "peer_family": family,
                          "note": "fused path off", "flops": _flops(e, cfg, mode)}
         if e.name in plain_too and e.make(4).name in cpu_kernels.ADAPTERS:
-            # the same cell with the CPU kernels off: the XLA fused scan (jaxrnn/fused.py)
+            # the same cell with the CPU kernels off: the XLA fused scan (engine/backends/fused.py)
             key = f"jaxrnn-xla-fused:{e.name}"
             with kernels.disabled():
                 runners[key] = C.jaxrnn_runner(e.make, cfg, mode, run_kwargs=kw, run_fn=e.run)

@@ -191,14 +191,14 @@ def worker_devices(reps: int) -> dict:
 
 def worker_processes(reps: int) -> dict:
     """One of several processes (started by jaxrnn.launch): the step over the global mesh."""
-    import jaxrnn.distributed as dist
+    from jaxrnn import parallel
 
-    dist.initialize()
+    parallel.initialize()
     import jax
 
     from benchmarks.measure import summarise
 
-    mesh = dist.global_mesh()
+    mesh = parallel.make_mesh()
     state, step = _dp_step(mesh)
     return {"processes": jax.process_count(), "devices": jax.device_count(),
             **summarise(_time_steps(state, step, _data(DP_BATCH), reps), DP_BATCH * TIME)}
@@ -226,7 +226,7 @@ def run_devices(reps: int, timeout: float) -> list[dict]:
 
 
 def run_processes(reps: int, timeout: float, n: int = 2) -> dict:
-    from jaxrnn.launch import launch
+    from jaxrnn.parallel.launch import launch
 
     out = io.StringIO()
     env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHONPATH": ROOT}
