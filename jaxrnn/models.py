@@ -52,6 +52,7 @@ import jax.numpy as jnp
 
 from jaxrnn.cells import registry
 from jaxrnn.cells.base import _ACTIVATIONS, check_key, check_positive_int
+from jaxrnn.engine import sequence_mask
 from jaxrnn.layers import (
     Layer,
     bidirectional,
@@ -61,7 +62,6 @@ from jaxrnn.layers import (
     recurrent,
     stacked,
 )
-from jaxrnn.scan import sequence_mask
 
 FORMAT = "jaxrnn.model/1"
 _CONFIG_FILE, _WEIGHTS_FILE, _WEIGHTS_DIR = "model.json", "weights.msgpack", "weights"

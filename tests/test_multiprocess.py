@@ -12,8 +12,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrnn import distributed as dist
-from jaxrnn import launch as launcher
+from jaxrnn import launch as launch_cli
+from jaxrnn import parallel
+from jaxrnn.parallel import launch as launcher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "_multiprocess_worker.py")
@@ -70,7 +71,7 @@ def test_processes_train_as_one_program(runs, reference, n):
         got = load(tmp_path / f"rank{rank}.npz")
         assert int(got["process_count"]) == n and int(got["device_count"]) == n
         rows.append(tuple(got["local_rows"]))
-        assert bool(got["same_feed"])  # parallel.shard_batch == distributed.global_batch
+        assert bool(got["same_feed"])  # shard_batch of the local part == of the global batch
         # Every process sees the global loss and ends with the same (replicated) parameters.
         np.testing.assert_allclose(got["losses"], ref_losses, rtol=0, atol=1e-5)
         for name, value in ref_params.items():
@@ -126,7 +127,7 @@ def test_launcher_rejects_bad_arguments():
     with pytest.raises(ValueError, match="timeout"):
         launcher.launch(["true"], 2, timeout=0)
     with pytest.raises(SystemExit):
-        launcher.main(["-n", "2"])  # no command after --
+        launch_cli.main(["-n", "2"])  # no command after --
     assert launcher._resolve(["jaxrnn", "train"]) == [sys.executable, "-m", "jaxrnn", "train"]
 
 
@@ -171,14 +172,14 @@ def test_cli_resume_with_two_processes_continues_like_one_process(cli_run, tmp_p
 
 
 def test_settings_from_env():
-    env = {dist.ENV_COORDINATOR: "127.0.0.1:5", dist.ENV_NUM_PROCESSES: "2",
-           dist.ENV_PROCESS_ID: "1"}
-    assert dist.settings_from_env(env) == {"coordinator": "127.0.0.1:5", "num_processes": "2",
+    env = {parallel.ENV_COORDINATOR: "127.0.0.1:5", parallel.ENV_NUM_PROCESSES: "2",
+           parallel.ENV_PROCESS_ID: "1"}
+    assert parallel.settings_from_env(env) == {"coordinator": "127.0.0.1:5", "num_processes": "2",
                                            "process_id": "1"}
-    assert dist.settings_from_env({}) is None
+    assert parallel.settings_from_env({}) is None
     with pytest.raises(ValueError, match="JAXRNN_PROCESS_ID"):
-        dist.settings_from_env({dist.ENV_COORDINATOR: "127.0.0.1:5",
-                                dist.ENV_NUM_PROCESSES: "2"})
+        parallel.settings_from_env({parallel.ENV_COORDINATOR: "127.0.0.1:5",
+                                parallel.ENV_NUM_PROCESSES: "2"})
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -189,18 +190,18 @@ def test_settings_from_env():
 ])
 def test_initialize_rejects_bad_arguments_before_connecting(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        dist.initialize(**kwargs)
+        parallel.initialize(**kwargs)
 
 
 def test_local_rows_of_a_single_process_mesh():
-    mesh = dist.global_mesh()
+    mesh = parallel.make_mesh()
     n = mesh.devices.size
-    assert dist.local_rows(4 * n, mesh) == slice(0, 4 * n)
+    assert parallel.local_rows(4 * n, mesh) == slice(0, 4 * n)
     if n > 1:
         with pytest.raises(ValueError, match="divide evenly"):
-            dist.local_rows(4 * n + 1, mesh)
+            parallel.local_rows(4 * n + 1, mesh)
     batch = {"x": np.arange(4 * n)}
-    np.testing.assert_array_equal(dist.local_shard(batch, mesh)["x"], batch["x"])
+    np.testing.assert_array_equal(parallel.local_shard(batch, mesh)["x"], batch["x"])
 
 
 def test_sharded_checkpoint_resumes_bit_exact_and_restores_into_one_process(
