@@ -4,7 +4,7 @@ parallelism over 1, 2, 4, 8 simulated CPU devices, and over 2 processes.
     python -m benchmarks.scaling            # the full run (minutes)
     python -m benchmarks.scaling --quick    # a smoke run: few repetitions, numbers not to quote
 
-Prints a markdown table and writes ``benchmarks/results/<UTC time>-scaling[-quick].json``.
+Prints a markdown table and writes ``bench-results/<UTC time>-scaling[-quick].json``.
 
 * **Ensemble**: K = 8 LSTM classifiers (hidden 32, batch 32, 20 steps of 8 features) updated by one
   vmapped step (:mod:`jaxrnn.train.ensemble`), with the fused CPU kernel (under vmap: one kernel
@@ -35,7 +35,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, "benchmarks", "results")
+RESULTS = os.path.join(ROOT, "bench-results")  # raw results stay out of git
 
 K, HIDDEN, BATCH, TIME, FEATURES, CLASSES = 8, 32, 32, 20, 8, 10
 DP_BATCH, DP_HIDDEN = 64, 64
