@@ -191,12 +191,11 @@ def _selected_task(argv: list[str]) -> str:
     pre.add_argument("--model", default=None)
     known, _ = pre.parse_known_args(argv)
     if known.task is None and known.model is not None:
-        import json
+        from jaxrnn.io import model_dir
 
         try:
-            with open(os.path.join(known.model, "preprocessing.json"), encoding="utf-8") as f:
-                saved = json.load(f).get("task")
-        except (OSError, ValueError, AttributeError):
+            saved = (model_dir.read_header(known.model).get("preprocessing") or {}).get("task")
+        except (OSError, ValueError, TypeError):
             saved = None
         if saved in TASKS:
             return saved

@@ -284,15 +284,13 @@ def shard_global_batch(batch: PyTree, mesh: Mesh) -> PyTree:
 
 def _checkpoint_fingerprint(directory: str | None) -> np.ndarray:
     """32 bytes identifying the newest checkpoint file in ``directory`` (zeros when none)."""
-    import hashlib
-
-    from jaxrnn.train.checkpoint import latest_checkpoint
+    from jaxrnn.io import latest_checkpoint
+    from jaxrnn.io.digest import sha256_file
 
     path = latest_checkpoint(directory) if directory else None
     if path is None:
         return np.zeros(32, np.uint8)
-    with open(path, "rb") as f:
-        return np.frombuffer(hashlib.sha256(f.read()).digest(), np.uint8).copy()
+    return np.frombuffer(bytes.fromhex(sha256_file(path)), np.uint8).copy()
 
 
 @contextlib.contextmanager

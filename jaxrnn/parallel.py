@@ -28,7 +28,7 @@ then take the *global* batch in every process -- every process loads the same da
 seed -- and each contributes only its own rows (``jax.make_array_from_process_local_data``);
 with ``batches="local"`` each process passes just its part instead (:func:`shard_batch`).
 Parameters are initialised from the same seed everywhere and :func:`replicate` places them.
-Only process 0 should write files; :mod:`jaxrnn.train.sharded_checkpoint` checkpoints a
+Only process 0 should write files; :mod:`jaxrnn.io.sharded_store` checkpoints a
 mesh-placed state from all processes at once.
 """
 

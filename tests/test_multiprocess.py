@@ -205,7 +205,7 @@ def test_local_rows_of_a_single_process_mesh():
 
 def test_sharded_checkpoint_resumes_bit_exact_and_restores_into_one_process(
         tmp_path, runs, reference):
-    from jaxrnn.train.sharded_checkpoint import latest_step, restore_state
+    from jaxrnn.io.sharded_store import latest_step, restore_state
 
     a, _ = runs(2)  # saved its state after step 2 from both processes
     ck, b = a / "ck", tmp_path / "b"
@@ -243,7 +243,7 @@ def test_sharded_checkpoint_resumes_bit_exact_and_restores_into_one_process(
 
 
 def test_sharded_checkpoint_errors(tmp_path, reference):
-    from jaxrnn.train.sharded_checkpoint import restore_state, save_state
+    from jaxrnn.io.sharded_store import restore_state, save_state
 
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     try:

@@ -14,7 +14,7 @@ pytest.importorskip("orbax.checkpoint")
 
 import jaxrnn  # noqa: E402
 from jaxrnn import train  # noqa: E402
-from jaxrnn.train import orbax_checkpoint as ox  # noqa: E402
+from jaxrnn.io import orbax_store as ox  # noqa: E402
 
 
 def apply(params, inputs, *, lengths=None, key=None, deterministic=True):
