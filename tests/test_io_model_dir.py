@@ -74,6 +74,7 @@ print(saved.metrics["accuracy"], saved.preprocessing["vocab"][:2])
 """
 
 
+@pytest.mark.slow  # a fresh interpreter imports JAX and Orbax (the same-process reload below)
 def test_saved_model_reloads_bit_exact_in_a_fresh_process(tmp_path):
     model = _keras_example()
     params = jax.tree_util.tree_map(lambda a: a + 0.01, model.init(jax.random.key(7), None))
