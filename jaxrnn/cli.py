@@ -24,6 +24,7 @@ own in ``add_arguments`` and may change the common defaults with a ``DEFAULTS`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import math
 import os
@@ -149,7 +150,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                         "all devices; see jaxrnn.parallel)")
     g.add_argument("--num-processes", type=processes_or_auto, metavar="N|auto",
                    help="train as one of N processes (with --process-id, --coordinator; "
-                        "auto: detected on SLURM / TPU pods); see jaxrnn.distributed")
+                        "auto: detected on SLURM / TPU pods); see jaxrnn.parallel")
     g.add_argument("--process-id", type=non_negative_int, metavar="I",
                    help="this process's index, 0 .. N-1")
     g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address and a port")
@@ -257,6 +258,92 @@ def _finish_args(args) -> None:
         args.model = os.path.join(args.out, "model")
 
 
+def _checkpoint_fingerprint(directory: str | None):
+    """32 bytes identifying the newest checkpoint file in ``directory`` (zeros when none)."""
+    import numpy as np
+
+    from jaxrnn.io import latest_checkpoint
+    from jaxrnn.io.digest import sha256_file
+
+    path = latest_checkpoint(directory) if directory else None
+    if path is None:
+        return np.zeros(32, np.uint8)
+    return np.frombuffer(bytes.fromhex(sha256_file(path)), np.uint8).copy()
+
+
+@contextlib.contextmanager
+def _processes(args):
+    """``--num-processes / --process-id / --coordinator`` (or the ``JAXRNN_*`` variables of
+    ``python -m jaxrnn.launch``; ``--num-processes auto``: JAX's detection on SLURM / TPU pods)
+    and ``--data-parallel`` -> ``args.data_parallel``, the mesh (or None) the task compiles its
+    steps over.
+
+    Every process runs the whole task on the same data; only process 0 prints, plots and writes:
+    the others print nothing, have no progress bar and write ``--out``, ``--model`` and
+    ``--checkpoint-dir`` into a private scratch directory removed at the end (with ``--resume``
+    it starts as a copy of the shared checkpoint directory, which every process must see:
+    checked before training).
+    """
+    import shutil
+    import tempfile
+
+    from jaxrnn import parallel
+
+    n = getattr(args, "num_processes", None)
+    given = (None if n == "auto" else n, getattr(args, "process_id", None),
+             getattr(args, "coordinator", None))
+    if any(v is not None for v in given) and not all(v is not None for v in given):
+        raise ValueError(
+            "--num-processes, --process-id, --coordinator: give all three (or launch with "
+            "python -m jaxrnn.launch -n N -- jaxrnn ...), got "
+            f"--num-processes {n} --process-id {given[1]} --coordinator {given[2]}")
+    if given[2] is not None:
+        parallel.runtime.check_address(given[2], "--coordinator")
+    if all(v is None for v in given):
+        given = (None, None, None)
+    if not parallel.initialize(num_processes=given[0], process_id=given[1],
+                               coordinator=given[2], auto_detect=n == "auto"):
+        dp = getattr(args, "data_parallel", None)
+        args.data_parallel = parallel.resolve_mesh(None if dp is None else (dp or True))
+        yield
+        return
+    args.data_parallel = parallel.make_mesh()
+    rank = parallel.process_index()
+    if rank == 0:
+        print(f"distributed: {parallel.process_count()} processes, "
+              f"{args.data_parallel.devices.size} devices (global batch "
+              f"{getattr(args, 'batch_size', '?')} split over them)", flush=True)
+    resume = getattr(args, "resume", False)
+    if resume and not parallel.same_on_every_process(
+            _checkpoint_fingerprint(getattr(args, "checkpoint_dir", None))):
+        raise ValueError(
+            f"--resume: process {rank} sees a different checkpoint in {args.checkpoint_dir!r} "
+            f"than process 0 (a resumed multi-process run needs the same checkpoint directory "
+            f"on every host, e.g. a shared file system)")
+    scratch = stdout = None
+    try:
+        if rank != 0:
+            scratch = tempfile.mkdtemp(prefix=f"jaxrnn-rank{rank}-")
+            shared_checkpoints = getattr(args, "checkpoint_dir", None)
+            args.out = os.path.join(scratch, "out")
+            args.model = os.path.join(scratch, "model")
+            args.checkpoint_dir = os.path.join(scratch, "checkpoints")
+            if shared_checkpoints and resume and os.path.isdir(shared_checkpoints):
+                shutil.copytree(shared_checkpoints, args.checkpoint_dir)
+            args.progress = False
+            stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115 -- closed below
+        yield
+    except BaseException as e:
+        parallel.mark_failed(130 if isinstance(e, KeyboardInterrupt) else 1)
+        raise
+    finally:
+        if stdout is not None:
+            sys.stdout.close()
+            sys.stdout = stdout
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``jaxrnn`` console script; returns the exit status."""
     from jaxrnn.data.deps import MissingDependencyError
@@ -277,13 +364,9 @@ def main(argv: list[str] | None = None) -> int:
               f"tasks that do: {', '.join(supported) or 'none'}", file=sys.stderr)
         return 2
     if getattr(args, "seeds", None) is not None and args.command == "train":
-        from jaxrnn.train.ensemble import run_cli as fn
-    from jaxrnn.distributed import cli_session
-    from jaxrnn.parallel import use_data_parallel
-
-    dp = None if args.data_parallel is None else (args.data_parallel or True)
+        from jaxrnn.tasks.ensemble import run_cli as fn
     try:
-        with cli_session(args) as mesh, use_data_parallel(dp if mesh is None else mesh):
+        with _processes(args):
             fn(args)
     except MissingDependencyError as e:
         print(f"jaxrnn {args.command}: error: {e}", file=sys.stderr)

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 
 from jaxrnn.cells import registry
 from jaxrnn.cells.base import _ACTIVATIONS, check_key, check_positive_int
+from jaxrnn.engine import sequence_mask
 from jaxrnn.io import model_dir
 from jaxrnn.layers import (
     Layer,
@@ -51,7 +52,6 @@ from jaxrnn.layers import (
     recurrent,
     stacked,
 )
-from jaxrnn.scan import sequence_mask
 
 FORMAT = "jaxrnn.model/1"  # of a model's config (the directory's format: jaxrnn.io.model_dir)
 

@@ -130,7 +130,7 @@ def train_classifier(args, model, splits: dict, *, loss: str = "softmax_cross_en
         monitor=monitor if val is not None else None,
         patience=getattr(args, "patience", None) if val is not None else None,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=args.progress,
-        verbose=verbose,
+        verbose=verbose, data_parallel=getattr(args, "data_parallel", None),
         plot_path=None if plot_file is None else os.path.join(args.out, plot_file),
     )
     test = evaluate(model.apply, result.params, loss, splits["test"], metrics=[metric])

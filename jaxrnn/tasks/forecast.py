@@ -346,6 +346,7 @@ def _fit(args, model, prep, checkpoint_dir, plot_path):
         batch_size=min(args.batch_size, len(prep["train"]["targets"])), seed=args.seed,
         patience=args.patience, checkpoint_dir=checkpoint_dir, resume=args.resume,
         progress=args.progress, verbose=False, plot_path=plot_path,
+        data_parallel=getattr(args, "data_parallel", None),
     )
 
 

@@ -267,6 +267,7 @@ def train(args) -> dict:
         epochs=args.epochs, batch_size=min(args.batch_size, len(train_data["targets"])),
         seed=args.seed, patience=args.patience, checkpoint_dir=args.checkpoint_dir,
         resume=args.resume, progress=args.progress,
+        data_parallel=getattr(args, "data_parallel", None),
         plot_path=os.path.join(args.out, PLOT_FILE),
     )
     test = evaluate(apply, result.params, loss, test_data)

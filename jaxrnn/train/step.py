@@ -263,9 +263,8 @@ def compile_step(fn: Callable, *, donate_argnums: tuple[int, ...] = (), data_par
     is the hook point for placement and sharding (e.g. data parallelism: the batch argument split
     along its leading axis over a device mesh, the state replicated).
 
-    ``data_parallel``: None (single device, unless :func:`jaxrnn.parallel.use_data_parallel`
-    is active), True (all devices), a device count or a ``jax.sharding.Mesh``; see
-    :func:`jaxrnn.parallel.data_parallel_jit`.
+    ``data_parallel``: None or False (single device), True (all devices), a device count or a
+    ``jax.sharding.Mesh``; see :func:`jaxrnn.parallel.data_parallel_jit`.
     """
     from jaxrnn.parallel import data_parallel_jit, resolve_mesh
 
