@@ -60,9 +60,16 @@ def scrub_paths(root: str) -> None:
 # --------------------------------------------------------------------------- one tree of arrays
 
 def _checkpointer():
-    # Synchronous: no background thread outlives the save.
+    # Synchronous (no background thread outlives the save), and this process alone: a model
+    # directory is written by process 0 only and read by any process on its own, so Orbax's
+    # barriers across the processes of a run (which would wait for the others) are off.
+    import jax
+
     ocp = _ocp()
-    return ocp, ocp.Checkpointer(ocp.StandardCheckpointHandler())
+    me = jax.process_index()
+    alone = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    handler = ocp.StandardCheckpointHandler(multiprocessing_options=alone)
+    return ocp, ocp.Checkpointer(handler, multiprocessing_options=alone)
 
 
 def write_arrays(path: str, arrays: dict) -> None:
