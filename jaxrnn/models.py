@@ -207,8 +207,100 @@ class Dense:
         return dense(self.units, activation=act)
 
 
-_SPECS = {cls.__name__: cls for cls in (Embedding, RNN, Bidirectional, Dropout, Dense)}
-LayerSpec = Embedding | RNN | Bidirectional | Dropout | Dense
+_NORMALIZATION_EPSILON = 1e-7  # Keras' backend.epsilon(): the smallest standard deviation
+
+
+def _floats(values, argname: str) -> tuple[float, ...]:
+    import numpy as np
+
+    try:
+        arr = np.asarray(values, np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{argname}: expected a list of numbers, got {values!r}") from None
+    if arr.ndim != 1 or not arr.size or not np.isfinite(arr).all():
+        raise ValueError(f"{argname}: expected a non-empty list of finite numbers (one per "
+                         f"feature), got {values!r}")
+    # stored as the float32 values the model computes with, so a saved config is exact
+    return tuple(float(v) for v in arr.astype(np.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """``(x - mean) / max(sqrt(variance), 1e-7)`` per feature, as Keras' ``Normalization``:
+    the statistics are part of the model (its config, saved and loaded with it; never
+    trained), so the scaler cannot be lost or applied twice. Make one from training data with
+    :meth:`adapt`; it reads ``(B, T, F)`` features (not ids)."""
+
+    mean: tuple[float, ...] | None = None
+    variance: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        if (self.mean is None) != (self.variance is None):
+            raise ValueError("mean, variance: give both or neither (adapt() computes them)")
+        if self.mean is not None:
+            mean, var = _floats(self.mean, "mean"), _floats(self.variance, "variance")
+            if len(mean) != len(var):
+                raise ValueError(f"mean, variance: expected one of each per feature, got "
+                                 f"{len(mean)} and {len(var)}")
+            if min(var) < 0:
+                raise ValueError(f"variance: expected values >= 0, got {min(var)}")
+            object.__setattr__(self, "mean", mean)
+            object.__setattr__(self, "variance", var)
+
+    def adapt(self, x, lengths=None) -> Normalization:
+        """A Normalization with the mean and (population) variance of each feature of ``x``
+        over every valid step: ``x`` an array ``(N, T, F)`` (``lengths (N,)``: valid steps at
+        the start) or a list of ``(T_i, F)`` sequences."""
+        import numpy as np
+
+        if isinstance(x, (list, tuple)):
+            rows = [np.asarray(s, np.float64) for s in x]
+            if not rows or any(r.ndim != 2 for r in rows):
+                raise ValueError("x: expected a non-empty list of (T_i, F) sequences")
+            steps = np.concatenate(rows, axis=0)
+        else:
+            arr = np.asarray(x, np.float64)
+            if arr.ndim != 3:
+                raise ValueError(f"x: expected (N, T, F) features, got shape {arr.shape}")
+            if lengths is None:
+                steps = arr.reshape(-1, arr.shape[-1])
+            else:
+                lengths = np.asarray(lengths)
+                if lengths.shape != arr.shape[:1]:
+                    raise ValueError(f"lengths: expected shape {arr.shape[:1]}, got "
+                                     f"{lengths.shape}")
+                steps = arr[np.arange(arr.shape[1])[None, :] < lengths[:, None]]
+        if not len(steps) or not np.isfinite(steps).all():
+            raise ValueError("x: expected at least one step of finite values to adapt to")
+        return Normalization(tuple(steps.mean(0)), tuple(steps.var(0)))
+
+    def build(self) -> Layer:
+        if self.mean is None:
+            raise ValueError("Normalization: not adapted; use Normalization().adapt(x_train) "
+                             "(or give mean and variance)")
+        mean = jnp.asarray(self.mean, jnp.float32)
+        scale = jnp.maximum(jnp.sqrt(jnp.asarray(self.variance, jnp.float32)),
+                            _NORMALIZATION_EPSILON)
+        size = len(self.mean)
+
+        def init(key, input_size=None):
+            if input_size is not None and input_size != size:
+                raise ValueError(f"input_size: Normalization was adapted to {size} features, "
+                                 f"got {input_size}")
+            return ()
+
+        def apply(params, x, *, lengths=None, key=None, deterministic=True):
+            if not jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating):
+                raise ValueError(f"x: Normalization reads float features, got "
+                                 f"{jnp.asarray(x).dtype}")
+            return ((x - mean) / scale).astype(x.dtype)
+
+        return Layer(init, apply, None)
+
+
+_SPECS = {cls.__name__: cls for cls in (Normalization, Embedding, RNN, Bidirectional, Dropout,
+                                        Dense)}
+LayerSpec = Normalization | Embedding | RNN | Bidirectional | Dropout | Dense
 
 
 def _spec_config(spec) -> dict:
@@ -248,6 +340,10 @@ class Model(NamedTuple):
       config: the architecture as a JSON-able dict (:func:`from_config` rebuilds it).
       layer: the underlying :func:`jaxrnn.stacked` layer.
       specs: the layer specs.
+      preprocessing: what training learnt about the data beyond the weights, kept with the
+        model as a Keras model keeps it: :func:`jaxrnn.keras.fit` puts its label encoder
+        here (``"label_encoder"``), and :func:`jaxrnn.keras.evaluate` reads it back. A dict of
+        its own per built model (not part of :attr:`config`).
     """
 
     init: Any
@@ -255,6 +351,7 @@ class Model(NamedTuple):
     config: dict
     layer: Layer
     specs: tuple
+    preprocessing: dict | None = None
 
     @property
     def takes_ids(self) -> bool:
@@ -280,6 +377,11 @@ def sequential(layers: Sequence[LayerSpec]) -> Model:
                             f"shortcut such as LSTM), got {type(s).__name__}")
         if isinstance(s, Embedding) and i > 0:
             raise ValueError(f"layers[{i}]: an Embedding must be the first layer")
+        if isinstance(s, Normalization):
+            if i > 0:
+                raise ValueError(f"layers[{i}]: a Normalization must be the first layer (it "
+                                 f"scales the input features)")
+            s.build()  # refuses an un-adapted one now, not at init
     summarised_at = None
     for i, s in enumerate(specs):
         recurrent_spec = isinstance(s, (RNN, Bidirectional))
@@ -317,7 +419,7 @@ def sequential(layers: Sequence[LayerSpec]) -> Model:
             ys = jnp.where(sequence_mask(lengths, x.shape[1])[..., None], ys, 0).astype(ys.dtype)
         return ys
 
-    return Model(init, apply, json.loads(json.dumps(config)), layer, specs)
+    return Model(init, apply, json.loads(json.dumps(config)), layer, specs, {})
 
 
 def from_config(config: Mapping) -> Model | ArchitectureModel:
@@ -371,6 +473,7 @@ class ArchitectureModel(NamedTuple):
     apply: Any
     config: dict
     built: Any
+    preprocessing: dict | None = None
 
     takes_ids = None  # unknown: the architecture decides
 
@@ -404,7 +507,8 @@ def architecture(name: str, config: Mapping) -> ArchitectureModel:
         return built.init(check_key(key))
 
     return ArchitectureModel(init, built.apply,
-                             {"format": FORMAT, "architecture": name, "config": config}, built)
+                             {"format": FORMAT, "architecture": name, "config": config}, built,
+                             {})
 
 
 def input_size_of(model: Model, params) -> int | None:
@@ -413,6 +517,8 @@ def input_size_of(model: Model, params) -> int | None:
     if isinstance(model, ArchitectureModel) or model.takes_ids:
         return None
     for spec, p in zip(model.specs, params, strict=True):
+        if isinstance(spec, Normalization):
+            return len(spec.mean)
         if isinstance(spec, RNN):
             return int(spec.make_cell().input_size(p))
         if isinstance(spec, Bidirectional):
@@ -483,6 +589,6 @@ def load_model(directory) -> SavedModel:
 __all__ = [
     "Model", "SavedModel", "sequential", "from_config", "save_model", "load_model",
     "input_size_of", "Embedding", "RNN", "LSTM", "GRU", "SimpleRNN", "Jordan", "FullyRecurrent",
-    "MinGRU", "MinLSTM", "Bidirectional", "Dropout", "Dense", "FORMAT", "ArchitectureModel",
-    "architecture", "register_architecture",
+    "MinGRU", "MinLSTM", "Bidirectional", "Dropout", "Dense", "Normalization", "FORMAT",
+    "ArchitectureModel", "architecture", "register_architecture",
 ]

@@ -2,6 +2,7 @@
 models reloaded in a fresh process."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -110,3 +111,62 @@ def test_specs_are_checked_when_built():
         model.apply(model.init(jax.random.key(0), None), jnp.ones((2, 3, 4), jnp.int32))
 
 
+# --------------------------------------------------------------------------- Normalization
+
+def _skewed_features(seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(12, 7, 3)) * [1.0, 10.0, 0.01] + [5.0, -3.0, 50.0]).astype(
+        np.float32)
+
+
+def test_normalization_adapts_to_the_valid_steps_and_is_part_of_the_model():
+    """(x - mean) / std per feature over the valid steps, written out in NumPy; the statistics
+    live in the config (rebuilt and saved with the model) and are never trained."""
+    x = _skewed_features()
+    lengths = np.array([7, 3, 5, 1, 7, 7, 2, 4, 6, 7, 7, 7])
+    norm = M.Normalization().adapt(x, lengths)
+    steps = np.concatenate([x[i, :n] for i, n in enumerate(lengths)]).astype(np.float64)
+    np.testing.assert_allclose(norm.mean, steps.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(norm.variance, steps.var(0), rtol=1e-5)
+    assert M.Normalization().adapt([x[i, :n] for i, n in enumerate(lengths)]) == norm
+    model = M.sequential([norm, M.GRU(4), M.Dense(2)])
+    plain = M.sequential([M.GRU(4), M.Dense(2)])
+    params = model.init(jax.random.key(0), 3)
+    scaled = ((x - np.float32(norm.mean)) / np.sqrt(np.float32(norm.variance)))
+    np.testing.assert_allclose(model.apply(params, x, lengths=lengths),
+                               plain.apply(params[1:], scaled, lengths=lengths),
+                               rtol=1e-5, atol=1e-6)
+    assert M.input_size_of(model, params) == 3
+    rebuilt = M.from_config(json.loads(json.dumps(model.config)))
+    np.testing.assert_array_equal(rebuilt.apply(params, x), model.apply(params, x))
+    assert jax.tree_util.tree_leaves(params[0]) == []  # nothing for an optimiser to move
+
+
+def test_normalization_matches_keras_normalization_after_adapt():
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    keras = pytest.importorskip("keras")
+
+    if keras.backend.backend() != "jax":
+        pytest.skip("keras runs on another backend here")
+    rng = np.random.default_rng(1)  # well conditioned: Keras accumulates in float32
+    x = (rng.normal(size=(12, 7, 3)) * [1.0, 10.0, 2.0] + [5.0, -3.0, 1.0]).astype(np.float32)
+    x[:, :, 1] = 4.0  # a constant feature: variance 0, divided by Keras' epsilon floor
+    theirs = keras.layers.Normalization(axis=-1)
+    theirs.adapt(x)
+    ours = M.sequential([M.Normalization().adapt(x)])
+    np.testing.assert_allclose(ours.apply(ours.init(jax.random.key(0), 3), x),
+                               np.asarray(theirs(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_normalization_specs_are_checked():
+    with pytest.raises(ValueError, match="Normalization: not adapted"):
+        M.sequential([M.Normalization(), M.GRU(4)])
+    with pytest.raises(ValueError, match=r"layers\[1\]: a Normalization must be the first"):
+        M.sequential([M.GRU(4, return_sequences=True), M.Normalization([0.0], [1.0])])
+    with pytest.raises(ValueError, match="mean, variance: give both"):
+        M.Normalization([0.0])
+    with pytest.raises(ValueError, match="variance: expected values >= 0"):
+        M.Normalization([0.0], [-1.0])
+    model = M.sequential([M.Normalization([0.0, 1.0], [1.0, 4.0]), M.GRU(4)])
+    with pytest.raises(ValueError, match="input_size: Normalization was adapted to 2 features"):
+        model.init(jax.random.key(0), 3)

@@ -279,8 +279,11 @@ class EpochLoop:
                 f"loss: not finite (NaN/inf loss or gradient) at update {first + 1} (epoch "
                 f"{self._epoch + 1}, batch {first - self._epoch_first_step + 1}); training "
                 f"stopped before any checkpoint of it. "
-                f"Lower the learning rate, clip gradients (clip_norm), or pass "
-                f"skip_nonfinite=True (command line: --skip-nonfinite) to skip such updates"
+                f"With finite data (fit checks dict data for NaN/inf before training), lower "
+                f"the learning rate, clip "
+                f"gradients (clip_norm), or pass skip_nonfinite=True to fit (jaxrnn.train.fit "
+                f"or jaxrnn.keras.fit; on the command line it is the default, --skip-nonfinite) "
+                f"to skip such updates"
             )
 
     # ------------------------------------------------------------------ one epoch
