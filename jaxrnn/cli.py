@@ -194,12 +194,11 @@ def _selected_task(argv: list[str]) -> str:
     pre.add_argument("--model", default=None)
     known, _ = pre.parse_known_args(argv)
     if known.task is None and known.model is not None:
-        import json
+        from jaxrnn.io import model_dir
 
         try:
-            with open(os.path.join(known.model, "preprocessing.json"), encoding="utf-8") as f:
-                saved = json.load(f).get("task")
-        except (OSError, ValueError, AttributeError):
+            saved = (model_dir.read_header(known.model).get("preprocessing") or {}).get("task")
+        except (OSError, ValueError, TypeError):
             saved = None
         if saved in TASKS:
             return saved
@@ -289,17 +288,15 @@ def _interrupts():
 
 def _checkpoint_fingerprint(directory: str | None):
     """32 bytes identifying the newest checkpoint file in ``directory`` (zeros when none)."""
-    import hashlib
-
     import numpy as np
 
-    from jaxrnn.train.checkpoint import latest_checkpoint
+    from jaxrnn.io import latest_checkpoint
+    from jaxrnn.io.digest import sha256_file
 
     path = latest_checkpoint(directory) if directory else None
     if path is None:
         return np.zeros(32, np.uint8)
-    with open(path, "rb") as f:
-        return np.frombuffer(hashlib.sha256(f.read()).digest(), np.uint8).copy()
+    return np.frombuffer(bytes.fromhex(sha256_file(path)), np.uint8).copy()
 
 
 @contextlib.contextmanager

@@ -133,7 +133,7 @@ def test_forecast_csv_beats_persistence_and_predict_reproduces_it(tmp_path, caps
         r"model ([0-9.]+) \| persistence ([0-9.]+) \| seasonal naive \(period 12\) ([0-9.]+)",
         text).groups())
     assert model < persistence
-    saved = json.loads((out / "model" / "metrics.json").read_text())
+    saved = json.loads((out / "model" / "model.json").read_text())["metrics"]
     assert saved["test_rmse"] == pytest.approx(model, abs=1e-3)
     assert (out / "forecast.png").read_bytes()[:4] == b"\x89PNG"
     # predict reads only the model directory and the file.
