@@ -168,8 +168,10 @@ def test_smoke_report_runs_every_library_alone_in_a_fresh_process(tmp_path):
         ("jaxrnn", "main", 0), ("flax", "main", 0), ("flax", "main", 1), ("jaxrnn", "main", 1),
         ("flax", "solo", 0), ("flax", "solo", 0)]
     assert len({w["pid"] for w in workers}) == len(workers)  # a fresh process each
+    listed = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists()
     for w in workers:  # and no other worker of the harness alive beside it
-        assert w["siblings_start"] in ([], None) and w["siblings_end"] in ([], None)
+        if listed:
+            assert w["siblings_start"] == [] and w["siblings_end"] == []
     assert len(run["solo"]) == 2 and run["skipped"] == []
     assert not (Path(harness.ROOT) / "BENCHMARKS.md").read_text().count("smoke-A")
 
