@@ -461,6 +461,14 @@ def test_ratios_are_medians_of_each_runs_own_ratio():
     assert row["ceiling_share"] == pytest.approx(0.8)
     # json-able as written beside the raw record
     assert json.loads(json.dumps(summ))["rows"][0]["vs"] == summ["rows"][0]["vs"]
+    assert "kernels off" not in summary.markdown(summ)
+    # a full run's variant of the same cell (CPU kernels off): jaxrnn / variant, per run
+    for s in run["sections"]:
+        s["records"].append(dict(next(r for r in s["records"] if r["lib"] == "jaxrnn"),
+                                 lib="jaxrnn-xla-fused", tokens_per_s=150.0))
+    row = next(r for r in summary.summarise_run(run)["rows"] if r["mode"] == "forward")
+    assert row["vs_variant"] == {"jaxrnn-xla-fused": pytest.approx(2.0)}  # 2, 0.67, 4
+    assert "/ kernels off |" in summary.markdown(summary.summarise_run(run))
 
 
 def test_issue_26_targets_are_judged_at_their_thresholds():
