@@ -82,6 +82,7 @@ def _rows(jax) -> list[dict]:
         q, b = d.get("quiet", {}), d.get("busy", {})
         row = {"setting": label, "config": cfg, "mode": mode, "cell": cell,
                "kernel": d["kernel"], "peer_family": d["family"], "repeats": len(q),
+               "busy_repeats": len(b),
                "tokens_per_s": _median([v["tps"] for v in q.values()]),
                "spread": _median([v["spread"] for v in q.values()]),
                "ceiling_share": _median([v["frac"] for v in q.values()]),
@@ -200,6 +201,7 @@ def summarise_run(run) -> dict:
             "started_utc": run["started_utc"], "wall_s": run["wall_s"], "mode": run["mode"],
             "command": run["command"], "versions": run.get("versions", {}),
             "repeats": max((r["repeats"] for r in rows), default=0),
+            "busy_repeats": max((r["busy_repeats"] for r in rows), default=0),
             "calls": _median([r["reps"] for s in _config_sections(run) for r in s["records"]
                               if r["lib"] == "jaxrnn" and r.get("contention") == "quiet"]),
             "tune_hook": run.get("tune_hook"),
@@ -253,6 +255,8 @@ def markdown(summ: dict, level: int = 2) -> str:
     the peers' own figures with their solo check; at most ``MAX_SECTION_LINES`` lines."""
     h = "#" * level
     reps = summ["repeats"]
+    nb = summ.get("busy_repeats") or 0
+    busy_runs = f", {nb} contended" if nb and nb != reps else ""
     peers = [p for p in PEERS if any(p in r["vs"] or p in r["busy_vs"] for r in summ["rows"])]
     busy_peers = [p for p in ("flax", "torch") if any(p in r["busy_vs"] for r in summ["rows"])]
     settings = list(dict.fromkeys(r["setting"] for r in summ["rows"]))
@@ -262,13 +266,13 @@ def markdown(summ: dict, level: int = 2) -> str:
         f"{h} CPU: {summ['cpu']}", "",
         f"Report of {summ['started_utc'][:16].replace('T', ' ')} UTC, `{summ['command']}` "
         f"({summ['mode']} run, {summ['wall_s'] / 60:.1f} min; median of {reps} run"
-        f"{'s' if reps != 1 else ''} per row). Machine: {summ['machine_line']}.",
+        f"{'s' if reps != 1 else ''} per row{busy_runs}). Machine: {summ['machine_line']}.",
         "",
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".",
         "",
         "Each library ran in its own fresh process, one after another, nothing else of the "
-        f"harness awake beside it; a row was timed quiet ({summ.get('calls') or '?'} calls) and "
-        "then beside one "
+        f"harness awake beside it; a row was timed quiet ({summ.get('calls') or 0:.0f} calls; "
+        "half as many for a row whose calls reach its time limit) and then beside one "
         "`while True: pass` process (busy). tok/s = batch x T / median call; ratios are jaxrnn / "
         "peer within one run, then the median over the runs; spread = interquartile range / "
         "median of the quiet calls; % ceiling = useful FLOP/s over a 1024^3 float32 matmul "
@@ -319,7 +323,7 @@ def markdown(summ: dict, level: int = 2) -> str:
             lines.append(f"| {key[1]} | {key[2]} | {key[3]} | " + " | ".join(cells) + " |")
     notes = list(summ.get("notes") or [])
     if summ.get("skipped"):
-        notes.append(f"deadline reached: {len(summ['skipped'])} optional jobs skipped ("
+        notes.append(f"time budget: {len(summ['skipped'])} optional jobs skipped ("
                      + "; ".join(summ["skipped"][:4])
                      + (", ..." if len(summ["skipped"]) > 4 else "") + ")")
     if summ.get("tune_hook"):

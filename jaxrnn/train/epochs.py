@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -44,6 +45,13 @@ REFRESH_SECONDS = 0.5
 # Why a run ended: all its epochs; max_steps; the wall-clock budget; an epoch callback or an
 # on_step function returned True; early stopping (the monitor's patience ran out).
 STOP_REASONS = ("epochs", "max_steps", "time_budget", "callback", "early_stopping")
+
+# Set by a SIGINT handler that also raises KeyboardInterrupt (jaxrnn.cli's): a KeyboardInterrupt
+# raised inside a garbage-collection callback (JAX registers one) is printed and dropped, so the
+# loop raises it again after the update it should have stopped.
+INTERRUPT = threading.Event()
+# How the message after Ctrl-C says to continue (the command line sets "--resume").
+RESUME_HINT = "resume=True"
 
 
 class NonFiniteLossError(FloatingPointError, ValueError):
@@ -309,6 +317,8 @@ class EpochLoop:
                     acc_steps + 1
                 self.global_step += 1
                 bar.update(1)
+                if INTERRUPT.is_set():
+                    raise KeyboardInterrupt
                 now = time.perf_counter()
                 if now - last_refresh > REFRESH_SECONDS:
                     self.check_finite()
@@ -363,7 +373,7 @@ class EpochLoop:
         self.save(position)
         tqdm.write(f"interrupted: checkpoint saved at step {int(self.state.step)} (epoch "
                    f"{epoch + 1}, batch {position.batch_index}) in {self.checkpoint_dir}; "
-                   f"continue with resume=True")
+                   f"continue with {RESUME_HINT}")
 
     # ------------------------------------------------------------------ end of an epoch
 
