@@ -18,6 +18,8 @@ from pathlib import Path
 from benchmarks import mdblocks
 
 PEERS = ("flax", "torch", "equinox", "keras")
+# jaxrnn's own variants a full run times (libworker.JAXRNN_LIBS): shown as jaxrnn / variant
+VARIANTS = {"jaxrnn-plain-scan": "fused path off", "jaxrnn-xla-fused": "kernels off"}
 PEER_TITLES = {"flax": "Flax", "torch": "PyTorch", "equinox": "Equinox", "keras": "Keras"}
 # issue 26's targets
 QUIET_VS_FLAX = {"A": 1.5, "B": 1.5, "C": 1.2}
@@ -48,7 +50,7 @@ def _collect(run) -> tuple[dict, dict]:
     """Per-repeat figures: ``jax[(label, cfg, mode, cell)][contention][repeat]`` = {tps,
     spread, frac, peers: {lib: tps}} and ``peer[(label, cfg, mode, family, lib)][contention]``
     = [record, ...] over the repeats."""
-    jax, peer = {}, {}
+    jax, peer, variants = {}, {}, {}
     for s in _config_sections(run):
         rep = s["spec"].get("repeat", 0)
         label = s.get("label") or s.get("allocator", "default")
@@ -62,6 +64,10 @@ def _collect(run) -> tuple[dict, dict]:
                 key = (label, cfg, r["mode"], r["peer_family"], r["lib"])
                 peer.setdefault(key, {}).setdefault(cond, []).append(r)
                 continue
+            if r["lib"] in VARIANTS:
+                variants.setdefault((label, cfg, r["mode"], r["cell"], cond, rep), {})[
+                    r["lib"]] = r["tokens_per_s"]
+                continue
             if r["lib"] != "jaxrnn":
                 continue
             peers = {p["lib"]: p["tokens_per_s"] for p in recs
@@ -73,6 +79,10 @@ def _collect(run) -> tuple[dict, dict]:
                                                                 "family": r.get("peer_family")}
                            ).setdefault(cond, {})[rep] = {
                 "tps": r["tokens_per_s"], "spread": r["spread"], "frac": frac, "peers": peers}
+    for (label, cfg, mode, cell, cond, rep), v in variants.items():
+        entry = jax.get((label, cfg, mode, cell), {}).get(cond, {}).get(rep)
+        if entry is not None:
+            entry["variants"] = v
     return jax, peer
 
 
@@ -96,6 +106,10 @@ def _rows(jax) -> list[dict]:
                 row["vs"][lib] = _median(qv)
             if bv:
                 row["busy_vs"][lib] = _median(bv)
+        for lib in VARIANTS:
+            vv = [v["tps"] / v["variants"][lib] for v in q.values() if lib in v.get("variants", {})]
+            if vv:
+                row.setdefault("vs_variant", {})[lib] = _median(vv)
         rows.append(row)
     return rows
 
@@ -259,6 +273,7 @@ def markdown(summ: dict, level: int = 2) -> str:
     busy_runs = f", {nb} contended" if nb and nb != reps else ""
     peers = [p for p in PEERS if any(p in r["vs"] or p in r["busy_vs"] for r in summ["rows"])]
     busy_peers = [p for p in ("flax", "torch") if any(p in r["busy_vs"] for r in summ["rows"])]
+    variants = [v for v in VARIANTS if any(v in r.get("vs_variant", {}) for r in summ["rows"])]
     settings = list(dict.fromkeys(r["setting"] for r in summ["rows"]))
     many = len(settings) > 1
     v = summ["versions"]
@@ -283,7 +298,8 @@ def markdown(summ: dict, level: int = 2) -> str:
     head = (("| setting " if many else "") + "| config | mode | cell | jaxrnn tok/s | spread | "
             + " | ".join(f"/ {PEER_TITLES[p]}" for p in peers)
             + "".join(f" | busy / {PEER_TITLES[p]}" for p in busy_peers)
-            + " | busy / quiet | % ceiling |")
+            + " | busy / quiet | % ceiling |"
+            + "".join(f" / {VARIANTS[v]} |" for v in variants))
     lines += ["", f"{h}# jaxrnn against its peers (quiet; busy = one busy process)", "", head,
               "|" + "---|" * (head.count("|") - 1)]
     for r in _cell_order(summ["rows"]):
@@ -292,7 +308,8 @@ def markdown(summ: dict, level: int = 2) -> str:
                      f"| {_pct(r['spread'])} | "
                      + " | ".join(_x(r["vs"].get(p)) for p in peers)
                      + "".join(f" | {_x(r['busy_vs'].get(p))}" for p in busy_peers)
-                     + f" | {_pct(r['busy_over_quiet'])} | {_pct(r['ceiling_share'])} |")
+                     + f" | {_pct(r['busy_over_quiet'])} | {_pct(r['ceiling_share'])} |"
+                     + "".join(f" {_x(r.get('vs_variant', {}).get(v))} |" for v in variants))
     prow = summ["peer_rows"]
     if prow:
         libs = [p for p in PEERS if any(q["lib"] == p for q in prow)]
