@@ -82,6 +82,8 @@ MIN_TRAIN_WINDOWS = 20
 SMALL_DATA_WINDOWS = 100
 # At most this many windows per period (evenly spaced): memory stays bounded on long series.
 MAX_WINDOWS = 100_000
+# Windows scaled or forecast at a time (float64 temporaries stay this size).
+FORECAST_BLOCK = 16_384
 # --scaling auto: per-window scaling when the training windows' deviations vary by this factor
 # (90th over 10th percentile).
 AMPLITUDE_RATIO = 1.75
@@ -306,9 +308,17 @@ def prepare(series, window: int, horizon: int, test_fraction: float, val_fractio
     for name, origins in (("train", train_origins), ("val", val_origins)):
         if name == "val" and no_val:
             continue
-        x, t = sliding_windows(y, window, horizon, spaced(origins, max_windows))
-        xs, ts, _ = scaler.transform(x, t)
-        split[name] = {"inputs": xs, "targets": ts.reshape(len(ts), -1)}
+        origins = spaced(origins, max_windows)
+        features = scaler.num_features
+        xs = np.empty((len(origins), window, features), np.float32)
+        ts = np.empty((len(origins), horizon * features), np.float32)
+        # Block by block: the float64 temporaries of scaling stay a block's size.
+        for i in range(0, len(origins), FORECAST_BLOCK):
+            block = origins[i:i + FORECAST_BLOCK]
+            x, t = sliding_windows(y, window, horizon, block)
+            bx, bt, _ = scaler.transform(x, t)
+            xs[i:i + len(block)], ts[i:i + len(block)] = bx, bt.reshape(len(block), -1)
+        split[name] = {"inputs": xs, "targets": ts}
     return {
         **split,
         "test_origins": spaced(test_origins, max_windows), "scaler": scaler,
@@ -317,10 +327,6 @@ def prepare(series, window: int, horizon: int, test_fraction: float, val_fractio
         "val_start": val_start, "test_start": test_start, "scaling": scaling,
         "val_note": val_note, "n_train_windows": len(train_origins),
     }
-
-
-# Windows forecast at a time (memory stays bounded for any number of origins).
-FORECAST_BLOCK = 16_384
 
 
 def forecast(model, params, values, origins, window, horizon, scaler) -> np.ndarray:
@@ -626,12 +632,16 @@ def _columns(args) -> list[str]:
 
 
 def _csv_settings(args, n: int, period):
+    """``(window, horizon)``: two periods (or 24 steps) and one period (or 1 step) by default,
+    the window shortened to a quarter of the training steps on a short series (at least one
+    period) so that windows remain to learn from."""
+    val_start, _ = split_points(n, args.test_fraction, args.val_fraction)
     if period is not None:
         horizon = args.horizon or period
-        window = args.window or 2 * period
+        window = args.window or min(2 * period, max(period, val_start // 4))
     else:
         horizon = args.horizon or 1
-        window = args.window or 24
+        window = args.window or min(24, max(2, val_start // 4))
     for option, v in (("--window", window), ("--horizon", horizon)):
         if v < 1:
             fail(option, f"expected a positive integer, got {v}")
