@@ -40,10 +40,9 @@ from flax import nnx
 
 from jaxrnn.cells import registry
 from jaxrnn.cells.base import Cell
-from jaxrnn.engine import parallel_run
+from jaxrnn.engine import parallel_run, run
 from jaxrnn.layers import bidirectional as bidirectional_layer
 from jaxrnn.layers import recurrent, stacked
-from jaxrnn.scan import run
 
 PyTree = Any
 
