@@ -54,15 +54,7 @@ from jaxrnn.layers import (
 )
 
 FORMAT = "jaxrnn.model/1"  # of a model's config (the directory's format: jaxrnn.io.model_dir)
-
-
-def _json_able(value, argname: str):
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{argname}: expected JSON-able values (str, numbers, bools, lists, "
-                        f"dicts; dtypes by name, e.g. 'bfloat16'), got {value!r} ({e})") from None
-    return value
+_json_able = model_dir.json_able  # one check and message for every JSON-able argument
 
 
 def _check_bool(value, argname):

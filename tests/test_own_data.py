@@ -259,8 +259,8 @@ def test_classify_refuses_a_pandas_index_column_and_drops_it_by_name(tmp_path, c
     assert run_cli([*argv[:4], str(renamed), *argv[5:], "--out", str(tmp_path / "b")]) == 2
     assert "--index-column 'row'" in capsys.readouterr().err
     assert run_cli([*argv, "--index-column", "Unnamed: 0", "--out", str(tmp_path / "c")]) == 0
-    with open(tmp_path / "c" / "model" / "preprocessing.json", encoding="utf-8") as f:
-        prep = json.load(f)
+    with open(tmp_path / "c" / "model" / "model.json", encoding="utf-8") as f:
+        prep = json.load(f)["preprocessing"]
     assert prep["features"] == ["a", "b"]
     assert run_cli([*argv, "--index-column", "nope", "--out", str(tmp_path / "d")]) == 2
     assert "--index-column: no column 'nope'" in capsys.readouterr().err
