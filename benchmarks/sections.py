@@ -16,7 +16,8 @@ import time
 # the environment a worker reports it ran under (set per job by the parent)
 WORKER_ENV_KEYS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
                    "JAXRNN_KERNEL_THREADS", "JAXRNN_KERNELS", "XLA_FLAGS", "OMP_WAIT_POLICY",
-                   "BENCH_TORCH_OMP_WAIT_POLICY", "JAX_COMPILATION_CACHE_DIR")
+                   "BENCH_TORCH_OMP_WAIT_POLICY", "JAX_COMPILATION_CACHE_DIR",
+                   "JAXRNN_KERNEL_TUNE", "JAXRNN_KERNEL_SPREAD")
 
 
 def cell_entries(names):
