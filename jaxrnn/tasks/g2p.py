@@ -30,7 +30,6 @@ import json
 import os
 import re
 import time
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -171,21 +170,15 @@ def build_model(config):
     )
 
 
-class Architecture(NamedTuple):
-    """What the registered builder returns: ``init(key)``, ``apply`` = the teacher-forced
-    ``logits(params, src, src_lengths, tgt, tgt_lengths) -> (B, T, V)``, and the whole
-    encoder-decoder (greedy, beam search, attention weights)."""
-
-    init: Any
-    apply: Any
-    seq2seq: Any
-
-
 def architecture(config):
-    """:func:`build_model` (registered: :func:`jaxrnn.models.architecture` rebuilds it from the
-    model directory)."""
+    """:func:`build_model` as a :class:`~jaxrnn.models.Model` (registered:
+    :func:`jaxrnn.models.architecture` rebuilds it from the model directory): ``apply`` is the
+    teacher-forced ``logits(params, src, src_lengths, tgt, tgt_lengths) -> (B, T, V)``,
+    ``built`` the whole encoder-decoder (greedy, beam search, attention weights)."""
+    from jaxrnn.train.models import fixed_shape_model
+
     s2s = build_model(config)
-    return Architecture(s2s.init, s2s.logits, s2s)
+    return fixed_shape_model(s2s.init, s2s.logits, built=s2s)
 
 
 def save(path, params, config):
@@ -251,7 +244,7 @@ def load_run(args):
             os.path.isfile(legacy):
         return load(legacy)
     saved = modeldir.load_task(args, task="g2p")
-    return saved.model.built.seq2seq, saved.params, modeldir.config_of(saved)
+    return saved.model.built, saved.params, modeldir.config_of(saved)
 
 
 def _decode(model, params, words_ids, *, beam, max_len, batch_size=256):

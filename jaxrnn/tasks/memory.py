@@ -251,10 +251,10 @@ def plot_curves(results: list[dict], path: str, problem: str, baselines: dict[in
 def architecture(config):
     """:func:`make_model` of ``config`` (registered: :func:`jaxrnn.models.architecture`
     rebuilds it from a model directory ``OUT/models/CELL_T<T>``)."""
-    from jaxrnn.train.models import Model
+    from jaxrnn.train.models import fixed_shape_model
 
-    return Model(*make_model(config["cell"], config["hidden"], config["n_in"], config["n_out"],
-                             per_step=config["per_step"]))
+    return fixed_shape_model(*make_model(config["cell"], config["hidden"], config["n_in"],
+                                         config["n_out"], per_step=config["per_step"]))
 
 
 def train(args) -> dict:

@@ -124,9 +124,9 @@ def build(channels, layers, kernel_size):
 def architecture(config):
     """:func:`build` of ``{"channels", "layers", "kernel_size"}`` (registered:
     :func:`jaxrnn.models.architecture` rebuilds it from the model directory)."""
-    from jaxrnn.train.models import Model
+    from jaxrnn.train.models import fixed_shape_model
 
-    return Model(*build(config["channels"], config["layers"], config["kernel_size"]))
+    return fixed_shape_model(*build(config["channels"], config["layers"], config["kernel_size"]))
 
 
 def rollout(apply, params, frames, n_seen):
