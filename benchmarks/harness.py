@@ -265,6 +265,8 @@ def _compile_check(Ts, log):
 
 # --------------------------------------------------------------------------- parent side
 
+_clock = time.perf_counter  # the run's clock (its budget is in wall-clock minutes)
+
 def section_label(allocator: str, kernel_threads: str | None) -> str:
     """How a section's setting is named in tables and targets: the allocator, and the kernels'
     team size where the run set one (``--kernel-threads``)."""
@@ -364,6 +366,10 @@ def _plan(args) -> list[tuple[dict, str]]:
     common = dict(peers=peers, once_peers=once, threads=threads, reps=args.reps,
                   busy_reps=args.busy_reps, busy_procs=args.busy_procs,
                   solo_check=args.solo_check or report_run, solo_reps=args.solo_reps,
+                  busy_repeats=(args.busy_repeats if args.busy_repeats is not None
+                                else P.REPORT["busy_repeats"] if report_run else None),
+                  row_seconds=(args.row_seconds if args.row_seconds is not None
+                               else P.REPORT["row_seconds"] if report_run else None),
                   repeat=args.repeat or (P.REPORT["repeat"] if report_run else 1))
     if args.tiny:
         cfg = K.Config("tiny", batch=2, T=8, features=4, hidden=8, out=3)
@@ -566,6 +572,9 @@ def _parser():
     ap.add_argument("--repeat", type=int, default=None,
                     help="run every library's worker this many times; the report takes the "
                          "median (default 1; --report: 3)")
+    ap.add_argument("--busy-repeats", type=int, default=None,
+                    help="time the contended rows in this many of the --repeat runs only (the "
+                         "rest quiet; default all; --report: 2)")
     ap.add_argument("--solo-check", action="store_true",
                     help="time each peer row once more alone in a fresh process and report "
                          "its in-harness time over that solo time (flagged beyond 10%%)")
@@ -573,10 +582,11 @@ def _parser():
     ap.add_argument("--once-peers", nargs="*", choices=list(PEER_NAMES),
                     help="peers timed in one repeat only, after the others (--report: "
                          "equinox keras)")
-    ap.add_argument("--deadline", type=float, default=None,
-                    help="minutes after the start past which optional jobs (solo checks, "
-                         "--once-peers, a full run's extra sections) are skipped and named in "
-                         "the report (--report: 12.5)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="minutes the run may take: optional jobs (repeats after the first, "
+                         "solo checks, --once-peers, a full run's extra sections) that would "
+                         "not end within it, by the times of the jobs done so far, are skipped "
+                         "and named in the report (--report: 14)")
     ap.add_argument("--kernel-threads", type=_kernel_threads, default=None,
                     help="e.g. 1,auto: repeat every jaxrnn worker once per setting of "
                          "JAXRNN_KERNEL_THREADS (a fresh worker each; 'default' = unset)")
@@ -594,6 +604,9 @@ def _parser():
                     help="timed calls per row, quiet (default 20: the spread is the "
                          "interquartile range over the median of these)")
     ap.add_argument("--busy-reps", type=int, default=10, help="timed calls per contended row")
+    ap.add_argument("--row-seconds", type=float, default=None,
+                    help="a row whose timed calls reach this many seconds stops there, once "
+                         "it has half its calls (contended: half the seconds; --report: 3)")
     ap.add_argument("--inprocess", action="store_true", help="run every job in this process")
     ap.add_argument("--out", type=Path, default=RESULTS,
                     help="folder for the raw JSON, the summary and the chart (default "
@@ -626,17 +639,18 @@ def main(argv=None):
             ap.error(f"--{name.replace('_', '-')}: expected >= 1, got {getattr(args, name)}")
     if args.repeat is not None and args.repeat < 1:
         ap.error(f"--repeat: expected >= 1, got {args.repeat}")
-    if args.deadline is None and args.report:
+    if args.budget is None and args.report:
         from benchmarks.plan import REPORT
 
-        args.deadline = REPORT["deadline_min"]
+        args.budget = REPORT["budget_min"]
 
     if args.dry_run:
         jobs = plan(args)
         for spec, alloc in jobs:
             rows = f" {len(spec['rows'])} rows" if "rows" in spec else ""
             print(f"{alloc:8s} {spec['kind']:8s} {spec.get('lib', ''):8s} "
-                  f"{spec.get('stage', ''):5s} repeat={spec.get('repeat', 0)}{rows}"
+                  f"{spec.get('stage', ''):5s} repeat={spec.get('repeat', 0)}{rows} "
+                  f"{'+'.join(spec.get('contention', []))}"
                   f"{' (optional)' if spec.get('optional') else ''}")
         print(f"{len(jobs)} jobs; run mode {run_mode(args)!r}")
         return jobs
@@ -646,9 +660,10 @@ def main(argv=None):
 def _run(args, argv):
     from benchmarks import report, summary
     from benchmarks.contention import is_running
+    from benchmarks.plan import predict_s
 
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
-    t0 = time.perf_counter()
+    t0 = _clock()
     started = _dt.datetime.now(_dt.timezone.utc)
     mach = machine()
     mach["loadavg_before"] = mach.pop("loadavg")
@@ -657,20 +672,35 @@ def _run(args, argv):
     jobs = plan(args)
     inprocess = args.inprocess or (args.tiny and not args.kernel_threads)
     results, skipped = [], []
+    groups = {}  # a group of optional jobs (one repeat) runs whole or not at all
     for i, (spec, alloc) in enumerate(jobs):
         what = f"{spec['kind']} {spec.get('lib', '')} {spec.get('stage', '')}".strip()
-        elapsed = (time.perf_counter() - t0) / 60
-        if spec.get("optional") and args.deadline is not None and elapsed > args.deadline:
+        elapsed = _clock() - t0
+        group = spec.get("group")
+        skip = False
+        if spec.get("optional") and args.budget is not None:
+            if group is not None and group in groups:
+                skip = not groups[group]
+            else:
+                members = [s for s, _ in jobs[i:] if group is not None and s.get("group") == group]
+                need = sum(predict_s(s, results) for s in members or [spec])
+                skip = elapsed + need > 60 * args.budget
+                if group is not None:
+                    groups[group] = not skip
+                if skip:
+                    log(f"budget {args.budget} min: skipping {group or what} (needs ~{need:.0f} "
+                        f"s, {60 * args.budget - elapsed:.0f} s left)")
+        if skip:
             skipped.append(f"{what} repeat {spec.get('repeat', 0)}"
                            + (f" {spec['rows'][0]['config']['name']} {spec['rows'][0]['mode']} "
                               f"{spec['rows'][0]['cell']}" if spec.get("stage") == "solo" else ""))
             continue
-        log(f"[{i + 1}/{len(jobs)} {elapsed:5.1f} min] {what} repeat={spec.get('repeat', 0)} "
-            f"allocator={alloc}"
+        log(f"[{i + 1}/{len(jobs)} {elapsed / 60:5.1f} min] {what} repeat={spec.get('repeat', 0)}"
+            f" allocator={alloc}"
             + (f" threads={spec['kernel_threads']}" if "kernel_threads" in spec else ""))
         results.append(_spawn(spec, alloc, inprocess, log, cache))
     if skipped:
-        log(f"deadline {args.deadline} min: skipped {len(skipped)} optional jobs")
+        log(f"budget {args.budget} min: skipped {len(skipped)} optional jobs")
     mach["loadavg_after"] = list(os.getloadavg())
     sections, solo = assemble(results)
     busy_pids = {p for s in sections for r in s["records"] for p in r.get("busy_pids", [])}
@@ -678,7 +708,7 @@ def _run(args, argv):
     mode = run_mode(args)
     run = {
         "started_utc": started.isoformat(timespec="seconds"),
-        "wall_s": time.perf_counter() - t0,
+        "wall_s": _clock() - t0,
         "mode": mode,
         "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
         "versions": versions(status),

@@ -71,7 +71,7 @@ class EarlyStopping(NamedTuple):
 
 class BackupAndRestore(NamedTuple):
     """Checkpoint every epoch into ``directory`` and continue from it when ``fit`` runs again
-    (bit-for-bit, see :mod:`jaxrnn.train.checkpoint`)."""
+    (bit-for-bit, see :mod:`jaxrnn.io`)."""
 
     directory: str
 

@@ -403,7 +403,7 @@ def fit(
       min_delta: smallest change that counts as an improvement.
       restore_best: return the parameters of the best epoch by ``monitor``.
       checkpoint_dir: save a checkpoint here after every epoch (and every ``checkpoint_every``
-        steps); see :mod:`jaxrnn.train.checkpoint`. An existing file there is an error before
+        steps); see :mod:`jaxrnn.io`. An existing file there is an error before
         anything trains.
       resume: continue from the checkpoint in ``checkpoint_dir`` if there is one.
       max_steps: stop after this many optimiser steps in total (for tests and smoke runs).
@@ -432,9 +432,9 @@ def fit(
         per epoch, 0-based, before training) or a list of factors; every update of epoch ``e``
         is multiplied by it (:func:`~jaxrnn.train.step.scale_by_epoch`). Per-step schedules:
         pass an ``optax.Schedule`` as ``make_optimizer``'s learning rate.
-      checkpoint_format: ``"msgpack"`` (one file, :mod:`jaxrnn.train.checkpoint`) or
-        ``"orbax"`` (Orbax step directories, :mod:`jaxrnn.train.orbax_checkpoint`), with the
-        same guarantees (atomic, bit-exact resume, the last readable one kept).
+      checkpoint_format: a store of :mod:`jaxrnn.io.store`: ``"msgpack"`` (one file) or
+        ``"orbax"`` (Orbax step directories), with the same guarantees (atomic, bit-exact
+        resume, the last readable one kept).
       time_budget_s: stop after the update during which this many seconds of wall time have
         passed since training started (None: no limit); ``stop_reason`` is then
         ``"time_budget"`` and a resumed run finishes the epoch.
