@@ -249,16 +249,6 @@ def test_padding_invariance(name, use_jit):
         np.testing.assert_allclose(ys, ref_ys, atol=2e-5, rtol=2e-5)
 
 
-def test_old_import_paths_reach_the_engine():
-    """Other modules import ``jaxrnn.scan`` and ``jaxrnn.fused``: both reach the engine (the
-    latter is the fused backend's module itself, so swapping its ``fused_scan`` still works)."""
-    import jaxrnn.engine.backends.fused
-    import jaxrnn.fused
-    import jaxrnn.scan
-
-    assert jaxrnn.scan.run is jaxrnn.run is jaxrnn.engine.run
-    assert jaxrnn.scan.reverse_padded is jaxrnn.reverse_padded
-    assert jaxrnn.fused is jaxrnn.engine.backends.fused
 
 
 @pytest.mark.parametrize("name", ["lstm", "jordan"])

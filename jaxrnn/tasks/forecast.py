@@ -155,7 +155,7 @@ def window_scale(x: np.ndarray, floor: float = 0.1):
 
 def architecture(config):
     """The built-in series' model (registered: :func:`jaxrnn.models.architecture` rebuilds it
-    from its model directory ``OUT/NAME_model``; older versions saved ``NAME_model.msgpack``)."""
+    from its model directory ``OUT/NAME_model``)."""
     from jaxrnn.train.models import sequence_classifier
 
     return sequence_classifier(
@@ -346,6 +346,7 @@ def _fit(args, model, prep, checkpoint_dir, plot_path):
         batch_size=min(args.batch_size, len(prep["train"]["targets"])), seed=args.seed,
         patience=args.patience, checkpoint_dir=checkpoint_dir, resume=args.resume,
         progress=args.progress, verbose=False, plot_path=plot_path,
+        data_parallel=getattr(args, "data_parallel", None),
     )
 
 
@@ -560,7 +561,7 @@ def evaluate(args) -> dict:
     names = SERIES if args.series == "both" else (args.series,)
     out = {}
     for name in names:
-        saved = modeldir.load_task(args, task="forecast", legacy_file=f"{name}_model.msgpack",
+        saved = modeldir.load_task(args, task="forecast",
                                    directory=_series_directory(args, name, names))
         config, model, params = modeldir.config_of(saved), saved.model, saved.params
         series = load_series(name)

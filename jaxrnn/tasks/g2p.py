@@ -26,7 +26,6 @@ and an alignment-based bi-directional LSTM about 5.5% PER / 23.5% WER.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -188,28 +187,6 @@ def architecture(config):
     return Architecture(s2s.init, s2s.logits, s2s)
 
 
-def save(path, params, config):
-    leaves = jax.tree_util.tree_leaves(params)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    arrays = {f"p{i}": np.asarray(x) for i, x in enumerate(leaves)}
-    np.savez(path, config=json.dumps(config), **arrays)
-
-
-def load(path):
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"checkpoint: {path!r} does not exist; train first with `jaxrnn train --task g2p` "
-            f"(same --out)"
-        )
-    with np.load(path) as f:
-        config = json.loads(str(f["config"]))
-        model = build_model(config)
-        shapes = jax.eval_shape(model.init, jax.random.key(0))  # structure only, no compute
-        treedef = jax.tree_util.tree_structure(shapes)
-        leaves = [jnp.asarray(f[f"p{i}"]) for i in range(treedef.num_leaves)]
-    return model, jax.tree_util.tree_unflatten(treedef, leaves), config
-
-
 # --------------------------------------------------------------------------- CLI protocol
 
 # Common options (jaxrnn.cli) used here: cell (encoder and decoder), layers (encoder), hidden
@@ -242,14 +219,10 @@ def _paths(args):
 
 def load_run(args):
     """``(model, params, config)`` from the model directory (``--model``, default
-    ``OUT/model``), or from the ``g2p_params.npz`` an older version wrote."""
+    ``OUT/model``)."""
     from jaxrnn.tasks import modeldir
 
     args.out = getattr(args, "out", None) or os.path.join("runs", "g2p")
-    legacy = _paths(args)[0]
-    if not os.path.isfile(os.path.join(modeldir.directory_of(args), "model.json")) and \
-            os.path.isfile(legacy):
-        return load(legacy)
     saved = modeldir.load_task(args, task="g2p")
     return saved.model.built.seq2seq, saved.params, modeldir.config_of(saved)
 

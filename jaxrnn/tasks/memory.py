@@ -153,7 +153,8 @@ def train_one(problem: Problem, cell_name: str, args, seed: int) -> dict:
         outputs = apply(params, batch["inputs"])
         return problem.loss(outputs, batch["raw"]), outputs
 
-    train_step = make_train_step(None, None, optimizer, objective=objective)
+    train_step = make_train_step(None, None, optimizer, objective=objective,
+                                 data_parallel=getattr(args, "data_parallel", None))
     make_batch = jax.jit(lambda k: problem.make(k, args.batch_size))
     held_out = problem.make(k_eval, args.eval_size)
     held_x = problem.features(held_out)

@@ -125,8 +125,10 @@ def make_tbptt_step(
     metrics=(),
     donate: bool = True,
     jit: bool = True,
+    data_parallel=None,
 ) -> Callable:
-    """Build ``step(state, carry, batch) -> (new_state, new_carry, logs)`` for one chunk.
+    """Build ``step(state, carry, batch) -> (new_state, new_carry, logs)`` for one chunk
+    (``data_parallel``: see :func:`~jaxrnn.train.step.compile_step`).
 
     ``batch`` is one chunk ``{"inputs": (B, K, ...), "targets": ..., "mask"?}``; ``carry`` is the
     previous chunk's final carry (or :func:`zeros_carry`); the returned carry is detached. The
@@ -151,7 +153,8 @@ def make_tbptt_step(
         new_state = TrainState(params, opt_state, state.step + 1, state.key)
         return new_state, jax.lax.stop_gradient(new_carry), logs
 
-    compiled = compile_step(step, donate_argnums=(0, 1) if donate else ()) if jit else step
+    compiled = compile_step(step, donate_argnums=(0, 1) if donate else (),
+                            data_parallel=data_parallel) if jit else step
 
     def checked_step(state, carry, batch):
         if not isinstance(state, TrainState):
@@ -331,6 +334,7 @@ def fit_stream(
     reset_every: int | None = None,
     time_budget_s: float | None = None,
     on_step=None,
+    data_parallel=None,
 ):
     """:func:`~jaxrnn.train.fit` for truncated BPTT over streams: epochs of
     :func:`make_tbptt_step` over the ``chunk_len``-step chunks of ``data`` (``{key: (B, N,
@@ -395,7 +399,8 @@ def fit_stream(
     optimizer, skipping = _guard(optimizer, params, skip_nonfinite)
     optimizer = with_lr_scale(optimizer, lr_scale, epochs, len(it))
     state = init_train_state(params, optimizer, jax.random.key(seed) if key is None else key)
-    step = make_tbptt_step(apply_fn, loss_fn, optimizer, metrics=metrics, donate=donate)
+    step = make_tbptt_step(apply_fn, loss_fn, optimizer, metrics=metrics, donate=donate,
+                           data_parallel=data_parallel)
     stepper = _StreamStepper(step, zeros_carry_maker(apply_fn, params, it.chunks[0]["inputs"]),
                              it, reset_every)
     validate = None
