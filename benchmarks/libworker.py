@@ -116,10 +116,10 @@ def _row_meta(lib, row, runner):
             "peer_family": row.get("family"), "note": runner.note,
             "compile_s": runner.compile_s, "mem_bytes": runner.mem_bytes}
     if lib in JAXRNN_LIBS:
-        from benchmarks.harness import _flops, _has_kernel
+        from benchmarks.sections import has_kernel, step_flops
 
         e = _entry(row["cell"])
-        meta.update(flops=_flops(e, _config(row), row["mode"]), kernel=_has_kernel(e),
+        meta.update(flops=step_flops(e, _config(row), row["mode"]), kernel=has_kernel(e),
                     note=meta["note"] or e.note,
                     run_kwargs={k: str(v) for k, v in (row.get("run_kwargs") or {}).items()})
     return meta

@@ -31,7 +31,7 @@ def test_registry_covers_every_cell_factory():
         assert isinstance(cell, jaxrnn.Cell)
         assert e.peer in (None, "lstm", "gru", "rnn", "jordan")
     # --quick's "kernel" cells: a whole-sequence path, run through jaxrnn.run, with a peer
-    kernel = {e.name for e in harness._cell_entries("kernel")[0]}
+    kernel = {e.name for e in harness.cell_entries("kernel")[0]}
     assert {"lstm", "gru", "elman"} <= kernel
     for e in entries:
         has = e.make(4).name in cpu_kernels.ADAPTERS  # the kernel backend claims the family
@@ -269,7 +269,7 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(SystemExit):
         harness.main(["--reps", "0"])
     with pytest.raises(ValueError, match="--cells: unknown"):
-        harness._cell_entries(["no_such_cell"])
+        harness.cell_entries(["no_such_cell"])
 
 
 def test_extras_convlstm_and_min_sweep_tiny():
