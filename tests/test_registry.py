@@ -104,6 +104,7 @@ KEPT_LISTS = {
     "jaxrnn/train/ensemble.py": "kernel targets by family (parallel: use entry.kernel)",
     "benchmarks/extras.py": "the minGRU sweep's cells (harness)",
     "benchmarks/harness.py": "peer families' factories (harness)",
+    "benchmarks/sections.py": "peer families' factories (harness; moved from harness.py)",
     "tests/test_bench.py": "harness",
     "tests/test_errors.py": "model",
     "tests/test_kernels.py": "kernels",
