@@ -28,7 +28,9 @@ import contextlib
 import importlib
 import math
 import os
+import signal
 import sys
+import threading
 
 from jaxrnn.tasks import DEFAULT_TASK, DEMOS, TASKS
 
@@ -192,12 +194,11 @@ def _selected_task(argv: list[str]) -> str:
     pre.add_argument("--model", default=None)
     known, _ = pre.parse_known_args(argv)
     if known.task is None and known.model is not None:
-        import json
+        from jaxrnn.io import model_dir
 
         try:
-            with open(os.path.join(known.model, "preprocessing.json"), encoding="utf-8") as f:
-                saved = json.load(f).get("task")
-        except (OSError, ValueError, AttributeError):
+            saved = (model_dir.read_header(known.model).get("preprocessing") or {}).get("task")
+        except (OSError, ValueError, TypeError):
             saved = None
         if saved in TASKS:
             return saved
@@ -259,19 +260,43 @@ def _finish_args(args) -> None:
         args.model = os.path.join(args.out, "model")
 
 
+@contextlib.contextmanager
+def _interrupts():
+    """Ctrl-C while a command runs: a KeyboardInterrupt as usual (``fit`` checkpoints the
+    batches done and says to continue with ``--resume``), also remembered in
+    ``epochs.INTERRUPT``, so that one dropped by a garbage-collection callback still stops
+    the run and the exit status is still 130."""
+    from jaxrnn.train import epochs
+
+    epochs.INTERRUPT.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield epochs.INTERRUPT
+        return
+
+    def on_sigint(signum, frame):
+        epochs.INTERRUPT.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    hint, epochs.RESUME_HINT = epochs.RESUME_HINT, "--resume (the same command)"
+    try:
+        yield epochs.INTERRUPT
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        epochs.RESUME_HINT = hint
+
+
 def _checkpoint_fingerprint(directory: str | None):
     """32 bytes identifying the newest checkpoint file in ``directory`` (zeros when none)."""
-    import hashlib
-
     import numpy as np
 
-    from jaxrnn.train.checkpoint import latest_checkpoint
+    from jaxrnn.io import latest_checkpoint
+    from jaxrnn.io.digest import sha256_file
 
     path = latest_checkpoint(directory) if directory else None
     if path is None:
         return np.zeros(32, np.uint8)
-    with open(path, "rb") as f:
-        return np.frombuffer(hashlib.sha256(f.read()).digest(), np.uint8).copy()
+    return np.frombuffer(bytes.fromhex(sha256_file(path)), np.uint8).copy()
 
 
 @contextlib.contextmanager
@@ -348,10 +373,39 @@ def _processes(args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``jaxrnn`` console script; returns the exit status."""
+    """Entry point of the ``jaxrnn`` console script; returns the exit status.
+
+    Called with ``argv=None`` (the console script, ``python -m jaxrnn``), an interrupted run
+    leaves with ``os._exit(130)`` once its output is flushed: the checkpoint is written by
+    then, and interpreter teardown with XLA's threads cut off mid-work crashed (SIGSEGV) in
+    about one interrupted run in three."""
+    try:
+        with _interrupts() as interrupted:
+            status = _run(list(sys.argv[1:] if argv is None else argv))
+            if interrupted.is_set() and status == 0:
+                raise KeyboardInterrupt  # dropped by a gc callback; the run ended regardless
+    except KeyboardInterrupt:
+        # fit has saved a checkpoint of the batches done; --resume continues from it.
+        print(" ".join(filter(None, ["jaxrnn", _COMMAND[0]])) + ": interrupted",
+              file=sys.stderr)
+        status = 130
+    if status == 130 and argv is None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(130)
+    return status
+
+
+_COMMAND = [None]  # the command being run, for the interrupt message
+
+
+def _run(argv: list[str]) -> int:
     from jaxrnn.data.deps import MissingDependencyError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    _COMMAND[0] = argv[0] if argv and argv[0] in (*TASK_COMMANDS, "demo") else None
     task = _selected_task(argv[1:]) if argv and argv[0] in TASK_COMMANDS else None
     args = build_parser(task).parse_args(argv)
     if args.command == "demo":
@@ -374,10 +428,6 @@ def main(argv: list[str] | None = None) -> int:
     except MissingDependencyError as e:
         print(f"jaxrnn {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        # fit has saved a checkpoint of the batches done; --resume continues from it.
-        print(f"jaxrnn {args.command}: interrupted", file=sys.stderr)
-        return 130
     except (ValueError, TypeError, FileNotFoundError) as e:
         if os.environ.get("JAXRNN_DEBUG"):
             raise

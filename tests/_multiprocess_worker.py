@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     state, step = setup(mesh)
     first = 0
     if args.resume:
-        from jaxrnn.train.sharded_checkpoint import restore_state
+        from jaxrnn.io.sharded_store import restore_state
 
         state = restore_state(args.checkpoint_dir, state, mesh=mesh)
         first = int(state.step)
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
         state, logs = step(state, parallel.shard_batch(part, mesh))  # ... assembled globally
         losses.append(float(logs["loss"]))
         if args.save_at is not None and int(state.step) == args.save_at:
-            from jaxrnn.train.sharded_checkpoint import save_state
+            from jaxrnn.io.sharded_store import save_state
 
             save_state(args.checkpoint_dir, state)
     # Each process passing its part, or every process passing the whole global batch: the same

@@ -189,7 +189,7 @@ def test_two_processes_leave_one_model_directory_written_by_process_0(cli_run, t
     out, log, moves = cli_run
     inside = lambda path: os.path.commonpath([path, str(out)]) == str(out)  # noqa: E731
     assert not [m for m in moves[1] if inside(m)], moves[1]
-    assert str(out / "model") in moves[0]
+    assert str(out / "model" / "model.json") in moves[0]  # the commit of a model directory
     assert [p.name for p in out.iterdir() if "model" in p.name] == ["model"]  # no temporaries
     trained = [ln.split("] ", 1)[1] for ln in log.splitlines() if "] test accuracy:" in ln]
     assert main(["evaluate", *CLI_ARGS, "--model", str(out / "model"),
@@ -337,7 +337,7 @@ def test_local_rows_of_a_single_process_mesh():
 
 def test_sharded_checkpoint_resumes_bit_exact_and_restores_into_one_process(
         tmp_path, runs, reference):
-    from jaxrnn.train.sharded_checkpoint import latest_step, restore_state
+    from jaxrnn.io.sharded_store import latest_step, restore_state
 
     a, _ = runs(2)  # saved its state after step 2 from both processes
     ck, b = a / "ck", tmp_path / "b"
@@ -375,7 +375,7 @@ def test_sharded_checkpoint_resumes_bit_exact_and_restores_into_one_process(
 
 
 def test_sharded_checkpoint_errors(tmp_path, reference):
-    from jaxrnn.train.sharded_checkpoint import restore_state, save_state
+    from jaxrnn.io.sharded_store import restore_state, save_state
 
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     try:

@@ -25,7 +25,7 @@ steps compiled by :func:`data_parallel_jit` take the *global* batch in every pro
 process loads the same data with the same seed) and each contributes only its own rows
 (``shard_batch(..., batches="global")``; ``batches="local"``: each passes just its part).
 Parameters are initialised from the same seed everywhere and :func:`replicate` places them. Only
-process 0 writes files; :mod:`jaxrnn.train.sharded_checkpoint` checkpoints a mesh-placed state
+process 0 writes files; :mod:`jaxrnn.io.sharded_store` checkpoints a mesh-placed state
 from all processes at once.
 
 Modules: :mod:`~jaxrnn.parallel.mesh` (the mesh helper, what ``data_parallel`` means),

@@ -97,6 +97,7 @@ def evaluate(
     if isinstance(_data_dict(data), Mapping):
         check_lengths(data, "data")
         if objective is None:
+            check_inputs(data, "data", apply_fn, params)
             check_labels(data, "data", apply_fn, params, get_loss(loss))
     step = make_eval_step(apply_fn, loss, metrics=metrics, objective=objective)
     return evaluate_with(step, params, _eval_batches(data, batch_size, "data"), metrics,
@@ -211,6 +212,61 @@ def check_lengths(data, argname: str) -> None:
                          f"axis), got {int(lengths[i])} at example {i}")
 
 
+def check_finite(arr, argname: str, lengths=None) -> None:
+    """Raise a ValueError naming the first NaN/inf of ``arr`` (``"x[3, 7, 0] is nan"``): a
+    non-finite input is a data problem, and found here it is not reported later as a
+    non-finite loss. Padding counts too (with ``lengths`` the message says it is padding): a
+    masked step's inputs still enter the weight gradients' products, where NaN * 0 is NaN."""
+    arr = np.asarray(arr)
+    if not np.issubdtype(arr.dtype, np.floating):
+        return
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        padded = (lengths is not None and arr.ndim >= 2
+                  and where[1] >= int(np.asarray(lengths)[where[0]]))
+        raise ValueError(
+            f"{argname}[{', '.join(map(str, where))}] is {arr[where]} ({int(bad.sum())} "
+            f"non-finite values in {argname}"
+            f"{'; this one is padding, after the sequence length' if padded else ''}): the "
+            f"data must be finite; drop or fill those values before training")
+
+
+def check_finite_data(data, argname: str) -> None:
+    """The float ``inputs`` (at valid steps) and ``targets`` of a dict of arrays must be
+    finite: see :func:`check_finite`."""
+    data = _data_dict(data)
+    lengths = data.get("lengths")
+    for k in ("inputs", "targets"):
+        if k in data and isinstance(data[k], np.ndarray | jax.Array):
+            check_finite(data[k], f"{argname}[{k!r}]", lengths if k == "inputs" else None)
+
+
+def _output_struct(data, argname: str, apply_fn, params):
+    """The model's output on the whole of ``data['inputs']``, by ``jax.eval_shape`` on their
+    shape (nothing is computed); an error of the model on them is re-raised naming
+    ``argname``, and the shape in it is the array's, not a batch's."""
+    lengths, x = data.get("lengths"), data["inputs"]
+    spec = jax.ShapeDtypeStruct(np.shape(x), np.asarray(x[:1]).dtype)
+    n_spec = None if lengths is None else jax.ShapeDtypeStruct(
+        np.shape(lengths), np.asarray(lengths[:1]).dtype)
+    try:
+        return jax.eval_shape(
+            lambda p, x, n: apply_fn(p, x, lengths=n, key=None, deterministic=True),
+            params, spec, n_spec)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{argname}['inputs']: the model does not read an array of shape "
+                         f"{spec.shape} dtype {spec.dtype} ({e})") from None
+
+
+def check_inputs(data, argname: str, apply_fn, params) -> None:
+    """The model must read ``data['inputs']`` (the feature size, ids or features): checked
+    once before training, so a mistake is one error naming ``argname``."""
+    data = _data_dict(data)
+    if "inputs" in data and np.ndim(data["inputs"]) >= 1 and len(data["inputs"]):
+        _output_struct(data, argname, apply_fn, params)
+
+
 def check_labels(data, argname: str, apply_fn, params, loss_fn) -> None:
     """Integer targets of a class-id loss must lie in ``[0, C)``, ``C`` the model's last output
     axis (found with ``jax.eval_shape``, nothing is computed); a NaN loss otherwise."""
@@ -220,11 +276,7 @@ def check_labels(data, argname: str, apply_fn, params, loss_fn) -> None:
     targets = np.asarray(data["targets"])
     if not np.issubdtype(targets.dtype, np.integer) or targets.size == 0:
         return
-    lengths = data.get("lengths")
-    out = jax.eval_shape(
-        lambda p, x, n: apply_fn(p, x, lengths=n, key=None, deterministic=True),
-        params, np.asarray(data["inputs"][:1]), None if lengths is None else
-        np.asarray(lengths[:1]))
+    out = _output_struct(data, argname, apply_fn, params)
     check_label_range(targets, out.shape[-1], data.get("mask"),
                       argname=f"labels ({argname}['targets'])")
 
@@ -326,6 +378,7 @@ def fit(
     callbacks=None,
     lr_scale=None,
     checkpoint_format: str = "msgpack",
+    time_budget_s: float | None = None,
 ) -> FitResult:
     """Train ``params`` with the compiled step of :func:`~jaxrnn.train.make_train_step`.
 
@@ -350,7 +403,7 @@ def fit(
       min_delta: smallest change that counts as an improvement.
       restore_best: return the parameters of the best epoch by ``monitor``.
       checkpoint_dir: save a checkpoint here after every epoch (and every ``checkpoint_every``
-        steps); see :mod:`jaxrnn.train.checkpoint`. An existing file there is an error before
+        steps); see :mod:`jaxrnn.io`. An existing file there is an error before
         anything trains.
       resume: continue from the checkpoint in ``checkpoint_dir`` if there is one.
       max_steps: stop after this many optimiser steps in total (for tests and smoke runs).
@@ -379,9 +432,12 @@ def fit(
         per epoch, 0-based, before training) or a list of factors; every update of epoch ``e``
         is multiplied by it (:func:`~jaxrnn.train.step.scale_by_epoch`). Per-step schedules:
         pass an ``optax.Schedule`` as ``make_optimizer``'s learning rate.
-      checkpoint_format: ``"msgpack"`` (one file, :mod:`jaxrnn.train.checkpoint`) or
-        ``"orbax"`` (Orbax step directories, :mod:`jaxrnn.train.orbax_checkpoint`), with the
-        same guarantees (atomic, bit-exact resume, the last readable one kept).
+      checkpoint_format: a store of :mod:`jaxrnn.io.store`: ``"msgpack"`` (one file) or
+        ``"orbax"`` (Orbax step directories), with the same guarantees (atomic, bit-exact
+        resume, the last readable one kept).
+      time_budget_s: stop after the update during which this many seconds of wall time have
+        passed since training started (None: no limit); ``stop_reason`` is then
+        ``"time_budget"`` and a resumed run finishes the epoch.
 
     Returns:
       A :class:`~jaxrnn.train.epochs.FitResult` (``best_epoch`` counts from 0).
@@ -389,6 +445,10 @@ def fit(
     _check_int(epochs, "epochs", 0)
     _check_int(checkpoint_every, "checkpoint_every", 1, optional=True)
     _check_int(max_steps, "max_steps", 1, optional=True)
+    if time_budget_s is not None and (isinstance(time_budget_s, bool) or not isinstance(
+            time_budget_s, int | float) or not np.isfinite(time_budget_s) or time_budget_s <= 0):
+        raise ValueError(f"time_budget_s: expected None or a positive finite number of seconds, "
+                         f"got {time_budget_s!r}")
     checkpoint_dir = _check_checkpoint_dir(checkpoint_dir)
     if resume and checkpoint_dir is None:
         raise ValueError("resume: needs checkpoint_dir, got checkpoint_dir=None")
@@ -408,7 +468,9 @@ def fit(
                if d is not None and isinstance(_data_dict(d), Mapping)]
     for data, name in checked:  # cheap checks first: labels need the model's output shape
         check_lengths(data, name)
+        check_finite_data(data, name)
     for data, name in checked if objective is None else ():
+        check_inputs(data, name, apply_fn, params)
         check_labels(data, name, apply_fn, params, loss_fn)
 
     # init_train_state copies params: the step donates the state's buffers, not the caller's.
@@ -431,7 +493,7 @@ def fit(
                      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                      max_steps=max_steps, skip_nonfinite=skipping, progress=progress,
                      verbose=verbose, params_template=params,
-                     checkpoint_format=checkpoint_format)
+                     checkpoint_format=checkpoint_format, time_budget_s=time_budget_s)
     if resume:
         loop.resume()
     loop.run()
@@ -439,4 +501,5 @@ def fit(
 
 
 __all__ = ["fit", "evaluate", "evaluate_with", "predict", "plot_history", "FitResult",
-           "NonFiniteLossError", "snapshot", "check_lengths", "check_labels", "with_lr_scale"]
+           "NonFiniteLossError", "snapshot", "check_lengths", "check_labels", "check_inputs",
+           "check_finite", "check_finite_data", "with_lr_scale"]
