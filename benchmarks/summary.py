@@ -272,7 +272,7 @@ def markdown(summ: dict, level: int = 2) -> str:
     nb = summ.get("busy_repeats") or 0
     busy_runs = f", {nb} contended" if nb and nb != reps else ""
     peers = [p for p in PEERS if any(p in r["vs"] or p in r["busy_vs"] for r in summ["rows"])]
-    busy_peers = [p for p in ("flax", "torch") if any(p in r["busy_vs"] for r in summ["rows"])]
+    busy_peers = [p for p in PEERS if any(p in r["busy_vs"] for r in summ["rows"])]
     variants = [v for v in VARIANTS if any(v in r.get("vs_variant", {}) for r in summ["rows"])]
     settings = list(dict.fromkeys(r["setting"] for r in summ["rows"]))
     many = len(settings) > 1
