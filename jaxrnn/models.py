@@ -123,26 +123,26 @@ class RNN:
         )
 
 
-def _shortcut(cell_name: str, doc: str):
+def _shortcut(cell_name: str, class_name: str):
     def make(units: int, *, return_sequences: bool = False, reverse: bool = False,
              input_dropout: float = 0.0, recurrent_dropout: float = 0.0, unroll: int = 1,
              **cell_options) -> RNN:
         return RNN(cell_name, units, return_sequences, reverse, input_dropout,
                    recurrent_dropout, unroll, cell_options)
 
-    make.__name__ = make.__qualname__ = doc
+    make.__name__ = make.__qualname__ = class_name
     make.__doc__ = (f"``RNN({cell_name!r}, units, ...)``: {registry.get(cell_name).doc}; "
                     f"other keywords go to the cell's factory.")
     return make
 
 
-LSTM = _shortcut("lstm", "LSTM")
-GRU = _shortcut("gru", "GRU")
-SimpleRNN = _shortcut("elman", "SimpleRNN")
-Jordan = _shortcut("jordan", "Jordan")
-FullyRecurrent = _shortcut("fully_recurrent", "FullyRecurrent")
-MinGRU = _shortcut("min_gru", "MinGRU")
-MinLSTM = _shortcut("min_lstm", "MinLSTM")
+# ``LSTM(64)`` is ``RNN("lstm", 64)``: one shortcut per registered cell that the builder can
+# make from a width (``LSTM``, ``GRU``, ``Elman``, ``Jordan``, ``MinGRU``, ...), generated from
+# the registry; ``SimpleRNN`` is Keras' name for the Elman net.
+SHORTCUTS = {e.class_name: _shortcut(e.name, e.class_name) for e in registry.REGISTRY.values()
+             if e.class_name and e.cli and e.inputs == "features"}
+SHORTCUTS["SimpleRNN"] = _shortcut("elman", "SimpleRNN")
+globals().update(SHORTCUTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -523,7 +523,6 @@ def load_model(directory) -> SavedModel:
 
 __all__ = [
     "Model", "SavedModel", "sequential", "from_config", "save_model", "load_model",
-    "input_size_of", "Embedding", "RNN", "LSTM", "GRU", "SimpleRNN", "Jordan", "FullyRecurrent",
-    "MinGRU", "MinLSTM", "Bidirectional", "Dropout", "Dense", "Normalization", "FORMAT",
-    "architecture", "register_architecture",
+    "input_size_of", "Embedding", "RNN", *SHORTCUTS, "Bidirectional", "Dropout", "Dense",
+    "Normalization", "FORMAT", "architecture", "register_architecture",
 ]
