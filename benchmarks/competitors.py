@@ -304,6 +304,22 @@ def _torch_step(family: str, cfg: Config, mode: str):
     return call
 
 
+def torch_inprocess_runner(family: str, cfg: Config, mode: str) -> Runner:
+    """PyTorch in this process: for a worker that runs PyTorch alone (:mod:`benchmarks.libworker`),
+    where no JAX thread pool competes with its OpenMP threads."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise PeerMissing("torch not installed")
+    if family not in ("lstm", "gru", "rnn"):
+        raise PeerMissing(f"torch has no {family} module")
+    call = _torch_step(family, cfg, mode)
+    call()
+    return Runner("torch", call, None, None,
+                  f"{TORCH_THREADS} threads, OMP_WAIT_POLICY="
+                  f"{os.environ.get('OMP_WAIT_POLICY') or 'unset'}, own process")
+
+
 def _torch_worker(conn, family, cfg_fields, mode):
     """Serve timed PyTorch steps over a pipe: each request runs one step, replies its seconds."""
     call = _torch_step(family, Config(*cfg_fields), mode)

@@ -30,7 +30,8 @@ from pathlib import Path  # noqa: E402
 
 from benchmarks.configs import CONFIGS, Config, sweep_config  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# raw results stay out of git (.gitignore); the report keeps a summary per CPU
+RESULTS = Path(__file__).resolve().parent.parent / "bench-results"
 SWEEP_T = (128, 512, 2048, 8192)
 SWEEP_CELLS = ("lstm", "gru")
 TORCH_FAMILIES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}

@@ -4,21 +4,21 @@
 # From the repository root:
 #
 #   bash benchmarks/gpu_session.sh          # files in $OUT if set (the device tool's folder),
-#                                           # else benchmarks/results
+#                                           # else bench-results
 #
 # Stage 1 (<= 5 min): LSTM, GRU and Elman at configs A, B, C and the LSTM/GRU sequence-length
 # sweep, forward and training, jaxrnn vs Flax vs PyTorch cuDNN. Stage 2 (what is left of 7.5
 # min): the other cells at A, B, C. Each stage rewrites its JSON after every timed group, so a
 # stage cut short by its time limit keeps what it measured. Then, back on the development
-# machine, with the files copied into benchmarks/results:
+# machine, with the files copied into bench-results:
 #
-#   python -m benchmarks.gpu --render benchmarks/results/gpu-*-gpu-*.json --markdown BENCHMARKS.md
+#   python -m benchmarks.gpu --render bench-results/gpu-*-gpu-*.json --markdown BENCHMARKS.md
 #
 # GPU_SESSION_SMOKE=1 runs both stages with --smoke (tiny sizes, CPU allowed): a self-test of
 # this script where there is no GPU; GPU_SESSION_SECONDS sets the budget (default 450).
 set -u
 cd "$(dirname "$0")/.."
-out="${OUT:-benchmarks/results}"
+out="${OUT:-bench-results}"
 py="${PYTHON:-python3}"
 budget="${GPU_SESSION_SECONDS:-450}"
 mkdir -p "$out"

@@ -1,13 +1,17 @@
-"""Command line of the harness: ``python -m benchmarks [--quick] [--contended] [--sections ...]``.
+"""Command line of the harness: ``python -m benchmarks [--quick] [--contended] [--report]``.
 
-The parent process only orchestrates: every section (a configuration, the LSTM sequence-length
-sweep, the compile-time check, a peak-RSS probe) runs in a fresh worker process whose
-environment carries the allocator setting under test, because glibc reads its ``MALLOC_*``
-settings at start-up, and the kernels' team size (``--kernel-threads``, as
-``JAXRNN_KERNEL_THREADS``). Inside a worker all libraries are timed interleaved; with
-``--contended`` (and in a full run's A and B sections) each config section is timed quiet and
-then again while competing busy processes run (:mod:`benchmarks.contention`). Every run records
-the CPU model, its ISA flags, the core count and the load average before and after.
+The parent process only orchestrates (it imports no numerical library's runtime and sleeps
+while a worker runs). Each library is timed in its own fresh worker process, one library after
+another (:mod:`benchmarks.libworker`): nothing of another library, jaxrnn's kernel team and
+XLA's pool included, is awake beside a peer. ``--repeat N`` runs every library's worker N times
+(the order of the libraries reversed every other time) and the report takes the median of the
+N runs; ``--solo-check`` re-times each peer row alone in a fresh process and prints how far its
+in-harness time is from that solo time. Each worker's environment carries the allocator setting
+under test (glibc reads ``MALLOC_*`` at start-up) and, for jaxrnn, the kernels' team size
+(``--kernel-threads``). With ``--contended`` each row is timed quiet and then again beside a
+competing busy process (:mod:`benchmarks.contention`). The sweep, compile, RSS and extras
+sections of a full run are fresh workers of their own. Every run records the CPU model, its
+family/model, its ISA flags, the core count and the load average before and after.
 """
 
 from __future__ import annotations
@@ -22,259 +26,17 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks.machine import ISA_FLAGS, cpuinfo, machine  # noqa: F401 (tests read them here)
+from benchmarks.sections import cell_entries, worker
+
 ROOT = Path(__file__).resolve().parent.parent
+# raw results stay out of git (.gitignore); BENCHMARKS.md and benchmarks/summaries/ keep the
+# latest report per CPU model
+RESULTS = ROOT / "bench-results"
 PEER_NAMES = ("flax", "equinox", "keras", "torch")
 KERNEL_THREADS_ENV = "JAXRNN_KERNEL_THREADS"
-# the environment a worker reports it ran under (set per section by the parent)
-WORKER_ENV_KEYS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
-                   KERNEL_THREADS_ENV, "JAXRNN_KERNELS", "XLA_FLAGS", "OMP_WAIT_POLICY",
-                   "BENCH_TORCH_OMP_WAIT_POLICY")
+_clock = time.perf_counter  # the run's clock (its budget is in wall-clock minutes)
 
-
-# --------------------------------------------------------------------------- worker side
-
-def _cell_entries(names):
-    """The registry's cells named in ``names`` (all if empty; ``"kernel"``: those with a
-    whole-sequence kernel path and a peer)."""
-    from benchmarks.registry import all_cells
-
-    entries, notes = all_cells()
-    if names == "kernel":
-        return [e for e in entries if e.peer and _has_kernel(e)], notes
-    if names:
-        unknown = set(names) - {e.name for e in entries}
-        if unknown:
-            raise ValueError(
-                f"--cells: unknown {sorted(unknown)}; available {[e.name for e in entries]}"
-            )
-        entries = [e for e in entries if e.name in names]
-    return entries, notes
-
-
-def _flops(entry, cfg, mode) -> float:
-    """Useful FLOPs of one call: the cell's step cost (XLA's count) times T; a training step
-    counts 3x the forward (forward, input- and weight-gradients) plus the readout."""
-    from benchmarks.competitors import jaxrnn_step_flops
-
-    fwd = jaxrnn_step_flops(entry.make, cfg) * cfg.T
-    if mode == "forward":
-        return fwd
-    return 3.0 * (fwd + 2.0 * cfg.tokens * entry.make(cfg.hidden).output_size * cfg.out)
-
-
-def _peer_flops(family, cfg, mode) -> float:
-    import jaxrnn
-    from benchmarks.registry import Entry
-
-    make = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, "rnn": jaxrnn.elman,
-            "jordan": lambda H: jaxrnn.jordan(H, H)}[family]
-    return _flops(Entry(family, make, family), cfg, mode)
-
-
-def _has_kernel(entry) -> bool:
-    """Whether the entry runs a whole-sequence kernel path (the "kernel cells" of the targets):
-    its cell offers one and it runs through ``jaxrnn.run`` (``parallel_run`` takes none)."""
-    from jaxrnn.engine.backends import cpu_kernels
-
-    plain_run = getattr(entry, "run", None) is None
-    return plain_run and entry.make(4).name in cpu_kernels.ADAPTERS
-
-
-def _timed(runners, reps, warmup, min_seconds, condition, busy_n, log):
-    """``interleaved`` quiet, or with ``busy_n`` competing busy processes running throughout
-    (started after compilation, before the warm-up calls; killed as the timing ends)."""
-    from benchmarks.contention import busy_processes, share_used
-    from benchmarks.measure import interleaved
-
-    if condition == "quiet":
-        return interleaved(runners, reps, warmup=warmup, min_seconds=min_seconds), {}
-    if condition != "busy":
-        raise ValueError(f"contention: expected 'quiet' or 'busy', got {condition!r}")
-    with busy_processes(busy_n) as procs:
-        times = interleaved(runners, reps, warmup=warmup, min_seconds=min_seconds)
-        info = {"busy_procs": busy_n, "busy_pids": [b.pid for b in procs],
-                "busy_cores_used": share_used(procs)}
-    log(f"    busy processes {info['busy_pids']} stopped; they used "
-        f"{info['busy_cores_used'] or 0:.2f} cores")
-    return times, info
-
-
-def _measure_group(cfg, mode, family, entries, peers, reps, min_seconds, run_kwargs, log,
-                   plain_too=(), contention=("quiet",), busy_n=1):
-    """All jaxrnn cells compared with one peer family, and the peers, interleaved. Cells named
-    in ``plain_too`` are also timed with the fused path switched off (``parts=None``). Each
-    condition in ``contention`` (``"quiet"``, ``"busy"``: with ``busy_n`` competing busy
-    processes) times the same compiled programs again, so quiet and contended figures of one
-    library come from one executable."""
-    from benchmarks import competitors as C
-    from benchmarks.measure import summarise
-    from jaxrnn import kernels
-    from jaxrnn.engine.backends import cpu_kernels
-
-    runners, meta, notes = {}, {}, []
-    for e in entries:
-        kw = run_kwargs(e, cfg, mode) if callable(run_kwargs) else run_kwargs
-        key = f"jaxrnn:{e.name}"
-        runners[key] = C.jaxrnn_runner(e.make, cfg, mode, run_kwargs=kw, run_fn=e.run)
-        meta[key] = {"lib": "jaxrnn", "cell": e.name, "peer_family": family, "note": e.note,
-                     "flops": _flops(e, cfg, mode), "kernel": _has_kernel(e),
-                     "run_kwargs": {k: str(v) for k, v in (kw or {}).items()}}
-        if e.name in plain_too and e.make(4).parts is not None:
-            key = f"jaxrnn-plain-scan:{e.name}"
-            runners[key] = C.jaxrnn_runner(lambda H, e=e: e.make(H)._replace(parts=None), cfg,
-                                           mode, run_kwargs=kw, run_fn=e.run)
-            meta[key] = {"lib": "jaxrnn-plain-scan", "cell": e.name, "peer_family": family,
-                         "note": "fused path off", "flops": _flops(e, cfg, mode)}
-        if e.name in plain_too and e.make(4).name in cpu_kernels.ADAPTERS:
-            # the same cell with the CPU kernels off: the XLA fused scan (jaxrnn/fused.py)
-            key = f"jaxrnn-xla-fused:{e.name}"
-            with kernels.disabled():
-                runners[key] = C.jaxrnn_runner(e.make, cfg, mode, run_kwargs=kw, run_fn=e.run)
-            meta[key] = {"lib": "jaxrnn-xla-fused", "cell": e.name, "peer_family": family,
-                         "note": "kernels off", "flops": _flops(e, cfg, mode)}
-    if family is not None:
-        for p in peers:
-            try:
-                r = C.PEERS[p](family, cfg, mode)
-            except C.PeerMissing as err:
-                notes.append(f"{p}: skipped ({err})")
-                continue
-            key = f"{p}:{family}"
-            runners[key] = r
-            meta[key] = {"lib": p, "cell": family, "peer_family": family, "note": r.note,
-                         "flops": _peer_flops(family, cfg, mode)}
-    warmup = 1 if cfg.T * cfg.batch > 2**16 else 2
-    out = []
-    for condition in contention:
-        log(f"  {cfg.name} {mode:7s} [{family}] {condition}: timing {', '.join(runners)}")
-        times, info = _timed(runners, reps, warmup, min_seconds, condition, busy_n, log)
-        for key, r in runners.items():
-            out.append({"config": cfg._asdict(), "mode": mode, **meta[key],
-                        "contention": condition, **info,
-                        **summarise(times[key], cfg.tokens),
-                        "compile_s": r.compile_s, "mem_bytes": r.mem_bytes})
-    return out, notes
-
-
-def _group_by_family(entries):
-    groups = {}
-    for e in entries:
-        groups.setdefault(e.peer, []).append(e)
-    return groups
-
-
-def worker(spec: dict) -> dict:
-    """Run one section in this process; return its JSON record."""
-    from benchmarks import configs as K
-    from benchmarks.measure import matmul_ceiling, max_rss_bytes
-
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True))
-    kind = spec["kind"]
-    res = {"spec": spec, "records": [], "notes": [], "load_start": os.getloadavg(),
-           "env": {k: os.environ[k] for k in sorted(os.environ) if k in WORKER_ENV_KEYS}}
-    # the ceiling's product size: 1024 for reports; the harness's self-tests ask for less
-    ceiling_n = spec.get("ceiling_n", 1024)
-    res["ceiling_flops"] = [matmul_ceiling(ceiling_n)]
-
-    if kind == "config":
-        name = spec["config"]
-        cfg = K.CONFIGS[name] if name in K.CONFIGS else K.Config(**spec["config_dims"])
-        entries, notes = _cell_entries(spec.get("cells"))
-        res["notes"] += notes
-        for mode in spec["modes"]:
-            for family, group in _group_by_family(entries).items():
-                recs, notes = _measure_group(cfg, mode, family, group, spec["peers"], spec["reps"],
-                                             spec.get("min_seconds", 0.0), None, log,
-                                             plain_too=spec.get("plain_too", ()),
-                                             contention=spec.get("contention", ["quiet"]),
-                                             busy_n=spec.get("busy_procs", 1))
-                res["records"] += recs
-                res["notes"] += notes
-    elif kind == "sweep":
-        import jaxrnn
-        from benchmarks.registry import Entry
-
-        lstm = Entry("lstm", jaxrnn.lstm, "lstm")
-        for T in spec["Ts"]:
-            cfg = K.sweep_config(T)
-            for mode in spec["modes"]:
-                peers = spec["peers"] if T <= spec["peer_max_T"] else []
-                long_train = mode == "train" and T >= K.SWEEP_REMAT_FROM_T
-                kw = {"remat": K.SWEEP_REMAT_CHUNK} if long_train else {}
-                reps = spec["reps"] if T <= 2048 else max(3, spec["reps"] // 4)
-                recs, notes = _measure_group(cfg, mode, "lstm", [lstm], peers, reps, 0.0, kw, log)
-                res["records"] += recs
-                res["notes"] += notes
-    elif kind == "compile":
-        res["records"] += _compile_check(spec["Ts"], log)
-    elif kind == "convlstm":
-        from benchmarks.extras import convlstm_section
-
-        res["records"] += convlstm_section(spec, log)
-    elif kind == "minsweep":
-        from benchmarks.extras import min_sweep_section
-
-        res["records"] += min_sweep_section(spec, log)
-    elif kind == "rss":
-        import jaxrnn
-        from benchmarks import competitors as C
-        from benchmarks.measure import interleaved, summarise
-
-        cfg = K.sweep_config(spec["T"])
-        base = max_rss_bytes()
-        r = C.jaxrnn_runner(jaxrnn.lstm, cfg, spec["mode"], run_kwargs=spec.get("run_kwargs") or {})
-        times = interleaved({"jaxrnn": r}, spec.get("reps", 2), warmup=0)["jaxrnn"]
-        peak = max_rss_bytes()
-        # The same step without remat is only compiled, not run (it would need several GiB):
-        # XLA's planned memory for it is the "without" figure beside the measured "with".
-        plain = C.jaxrnn_runner(jaxrnn.lstm, cfg, spec["mode"], execute=False)
-        res["records"].append({"T": spec["T"], "mode": spec["mode"], "lib": "jaxrnn",
-                               "cell": "lstm",
-                               "run_kwargs": spec.get("run_kwargs") or {},
-                               "baseline_rss_bytes": base, "peak_rss_bytes": peak,
-                               "xla_planned_bytes": r.mem_bytes, "compile_s": r.compile_s,
-                               "xla_planned_bytes_no_remat": plain.mem_bytes,
-                               **summarise(times, cfg.tokens)})
-    else:
-        raise ValueError(f"spec kind: unknown {kind!r}")
-    res["ceiling_flops"].append(matmul_ceiling(ceiling_n))
-    res["load_end"] = os.getloadavg()
-    return res
-
-
-def _compile_check(Ts, log):
-    """First-call compile time (trace + lower + XLA compile) of a 2-layer LSTM training step."""
-    import jax
-    import jax.numpy as jnp
-
-    import jaxrnn
-    from benchmarks.competitors import adam_step
-
-    out = []
-    for T in Ts:
-        net = jaxrnn.stacked([jaxrnn.lstm(256), jaxrnn.lstm(256)])
-        readout = jaxrnn.dense(16)
-        k1, k2 = jax.random.split(jax.random.key(0))
-        params = (net.init(k1, 64), readout.init(k2, 256))
-        x = jnp.zeros((8, T, 64))
-        y = jnp.zeros((8, T, 16))
-
-        def loss(p, x, y, net=net, readout=readout):
-            hs = net.apply(p[0], x)
-            return jnp.mean((readout.apply(p[1], hs) - y) ** 2)
-
-        step, opt = adam_step(loss)
-        state = (params, opt.init(params))
-        t0 = time.perf_counter()
-        jax.jit(step).lower(state, x, y).compile()
-        dt = time.perf_counter() - t0
-        log(f"  compile 2-layer LSTM train step T={T}: {dt:.2f} s")
-        out.append({"T": T, "compile_s": dt, "layers": 2, "hidden": 256, "batch": 8})
-    return out
-
-
-# --------------------------------------------------------------------------- parent side
 
 def section_label(allocator: str, kernel_threads: str | None) -> str:
     """How a section's setting is named in tables and targets: the allocator, and the kernels'
@@ -282,10 +44,13 @@ def section_label(allocator: str, kernel_threads: str | None) -> str:
     return allocator if kernel_threads is None else f"{allocator}, threads={kernel_threads}"
 
 
-def worker_env(allocator: str, kernel_threads: str | None, base=None) -> dict:
+def worker_env(allocator: str, kernel_threads: str | None, base=None, lib=None,
+               compile_cache=None) -> dict:
     """The environment of a fresh worker: the allocator's ``MALLOC_*`` settings (glibc reads
-    them at start-up) and, where given, ``JAXRNN_KERNEL_THREADS`` (the kernels read it when they
-    run; unset it means the kernels' own choice)."""
+    them at start-up), where given ``JAXRNN_KERNEL_THREADS`` (unset means the kernels' own
+    choice), PyTorch's ``OMP_WAIT_POLICY`` when ``BENCH_TORCH_OMP_WAIT_POLICY`` asks for one,
+    and JAX's persistent compilation cache (a repeat loads the programs the first compiled;
+    the executables are the same, only the compile time shrinks)."""
     from benchmarks.configs import ALLOCATORS
 
     env = dict(os.environ if base is None else base)
@@ -296,13 +61,22 @@ def worker_env(allocator: str, kernel_threads: str | None, base=None) -> dict:
         env.pop(KERNEL_THREADS_ENV, None)
     elif kernel_threads is not None:
         env[KERNEL_THREADS_ENV] = str(kernel_threads)
+    if lib == "torch" and env.get("BENCH_TORCH_OMP_WAIT_POLICY"):
+        env["OMP_WAIT_POLICY"] = env["BENCH_TORCH_OMP_WAIT_POLICY"]
+    if compile_cache is not None:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(compile_cache)
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+        env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     env["KERAS_BACKEND"] = "jax"
     env.setdefault("PYTHONPATH", str(ROOT))
     return env
 
 
-def _spawn(spec: dict, allocator: str, inprocess: bool, log) -> dict:
+def _spawn(spec: dict, allocator: str, inprocess: bool, log, compile_cache=None) -> dict:
+    """Run one job in a fresh worker process (or here, ``inprocess``); returns its record with
+    the allocator, team size and label attached."""
     kt = spec.get("kernel_threads")
+    t0 = time.perf_counter()
     if inprocess:
         if kt is not None and os.environ.get(KERNEL_THREADS_ENV) != (
                 None if kt == "default" else str(kt)):
@@ -310,18 +84,18 @@ def _spawn(spec: dict, allocator: str, inprocess: bool, log) -> dict:
                              "--inprocess (or set JAXRNN_KERNEL_THREADS yourself)")
         res = worker(spec)
     else:
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks", "--worker", json.dumps(spec)],
-            cwd=ROOT, env=worker_env(allocator, kt), stdout=subprocess.PIPE, text=True,
-        )
+        env = worker_env(allocator, kt, lib=spec.get("lib"), compile_cache=compile_cache)
+        fresh = {**spec, "fresh_worker": True}  # it may then check that it runs alone
+        proc = subprocess.run([sys.executable, "-m", "benchmarks", "--worker", json.dumps(fresh)],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
         if proc.returncode != 0:
-            log(f"worker failed ({proc.returncode}) for {spec}")
-            return {"spec": spec, "records": [], "notes": [f"worker failed: {spec}"],
-                    "ceiling_flops": [], "allocator": allocator, "kernel_threads": kt,
-                    "label": section_label(allocator, kt)}
-        res = json.loads(proc.stdout.strip().splitlines()[-1])
-        res["wall_s"] = time.perf_counter() - t0
+            log(f"worker failed ({proc.returncode}) for {spec.get('lib') or spec['kind']}")
+            res = {"spec": spec, "records": [], "ceiling_flops": [],
+                   "notes": [f"worker failed ({proc.returncode}): "
+                             f"{spec.get('lib') or spec['kind']} {spec.get('stage', '')}"]}
+        else:
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["wall_s"] = time.perf_counter() - t0
     res["allocator"] = allocator
     res["kernel_threads"] = kt
     res["label"] = section_label(allocator, kt)
@@ -331,99 +105,70 @@ def _spawn(spec: dict, allocator: str, inprocess: bool, log) -> dict:
     return res
 
 
-# configurations that get a contended section in a full run (the targets' configurations)
-CONTENDED_CONFIGS = ("A", "B")
-SMOKE_DIMS = dict(batch=2, T=8, features=4, hidden=8, out=3)
-
-
-def smoke(jobs: list[tuple[dict, str]]) -> list[tuple[dict, str]]:
-    """The same sections (same cells, peers, conditions, workers) at tiny sizes and 2 reps:
-    ``--smoke`` checks that a command runs end to end in a minute or two, measuring nothing."""
-    out = []
-    for spec, alloc in jobs:
-        spec = dict(spec, reps=min(spec.get("reps", 2), 2), ceiling_n=128)
-        kind = spec["kind"]
-        if kind == "config" and "config_dims" not in spec:
-            spec["config_dims"] = dict(name=f"smoke-{spec['config']}", **SMOKE_DIMS)
-            spec["config"] = spec["config_dims"]["name"]
-        elif kind == "sweep":
-            spec.update(Ts=[8, 16], peer_max_T=16)
-        elif kind == "compile":
-            spec["Ts"] = [8, 16]
-        elif kind == "rss":
-            spec.update(T=64, run_kwargs={"remat": 8})
-        elif kind == "convlstm":
-            spec["config_dims"] = dict(name="smoke-video", batch=2, T=3, height=4, width=4,
-                                       in_channels=1, channels=2)
-        elif kind == "minsweep":
-            spec.update(Ts=[8], dims=dict(batch=2, features=3, hidden=4))
-        out.append((spec, alloc))
-    return out
-
-
 def plan(args) -> list[tuple[dict, str]]:
-    """The sections of a run, each with its allocator setting; ``--smoke``: the same at tiny
-    sizes (:func:`smoke`)."""
+    """The jobs of a run, each with its allocator setting; ``--smoke``: the same at tiny
+    sizes (:func:`benchmarks.plan.smoke`)."""
+    from benchmarks import plan as P
+
     jobs = _plan(args)
-    return smoke(jobs) if getattr(args, "smoke", False) else jobs
+    return P.smoke(jobs) if getattr(args, "smoke", False) else jobs
 
 
 def _plan(args) -> list[tuple[dict, str]]:
-    """``--kernel-threads`` repeats every config section once per setting (a fresh worker
-    each); ``--contended`` times each of them quiet and then under contention (a full run does
-    so at A and B, default allocator)."""
+    """``--kernel-threads`` repeats every jaxrnn worker once per setting; ``--contended`` times
+    each row quiet and then under contention (a full run does so at A and B)."""
     from benchmarks import configs as K
+    from benchmarks import plan as P
 
+    report_run = getattr(args, "report", False)
     chosen = args.peers if args.peers is not None else (
-        ["flax", "torch"] if args.quick else list(PEER_NAMES))
-    peers = [p for p in chosen if p not in args.skip_peers]
-    reps = args.reps
+        P.REPORT["peers"] if report_run else ["flax", "torch"] if args.quick
+        else list(P.PEER_NAMES))
+    once = (args.once_peers if args.once_peers is not None
+            else P.REPORT["once_peers"] if report_run and args.peers is None else [])
+    skipped = set(args.skip_peers) | {p for p in (*chosen, *once) if not P.installed(p)}
+    peers = [p for p in chosen if p not in skipped]
+    once = [p for p in once if p not in skipped and p not in peers]
     threads = args.kernel_threads or [None]
-    busy = {"busy_procs": args.busy_procs}
-    jobs = []
     if args.extras:  # only the ConvLSTM and the minimal-cell sweep
-        return _extras_jobs(args, reps)
+        return _extras_jobs(args, args.reps)
+    contended = args.contended or report_run
+    contention = ["quiet", "busy"] if contended else ["quiet"]
+    common = dict(peers=peers, once_peers=once, threads=threads, reps=args.reps,
+                  busy_reps=args.busy_reps, busy_procs=args.busy_procs,
+                  solo_check=args.solo_check or report_run, solo_reps=args.solo_reps,
+                  busy_repeats=(args.busy_repeats if args.busy_repeats is not None
+                                else P.REPORT["busy_repeats"] if report_run else None),
+                  row_seconds=(args.row_seconds if args.row_seconds is not None
+                               else P.REPORT["row_seconds"] if report_run else None),
+                  repeat=args.repeat or (P.REPORT["repeat"] if report_run else 1))
     if args.tiny:
-        dims = dict(name="tiny", batch=2, T=8, features=4, hidden=8, out=3)
-        for kt in threads:
-            spec = {"kind": "config", "config": "tiny", "config_dims": dims,
-                    "cells": args.cells, "modes": ["forward", "train"], "peers": peers,
-                    "reps": reps, "contention": ["quiet", "busy"] if args.contended else ["quiet"],
-                    "ceiling_n": 256, **busy}
-            if kt is not None:
-                spec["kernel_threads"] = kt
-            jobs.append((spec, "default"))
-        return jobs
-    full = not (args.quick or args.configs or args.cells or args.allocators)
-    configs = args.configs or (["A", "B"] if args.quick else ["A", "B", "C"])
-    allocs = args.allocators or (["default"] if args.quick else ["default", "tuned"])
-    for kt in threads:
-        for alloc in allocs:
-            for c in configs:
-                if alloc != "default" and c == "C" and not args.allocators:
-                    continue  # both allocators only where the targets are (A, B), to keep it short
-                contended = args.contended or (
-                    full and alloc == "default" and c in CONTENDED_CONFIGS)
-                cells = args.cells or (K.QUICK_CELLS if args.quick else None)
-                spec = {"kind": "config", "config": c, "cells": cells,
-                        "modes": ["forward", "train"], "peers": peers, "reps": reps,
-                        "plain_too": [] if args.quick else list(K.PLAIN_TOO),
-                        "contention": ["quiet", "busy"] if contended else ["quiet"], **busy}
-                if kt is not None:
-                    spec["kernel_threads"] = kt
-                jobs.append((spec, alloc))
-    if "sweep" not in args.skip and not args.quick:
-        Ts = K.SWEEP_T_FULL
-        jobs.append(({"kind": "sweep", "Ts": list(Ts), "modes": ["forward", "train"],
-                      "peers": [p for p in peers if p in ("flax", "torch")], "reps": reps,
-                      "peer_max_T": 8192}, "default"))
-    if not args.quick:
-        jobs += _extras_jobs(args, reps)
-    if "compile" not in args.skip:
-        jobs.append(({"kind": "compile", "Ts": [128, 8192]}, "default"))
-    if "rss" not in args.skip and not args.quick:
+        cfg = K.Config("tiny", batch=2, T=8, features=4, hidden=8, out=3)
+        entries, _ = cell_entries(args.cells)
+        return [(dict(spec, ceiling_n=256), alloc) for spec, alloc in P.config_jobs(
+            configs=[cfg], entries=entries, contention=contention, **common)]
+    full = not (args.quick or args.configs or args.cells or args.allocators or report_run)
+    names = args.configs or (P.REPORT["configs"] if report_run else ["A", "B"] if args.quick
+                             else ["A", "B", "C"])
+    allocs = args.allocators or (["default", "tuned"] if full else ["default"])
+    cells = args.cells or (K.QUICK_CELLS if args.quick or report_run else None)
+    entries, _ = cell_entries(cells)
+    jobs = P.config_jobs(configs=[K.CONFIGS[n] for n in names], entries=entries,
+                         allocators=allocs, plain_too=list(K.PLAIN_TOO) if full else [],
+                         contention=["quiet", "busy"] if contended or full else ["quiet"],
+                         contended_configs=(None if contended or not full
+                                            else P.CONTENDED_CONFIGS), **common)
+    if full and "sweep" not in args.skip:
+        jobs.append(({"kind": "sweep", "Ts": list(K.SWEEP_T_FULL), "modes": ["forward", "train"],
+                      "peers": [p for p in peers if p in ("flax", "torch")], "reps": args.reps,
+                      "peer_max_T": 8192, "optional": True}, "default"))
+    if full:
+        jobs += _extras_jobs(args, args.reps)
+    if full and "compile" not in args.skip:
+        jobs.append(({"kind": "compile", "Ts": [128, 8192], "optional": True}, "default"))
+    if full and "rss" not in args.skip:
         jobs.append(({"kind": "rss", "T": K.SWEEP_T_LONG, "mode": "train", "reps": 2,
-                      "run_kwargs": {"remat": K.SWEEP_REMAT_CHUNK}}, "default"))
+                      "run_kwargs": {"remat": K.SWEEP_REMAT_CHUNK}, "optional": True}, "default"))
     return jobs
 
 
@@ -432,15 +177,56 @@ def _extras_jobs(args, reps) -> list[tuple[dict, str]]:
 
     jobs = []
     if "convlstm" not in args.skip:
-        jobs.append(({"kind": "convlstm", "modes": ["forward", "train"], "reps": reps},
-                     "default"))
+        jobs.append(({"kind": "convlstm", "modes": ["forward", "train"], "reps": reps,
+                      "optional": True}, "default"))
     if "minsweep" not in args.skip:
         jobs.append(({"kind": "minsweep", "Ts": list(X.MIN_SWEEP_T),
-                      "modes": ["forward", "train"], "reps": reps}, "default"))
+                      "modes": ["forward", "train"], "reps": reps, "optional": True}, "default"))
     return jobs
 
 
-def versions() -> dict:
+def assemble(results: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Config sections from the library workers' results: one section per (repeat, setting,
+    config) holding jaxrnn's records of that setting and every peer's records of that repeat
+    and allocator (a peer does not depend on the kernels' team size, so it is timed once per
+    repeat and shown beside each setting). Returns (sections, solo records)."""
+    jax_sections, peer_recs, solo, other = {}, {}, [], []
+    for res in results:
+        spec = res["spec"]
+        if spec["kind"] != "lib":
+            other.append(res)
+            continue
+        if spec.get("stage") == "solo":
+            solo += [dict(r, label=res["label"]) for r in res["records"]]
+            continue
+        for r in res["records"]:
+            name = r["config"]["name"]
+            if spec["lib"] == "jaxrnn":
+                key = (r["repeat"], res["label"], name)
+                sec = jax_sections.setdefault(key, {
+                    "spec": {"kind": "config", "config": name, "repeat": r["repeat"]},
+                    "allocator": res["allocator"], "kernel_threads": res["kernel_threads"],
+                    "label": res["label"], "records": [],
+                    "ceiling_flops": list(res.get("ceiling_flops") or []),
+                    "notes": list(res.get("notes") or [])})
+                sec["records"].append(r)
+            else:
+                peer_recs.setdefault((r["repeat"], res["allocator"], name), []).append(r)
+        if spec["lib"] != "jaxrnn":
+            for n in res.get("notes") or []:
+                for sec in jax_sections.values():
+                    if n not in sec["notes"]:
+                        sec["notes"].append(n)
+    sections = []
+    for (rep, _, name), sec in jax_sections.items():
+        sec["records"] += peer_recs.get((rep, sec["allocator"], name), [])
+        sections.append(sec)
+    return sections + other, solo
+
+
+def versions(kernels_status: str | None = None) -> dict:
+    """Package versions (read from their metadata: nothing is imported here) and whether
+    jaxrnn's compiled CPU kernels were in use, as a jaxrnn worker reported it."""
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
@@ -449,61 +235,9 @@ def versions() -> dict:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             out[pkg] = None
-    from jaxrnn import kernels
-
-    # whether jaxrnn's compiled CPU kernels were in use (they fall back to XLA without a compiler)
-    out["jaxrnn CPU kernels"] = kernels.status().split(" (")[0]
+    # they fall back to XLA without a compiler
+    out["jaxrnn CPU kernels"] = (kernels_status or "not reported").split(" (")[0]
     return out
-
-
-# CPU features the kernels' code generation (-march=native) and XLA's CPU backend can use
-ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512cd",
-             "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni",
-             "amx_tile", "amx_bf16", "amx_int8")
-
-
-def cpuinfo(text: str | None = None) -> dict:
-    """The first processor's model name, vendor, family/model/stepping and flags, from
-    ``/proc/cpuinfo`` (empty where there is none)."""
-    if text is None:
-        try:
-            text = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return {}
-    info = {}
-    for line in text.splitlines():
-        if not line.strip():
-            if info:
-                break  # the first processor's block is enough
-            continue
-        key, _, val = line.partition(":")
-        info.setdefault(key.strip(), val.strip())
-    return info
-
-
-def machine() -> dict:
-    """What the claims depend on: the CPU model, its relevant ISA flags, the cores this process
-    may use, memory, and the load average now (the caller records it before and after)."""
-    info = cpuinfo()
-    flags = set(info.get("flags", "").split())
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    return {"cpu": info.get("model name") or platform.processor() or platform.machine(),
-            "vendor": info.get("vendor_id"),
-            "cpu_family_model_stepping": "/".join(
-                info.get(k, "?") for k in ("cpu family", "model", "stepping")),
-            "isa": {f: f in flags for f in ISA_FLAGS} if flags else {},
-            "cores": os.cpu_count(), "usable_cores": usable, "memory_bytes": mem,
-            "platform": platform.platform(), "loadavg": list(os.getloadavg())}
 
 
 def _kernel_threads(text: str) -> list[str]:
@@ -519,13 +253,17 @@ def _kernel_threads(text: str) -> list[str]:
 
 
 def run_mode(args) -> str:
-    """The run's name in file names and BENCHMARKS.md blocks."""
+    """The run's name in file names."""
     if args.extras:
         return "extras"
-    subset = args.configs or args.cells or args.allocators or args.skip or args.peers is not None
-    mode = "tiny" if args.tiny else "quick" if args.quick else "custom" if subset else "full"
-    if mode != "full" and args.contended:
-        mode += "-contended"  # a full run always has its contended section
+    if getattr(args, "report", False):
+        mode = "report"
+    else:
+        subset = (args.configs or args.cells or args.allocators or args.skip
+                  or args.peers is not None)
+        mode = "tiny" if args.tiny else "quick" if args.quick else "custom" if subset else "full"
+        if mode != "full" and args.contended:
+            mode += "-contended"  # a full run always has its contended section
     if args.kernel_threads:
         mode += "-threads"
     if getattr(args, "smoke", False):
@@ -533,23 +271,45 @@ def run_mode(args) -> str:
     return mode
 
 
-def main(argv=None):
+def _parser():
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--report", action="store_true",
+                    help="issue 26's comparison: configs A B C, every kernel cell, quiet and "
+                         "contended, median of 3 runs of jaxrnn, Flax and PyTorch, Equinox and "
+                         "Keras once, the peers' solo check; rewrites this CPU's section of "
+                         "BENCHMARKS.md and benchmarks/summaries/ (benchmarks/run_report.sh)")
     ap.add_argument("--quick", action="store_true",
                     help="configs A and B, every kernel cell, against Flax and PyTorch, no "
                          "sweep (a few minutes; twice that with --contended)")
     ap.add_argument("--tiny", action="store_true", help="a tiny configuration (harness self-test)")
     ap.add_argument("--smoke", action="store_true",
-                    help="run this command's sections at tiny sizes and 2 reps (an end-to-end "
-                         "check of e.g. --quick --contended; measures nothing)")
+                    help="run this command's jobs at tiny sizes and 2 reps (an end-to-end "
+                         "check of e.g. --report; measures nothing)")
     ap.add_argument("--contended", action="store_true",
-                    help="time every config section quiet and then again with competing busy "
-                         "processes (--busy-procs) that the harness starts and kills; a full "
-                         "run does this at A and B anyway")
+                    help="time every row quiet and then again beside competing busy "
+                         "processes (--busy-procs) that the harness starts and kills")
     ap.add_argument("--busy-procs", type=int, default=1,
                     help="competing busy processes in the contended timings (default 1)")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="run every library's worker this many times; the report takes the "
+                         "median (default 1; --report: 3)")
+    ap.add_argument("--busy-repeats", type=int, default=None,
+                    help="time the contended rows in this many of the --repeat runs only (the "
+                         "rest quiet; default all; --report: 2)")
+    ap.add_argument("--solo-check", action="store_true",
+                    help="time each peer row once more alone in a fresh process and report "
+                         "its in-harness time over that solo time (flagged beyond 10%%)")
+    ap.add_argument("--solo-reps", type=int, default=10, help="timed calls of a solo check")
+    ap.add_argument("--once-peers", nargs="*", choices=list(PEER_NAMES),
+                    help="peers timed in one repeat only, after the others (--report: "
+                         "equinox keras)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="minutes the run may take: optional jobs (repeats after the first, "
+                         "solo checks, --once-peers, a full run's extra sections) that would "
+                         "not end within it, by the times of the jobs done so far, are skipped "
+                         "and named in the report (--report: 14)")
     ap.add_argument("--kernel-threads", type=_kernel_threads, default=None,
-                    help="e.g. 1,auto: repeat every config section once per setting of "
+                    help="e.g. 1,auto: repeat every jaxrnn worker once per setting of "
                          "JAXRNN_KERNEL_THREADS (a fresh worker each; 'default' = unset)")
     ap.add_argument("--configs", nargs="*", help="subset of A B C")
     ap.add_argument("--cells", nargs="*", help="subset of jaxrnn cells")
@@ -557,85 +317,159 @@ def main(argv=None):
     ap.add_argument("--skip", nargs="*", default=[],
                     choices=["sweep", "compile", "rss", "convlstm", "minsweep"])
     ap.add_argument("--extras", action="store_true",
-                    help="only the ConvLSTM and the minGRU/minLSTM-vs-LSTM/GRU T sweep; the "
-                         "report goes to --markdown (default BENCHMARKS.md)")
+                    help="only the ConvLSTM and the minGRU/minLSTM-vs-LSTM/GRU T sweep")
     ap.add_argument("--peers", nargs="*", choices=list(PEER_NAMES),
-                    help="peers to measure (default: all; --quick: flax torch)")
+                    help="peers to measure in every repeat (default: all; --quick: flax torch)")
     ap.add_argument("--skip-peers", nargs="*", default=[], choices=list(PEER_NAMES))
-    ap.add_argument("--reps", type=int, default=10, help="timed repetitions (>= 10 for reports)")
-    ap.add_argument("--inprocess", action="store_true", help="run sections in this process")
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for JSON and PNG")
+    ap.add_argument("--reps", type=int, default=20,
+                    help="timed calls per row, quiet (default 20: the spread is the "
+                         "interquartile range over the median of these)")
+    ap.add_argument("--busy-reps", type=int, default=10, help="timed calls per contended row")
+    ap.add_argument("--row-seconds", type=float, default=None,
+                    help="a row whose timed calls reach this many seconds stops there, once "
+                         "it has half its calls (contended: half the seconds; --report: 3)")
+    ap.add_argument("--inprocess", action="store_true", help="run every job in this process")
+    ap.add_argument("--out", type=Path, default=RESULTS,
+                    help="folder for the raw JSON, the summary and the chart (default "
+                         "bench-results/ at the repository root, outside git)")
+    ap.add_argument("--no-compile-cache", action="store_true",
+                    help="compile every program afresh in every worker (default: JAX's "
+                         "persistent cache under --out, so repeats skip XLA compilation)")
     ap.add_argument("--markdown", type=Path, default=None,
-                    help="update this file's block for this CPU model and run mode (default: "
-                         "BENCHMARKS.md for full and quick runs)")
+                    help="write this run's section for its CPU model into this file (default: "
+                         "BENCHMARKS.md for --report runs, none otherwise)")
+    ap.add_argument("--summaries", type=Path, default=None,
+                    help="folder for the per-CPU summary kept in git (default: "
+                         "benchmarks/summaries for --report runs)")
     ap.add_argument("--no-markdown", action="store_true", help="write no Markdown file")
     ap.add_argument("--dry-run", action="store_true",
-                    help="print the sections this command would run, and run none")
+                    help="print the jobs this command would run, and run none")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap
 
+
+def main(argv=None):
+    ap = _parser()
+    args = ap.parse_args(argv)
     if args.worker:
         res = worker(json.loads(args.worker))
         print(json.dumps(res))
         return res
-    if args.reps < 1:
-        ap.error(f"--reps: expected >= 1, got {args.reps}")
-    if args.busy_procs < 1:
-        ap.error(f"--busy-procs: expected >= 1, got {args.busy_procs}")
+    for name in ("reps", "busy_reps", "busy_procs", "solo_reps"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')}: expected >= 1, got {getattr(args, name)}")
+    if args.repeat is not None and args.repeat < 1:
+        ap.error(f"--repeat: expected >= 1, got {args.repeat}")
+    if args.budget is None and args.report:
+        from benchmarks.plan import REPORT
+
+        args.budget = REPORT["budget_min"]
 
     if args.dry_run:
         jobs = plan(args)
         for spec, alloc in jobs:
-            print(f"{alloc:8s} {json.dumps(spec)}")
-        print(f"{len(jobs)} sections; run mode {run_mode(args)!r}")
+            rows = f" {len(spec['rows'])} rows" if "rows" in spec else ""
+            print(f"{alloc:8s} {spec['kind']:8s} {spec.get('lib', ''):8s} "
+                  f"{spec.get('stage', ''):5s} repeat={spec.get('repeat', 0)}{rows} "
+                  f"{'+'.join(spec.get('contention', []))}"
+                  f"{' (optional)' if spec.get('optional') else ''}")
+        print(f"{len(jobs)} jobs; run mode {run_mode(args)!r}")
         return jobs
+    return _run(args, argv)
 
-    from benchmarks import report
+
+def _run(args, argv):
+    from benchmarks import report, summary
     from benchmarks.contention import is_running
+    from benchmarks.plan import predict_s
 
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
-    t0 = time.perf_counter()
+    t0 = _clock()
     started = _dt.datetime.now(_dt.timezone.utc)
     mach = machine()
     mach["loadavg_before"] = mach.pop("loadavg")
-    sections = []
-    # --kernel-threads needs the setting in a fresh process; otherwise --tiny stays in-process
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache = None if args.no_compile_cache else args.out / "jax-cache"
+    jobs = plan(args)
     inprocess = args.inprocess or (args.tiny and not args.kernel_threads)
-    for spec, alloc in plan(args):
-        log(f"section {spec['kind']} {spec.get('config', '')} allocator={alloc}"
-            + (f" threads={spec['kernel_threads']}" if "kernel_threads" in spec else "")
-            + (" (quiet, then contended)" if "busy" in spec.get("contention", ()) else ""))
-        sections.append(_spawn(spec, alloc, inprocess, log))
+    results, skipped = [], []
+    groups = {}  # a group of optional jobs (one repeat) runs whole or not at all
+    for i, (spec, alloc) in enumerate(jobs):
+        what = f"{spec['kind']} {spec.get('lib', '')} {spec.get('stage', '')}".strip()
+        elapsed = _clock() - t0
+        group = spec.get("group")
+        skip = False
+        if spec.get("optional") and args.budget is not None:
+            if group is not None and group in groups:
+                skip = not groups[group]
+            else:
+                members = [s for s, _ in jobs[i:] if group is not None and s.get("group") == group]
+                need = sum(predict_s(s, results) for s in members or [spec])
+                skip = elapsed + need > 60 * args.budget
+                if group is not None:
+                    groups[group] = not skip
+                if skip:
+                    log(f"budget {args.budget} min: skipping {group or what} (needs ~{need:.0f} "
+                        f"s, {60 * args.budget - elapsed:.0f} s left)")
+        if skip:
+            skipped.append(f"{what} repeat {spec.get('repeat', 0)}"
+                           + (f" {spec['rows'][0]['config']['name']} {spec['rows'][0]['mode']} "
+                              f"{spec['rows'][0]['cell']}" if spec.get("stage") == "solo" else ""))
+            continue
+        log(f"[{i + 1}/{len(jobs)} {elapsed / 60:5.1f} min] {what} repeat={spec.get('repeat', 0)}"
+            f" allocator={alloc}"
+            + (f" threads={spec['kernel_threads']}" if "kernel_threads" in spec else ""))
+        results.append(_spawn(spec, alloc, inprocess, log, cache))
+    if skipped:
+        log(f"budget {args.budget} min: skipped {len(skipped)} optional jobs")
     mach["loadavg_after"] = list(os.getloadavg())
+    sections, solo = assemble(results)
     busy_pids = {p for s in sections for r in s["records"] for p in r.get("busy_pids", [])}
+    status = next((r.get("kernels_status") for r in results if r.get("kernels_status")), None)
     mode = run_mode(args)
     run = {
         "started_utc": started.isoformat(timespec="seconds"),
-        "wall_s": time.perf_counter() - t0,
+        "wall_s": _clock() - t0,
         "mode": mode,
         "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "versions": versions(),
+        "versions": versions(status),
         "machine": mach,
         "allocators": __import__("benchmarks.configs", fromlist=["ALLOCATORS"]).ALLOCATORS,
         "kernel_threads": args.kernel_threads,
+        "tune_hook": next((r.get("tune_hook") for r in results if r.get("tune_hook")), None),
         "busy_pids": sorted(busy_pids),
-        # a busy process still alive after its section would have skewed what followed
+        # a busy process still alive after its row would have skewed what followed
         "busy_left_running": sorted(p for p in busy_pids if is_running(p)),
+        "skipped": skipped,
+        "workers": [{k: r.get(k) for k in ("label", "wall_s", "env", "load_start", "load_end",
+                                           "pid", "siblings_start", "siblings_end")}
+                    | {"lib": r["spec"].get("lib"), "kind": r["spec"]["kind"],
+                       "stage": r["spec"].get("stage"), "repeat": r["spec"].get("repeat", 0)}
+                    for r in results],
         "sections": sections,
+        "solo": solo,
     }
     if run["busy_left_running"]:
         log(f"warning: busy processes still running: {run['busy_left_running']}")
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{started.strftime('%Y%m%dT%H%M%SZ')}-{mode}"
     (args.out / f"{stem}.json").write_text(json.dumps(run, indent=1))
-    text = report.markdown(run)
-    print(text)
+    summ = summary.summarise_run(run)
+    (args.out / f"{stem}-summary.json").write_text(json.dumps(summ, indent=1))
+    others = [s for s in sections if s["spec"]["kind"] != "config"]
+    parts = [summary.markdown(summ)] if summ["rows"] else []
+    if others or not parts:  # a full run's sweep, compile, memory and extras sections
+        parts.append(report.markdown({**run, "sections": others}))
+    print("\n\n".join(parts))
     png = report.chart(run, args.out / f"{stem}.png")
-    default_md = not args.smoke and (mode == "full" or mode.startswith("quick")
-                                     or mode == "extras")
-    md_path = args.markdown or (ROOT / "BENCHMARKS.md" if default_md else None)
+    md_path = args.markdown or (ROOT / "BENCHMARKS.md" if args.report and not args.smoke
+                                else None)
     if md_path is not None and not args.no_markdown:
-        report.write_benchmarks_md(run, md_path, png, args.out / f"{stem}.json")
-        log(f"updated {md_path} (section {report.cpu_key(run)!r}, block {mode!r})")
-    log(f"wrote {args.out / (stem + '.json')} and {png}; total {run['wall_s']:.0f} s")
+        key = summary.write_benchmarks_md(summ, md_path)
+        log(f"updated {md_path} (block {key!r})")
+    sum_dir = args.summaries or (ROOT / "benchmarks" / "summaries" if args.report
+                                 and not args.smoke else None)
+    if sum_dir is not None:
+        log(f"wrote {summary.write_summary(summ, sum_dir)}")
+    log(f"wrote {args.out / (stem + '.json')}, {stem}-summary.json and {png}; "
+        f"total {run['wall_s']:.0f} s")
     return run

@@ -16,7 +16,6 @@ from benchmarks import competitors as C
 from benchmarks.configs import CONFIGS
 from benchmarks.measure import interleaved, summarise
 from benchmarks.registry import all_cells
-from jaxrnn import fused
 
 # PERF-NOTES: dots compiled without YNNPACK fusions (a per-program compiler option).
 NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
@@ -64,21 +63,8 @@ def main(argv=None):
         runners = {}
         for v in args.variants:
             make, kw, *rest = VARIANTS[v](entry.make)
-            opts = rest[0] if rest else None
-            impl = rest[1] if len(rest) > 1 else "fused_scan"
-            flags = rest[2] if len(rest) > 2 else {}
-            real = fused.fused_scan
-            saved = {k: getattr(fused, k) for k in flags}
-            fused.fused_scan = getattr(fused, impl)  # traced and compiled right here
-            for k, val in flags.items():
-                setattr(fused, k, val)
-            try:
-                runners[v] = C.jaxrnn_runner(make, cfg, mode, run_kwargs=kw,
-                                             compiler_options=opts)
-            finally:
-                fused.fused_scan = real
-                for k, val in saved.items():
-                    setattr(fused, k, val)
+            runners[v] = C.jaxrnn_runner(make, cfg, mode, run_kwargs=kw,
+                                         compiler_options=rest[0] if rest else None)
         for p in args.peers:
             runners[p] = C.PEERS[p](entry.peer, cfg, mode)
         cpu = {k: [] for k in runners}

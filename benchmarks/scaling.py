@@ -4,7 +4,7 @@ parallelism over 1, 2, 4, 8 simulated CPU devices, and over 2 processes.
     python -m benchmarks.scaling            # the full run (minutes)
     python -m benchmarks.scaling --quick    # a smoke run: few repetitions, numbers not to quote
 
-Prints a markdown table and writes ``benchmarks/results/<UTC time>-scaling[-quick].json``.
+Prints a markdown table and writes ``bench-results/<UTC time>-scaling[-quick].json``.
 
 * **Ensemble**: K = 8 LSTM classifiers (hidden 32, batch 32, 20 steps of 8 features) updated by one
   vmapped step (:mod:`jaxrnn.train.ensemble`), with the fused CPU kernel (under vmap: one kernel
@@ -35,7 +35,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, "benchmarks", "results")
+RESULTS = os.path.join(ROOT, "bench-results")  # raw results stay out of git
 
 K, HIDDEN, BATCH, TIME, FEATURES, CLASSES = 8, 32, 32, 20, 8, 10
 DP_BATCH, DP_HIDDEN = 64, 64
@@ -191,14 +191,14 @@ def worker_devices(reps: int) -> dict:
 
 def worker_processes(reps: int) -> dict:
     """One of several processes (started by jaxrnn.launch): the step over the global mesh."""
-    import jaxrnn.distributed as dist
+    from jaxrnn import parallel
 
-    dist.initialize()
+    parallel.initialize()
     import jax
 
     from benchmarks.measure import summarise
 
-    mesh = dist.global_mesh()
+    mesh = parallel.make_mesh()
     state, step = _dp_step(mesh)
     return {"processes": jax.process_count(), "devices": jax.device_count(),
             **summarise(_time_steps(state, step, _data(DP_BATCH), reps), DP_BATCH * TIME)}
@@ -226,7 +226,7 @@ def run_devices(reps: int, timeout: float) -> list[dict]:
 
 
 def run_processes(reps: int, timeout: float, n: int = 2) -> dict:
-    from jaxrnn.launch import launch
+    from jaxrnn.parallel.launch import launch
 
     out = io.StringIO()
     env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHONPATH": ROOT}

@@ -24,10 +24,13 @@ own in ``add_arguments`` and may change the common defaults with a ``DEFAULTS`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import math
 import os
+import signal
 import sys
+import threading
 
 from jaxrnn.tasks import DEFAULT_TASK, DEMOS, TASKS
 
@@ -149,7 +152,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                         "all devices; see jaxrnn.parallel)")
     g.add_argument("--num-processes", type=processes_or_auto, metavar="N|auto",
                    help="train as one of N processes (with --process-id, --coordinator; "
-                        "auto: detected on SLURM / TPU pods); see jaxrnn.distributed")
+                        "auto: detected on SLURM / TPU pods); see jaxrnn.parallel")
     g.add_argument("--process-id", type=non_negative_int, metavar="I",
                    help="this process's index, 0 .. N-1")
     g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address and a port")
@@ -191,12 +194,11 @@ def _selected_task(argv: list[str]) -> str:
     pre.add_argument("--model", default=None)
     known, _ = pre.parse_known_args(argv)
     if known.task is None and known.model is not None:
-        import json
+        from jaxrnn.io import model_dir
 
         try:
-            with open(os.path.join(known.model, "preprocessing.json"), encoding="utf-8") as f:
-                saved = json.load(f).get("task")
-        except (OSError, ValueError, AttributeError):
+            saved = (model_dir.read_header(known.model).get("preprocessing") or {}).get("task")
+        except (OSError, ValueError, TypeError):
             saved = None
         if saved in TASKS:
             return saved
@@ -258,11 +260,152 @@ def _finish_args(args) -> None:
         args.model = os.path.join(args.out, "model")
 
 
+@contextlib.contextmanager
+def _interrupts():
+    """Ctrl-C while a command runs: a KeyboardInterrupt as usual (``fit`` checkpoints the
+    batches done and says to continue with ``--resume``), also remembered in
+    ``epochs.INTERRUPT``, so that one dropped by a garbage-collection callback still stops
+    the run and the exit status is still 130."""
+    from jaxrnn.train import epochs
+
+    epochs.INTERRUPT.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield epochs.INTERRUPT
+        return
+
+    def on_sigint(signum, frame):
+        epochs.INTERRUPT.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    hint, epochs.RESUME_HINT = epochs.RESUME_HINT, "--resume (the same command)"
+    try:
+        yield epochs.INTERRUPT
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        epochs.RESUME_HINT = hint
+
+
+def _checkpoint_fingerprint(directory: str | None):
+    """32 bytes identifying the newest checkpoint file in ``directory`` (zeros when none)."""
+    import numpy as np
+
+    from jaxrnn.io import latest_checkpoint
+    from jaxrnn.io.digest import sha256_file
+
+    path = latest_checkpoint(directory) if directory else None
+    if path is None:
+        return np.zeros(32, np.uint8)
+    return np.frombuffer(bytes.fromhex(sha256_file(path)), np.uint8).copy()
+
+
+@contextlib.contextmanager
+def _processes(args):
+    """``--num-processes / --process-id / --coordinator`` (or the ``JAXRNN_*`` variables of
+    ``python -m jaxrnn.launch``; ``--num-processes auto``: JAX's detection on SLURM / TPU pods)
+    and ``--data-parallel`` -> ``args.data_parallel``, the mesh (or None) the task compiles its
+    steps over.
+
+    Every process runs the whole task on the same data; only process 0 prints, plots and writes:
+    the others print nothing, have no progress bar and write ``--out``, ``--model`` and
+    ``--checkpoint-dir`` into a private scratch directory removed at the end (with ``--resume``
+    it starts as a copy of the shared checkpoint directory, which every process must see:
+    checked before training).
+    """
+    import shutil
+    import tempfile
+
+    from jaxrnn import parallel
+
+    n = getattr(args, "num_processes", None)
+    given = (None if n == "auto" else n, getattr(args, "process_id", None),
+             getattr(args, "coordinator", None))
+    if any(v is not None for v in given) and not all(v is not None for v in given):
+        raise ValueError(
+            "--num-processes, --process-id, --coordinator: give all three (or launch with "
+            "python -m jaxrnn.launch -n N -- jaxrnn ...), got "
+            f"--num-processes {n} --process-id {given[1]} --coordinator {given[2]}")
+    if given[2] is not None:
+        parallel.runtime.check_address(given[2], "--coordinator")
+    if all(v is None for v in given):
+        given = (None, None, None)
+    if not parallel.initialize(num_processes=given[0], process_id=given[1],
+                               coordinator=given[2], auto_detect=n == "auto"):
+        dp = getattr(args, "data_parallel", None)
+        args.data_parallel = parallel.resolve_mesh(None if dp is None else (dp or True))
+        yield
+        return
+    args.data_parallel = parallel.make_mesh()
+    rank = parallel.process_index()
+    if rank == 0:
+        print(f"distributed: {parallel.process_count()} processes, "
+              f"{args.data_parallel.devices.size} devices (global batch "
+              f"{getattr(args, 'batch_size', '?')} split over them)", flush=True)
+    resume = getattr(args, "resume", False)
+    if resume and not parallel.same_on_every_process(
+            _checkpoint_fingerprint(getattr(args, "checkpoint_dir", None))):
+        raise ValueError(
+            f"--resume: process {rank} sees a different checkpoint in {args.checkpoint_dir!r} "
+            f"than process 0 (a resumed multi-process run needs the same checkpoint directory "
+            f"on every host, e.g. a shared file system)")
+    scratch = stdout = None
+    try:
+        if rank != 0:
+            scratch = tempfile.mkdtemp(prefix=f"jaxrnn-rank{rank}-")
+            shared_checkpoints = getattr(args, "checkpoint_dir", None)
+            args.out = os.path.join(scratch, "out")
+            args.model = os.path.join(scratch, "model")
+            args.checkpoint_dir = os.path.join(scratch, "checkpoints")
+            if shared_checkpoints and resume and os.path.isdir(shared_checkpoints):
+                shutil.copytree(shared_checkpoints, args.checkpoint_dir)
+            args.progress = False
+            stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115 -- closed below
+        yield
+    except BaseException as e:
+        parallel.mark_failed(130 if isinstance(e, KeyboardInterrupt) else 1)
+        raise
+    finally:
+        if stdout is not None:
+            sys.stdout.close()
+            sys.stdout = stdout
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``jaxrnn`` console script; returns the exit status."""
+    """Entry point of the ``jaxrnn`` console script; returns the exit status.
+
+    Called with ``argv=None`` (the console script, ``python -m jaxrnn``), an interrupted run
+    leaves with ``os._exit(130)`` once its output is flushed: the checkpoint is written by
+    then, and interpreter teardown with XLA's threads cut off mid-work crashed (SIGSEGV) in
+    about one interrupted run in three."""
+    try:
+        with _interrupts() as interrupted:
+            status = _run(list(sys.argv[1:] if argv is None else argv))
+            if interrupted.is_set() and status == 0:
+                raise KeyboardInterrupt  # dropped by a gc callback; the run ended regardless
+    except KeyboardInterrupt:
+        # fit has saved a checkpoint of the batches done; --resume continues from it.
+        print(" ".join(filter(None, ["jaxrnn", _COMMAND[0]])) + ": interrupted",
+              file=sys.stderr)
+        status = 130
+    if status == 130 and argv is None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(130)
+    return status
+
+
+_COMMAND = [None]  # the command being run, for the interrupt message
+
+
+def _run(argv: list[str]) -> int:
     from jaxrnn.data.deps import MissingDependencyError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    _COMMAND[0] = argv[0] if argv and argv[0] in (*TASK_COMMANDS, "demo") else None
     task = _selected_task(argv[1:]) if argv and argv[0] in TASK_COMMANDS else None
     args = build_parser(task).parse_args(argv)
     if args.command == "demo":
@@ -278,21 +421,13 @@ def main(argv: list[str] | None = None) -> int:
               f"tasks that do: {', '.join(supported) or 'none'}", file=sys.stderr)
         return 2
     if getattr(args, "seeds", None) is not None and args.command == "train":
-        from jaxrnn.train.ensemble import run_cli as fn
-    from jaxrnn.distributed import cli_session
-    from jaxrnn.parallel import use_data_parallel
-
-    dp = None if args.data_parallel is None else (args.data_parallel or True)
+        from jaxrnn.tasks.ensemble import run_cli as fn
     try:
-        with cli_session(args) as mesh, use_data_parallel(dp if mesh is None else mesh):
+        with _processes(args):
             fn(args)
     except MissingDependencyError as e:
         print(f"jaxrnn {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        # fit has saved a checkpoint of the batches done; --resume continues from it.
-        print(f"jaxrnn {args.command}: interrupted", file=sys.stderr)
-        return 130
     except (ValueError, TypeError, FileNotFoundError) as e:
         if os.environ.get("JAXRNN_DEBUG"):
             raise

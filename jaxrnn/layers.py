@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn.cells.base import Array, Cell, check_positive_int
-from jaxrnn.scan import last_valid, run
+from jaxrnn.engine import last_valid, run
 
 
 class Layer(NamedTuple):

@@ -21,29 +21,18 @@ As in Keras, a recurrent layer returns each sequence's last valid output unless
 ``return_sequences=True``; a bidirectional one merges the forward direction's last valid output
 with the backward direction's output at step 0. Sequence outputs are zero at padded steps.
 
-Saved model directory (written to a temporary directory beside it, then renamed into place, so
-a failed save leaves the previous model at that path as it was):
-
-* ``model.json``: format, the architecture config (:attr:`Model.config`, or a registered
-  architecture's name and config: :func:`architecture`), the input size, a SHA-256 of the
-  weights (every leaf's dtype, shape and bytes; Orbax itself checks no content);
-* ``weights/``: the params' leaves in order, saved synchronously by Orbax
-  (``StandardCheckpointHandler``: exact float bits in their dtype) and restored into the
-  structure rebuilt from the config, so loading needs no code from the program that trained it.
-  Directories of older versions hold ``weights.msgpack`` (``flax.serialization``) instead;
-  :func:`load_model` still reads them;
-* ``preprocessing.json`` and ``metrics.json``: whatever JSON the caller gives (a vocabulary,
-  a scaler, the held-out metrics).
+:func:`save_model` writes a model directory (:mod:`jaxrnn.io.model_dir`: ``model.json`` with
+the architecture config (:attr:`Model.config`, or a registered architecture's name and config:
+:func:`architecture`), the input size, the caller's preprocessing and metrics, and the weights'
+table; the weights themselves written by Orbax in a versioned subdirectory). :func:`load_model`
+rebuilds the model from the config alone, so loading needs no code from the program that
+trained it, and sees one save whole even while another process saves.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -52,6 +41,8 @@ import jax.numpy as jnp
 
 from jaxrnn.cells import registry
 from jaxrnn.cells.base import _ACTIVATIONS, check_key, check_positive_int
+from jaxrnn.engine import sequence_mask
+from jaxrnn.io import model_dir
 from jaxrnn.layers import (
     Layer,
     bidirectional,
@@ -61,20 +52,10 @@ from jaxrnn.layers import (
     recurrent,
     stacked,
 )
-from jaxrnn.scan import sequence_mask
+from jaxrnn.train.models import Model
 
-FORMAT = "jaxrnn.model/1"
-_CONFIG_FILE, _WEIGHTS_FILE, _WEIGHTS_DIR = "model.json", "weights.msgpack", "weights"
-_PREPROCESSING_FILE, _METRICS_FILE = "preprocessing.json", "metrics.json"
-
-
-def _json_able(value, argname: str):
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{argname}: expected JSON-able values (str, numbers, bools, lists, "
-                        f"dicts; dtypes by name, e.g. 'bfloat16'), got {value!r} ({e})") from None
-    return value
+FORMAT = "jaxrnn.model/1"  # of a model's config (the directory's format: jaxrnn.io.model_dir)
+_json_able = model_dir.json_able  # one check and message for every JSON-able argument
 
 
 def _check_bool(value, argname):
@@ -142,26 +123,26 @@ class RNN:
         )
 
 
-def _shortcut(cell_name: str, doc: str):
+def _shortcut(cell_name: str, class_name: str):
     def make(units: int, *, return_sequences: bool = False, reverse: bool = False,
              input_dropout: float = 0.0, recurrent_dropout: float = 0.0, unroll: int = 1,
              **cell_options) -> RNN:
         return RNN(cell_name, units, return_sequences, reverse, input_dropout,
                    recurrent_dropout, unroll, cell_options)
 
-    make.__name__ = make.__qualname__ = doc
+    make.__name__ = make.__qualname__ = class_name
     make.__doc__ = (f"``RNN({cell_name!r}, units, ...)``: {registry.get(cell_name).doc}; "
                     f"other keywords go to the cell's factory.")
     return make
 
 
-LSTM = _shortcut("lstm", "LSTM")
-GRU = _shortcut("gru", "GRU")
-SimpleRNN = _shortcut("elman", "SimpleRNN")
-Jordan = _shortcut("jordan", "Jordan")
-FullyRecurrent = _shortcut("fully_recurrent", "FullyRecurrent")
-MinGRU = _shortcut("min_gru", "MinGRU")
-MinLSTM = _shortcut("min_lstm", "MinLSTM")
+# ``LSTM(64)`` is ``RNN("lstm", 64)``: one shortcut per registered cell that the builder can
+# make from a width (``LSTM``, ``GRU``, ``Elman``, ``Jordan``, ``MinGRU``, ...), generated from
+# the registry; ``SimpleRNN`` is Keras' name for the Elman net.
+SHORTCUTS = {e.class_name: _shortcut(e.name, e.class_name) for e in registry.REGISTRY.values()
+             if e.class_name and e.cli and e.inputs == "features"}
+SHORTCUTS["SimpleRNN"] = _shortcut("elman", "SimpleRNN")
+globals().update(SHORTCUTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,8 +200,100 @@ class Dense:
         return dense(self.units, activation=act)
 
 
-_SPECS = {cls.__name__: cls for cls in (Embedding, RNN, Bidirectional, Dropout, Dense)}
-LayerSpec = Embedding | RNN | Bidirectional | Dropout | Dense
+_NORMALIZATION_EPSILON = 1e-7  # Keras' backend.epsilon(): the smallest standard deviation
+
+
+def _floats(values, argname: str) -> tuple[float, ...]:
+    import numpy as np
+
+    try:
+        arr = np.asarray(values, np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{argname}: expected a list of numbers, got {values!r}") from None
+    if arr.ndim != 1 or not arr.size or not np.isfinite(arr).all():
+        raise ValueError(f"{argname}: expected a non-empty list of finite numbers (one per "
+                         f"feature), got {values!r}")
+    # stored as the float32 values the model computes with, so a saved config is exact
+    return tuple(float(v) for v in arr.astype(np.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """``(x - mean) / max(sqrt(variance), 1e-7)`` per feature, as Keras' ``Normalization``:
+    the statistics are part of the model (its config, saved and loaded with it; never
+    trained), so the scaler cannot be lost or applied twice. Make one from training data with
+    :meth:`adapt`; it reads ``(B, T, F)`` features (not ids)."""
+
+    mean: tuple[float, ...] | None = None
+    variance: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        if (self.mean is None) != (self.variance is None):
+            raise ValueError("mean, variance: give both or neither (adapt() computes them)")
+        if self.mean is not None:
+            mean, var = _floats(self.mean, "mean"), _floats(self.variance, "variance")
+            if len(mean) != len(var):
+                raise ValueError(f"mean, variance: expected one of each per feature, got "
+                                 f"{len(mean)} and {len(var)}")
+            if min(var) < 0:
+                raise ValueError(f"variance: expected values >= 0, got {min(var)}")
+            object.__setattr__(self, "mean", mean)
+            object.__setattr__(self, "variance", var)
+
+    def adapt(self, x, lengths=None) -> Normalization:
+        """A Normalization with the mean and (population) variance of each feature of ``x``
+        over every valid step: ``x`` an array ``(N, T, F)`` (``lengths (N,)``: valid steps at
+        the start) or a list of ``(T_i, F)`` sequences."""
+        import numpy as np
+
+        if isinstance(x, (list, tuple)):
+            rows = [np.asarray(s, np.float64) for s in x]
+            if not rows or any(r.ndim != 2 for r in rows):
+                raise ValueError("x: expected a non-empty list of (T_i, F) sequences")
+            steps = np.concatenate(rows, axis=0)
+        else:
+            arr = np.asarray(x, np.float64)
+            if arr.ndim != 3:
+                raise ValueError(f"x: expected (N, T, F) features, got shape {arr.shape}")
+            if lengths is None:
+                steps = arr.reshape(-1, arr.shape[-1])
+            else:
+                lengths = np.asarray(lengths)
+                if lengths.shape != arr.shape[:1]:
+                    raise ValueError(f"lengths: expected shape {arr.shape[:1]}, got "
+                                     f"{lengths.shape}")
+                steps = arr[np.arange(arr.shape[1])[None, :] < lengths[:, None]]
+        if not len(steps) or not np.isfinite(steps).all():
+            raise ValueError("x: expected at least one step of finite values to adapt to")
+        return Normalization(tuple(steps.mean(0)), tuple(steps.var(0)))
+
+    def build(self) -> Layer:
+        if self.mean is None:
+            raise ValueError("Normalization: not adapted; use Normalization().adapt(x_train) "
+                             "(or give mean and variance)")
+        mean = jnp.asarray(self.mean, jnp.float32)
+        scale = jnp.maximum(jnp.sqrt(jnp.asarray(self.variance, jnp.float32)),
+                            _NORMALIZATION_EPSILON)
+        size = len(self.mean)
+
+        def init(key, input_size=None):
+            if input_size is not None and input_size != size:
+                raise ValueError(f"input_size: Normalization was adapted to {size} features, "
+                                 f"got {input_size}")
+            return ()
+
+        def apply(params, x, *, lengths=None, key=None, deterministic=True):
+            if not jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating):
+                raise ValueError(f"x: Normalization reads float features, got "
+                                 f"{jnp.asarray(x).dtype}")
+            return ((x - mean) / scale).astype(x.dtype)
+
+        return Layer(init, apply, None)
+
+
+_SPECS = {cls.__name__: cls for cls in (Normalization, Embedding, RNN, Bidirectional, Dropout,
+                                        Dense)}
+LayerSpec = Normalization | Embedding | RNN | Bidirectional | Dropout | Dense
 
 
 def _spec_config(spec) -> dict:
@@ -247,40 +320,6 @@ def _spec_from_config(item, where: str):
 
 # --------------------------------------------------------------------------- the model
 
-class Model(NamedTuple):
-    """A built model.
-
-    Attributes:
-      init: ``init(key, input_size_or_shape) -> params``: the feature size ``F`` (or an input
-        shape ending with it, e.g. ``(T, F)``); ignored (``None`` is fine) after an Embedding.
-      apply: ``apply(params, x, *, lengths=None, key=None, deterministic=True) -> outputs``:
-        ``x (B, T, F)`` features or ``(B, T)`` ids; ``lengths (B,)`` valid steps at the start;
-        a key for dropout when ``deterministic=False``. Outputs are ``(B, T, O)`` (zero at
-        padded steps) or ``(B, O)`` when the model summarises.
-      config: the architecture as a JSON-able dict (:func:`from_config` rebuilds it).
-      layer: the underlying :func:`jaxrnn.stacked` layer.
-      specs: the layer specs.
-    """
-
-    init: Any
-    apply: Any
-    config: dict
-    layer: Layer
-    specs: tuple
-
-    @property
-    def takes_ids(self) -> bool:
-        return isinstance(self.specs[0], Embedding)
-
-    @property
-    def output_size(self) -> int | None:
-        return self.layer.output_size
-
-    @property
-    def returns_sequences(self) -> bool:
-        return not self.layer.summarises
-
-
 def sequential(layers: Sequence[LayerSpec]) -> Model:
     """Compose layer specs in order into a :class:`Model` (see the module docstring)."""
     if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers:
@@ -292,6 +331,11 @@ def sequential(layers: Sequence[LayerSpec]) -> Model:
                             f"shortcut such as LSTM), got {type(s).__name__}")
         if isinstance(s, Embedding) and i > 0:
             raise ValueError(f"layers[{i}]: an Embedding must be the first layer")
+        if isinstance(s, Normalization):
+            if i > 0:
+                raise ValueError(f"layers[{i}]: a Normalization must be the first layer (it "
+                                 f"scales the input features)")
+            s.build()  # refuses an un-adapted one now, not at init
     summarised_at = None
     for i, s in enumerate(specs):
         recurrent_spec = isinstance(s, (RNN, Bidirectional))
@@ -307,12 +351,12 @@ def sequential(layers: Sequence[LayerSpec]) -> Model:
     config = {"format": FORMAT, "layers": [_spec_config(s) for s in specs]}
     takes_ids = isinstance(specs[0], Embedding)
 
-    def init(key, input_size_or_shape=None):
+    def init(key, input_spec=None):
         if not takes_ids:
-            size = input_size_or_shape
+            size = input_spec
             if isinstance(size, (tuple, list)):
                 size = size[-1] if size else None
-            input_size = check_positive_int(size, "input_size_or_shape")
+            input_size = check_positive_int(size, "input_spec")
         else:
             input_size = None
         return layer.init(check_key(key), input_size)
@@ -329,10 +373,11 @@ def sequential(layers: Sequence[LayerSpec]) -> Model:
             ys = jnp.where(sequence_mask(lengths, x.shape[1])[..., None], ys, 0).astype(ys.dtype)
         return ys
 
-    return Model(init, apply, json.loads(json.dumps(config)), layer, specs)
+    return Model(init, apply, json.loads(json.dumps(config)), layer, specs,
+                 takes_ids=takes_ids, preprocessing={})
 
 
-def from_config(config: Mapping) -> Model | ArchitectureModel:
+def from_config(config: Mapping) -> Model:
     """The :class:`Model` described by ``config`` (:attr:`Model.config`, e.g. read from JSON)."""
     if not isinstance(config, Mapping):
         raise TypeError(f"config: expected a dict, got {type(config).__name__}")
@@ -359,7 +404,7 @@ _ARCHITECTURES: set[str] = {
 
 def register_architecture(name: str) -> str:
     """Allow :func:`load_model` to rebuild models named ``"package.module:function"``;
-    ``function(config) -> object with init(key) and apply`` must be importable in the loading
+    ``function(config) -> jaxrnn.models.Model`` must be importable in the loading
     process. Returns ``name``."""
     if not isinstance(name, str) or name.count(":") != 1 or not all(name.split(":")):
         raise ValueError(f"name: expected 'package.module:function', got {name!r}")
@@ -367,30 +412,14 @@ def register_architecture(name: str) -> str:
     return name
 
 
-class ArchitectureModel(NamedTuple):
-    """A model built by a registered architecture (a network :func:`sequential` cannot
-    express: an encoder-decoder, a ConvLSTM, ...).
-
-    Attributes:
-      init: ``init(key, input_size_or_shape=None) -> params`` (the size is ignored: the
-        architecture's config fixes every shape).
-      apply: the built network's ``apply`` (its own signature).
-      config: ``{"format", "architecture": name, "config": {...}}`` (:func:`from_config`).
-      built: what the builder returned (task-specific functions: decoding, sampling, ...).
-    """
-
-    init: Any
-    apply: Any
-    config: dict
-    built: Any
-
-    takes_ids = None  # unknown: the architecture decides
-
-
-def architecture(name: str, config: Mapping) -> ArchitectureModel:
+def architecture(name: str, config: Mapping) -> Model:
     """The model the registered builder ``name`` makes of ``config`` (a JSON-able dict)."""
     import importlib
 
+    if not isinstance(name, str):
+        raise ValueError(f"architecture: expected the name of a registered builder, a string "
+                         f"'package.module:function' (one of {sorted(_ARCHITECTURES)}), got "
+                         f"{type(name).__name__} {name!r:.80}")
     if name not in _ARCHITECTURES:
         raise ValueError(f"architecture: {name!r} is not a registered architecture (one of "
                          f"{sorted(_ARCHITECTURES)}; jaxrnn.models.register_architecture adds "
@@ -404,23 +433,27 @@ def architecture(name: str, config: Mapping) -> ArchitectureModel:
     if not callable(builder):
         raise ValueError(f"architecture: {module} has no function {attr!r}")
     built = builder(config)
-    if not (callable(getattr(built, "init", None)) and callable(getattr(built, "apply", None))):
-        raise TypeError(f"architecture: {name} returned {type(built).__name__}, expected an "
-                        f"object with init(key) and apply")
+    if not isinstance(built, Model):
+        raise TypeError(f"architecture: {name} returned {type(built).__name__}, expected a "
+                        f"jaxrnn.models.Model")
 
-    def init(key, input_size_or_shape=None):
-        return built.init(check_key(key))
+    def init(key, input_spec=None):
+        return built.init(check_key(key), input_spec)
 
-    return ArchitectureModel(init, built.apply,
-                             {"format": FORMAT, "architecture": name, "config": config}, built)
+    return built._replace(init=init, config={"format": FORMAT, "architecture": name,
+                                             "config": config},
+                          built=built if built.built is None else built.built,
+                          preprocessing={})
 
 
 def input_size_of(model: Model, params) -> int | None:
     """The feature size ``F`` the params were initialised for (None for a model of ids or of
     a registered architecture)."""
-    if isinstance(model, ArchitectureModel) or model.takes_ids:
+    if not model.specs or model.takes_ids:
         return None
     for spec, p in zip(model.specs, params, strict=True):
+        if isinstance(spec, Normalization):
+            return len(spec.mean)
         if isinstance(spec, RNN):
             return int(spec.make_cell().input_size(p))
         if isinstance(spec, Bidirectional):
@@ -433,16 +466,10 @@ def input_size_of(model: Model, params) -> int | None:
 # --------------------------------------------------------------------------- save and load
 
 class SavedModel(NamedTuple):
-    model: Model | ArchitectureModel
+    model: Model
     params: Any
     preprocessing: dict | None
     metrics: dict | None
-
-
-def _check_directory(directory) -> str:
-    if not isinstance(directory, (str, os.PathLike)) or not os.fspath(directory):
-        raise TypeError(f"directory: expected a path (str or os.PathLike), got {directory!r}")
-    return os.path.abspath(os.fspath(directory))
 
 
 def _check_params(model: Model, params, input_size):
@@ -460,246 +487,42 @@ def _check_params(model: Model, params, input_size):
     return template
 
 
-def _leaf_arrays(params) -> dict:
-    import numpy as np
-
-    return {f"a{i}": np.asarray(leaf)
-            for i, leaf in enumerate(jax.tree_util.tree_leaves(jax.device_get(params)))}
-
-
-def _digest(arrays: dict) -> str:
-    """SHA-256 over every leaf's name, dtype, shape and bytes, in leaf order."""
-    import numpy as np
-
-    h = hashlib.sha256()
-    for name in sorted(arrays, key=lambda n: int(n[1:])):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}:{a.dtype.str}:{a.dtype.name}:{a.shape};".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def _orbax_checkpointer():
-    # Synchronous (no background thread outlives the save) and imported only when needed:
-    # Orbax takes seconds to import.
-    import orbax.checkpoint as ocp
-
-    return ocp, ocp.Checkpointer(ocp.StandardCheckpointHandler())
-
-
-def _save_weights(path: str, arrays: dict) -> None:
-    """Write the leaves to the new directory ``path`` with Orbax."""
-    ocp, ckptr = _orbax_checkpointer()
-    try:
-        ckptr.save(path, args=ocp.args.StandardSave(arrays))
-    finally:
-        ckptr.close()
-
-
-def _restore_weights(path: str) -> dict:
-    import numpy as np
-
-    ocp, ckptr = _orbax_checkpointer()
-    try:
-        restored = ckptr.restore(path, args=ocp.args.StandardRestore())
-    finally:
-        ckptr.close()
-    return {str(k): np.asarray(v) for k, v in dict(restored).items()}
-
-
-def _file_digests(root: str) -> dict:
-    """SHA-256 of every file under ``root``, by its path relative to ``root``."""
-    out = {}
-    for d, _, files in os.walk(root):
-        for f in files:
-            full = os.path.join(d, f)
-            h = hashlib.sha256()
-            with open(full, "rb") as fh:
-                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                    h.update(block)
-            out[os.path.relpath(full, root)] = h.hexdigest()
-    return dict(sorted(out.items()))
-
-
-def _write(path: str, data: bytes):
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def save_model(directory, model: Model, params, *, preprocessing: dict | None = None,
                metrics: dict | None = None) -> str:
     """Save ``model`` (architecture), ``params`` and the caller's ``preprocessing`` and
-    ``metrics`` dicts to ``directory`` atomically; returns the directory's absolute path.
+    ``metrics`` dicts to the model directory ``directory`` (:mod:`jaxrnn.io.model_dir`:
+    versioned, committed by one atomic rename, readable while it is saved, movable); returns
+    its absolute path. Only process 0 of a multi-process run writes.
 
     An existing directory is replaced only if it holds a saved model (``model.json``); a save
     that fails leaves it as it was.
     """
-    target = _check_directory(directory)
-    if not isinstance(model, (Model, ArchitectureModel)):
+    model_dir.check_path(directory)
+    if not isinstance(model, Model):
         raise TypeError(f"model: expected a jaxrnn.models.Model (from sequential, "
                         f"architecture or from_config), got {type(model).__name__}")
-    for argname, value in (("preprocessing", preprocessing), ("metrics", metrics)):
-        if value is not None:
-            if not isinstance(value, Mapping):
-                raise TypeError(f"{argname}: expected a dict or None, got "
-                                f"{type(value).__name__}")
-            _json_able(dict(value), argname)
     input_size = input_size_of(model, params)
     _check_params(model, params, input_size)
-    if os.path.exists(target) and not (
-        os.path.isdir(target)
-        and (os.path.isfile(os.path.join(target, _CONFIG_FILE)) or not os.listdir(target))
-    ):
-        raise ValueError(f"directory: {target!r} exists and is not a saved model (no "
-                         f"{_CONFIG_FILE}); refusing to replace it")
-
-    arrays = _leaf_arrays(params)
-    header = {
-        "format": FORMAT,
-        "config": model.config,
-        "input_size": input_size,
-        "weights": _WEIGHTS_DIR,
-        "weights_sha256": _digest(arrays),
-    }
-    parent, name = os.path.split(target)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
-    try:
-        _save_weights(os.path.join(tmp, _WEIGHTS_DIR), arrays)
-        # Every file Orbax wrote, checked before Orbax reads them back: a damaged file then
-        # never reaches TensorStore, whose failed reads can finish after Orbax's event loop
-        # has closed (an error raised later, in whatever code runs then).
-        header["weights_files"] = _file_digests(os.path.join(tmp, _WEIGHTS_DIR))
-        for fname, value in ((_PREPROCESSING_FILE, preprocessing), (_METRICS_FILE, metrics)):
-            if value is not None:
-                _write(os.path.join(tmp, fname), json.dumps(dict(value), indent=1).encode())
-        # written last: a directory with model.json is complete
-        _write(os.path.join(tmp, _CONFIG_FILE), json.dumps(header, indent=1).encode())
-        if os.path.exists(target):
-            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
-            os.rename(target, os.path.join(old, name))
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
-
-
-def _read_json(directory: str, fname: str, required: bool):
-    path = os.path.join(directory, fname)
-    if not os.path.isfile(path):
-        if required:
-            raise FileNotFoundError(f"directory: {directory!r} has no {fname}; not a jaxrnn "
-                                    f"saved model (jaxrnn.models.save_model writes one)")
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"directory: {fname} in {directory!r} is corrupt ({e})") from None
-
-
-def _load_orbax_weights(source: str, header: dict, template):
-    import numpy as np
-
-    wpath = os.path.join(source, _WEIGHTS_DIR)
-    if not os.path.isdir(wpath):
-        raise FileNotFoundError(f"directory: {source!r} has no {_WEIGHTS_DIR}/ (the weights)")
-    files = header.get("weights_files")  # absent in saves made before it was recorded
-    if files is not None:
-        found = _file_digests(wpath)
-        for rel, digest in files.items():
-            if found.get(rel) != digest:
-                why = ("is missing" if rel not in found
-                       else f"differs from its SHA-256 in {_CONFIG_FILE}")
-                raise ValueError(f"directory: {_WEIGHTS_DIR}/ in {source!r} is corrupt (its file "
-                                 f"{rel} {why})")
-    try:
-        arrays = _restore_weights(wpath)
-    except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many kinds when damaged
-        raise ValueError(f"directory: {_WEIGHTS_DIR}/ in {source!r} is corrupt or incomplete "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                         ) from None
-    if _digest(arrays) != header.get("weights_sha256"):
-        raise ValueError(f"directory: {_WEIGHTS_DIR}/ in {source!r} is corrupt (its SHA-256 "
-                         f"differs from the one in {_CONFIG_FILE})")
-    leaves = jax.tree_util.tree_leaves(template)
-    if len(arrays) != len(leaves):
-        raise ValueError(f"directory: {_WEIGHTS_DIR}/ in {source!r} holds {len(arrays)} arrays "
-                         f"where the saved architecture has {len(leaves)}")
-    out = []
-    for i, t in enumerate(leaves):
-        v = arrays[f"a{i}"]
-        if v.shape != t.shape or np.dtype(v.dtype) != np.dtype(t.dtype):
-            raise ValueError(f"directory: {_WEIGHTS_DIR}/ in {source!r} holds a leaf "
-                             f"{v.dtype}{list(v.shape)} where the architecture has "
-                             f"{t.dtype}{list(t.shape)}")
-        out.append(jnp.asarray(v))
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), out)
-
-
-def _load_msgpack_weights(source: str, header: dict, template):
-    """The weights of a directory an older version saved (``weights.msgpack``)."""
-    from flax import serialization
-
-    wpath = os.path.join(source, _WEIGHTS_FILE)
-    if not os.path.isfile(wpath):
-        raise FileNotFoundError(f"directory: {source!r} has no {_WEIGHTS_DIR}/ or "
-                                f"{_WEIGHTS_FILE} (the weights)")
-    with open(wpath, "rb") as f:
-        weights = f.read()
-    if hashlib.sha256(weights).hexdigest() != header.get("weights_sha256"):
-        raise ValueError(f"directory: {_WEIGHTS_FILE} in {source!r} is corrupt (its SHA-256 "
-                         f"differs from the one in {_CONFIG_FILE})")
-    try:
-        state = serialization.msgpack_restore(weights)
-        restored = serialization.from_state_dict(template, state)
-    except Exception as e:  # noqa: BLE001 - any decoding failure is a corrupt file
-        raise ValueError(f"directory: {_WEIGHTS_FILE} in {source!r} does not match the saved "
-                         f"architecture ({type(e).__name__}: {e})") from None
-    leaves = jax.tree_util.tree_leaves(template)
-    params = jax.tree_util.tree_unflatten(
-        jax.tree_util.tree_structure(template),
-        [jnp.asarray(v, t.dtype) for v, t in zip(jax.tree_util.tree_leaves(restored), leaves,
-                                                 strict=True)],
-    )
-    for v, t in zip(jax.tree_util.tree_leaves(params), leaves, strict=True):
-        if v.shape != t.shape:
-            raise ValueError(f"directory: {_WEIGHTS_FILE} in {source!r} holds a leaf of shape "
-                             f"{v.shape} where the architecture has {t.shape}")
-    return params
+    return model_dir.save(directory, config=model.config, input_size=input_size,
+                          arrays=model_dir.leaf_arrays(params), preprocessing=preprocessing,
+                          metrics=metrics)
 
 
 def load_model(directory) -> SavedModel:
     """The model, params, preprocessing and metrics saved by :func:`save_model` in
-    ``directory``; rebuilt from the saved config alone."""
-    source = _check_directory(directory)
-    if not os.path.isdir(source):
-        raise FileNotFoundError(f"directory: no saved model at {source!r} "
-                                f"({'not a directory' if os.path.exists(source) else 'missing'})")
-    header = _read_json(source, _CONFIG_FILE, required=True)
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        got = header.get("format") if isinstance(header, dict) else header
-        raise ValueError(f"directory: {_CONFIG_FILE} in {source!r} is not format {FORMAT!r} "
-                         f"(got {got!r})")
-    model = from_config(header.get("config"))
-    template = jax.eval_shape(lambda: model.init(jax.random.key(0), header.get("input_size")))
-    if header.get("weights") == _WEIGHTS_DIR:
-        params = _load_orbax_weights(source, header, template)
-    else:
-        params = _load_msgpack_weights(source, header, template)
-    return SavedModel(model, params, _read_json(source, _PREPROCESSING_FILE, False),
-                      _read_json(source, _METRICS_FILE, False))
+    ``directory``, all of one save; rebuilt from the saved config alone."""
+    saved = model_dir.load(directory)
+    try:
+        model = from_config(saved.config)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"directory: model.json in {saved.directory!r}: {e}") from None
+    template = jax.eval_shape(lambda: model.init(jax.random.key(0), saved.input_size))
+    params = model_dir.unflatten(saved.arrays, template, saved.directory)
+    return SavedModel(model, params, saved.preprocessing, saved.metrics)
 
 
 __all__ = [
     "Model", "SavedModel", "sequential", "from_config", "save_model", "load_model",
-    "input_size_of", "Embedding", "RNN", "LSTM", "GRU", "SimpleRNN", "Jordan", "FullyRecurrent",
-    "MinGRU", "MinLSTM", "Bidirectional", "Dropout", "Dense", "FORMAT", "ArchitectureModel",
-    "architecture", "register_architecture",
+    "input_size_of", "Embedding", "RNN", *SHORTCUTS, "Bidirectional", "Dropout", "Dense",
+    "Normalization", "FORMAT", "architecture", "register_architecture",
 ]

@@ -5,7 +5,7 @@
         [--checkpoint-dir DIR] [--save-at S] [--resume]
 
 Trains a small LSTM classifier on fixed synthetic data, every process building the same global
-batches (seeded NumPy) and feeding only its own rows with ``jaxrnn.distributed.global_batch``.
+batches (seeded NumPy) and feeding only its own rows with ``jaxrnn.parallel.shard_batch``.
 Each process writes ``OUT_DIR/rank{i}.npz``: the loss of every step and the final parameters.
 """
 
@@ -77,17 +77,17 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true")
     args = p.parse_args(argv)
 
-    import jaxrnn.distributed as dist
+    from jaxrnn import parallel
 
-    dist.initialize()  # from the JAXRNN_* variables set by jaxrnn.launch
+    parallel.initialize()  # from the JAXRNN_* variables set by jaxrnn.launch
     import jax
 
     rank = jax.process_index()
-    mesh = dist.global_mesh()
+    mesh = parallel.make_mesh()
     state, step = setup(mesh)
     first = 0
     if args.resume:
-        from jaxrnn.train.sharded_checkpoint import restore_state
+        from jaxrnn.io.sharded_store import restore_state
 
         state = restore_state(args.checkpoint_dir, state, mesh=mesh)
         first = int(state.step)
@@ -99,26 +99,26 @@ def main(argv=None) -> int:
             if args.fail_how == "exit":
                 os._exit(3)
             raise RuntimeError(f"deliberate failure in rank {rank} at step {s}")
-        part = dist.local_shard(batch, mesh)  # only this process's rows ...
-        state, logs = step(state, dist.global_batch(part, mesh))  # ... assembled globally
+        part = parallel.local_shard(batch, mesh)  # only this process's rows ...
+        state, logs = step(state, parallel.shard_batch(part, mesh))  # ... assembled globally
         losses.append(float(logs["loss"]))
         if args.save_at is not None and int(state.step) == args.save_at:
-            from jaxrnn.train.sharded_checkpoint import save_state
+            from jaxrnn.io.sharded_store import save_state
 
             save_state(args.checkpoint_dir, state)
-    # jaxrnn.parallel.shard_batch (each process passes its part) builds the same global array.
-    from jaxrnn import parallel
-
-    part = dist.local_shard(global_batches(1)[0], mesh)
-    a, b = parallel.shard_batch(part, mesh), dist.global_batch(part, mesh)
+    # Each process passing its part, or every process passing the whole global batch: the same
+    # global array.
+    whole = global_batches(1)[0]
+    a = parallel.shard_batch(parallel.local_shard(whole, mesh), mesh)
+    b = parallel.shard_batch(whole, mesh, batches="global")
     total = jax.jit(lambda t: sum(x.astype(np.float32).sum() for x in jax.tree_util.tree_leaves(t)))
     same_feed = (a["inputs"].shape == b["inputs"].shape == (GLOBAL_BATCH, TIME, FEATURES)
                  and float(total(a)) == float(total(b)))
     np.savez(os.path.join(args.out, f"rank{rank}.npz"), losses=np.asarray(losses),
              same_feed=same_feed,
              process_count=jax.process_count(), device_count=jax.device_count(),
-             local_rows=np.asarray([dist.local_rows(GLOBAL_BATCH, mesh).start,
-                                    dist.local_rows(GLOBAL_BATCH, mesh).stop]),
+             local_rows=np.asarray([parallel.local_rows(GLOBAL_BATCH, mesh).start,
+                                    parallel.local_rows(GLOBAL_BATCH, mesh).stop]),
              **{"param" + k: v for k, v in flat_params(state.params).items()})
     print(f"rank {rank} done: {len(losses)} steps, last loss {losses[-1] if losses else None}")
     return 0

@@ -11,7 +11,7 @@ import pytest
 import jaxrnn
 from jaxrnn import train
 from jaxrnn.data import BatchIterator
-from jaxrnn.train import checkpoint as ck
+from jaxrnn.io import msgpack_store as ck
 
 
 def apply(params, inputs, *, lengths=None, key=None, deterministic=True):
@@ -221,17 +221,6 @@ def test_mismatched_structure_names_the_entry(tmp_path):
         ck.save_checkpoint(tmp_path, make_params())
 
 
-def test_params_file_round_trip(tmp_path):
-    p = make_params()
-    path = ck.save_params(tmp_path / "m.msgpack", p, {"hidden": 4})
-    assert ck.read_params_config(path) == {"hidden": 4}
-    assert_trees_equal(ck.load_params(path, make_params(seed=7)), p)
-    with pytest.raises(ck.CheckpointError, match="params/w"):
-        ck.load_params(path, make_params(hidden=5))
-    with pytest.raises(FileNotFoundError, match="train first"):
-        ck.load_params(tmp_path / "none.msgpack", p)
-
-
 def test_extra_target_that_was_not_saved(tmp_path):
     ck.save_checkpoint(tmp_path, target(), extra={"note": "x"})
     assert ck.load_checkpoint(tmp_path, target()).extra["note"] == "x"
@@ -324,8 +313,6 @@ def test_stale_temporary_files_are_removed_live_ones_kept(tmp_path):
     ck.save_checkpoint(tmp_path, target())
     left = sorted(f for f in os.listdir(tmp_path) if f.endswith(".tmp"))
     assert left == [live.name]
-    ck.save_params(tmp_path / "m.msgpack", make_params())
-    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".tmp")) == [live.name]
 
 
 def test_sigkill_during_save_leaves_no_temporary_file_behind(tmp_path):
@@ -340,7 +327,7 @@ def test_sigkill_during_save_leaves_no_temporary_file_behind(tmp_path):
     flag = tmp_path / "writing"
     script = (
         "import sys, time, pathlib\n"
-        "from jaxrnn.train import checkpoint as ck\n"
+        "from jaxrnn.io import msgpack_store as ck\n"
         "d, flag = sys.argv[1], pathlib.Path(sys.argv[2])\n"
         "def hang():\n"
         "    flag.write_text('x'); time.sleep(120)\n"

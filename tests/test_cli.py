@@ -88,3 +88,81 @@ def test_digits_loader_reads_what_sklearn_load_digits_returns():
     x, y = load_digits_arrays()
     np.testing.assert_array_equal(x, (d.images / 16.0).astype(np.float32))
     np.testing.assert_array_equal(y, d.target)
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+def _interrupted_runs(tmp_path, delays):
+    """``jaxrnn train`` processes run side by side, each sent SIGINT ``delay`` seconds after
+    its first epoch line (None: after its first output line, while it may still be compiling);
+    their exit statuses and outputs. Each trains far longer than the test waits."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [os.path.dirname(os.path.dirname(cli.__file__)), os.environ.get("PYTHONPATH", "")])}
+    procs = []
+    for i, delay in enumerate(delays):
+        out = tmp_path / f"run{i}"
+        p = subprocess.Popen(
+            [sys.executable, "-m", "jaxrnn", "train", "--hidden", "8", "--epochs", "5000",
+             "--patience", "5000", "--no-progress", "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        procs.append((p, delay, out))
+    results = []
+    for p, delay, out in procs:
+        seen = [p.stdout.readline()]
+        if delay is not None:
+            while not seen[-1].startswith("epoch 1/") and seen[-1]:
+                seen.append(p.stdout.readline())
+        time.sleep(delay or 0.0)
+        p.send_signal(signal.SIGINT)
+        results.append((p, out, seen))
+    done = []
+    for p, out, seen in results:
+        text = "".join(seen) + p.communicate(timeout=120)[0]
+        done.append((p.returncode, text, out))
+    return done
+
+
+def _check_interrupted(done):
+    for status, text, _ in done:
+        assert status == 130, (status, text[-2000:])
+        assert "interrupted" in text and "resume=True" not in text
+        if "checkpoint saved" in text:
+            assert "continue with --resume" in text, text[-2000:]
+
+
+def test_sigint_exits_130_and_says_resume(tmp_path):
+    """Ctrl-C at moments from startup to mid-training exits 130 (interpreter teardown with
+    XLA's threads cut off used to die of SIGSEGV in about 1 run in 3), the message names the
+    command-line option, and ``--resume`` says where it continued from."""
+    import random
+
+    done = _interrupted_runs(tmp_path, [None, random.Random(0).uniform(0, 1), 0.0, 0.2])
+    _check_interrupted(done)
+    saved = [(text, out) for _, text, out in done if "checkpoint saved" in text]
+    assert saved, "no run was interrupted mid-training"
+    text, out = saved[0]
+    epoch = int(re.search(r"checkpoint saved at step \d+ \(epoch (\d+)", text).group(1))
+    argv = ["train", "--hidden", "8", "--epochs", str(epoch), "--patience", "5000",
+            "--no-progress", "--out", str(out), "--resume"]
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert cli.main(argv) == 0
+    assert f"resumed from {out / 'checkpoints'}" in buf.getvalue()
+
+
+@pytest.mark.slow
+def test_sigint_at_random_moments_always_exits_130(tmp_path):
+    import random
+
+    rng = random.Random(1)
+    for group in range(5):
+        delays = [None if rng.random() < 0.3 else rng.uniform(0, 1.5) for _ in range(6)]
+        _check_interrupted(_interrupted_runs(tmp_path / str(group), delays))

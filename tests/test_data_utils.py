@@ -370,3 +370,8 @@ def test_label_encoder_strings_and_ints_round_trip():
         enc.transform(["fox"])
     with pytest.raises(ValueError, match="labels: expected at least 2 classes, got 1"):
         LabelEncoder.fit(["a", "a"], min_classes=2)
+
+
+def test_pad_sequences_names_a_dtype_that_is_not_one():
+    with pytest.raises(TypeError, match=r"^dtype: expected a NumPy dtype .* got 'nope'"):
+        pad_sequences(SEQS, dtype="nope")

@@ -14,6 +14,7 @@ import pytest
 
 from jaxrnn import kernels
 from jaxrnn.data.batching import BatchIterator
+from jaxrnn.tasks import ensemble as ensemble_cli
 from jaxrnn.train import ensemble as E
 from jaxrnn.train import evaluate, init_train_state, make_optimizer, make_train_step
 
@@ -106,13 +107,13 @@ def test_vmapped_kernel_is_one_call_for_all_members(data):
 
 
 def test_parse_seeds():
-    assert E.parse_seeds("1-8") == tuple(range(1, 9))
-    assert E.parse_seeds("0,3,7") == (0, 3, 7)
-    assert E.parse_seeds(" 1-3, 10 ,12-13") == (1, 2, 3, 10, 12, 13)
+    assert ensemble_cli.parse_seeds("1-8") == tuple(range(1, 9))
+    assert ensemble_cli.parse_seeds("0,3,7") == (0, 3, 7)
+    assert ensemble_cli.parse_seeds(" 1-3, 10 ,12-13") == (1, 2, 3, 10, 12, 13)
     for bad, match in (("", "expected a list"), ("5-2", "ends before"), ("1,x", "'x'"),
                        ("1-3,2", "repeated"), ("-1", "'-1'")):
         with pytest.raises(ValueError, match=match):
-            E.parse_seeds(bad)
+            ensemble_cli.parse_seeds(bad)
 
 
 def test_bad_arguments(data):
@@ -220,12 +221,12 @@ def test_cli_seeds_on_other_tasks(task, tmp_path, monkeypatch, capsys):
     args = argparse.Namespace(task=task, seeds="2,5", cell="lstm", hidden=6, lr=1e-2,
                               epochs=2, batch_size=16, clip_norm=1.0, layers=1,
                               bidirectional=False, progress=False, **extra)
-    out = E.run_cli(args)
+    out = ensemble_cli.run_cli(args)
     printed = capsys.readouterr().out
     s = out["summary"]
     assert f"test accuracy: mean {s['mean']:.4f}, std {s['std']:.4f}" in printed
     assert "over 2 seeds" in printed
-    spec = E.TASK_SPECS[task](args)
+    spec = ensemble_cli.TASK_SPECS[task](args)
     for k, seed in enumerate((2, 5)):
         alone = train_alone(spec["model"], spec["train"], seed, 1e-2, 2, 16, data_seed=2)
         ev = evaluate(spec["model"].apply, alone, "softmax_cross_entropy", spec["val"],

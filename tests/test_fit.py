@@ -238,3 +238,106 @@ def test_fit_bad_keywords_name_the_argument_before_tracing(rng, kw, error, messa
         train.fit(apply, params, "mse", optax.sgd(0.1), data,
                   **{"epochs": 2, "batch_size": 4, "patience": 1, **QUIET, **kw})
     assert traced == []
+
+
+# --------------------------------------------------------------------------- tasks on the loop
+
+def _frame_args(tmp_path, *, epochs, resume=False):
+    import argparse
+
+    return argparse.Namespace(batch_size=2, epochs=epochs, seed=3, lr=1e-2, clip_norm=None,
+                              skip_nonfinite=True, checkpoint_dir=str(tmp_path / "ck"),
+                              resume=resume, data_parallel=None, time_budget=600.0,
+                              progress=False)
+
+
+def test_moving_digits_trains_through_fit_and_resumes_bit_exact(tmp_path, capsys):
+    """moving_digits' training (fit_frames, its objective) runs on the one loop: one epoch,
+    then --resume for the second, equals two epochs straight, bit for bit (the whole task
+    through the command line: the slow test below)."""
+    from jaxrnn.tasks.moving_digits import fit_frames
+
+    def apply(params, frames, carries=None):  # (T, B, H, W): a per-pixel sigmoid, no time
+        return jax.nn.sigmoid(frames * params["w"] + params["b"]), None
+
+    frames = np.random.default_rng(0).random((6, 4, 3, 3)).astype(np.float32)
+    params = {"w": jnp.ones(()), "b": jnp.zeros(())}
+    straight, steps, epochs, _ = fit_frames(_frame_args(tmp_path / "a", epochs=2), apply,
+                                            params, frames)
+    assert (steps, epochs) == (6, 2)  # 3 full batches of 2 per epoch
+    fit_frames(_frame_args(tmp_path / "b", epochs=1), apply, params, frames)
+    resumed, steps, _, _ = fit_frames(_frame_args(tmp_path / "b", epochs=2, resume=True), apply,
+                                      params, frames)
+    assert "resumed from" in capsys.readouterr().out and steps == 6
+    for a, b in zip(jax.tree_util.tree_leaves(straight), jax.tree_util.tree_leaves(resumed),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(straight["w"], params["w"])  # it trained
+
+
+@pytest.mark.slow
+def test_moving_digits_task_resumes_bit_exact_from_the_command_line(tmp_path):
+    from jaxrnn import cli
+    from jaxrnn.tasks import modeldir
+
+    small = ["--train-sequences", "8", "--test-sequences", "4", "--frames", "4", "--size",
+             "16", "--digits", "1", "--hidden", "2", "--layers", "1", "--batch-size", "4",
+             "--kernel", "3", "--no-progress"]
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert cli.main(["train", "--task", "moving_digits", "--epochs", "2", "--out", a,
+                     *small]) == 0
+    assert cli.main(["train", "--task", "moving_digits", "--epochs", "1", "--out", b,
+                     *small]) == 0
+    assert cli.main(["train", "--task", "moving_digits", "--epochs", "2", "--out", b,
+                     "--resume", *small]) == 0
+    for x, y in zip(jax.tree_util.tree_leaves(modeldir.load(a + "/model").params),
+                    jax.tree_util.tree_leaves(modeldir.load(b + "/model").params), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("task, option", [("g2p", "--resume"), ("memory", "--resume"),
+                                          ("g2p", "--data-parallel")])
+def test_tasks_off_the_loop_refuse_resume_and_sharding_by_name(tmp_path, capsys, task,
+                                                               option):
+    from jaxrnn import cli
+
+    code = cli.main(["train", "--task", task, "--out", str(tmp_path), option])
+    assert code != 0
+    assert f"{option}: task {task}" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- one set of options
+
+def test_fit_and_fit_stream_share_one_options_object_and_keras_fit_passes_it(rng, monkeypatch):
+    data, params = linear_data(rng, n=12)
+    opts = train.LoopOptions(epochs=2, seed=4, progress=False, verbose=False)
+    by_object = train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, batch_size=5,
+                          options=opts)
+    by_name = train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, batch_size=5,
+                        epochs=2, seed=4, progress=False, verbose=False)
+    assert by_object.history["loss"] == by_name.history["loss"]
+    overridden = train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, batch_size=5,
+                           options=opts, epochs=1)
+    assert len(overridden.history["loss"]) == 1 and opts.epochs == 2  # the object is unchanged
+    for fn, args in ((train.fit, (data,)), (train.fit_stream, (data, 2))):
+        with pytest.raises(TypeError, match=r"unexpected keyword argument 'epoch' \(the loop's "
+                                            r"options: epochs, metrics"):
+            fn(linear_apply, params, "mse", optax.sgd(0.1), *args, epoch=3)
+        with pytest.raises(ValueError, match="^epochs: expected an int >= 0"):
+            fn(linear_apply, params, "mse", optax.sgd(0.1), *args,
+               options=train.LoopOptions(epochs=-1))
+    seen, real_fit = {}, train.fit
+
+    def spy(*a, options=None, **k):
+        seen["options"] = options
+        return real_fit(*a, options=options, **k)
+
+    from jaxrnn import keras
+    from jaxrnn import models as M
+
+    monkeypatch.setattr(train, "fit", spy)
+    x = rng.normal(size=(12, 4, 3)).astype(np.float32)
+    keras.fit(M.sequential([M.GRU(3), M.Dense(2)]), x, np.arange(12) % 2, epochs=1,
+              skip_nonfinite=True)
+    assert isinstance(seen["options"], train.LoopOptions)
+    assert seen["options"].epochs == 1 and seen["options"].skip_nonfinite is True

@@ -18,7 +18,8 @@ from _reference import minimal_ref_run, ref_step
 from jax.test_util import check_grads
 
 import jaxrnn
-from jaxrnn import fused, kernels
+from jaxrnn import kernels
+from jaxrnn.engine.backends import fused
 from jaxrnn.kernels import ops
 
 # Without a C++ compiler the library falls back to pure JAX by design; with one, a kernel that

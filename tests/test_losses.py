@@ -1,5 +1,7 @@
 """Losses against float64 NumPy hand computations; masking and padding invariance; bad input."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -237,3 +239,41 @@ def test_keras_crossentropies_check_the_label_kind(rng):
         L.get_loss("categorical_crossentropy")(z, np.array([0, 1, 2]))
     with pytest.raises(ValueError, match="loss: expected a callable or one of"):
         L.get_loss("hinge")
+
+
+def _keras():
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "jax":
+        pytest.skip("keras runs on another backend here")
+    return keras
+
+
+# Every Keras loss name of the table, against Keras' own function on the same numbers (from
+# logits: jaxrnn's models output logits, Keras' from_logits=True).
+KERAS_NAMES = ["sparse_categorical_crossentropy", "categorical_crossentropy",
+               "binary_crossentropy", "mse", "mean_squared_error", "mae",
+               "mean_absolute_error"]
+
+
+@pytest.mark.parametrize("name", KERAS_NAMES)
+@pytest.mark.parametrize("per_step", [False, True])
+def test_each_keras_name_equals_keras_own_definition(rng, name, per_step):
+    keras = _keras()
+    theirs = keras.losses.get(name)
+    shape = (6, 5, 4) if per_step else (6, 4)
+    z = rng.normal(size=shape).astype(np.float32) * 3
+    kwargs = {}
+    if name == "sparse_categorical_crossentropy":
+        y = rng.integers(0, 4, shape[:-1])
+        kwargs["from_logits"] = True
+    elif name == "categorical_crossentropy":
+        y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, shape[:-1])]
+        kwargs["from_logits"] = True
+    elif name == "binary_crossentropy":
+        y = (rng.random(shape) < 0.5).astype(np.float32)
+        kwargs["from_logits"] = True
+    else:
+        y = rng.normal(size=shape).astype(np.float32)
+    expected = float(np.mean(np.asarray(theirs(y, z, **kwargs))))
+    np.testing.assert_allclose(float(L.get_loss(name)(z, y)), expected, rtol=2e-6)

@@ -61,9 +61,8 @@ def test_digits_directory_predicts_in_a_fresh_process_as_trained(tmp_path, saved
     out = tmp_path / "run"
     assert cli.main(["train", "--limit", "40", "--epochs", "1", "--hidden", "4",
                      "--no-progress", "--out", str(out)]) == 0
-    assert sorted(os.listdir(out / "model")) == ["metrics.json", "model.json",
-                                                 "preprocessing.json", "weights"]
-    assert not (out / digits.MODEL_FILE).exists()
+    assert sorted(os.listdir(out / "model")) == [".lock", "model.json", "v-000001"]
+    assert not list(out.glob("*_model.msgpack"))
     header = json.loads((out / "model" / "model.json").read_text())
     assert header["config"]["architecture"] == "jaxrnn.tasks.digits:architecture"
     (params,) = saved_params
@@ -83,19 +82,16 @@ def test_digits_directory_predicts_in_a_fresh_process_as_trained(tmp_path, saved
     assert [int(r[1]) for r in rows] == want.argmax(1).tolist()
 
 
-def test_digits_evaluate_still_reads_an_old_single_file_model(tmp_path, capsys):
+def test_a_single_file_model_of_an_older_version_is_not_read(tmp_path):
+    """0.1.0 had no users: evaluate reads the model directory only, and says how to get one."""
     from jaxrnn.tasks import digits
-    from jaxrnn.train.checkpoint import save_params
 
-    config = {"cell": "gru", "hidden": 3, "layers": 1, "bidirectional": False, "dropout": 0.0}
-    params = digits.architecture(config).init(jax.random.key(3))
-    save_params(str(tmp_path / digits.MODEL_FILE), params, config)
+    (tmp_path / "digits_model.msgpack").write_bytes(b"JAXRNN-CKPT-1\n")
     args = cli.build_parser("digits").parse_args(["evaluate", "--out", str(tmp_path)])
-    run = modeldir.load_task(args, task="digits", legacy_file=digits.MODEL_FILE)
-    for a, b in zip(jax.tree_util.tree_leaves(run.params), jax.tree_util.tree_leaves(params),
-                    strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert modeldir.config_of(run) == config
+    with pytest.raises(FileNotFoundError, match=r"--model: .*model' does not exist \(train "
+                                                r"first\): run `jaxrnn train --task digits`"):
+        modeldir.load_task(args, task="digits")
+    assert not hasattr(digits, "MODEL_FILE")
 
 
 def _tiny_lexicon():

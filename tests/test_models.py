@@ -3,21 +3,16 @@ models reloaded in a fresh process."""
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _reference import assert_trees_close
 
 import jaxrnn
 from jaxrnn import models as M
 from jaxrnn.cells import registry
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V, B, T = 11, 4, 6
 LENGTHS = jnp.array([T, 3, 1, 0])
 
@@ -116,175 +111,101 @@ def test_specs_are_checked_when_built():
         model.apply(model.init(jax.random.key(0), None), jnp.ones((2, 3, 4), jnp.int32))
 
 
-_LOAD_SCRIPT = """
-import sys, numpy as np, jax.numpy as jnp
-from jaxrnn.models import load_model
-saved = load_model(sys.argv[1])
-x = np.load(sys.argv[2])
-out = saved.model.apply(saved.params, jnp.asarray(x), lengths=jnp.asarray(np.load(sys.argv[3])))
-np.save(sys.argv[4], np.asarray(out))
-print(saved.metrics["accuracy"], saved.preprocessing["vocab"][:2])
-"""
+# --------------------------------------------------------------------------- Normalization
+
+def _skewed_features(seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(12, 7, 3)) * [1.0, 10.0, 0.01] + [5.0, -3.0, 50.0]).astype(
+        np.float32)
 
 
-def test_saved_model_reloads_bit_exact_in_a_fresh_process(tmp_path):
-    model = _keras_example()
-    params = jax.tree_util.tree_map(lambda a: a + 0.01, model.init(jax.random.key(7), None))
-    vocab = [chr(97 + i) for i in range(V)]
-    path = M.save_model(tmp_path / "model", model, params, preprocessing={"vocab": vocab},
-                        metrics={"accuracy": 0.75})
-    assert sorted(os.listdir(path)) == ["metrics.json", "model.json", "preprocessing.json",
-                                        "weights"]
-    ids, lengths = np.asarray(_ids(8)), np.asarray(LENGTHS)
-    np.save(tmp_path / "x.npy", ids)
-    np.save(tmp_path / "n.npy", lengths)
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    res = subprocess.run(
-        [sys.executable, "-c", _LOAD_SCRIPT, path, str(tmp_path / "x.npy"),
-         str(tmp_path / "n.npy"), str(tmp_path / "out.npy")],
-        capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300,
-    )
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.split() == ["0.75", "['a',", "'b']"]
-    want = np.asarray(model.apply(params, jnp.asarray(ids), lengths=jnp.asarray(lengths)))
-    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), want)
-    # and in this process: the same params, leaf for leaf
-    saved = M.load_model(path)
-    assert_trees_close(saved.params, params, atol=0, rtol=0)
-    assert saved.model.config == model.config
+def test_normalization_adapts_to_the_valid_steps_and_is_part_of_the_model():
+    """(x - mean) / std per feature over the valid steps, written out in NumPy; the statistics
+    live in the config (rebuilt and saved with the model) and are never trained."""
+    x = _skewed_features()
+    lengths = np.array([7, 3, 5, 1, 7, 7, 2, 4, 6, 7, 7, 7])
+    norm = M.Normalization().adapt(x, lengths)
+    steps = np.concatenate([x[i, :n] for i, n in enumerate(lengths)]).astype(np.float64)
+    np.testing.assert_allclose(norm.mean, steps.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(norm.variance, steps.var(0), rtol=1e-5)
+    assert M.Normalization().adapt([x[i, :n] for i, n in enumerate(lengths)]) == norm
+    model = M.sequential([norm, M.GRU(4), M.Dense(2)])
+    plain = M.sequential([M.GRU(4), M.Dense(2)])
+    params = model.init(jax.random.key(0), 3)
+    scaled = ((x - np.float32(norm.mean)) / np.sqrt(np.float32(norm.variance)))
+    np.testing.assert_allclose(model.apply(params, x, lengths=lengths),
+                               plain.apply(params[1:], scaled, lengths=lengths),
+                               rtol=1e-5, atol=1e-6)
+    assert M.input_size_of(model, params) == 3
+    rebuilt = M.from_config(json.loads(json.dumps(model.config)))
+    np.testing.assert_array_equal(rebuilt.apply(params, x), model.apply(params, x))
+    assert jax.tree_util.tree_leaves(params[0]) == []  # nothing for an optimiser to move
 
 
-def test_failed_save_keeps_the_previous_model(tmp_path, monkeypatch):
-    model = M.sequential([M.GRU(3), M.Dense(1)])
-    old = model.init(jax.random.key(0), 2)
-    new = model.init(jax.random.key(1), 2)
-    path = M.save_model(tmp_path / "m", model, old, metrics={"v": 1})
-    calls = []
+def test_normalization_matches_keras_normalization_after_adapt():
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    keras = pytest.importorskip("keras")
 
-    def failing(p, data):
-        calls.append(p)
-        if len(calls) == 2:
-            raise OSError("disk full")
-        with open(p, "wb") as f:
-            f.write(data)
-
-    monkeypatch.setattr(M, "_write", failing)
-    with pytest.raises(OSError, match="disk full"):
-        M.save_model(path, model, new, metrics={"v": 2})
-    monkeypatch.undo()
-    saved = M.load_model(path)
-    assert saved.metrics == {"v": 1}
-    assert_trees_close(saved.params, old, atol=0, rtol=0)
-    assert os.listdir(tmp_path) == ["m"], "the temporary directory must be removed"
-    # a successful save replaces it
-    M.save_model(path, model, new, metrics={"v": 2})
-    assert M.load_model(path).metrics == {"v": 2}
-    assert os.listdir(tmp_path) == ["m"]
+    if keras.backend.backend() != "jax":
+        pytest.skip("keras runs on another backend here")
+    rng = np.random.default_rng(1)  # well conditioned: Keras accumulates in float32
+    x = (rng.normal(size=(12, 7, 3)) * [1.0, 10.0, 2.0] + [5.0, -3.0, 1.0]).astype(np.float32)
+    x[:, :, 1] = 4.0  # a constant feature: variance 0, divided by Keras' epsilon floor
+    theirs = keras.layers.Normalization(axis=-1)
+    theirs.adapt(x)
+    ours = M.sequential([M.Normalization().adapt(x)])
+    np.testing.assert_allclose(ours.apply(ours.init(jax.random.key(0), 3), x),
+                               np.asarray(theirs(x)), rtol=1e-5, atol=1e-5)
 
 
-def test_bad_directories_and_files_give_errors_naming_the_argument(tmp_path):
-    model = M.sequential([M.GRU(3), M.Dense(1)])
-    params = model.init(jax.random.key(0), 2)
-    with pytest.raises(FileNotFoundError, match=r"^directory: no saved model at .*missing"):
-        M.load_model(tmp_path / "nowhere")
-    (tmp_path / "plain").mkdir()
-    (tmp_path / "plain" / "notes.txt").write_text("mine")
-    with pytest.raises(FileNotFoundError, match=r"^directory: .* has no model.json"):
-        M.load_model(tmp_path / "plain")
-    with pytest.raises(ValueError, match=r"^directory: .* is not a saved model"):
-        M.save_model(tmp_path / "plain", model, params)
-    assert (tmp_path / "plain" / "notes.txt").read_text() == "mine"
-    with pytest.raises(TypeError, match="^directory: expected a path"):
-        M.load_model(None)
-    with pytest.raises(ValueError, match=r"^params: leaf \[1\].w should have shape"):
-        M.save_model(tmp_path / "x", model, (params[0], params[1]._replace(w=jnp.ones((2, 1)))))
-    with pytest.raises(TypeError, match="^metrics: expected JSON-able"):
-        M.save_model(tmp_path / "x", model, params, metrics={"a": np.float32(1)})
-    path = M.save_model(tmp_path / "ok", model, params)
-    # flip one byte in each of the files of array data Orbax wrote (not its metadata)
-    import pathlib
-
-    for d, _, fs in os.walk(os.path.join(path, "weights")):
-        for f in fs:
-            if os.path.basename(d) == "d":
-                file = pathlib.Path(d, f)
-                data = bytearray(file.read_bytes())
-                data[len(data) // 2] ^= 0xFF
-                file.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"^directory: weights/ in .*ok' is corrupt \(its file "
-                                         r".* differs from its SHA-256 in model.json"):
-        M.load_model(path)
-    os.remove(file)  # the last file flipped: now missing
-    with pytest.raises(ValueError, match=r"^directory: weights/ in .*ok' is corrupt \(its file "
-                                         r".* is missing"):
-        M.load_model(path)
-    shutil.rmtree(os.path.join(path, "weights"))
-    with pytest.raises(FileNotFoundError, match=r"^directory: .*ok' has no weights/"):
-        M.load_model(path)
-    (tmp_path / "ok" / "model.json").write_text("{not json")
-    with pytest.raises(ValueError, match=r"^directory: model.json .* is corrupt"):
-        M.load_model(path)
+def test_normalization_specs_are_checked():
+    with pytest.raises(ValueError, match="Normalization: not adapted"):
+        M.sequential([M.Normalization(), M.GRU(4)])
+    with pytest.raises(ValueError, match=r"layers\[1\]: a Normalization must be the first"):
+        M.sequential([M.GRU(4, return_sequences=True), M.Normalization([0.0], [1.0])])
+    with pytest.raises(ValueError, match="mean, variance: give both"):
+        M.Normalization([0.0])
+    with pytest.raises(ValueError, match="variance: expected values >= 0"):
+        M.Normalization([0.0], [-1.0])
+    model = M.sequential([M.Normalization([0.0, 1.0], [1.0, 4.0]), M.GRU(4)])
+    with pytest.raises(ValueError, match="input_size: Normalization was adapted to 2 features"):
+        model.init(jax.random.key(0), 3)
 
 
-def test_a_save_that_fails_midway_leaves_the_earlier_model_intact(tmp_path, monkeypatch):
-    model = M.sequential([M.GRU(3), M.Dense(1)])
-    old = model.init(jax.random.key(0), 2)
-    path = M.save_model(tmp_path / "m", model, old, metrics={"run": 1})
-    real = M._save_weights
+# --------------------------------------------------------------------------- one Model
 
-    def dies_midway(where, arrays):  # Orbax has written part of the new weights, then a crash
-        real(where, dict(list(arrays.items())[:1]))
-        raise OSError("disk full")
+def test_every_builder_returns_the_one_model_type_with_init_key_input_spec():
+    """sequential, the CLI stack, the model directory's builder, the ensembles' classifier and
+    the registered task architectures all return jaxrnn.models.Model, whose init takes
+    (key, input_spec); nothing in the package asks inspect which kind it holds."""
+    from jaxrnn.tasks import modeldir
+    from jaxrnn.train import ensemble
+    from jaxrnn.train import models as TM
 
-    monkeypatch.setattr(M, "_save_weights", dies_midway)
-    new = jax.tree_util.tree_map(lambda a: a + 1, old)
-    with pytest.raises(OSError, match="disk full"):
-        M.save_model(path, model, new, metrics={"run": 2})
-    assert os.listdir(tmp_path) == ["m"]  # no temporary directory left beside it
-    saved = M.load_model(path)
-    assert saved.metrics == {"run": 1}
-    for a, b in zip(jax.tree_util.tree_leaves(saved.params), jax.tree_util.tree_leaves(old),
-                    strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    monkeypatch.setattr(M, "_save_weights", real)
-    M.save_model(path, model, new, metrics={"run": 2})  # and a good save replaces it
-    assert M.load_model(path).metrics == {"run": 2}
-
-
-def test_directories_of_older_versions_with_weights_msgpack_still_load(tmp_path):
-    import hashlib
-
-    from flax import serialization
-
-    model = M.sequential([M.LSTM(4, return_sequences=True), M.Dense(2)])
-    params = jax.tree_util.tree_map(lambda a: a * 0.5, model.init(jax.random.key(2), 3))
-    # the layout the previous save_model wrote: weights.msgpack and its file SHA-256
-    weights = serialization.to_bytes(jax.device_get(params))
-    (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "weights.msgpack").write_bytes(weights)
-    (tmp_path / "old" / "model.json").write_text(json.dumps({
-        "format": M.FORMAT, "config": model.config, "input_size": 3,
-        "weights_sha256": hashlib.sha256(weights).hexdigest()}))
-    saved = M.load_model(tmp_path / "old")
-    for a, b in zip(jax.tree_util.tree_leaves(saved.params), jax.tree_util.tree_leaves(params),
-                    strict=True):
-        assert a.dtype == b.dtype
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    (tmp_path / "old" / "weights.msgpack").write_bytes(weights[:-4])
-    with pytest.raises(ValueError, match=r"^directory: weights.msgpack in .*old' is corrupt"):
-        M.load_model(tmp_path / "old")
-
-
-def test_weights_reload_bit_exact_down_to_subnormals_and_signed_zeros(tmp_path):
-    model = M.sequential([M.GRU(3), M.Dense(2)])
-    params = model.init(jax.random.key(4), 2)
-    # every leaf: subnormal float32 values, a -0.0 and a value needing all 24 mantissa bits
-    params = jax.tree_util.tree_map(
-        lambda a: (a * 1e-39).reshape(-1).at[0].set(-0.0).at[-1].set(1 + 2 ** -23)
-        .reshape(a.shape), params)
-    saved = M.load_model(M.save_model(tmp_path / "m", model, params))
-    got, want = jax.tree_util.tree_leaves(saved.params), jax.tree_util.tree_leaves(params)
-    assert [a.dtype for a in got] == [a.dtype for a in want]
-    for a, b in zip(got, want, strict=True):
-        np.testing.assert_array_equal(np.asarray(a).view(np.uint32),
-                                      np.asarray(b).view(np.uint32))
+    assert TM.Model is M.Model
+    key = jax.random.key(0)
+    built = {
+        "sequential": (M.sequential([M.GRU(4), M.Dense(2)]), 3),
+        "sequence_classifier": (TM.sequence_classifier(3, 2, cell="gru", hidden=4), 3),
+        "recurrent_model": (modeldir.recurrent_model(cell="gru", hidden=4, outputs=2), 3),
+        "ensemble_classifier": (ensemble.ensemble_classifier(3, 2, cell="gru", hidden=4), 3),
+        "digits": (M.architecture("jaxrnn.tasks.digits:architecture", {
+            "cell": "gru", "hidden": 4, "layers": 1, "bidirectional": False, "dropout": 0.0}),
+            8),
+        "memory": (M.architecture("jaxrnn.tasks.memory:architecture", {
+            "cell": "gru", "hidden": 4, "n_in": 3, "n_out": 2, "per_step": False}), None),
+    }
+    for name, (model, spec) in built.items():
+        assert type(model) is M.Model, name
+        params = model.init(key, spec)
+        x = jnp.ones((2, 5, 8 if name == "digits" else 3), jnp.float32)
+        out = model.apply(params, x)
+        assert out.shape[0] == 2 and np.isfinite(np.asarray(out)).all(), name
+    with pytest.raises(ValueError, match="^input_spec: this model reads 3 features"):
+        TM.sequence_classifier(3, 2, cell="gru", hidden=4).init(key, 5)
+    package = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jaxrnn")
+    for folder, _, files in os.walk(package):
+        for f in files:
+            if f.endswith(".py"):
+                with open(os.path.join(folder, f), encoding="utf-8") as fh:
+                    assert "inspect.signature" not in fh.read(), os.path.join(folder, f)

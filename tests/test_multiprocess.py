@@ -12,8 +12,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrnn import distributed as dist
-from jaxrnn import launch as launcher
+from jaxrnn import launch as launch_cli
+from jaxrnn import parallel
+from jaxrnn.parallel import launch as launcher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "_multiprocess_worker.py")
@@ -70,7 +71,7 @@ def test_processes_train_as_one_program(runs, reference, n):
         got = load(tmp_path / f"rank{rank}.npz")
         assert int(got["process_count"]) == n and int(got["device_count"]) == n
         rows.append(tuple(got["local_rows"]))
-        assert bool(got["same_feed"])  # parallel.shard_batch == distributed.global_batch
+        assert bool(got["same_feed"])  # shard_batch of the local part == of the global batch
         # Every process sees the global loss and ends with the same (replicated) parameters.
         np.testing.assert_allclose(got["losses"], ref_losses, rtol=0, atol=1e-5)
         for name, value in ref_params.items():
@@ -126,7 +127,7 @@ def test_launcher_rejects_bad_arguments():
     with pytest.raises(ValueError, match="timeout"):
         launcher.launch(["true"], 2, timeout=0)
     with pytest.raises(SystemExit):
-        launcher.main(["-n", "2"])  # no command after --
+        launch_cli.main(["-n", "2"])  # no command after --
     assert launcher._resolve(["jaxrnn", "train"]) == [sys.executable, "-m", "jaxrnn", "train"]
 
 
@@ -134,17 +135,42 @@ CLI_ARGS = ["--task", "digits", "--limit", "120", "--batch-size", "16", "--hidde
             "--no-progress"]
 
 
+# ``jaxrnn ARGS...`` with every os.rename / os.replace of the process recorded (its destination)
+# in WRITES/rank{i}: how a file or directory is committed, so it shows who wrote what.
+RECORD_MOVES = (
+    "import os, sys\n"
+    "log = open(os.path.join(sys.argv[1], 'rank' + os.environ['JAXRNN_PROCESS_ID']), 'a')\n"
+    "def recorded(real):\n"
+    "    def move(src, dst, *args, **kwargs):\n"
+    "        log.write(os.path.abspath(os.fspath(dst)) + '\\n')\n"
+    "        log.flush()\n"
+    "        return real(src, dst, *args, **kwargs)\n"
+    "    return move\n"
+    "os.rename, os.replace = recorded(os.rename), recorded(os.replace)\n"
+    "from jaxrnn.cli import main\n"
+    "sys.exit(main(sys.argv[2:]))\n"
+)
+
+
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
-    """One epoch of ``jaxrnn train`` under ``jaxrnn.launch -n 2``: ``(out_dir, log)``."""
-    out = tmp_path_factory.mktemp("cli") / "run"
-    result, log = run(["jaxrnn", "train", *CLI_ARGS, "--epochs", "1", "--out", str(out)], 2)
-    assert result.returncode == 0, log
-    return out, log
+    """One epoch of ``jaxrnn train`` under ``jaxrnn.launch -n 2``: ``(out_dir, log, moves)``,
+    ``moves[i]`` the destinations of every rename process ``i`` made."""
+    root = tmp_path_factory.mktemp("cli")
+    out, writes = root / "run", root / "writes"
+    writes.mkdir()
+    result, log = run([sys.executable, "-c", RECORD_MOVES, str(writes), "train", *CLI_ARGS,
+                       "--epochs", "1", "--out", str(out)], 2)
+    # a clean exit of both processes: status 0 and no native stack from either at shutdown
+    assert result.returncode == 0 and result.returncodes == [0, 0], log
+    assert "Traceback" not in log and "*** Check failure" not in log, log
+    moves = [(writes / f"rank{i}").read_text().split() if (writes / f"rank{i}").exists()
+             else [] for i in range(2)]
+    return out, log, moves
 
 
 def test_cli_train_with_two_processes(cli_run):
-    out, log = cli_run
+    out, log, _ = cli_run
     assert "[rank 0] distributed: 2 processes, 2 devices" in log
     assert "[rank 0] test accuracy:" in log
     assert "[rank 1] test accuracy" not in log and "[rank 1] epoch" not in log
@@ -153,10 +179,62 @@ def test_cli_train_with_two_processes(cli_run):
     assert (out / "checkpoints").is_dir()
 
 
+def test_two_processes_leave_one_model_directory_written_by_process_0(cli_run, tmp_path,
+                                                                      capsys):
+    """Issue 27: both processes used to save OUT/model (one run in two left a directory that
+    did not load). Process 0 alone commits anything into --out; the one model directory left
+    there loads and scores what the training run printed."""
+    from jaxrnn.cli import main
+
+    out, log, moves = cli_run
+    inside = lambda path: os.path.commonpath([path, str(out)]) == str(out)  # noqa: E731
+    assert not [m for m in moves[1] if inside(m)], moves[1]
+    assert str(out / "model" / "model.json") in moves[0]  # the commit of a model directory
+    assert [p.name for p in out.iterdir() if "model" in p.name] == ["model"]  # no temporaries
+    trained = [ln.split("] ", 1)[1] for ln in log.splitlines() if "] test accuracy:" in ln]
+    assert main(["evaluate", *CLI_ARGS, "--model", str(out / "model"),
+                 "--out", str(tmp_path)]) == 0
+    evaluated = [ln for ln in capsys.readouterr().out.splitlines()
+                 if ln.startswith("test accuracy:")]
+    assert len(trained) == 1 and len(evaluated) == 1
+    assert evaluated[0].split(" (")[0] == trained[0].split(" (")[0]
+
+
+def test_a_coordinator_port_in_use_is_one_line_naming_it(tmp_path):
+    """Issue 27: process 0 died of SIGSEGV when its coordinator port was taken. Now the port is
+    checked first: one line naming it and the option, status 2, for the CLI's process 0 and for
+    the launcher's --port."""
+    import socket
+    import subprocess
+
+    env = {**os.environ, **ENV}
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "jaxrnn", "train", *CLI_ARGS, "--epochs", "0",
+             "--num-processes", "2", "--process-id", "0", "--coordinator", f"127.0.0.1:{port}",
+             "--out", str(tmp_path / "run")], env=env, capture_output=True, text=True,
+            timeout=TIMEOUT)
+        launched = subprocess.run(
+            [sys.executable, "-m", "jaxrnn.launch", "-n", "2", "--port", str(port), "--",
+             sys.executable, "-c", "pass"], env=env, capture_output=True, text=True,
+            timeout=TIMEOUT)
+    for p, option in ((proc, "--coordinator"), (launched, "--port")):
+        assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1, p.stderr
+        assert f"port {port} is already in use" in lines[0] or \
+            f"port: {port} is already in use" in lines[0], lines[0]
+        assert option in lines[0], lines[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_resume_with_two_processes_continues_like_one_process(cli_run, tmp_path, capsys):
     from jaxrnn.cli import main
 
-    out, _ = cli_run
+    out, _, _ = cli_run
     result, log = run(["jaxrnn", "train", *CLI_ARGS, "--epochs", "2", "--resume",
                        "--out", str(out)], 2)
     assert result.returncode == 0, log
@@ -170,15 +248,69 @@ def test_cli_resume_with_two_processes_continues_like_one_process(cli_run, tmp_p
     assert strip(resumed[0]) == strip(single[0])
 
 
+# ``jaxrnn ARGS...`` interrupted (KeyboardInterrupt, as from Ctrl-C) just before training update
+# number STOP (1-based) in every process: each compiled train step (one that donates its state)
+# counts its calls.
+INTERRUPT_AT = (
+    "import sys\n"
+    "from jaxrnn import parallel\n"
+    "stop, real, calls = int(sys.argv[1]), parallel.data_parallel_jit, [0]\n"
+    "def counted(fn, mesh, **kwargs):\n"
+    "    call = real(fn, mesh, **kwargs)\n"
+    "    if not kwargs.get('donate_argnums'):\n"
+    "        return call\n"
+    "    def step(*args):\n"
+    "        calls[0] += 1\n"
+    "        if calls[0] == stop:\n"
+    "            raise KeyboardInterrupt\n"
+    "        return call(*args)\n"
+    "    step.mesh = mesh\n"
+    "    return step\n"
+    "parallel.data_parallel_jit = counted\n"
+    "from jaxrnn.cli import main\n"
+    "sys.exit(main(sys.argv[2:]))\n"
+)
+
+
+def _leaves(model_dir):
+    from jaxrnn.tasks import modeldir
+
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(
+        modeldir.load(str(model_dir), task="digits").params)]
+
+
+@pytest.mark.slow
+def test_an_interrupted_two_process_run_resumes_to_the_uninterrupted_one(tmp_path):
+    """Issue 27: a two-process run interrupted in the middle of its second epoch (update 9 of
+    12: 81 examples, batches of 16) and resumed ends with the weights of the same run
+    uninterrupted, bit for bit; every run's processes exit cleanly (0, or 130 when
+    interrupted), no traceback or native stack."""
+    args = [*CLI_ARGS, "--epochs", "2"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    result, log = run(["jaxrnn", "train", *args, "--out", str(whole)], 2)
+    assert result.returncode == 0 and result.returncodes == [0, 0], log
+    result, log = run([sys.executable, "-c", INTERRUPT_AT, "9", "train", *args,
+                       "--out", str(cut)], 2)
+    assert result.returncode == 130 and set(result.returncodes) <= {130, None, -15}, log
+    assert not (cut / "model").exists()  # it stopped before the end
+    result, resumed = run(["jaxrnn", "train", *args, "--resume", "--out", str(cut)], 2)
+    assert result.returncode == 0 and result.returncodes == [0, 0], resumed
+    assert "[rank 0] resumed from" in resumed and "(epoch 2, batch 2)" in resumed, resumed
+    for text in (log, resumed):
+        assert "Traceback" not in text and "*** Check failure" not in text, text
+    for a, b in zip(_leaves(whole / "model"), _leaves(cut / "model"), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_settings_from_env():
-    env = {dist.ENV_COORDINATOR: "127.0.0.1:5", dist.ENV_NUM_PROCESSES: "2",
-           dist.ENV_PROCESS_ID: "1"}
-    assert dist.settings_from_env(env) == {"coordinator": "127.0.0.1:5", "num_processes": "2",
+    env = {parallel.ENV_COORDINATOR: "127.0.0.1:5", parallel.ENV_NUM_PROCESSES: "2",
+           parallel.ENV_PROCESS_ID: "1"}
+    assert parallel.settings_from_env(env) == {"coordinator": "127.0.0.1:5", "num_processes": "2",
                                            "process_id": "1"}
-    assert dist.settings_from_env({}) is None
+    assert parallel.settings_from_env({}) is None
     with pytest.raises(ValueError, match="JAXRNN_PROCESS_ID"):
-        dist.settings_from_env({dist.ENV_COORDINATOR: "127.0.0.1:5",
-                                dist.ENV_NUM_PROCESSES: "2"})
+        parallel.settings_from_env({parallel.ENV_COORDINATOR: "127.0.0.1:5",
+                                parallel.ENV_NUM_PROCESSES: "2"})
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -189,23 +321,23 @@ def test_settings_from_env():
 ])
 def test_initialize_rejects_bad_arguments_before_connecting(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        dist.initialize(**kwargs)
+        parallel.initialize(**kwargs)
 
 
 def test_local_rows_of_a_single_process_mesh():
-    mesh = dist.global_mesh()
+    mesh = parallel.make_mesh()
     n = mesh.devices.size
-    assert dist.local_rows(4 * n, mesh) == slice(0, 4 * n)
+    assert parallel.local_rows(4 * n, mesh) == slice(0, 4 * n)
     if n > 1:
         with pytest.raises(ValueError, match="divide evenly"):
-            dist.local_rows(4 * n + 1, mesh)
+            parallel.local_rows(4 * n + 1, mesh)
     batch = {"x": np.arange(4 * n)}
-    np.testing.assert_array_equal(dist.local_shard(batch, mesh)["x"], batch["x"])
+    np.testing.assert_array_equal(parallel.local_shard(batch, mesh)["x"], batch["x"])
 
 
 def test_sharded_checkpoint_resumes_bit_exact_and_restores_into_one_process(
         tmp_path, runs, reference):
-    from jaxrnn.train.sharded_checkpoint import latest_step, restore_state
+    from jaxrnn.io.sharded_store import latest_step, restore_state
 
     a, _ = runs(2)  # saved its state after step 2 from both processes
     ck, b = a / "ck", tmp_path / "b"
@@ -243,7 +375,7 @@ def test_sharded_checkpoint_resumes_bit_exact_and_restores_into_one_process(
 
 
 def test_sharded_checkpoint_errors(tmp_path, reference):
-    from jaxrnn.train.sharded_checkpoint import restore_state, save_state
+    from jaxrnn.io.sharded_store import restore_state, save_state
 
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     try:

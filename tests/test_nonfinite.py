@@ -83,7 +83,7 @@ def test_fit_stops_naming_the_epoch_and_step_and_writes_no_checkpoint(grads_are_
                        match=r"loss: not finite .* at update (1|2) \(epoch 1, batch (1|2)\)"):
         train.fit(apply, exploding_params(), "mse", opt, data, batch_size=1, epochs=2,
                   checkpoint_dir=tmp_path, progress=False, verbose=False)
-    assert not (tmp_path / train.checkpoint.LATEST).exists()
+    assert not (tmp_path / jaxrnn.io.LATEST).exists()
 
 
 def test_fit_with_skip_nonfinite_skips_the_bad_update_and_stays_finite(grads_are_nan, capsys):

@@ -14,7 +14,7 @@ pytest.importorskip("orbax.checkpoint")
 
 import jaxrnn  # noqa: E402
 from jaxrnn import train  # noqa: E402
-from jaxrnn.train import orbax_checkpoint as ox  # noqa: E402
+from jaxrnn.io import orbax_store as ox  # noqa: E402
 
 
 def apply(params, inputs, *, lengths=None, key=None, deterministic=True):
@@ -139,4 +139,45 @@ def test_fit_stream_resume_is_bit_exact_with_orbax(tmp_path):
     for a, b in zip(jax.tree_util.tree_leaves(resumed.params),
                     jax.tree_util.tree_leaves(straight.params), strict=True):
         np.testing.assert_array_equal(a, b)
+    assert resumed.history["loss"] == straight.history["loss"]
+
+
+def test_the_sharded_store_round_trips_state_position_and_extra(tmp_path):
+    from jaxrnn.io import sharded_store
+
+    store = jaxrnn.io.get_store("orbax-sharded")
+    assert store.latest(tmp_path) is None
+    best = make_params(seed=3)
+    extra = {"history": {"loss": [0.5, 0.25]}, "best": best, "nothing": None}
+    store.save(tmp_path, state_at(2), data_position={"epoch": 1, "batch_index": 2, "seed": 5},
+               extra=extra)
+    newest = store.save(tmp_path, state_at(3), extra=extra)
+    assert store.latest(tmp_path) == newest == os.path.join(tmp_path, "1")
+    ck = store.load(tmp_path, state_at(0), extra_target={"best": make_params()})
+    assert int(ck.state.step) == 3 and ck.data_position is None and ck.path == newest
+    assert ck.extra["history"] == {"loss": [0.5, 0.25]} and ck.extra["nothing"] is None
+    for a, b in zip(jax.tree_util.tree_leaves(ck.extra["best"]), jax.tree_util.tree_leaves(best),
+                    strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert sharded_store.restore_metadata(tmp_path, 0)["data_position"] == {
+        "epoch": 1, "batch_index": 2, "seed": 5}
+    with pytest.raises(jaxrnn.io.CheckpointError, match="holds other arrays than the target"):
+        store.load(tmp_path, train.init_train_state({"w": jnp.ones((5,))}, OPT, 0))
+
+
+@pytest.mark.slow
+def test_fit_resume_is_bit_exact_with_the_sharded_store(tmp_path):
+    """The store every process of a run writes (orbax-sharded), used by fit in one process:
+    the state, the data position and extra (JSON and pytrees) come back, resume is bit-exact."""
+    data = make_data()
+    kw = dict(epochs=2, batch_size=4, seed=5, progress=False, verbose=False, val_data=data,
+              restore_best=True)
+    straight = train.fit(apply, make_params(), "mse", OPT, data, **kw)
+    train.fit(apply, make_params(), "mse", OPT, data, checkpoint_dir=tmp_path, max_steps=4,
+              checkpoint_format="orbax-sharded", **kw)
+    resumed = train.fit(apply, make_params(), "mse", OPT, data, checkpoint_dir=tmp_path,
+                        resume=True, checkpoint_format="orbax-sharded", **kw)
+    for a, b in zip(jax.tree_util.tree_leaves(resumed.params),
+                    jax.tree_util.tree_leaves(straight.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert resumed.history["loss"] == straight.history["loss"]

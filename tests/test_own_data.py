@@ -133,7 +133,7 @@ def test_forecast_csv_beats_persistence_and_predict_reproduces_it(tmp_path, caps
         r"model ([0-9.]+) \| persistence ([0-9.]+) \| seasonal naive \(period 12\) ([0-9.]+)",
         text).groups())
     assert model < persistence
-    saved = json.loads((out / "model" / "metrics.json").read_text())
+    saved = json.loads((out / "model" / "model.json").read_text())["metrics"]
     assert saved["test_rmse"] == pytest.approx(model, abs=1e-3)
     assert (out / "forecast.png").read_bytes()[:4] == b"\x89PNG"
     # predict reads only the model directory and the file.
@@ -143,7 +143,9 @@ def test_forecast_csv_beats_persistence_and_predict_reproduces_it(tmp_path, caps
     assert_same_rows(out / "predictions_test.csv", pred)
     rows = read_rows(pred)
     assert rows[0] == ["origin"] + [f"sales_h{h}" for h in range(1, 13)]
-    assert rows[-1][0] == "240"  # the last row forecasts past the end of the file
+    # origin: the --time-column value of the first forecast step; the last row forecasts past
+    # the end of the file (2019-12), its month extrapolated in the file's own format.
+    assert [r[0] for r in rows[-3:]] == ["2019-11", "2019-12", "2020-01"]
 
 
 def test_forecast_multivariate_columns(tmp_path, capsys):
@@ -197,6 +199,109 @@ def test_classify_npz_masks_variable_lengths(tmp_path, capsys):
     assert run_cli(["predict", "--model", str(out / "model"), "--input", str(unlabelled),
                     "--output", str(pred)]) == 0
     assert_same_rows(out / "predictions_test.csv", pred)  # same arrays (seed 1): same rows
+
+
+def _epoch_logs(text):
+    """The per-epoch lines' values: ``{"val_loss": [...], "val_accuracy": [...]}``."""
+    logs = {}
+    for line in text.splitlines():
+        if re.match(r"epoch \d+/\d+ ", line):
+            for k, v in re.findall(r"(\w+) ([-0-9.e]+)", line):
+                logs.setdefault(k, []).append(float(v))
+    return logs
+
+
+def test_classify_keeps_the_epoch_of_lowest_val_loss(tmp_path, capsys):
+    """Keras' restore_best_weights monitors val_loss: here val_accuracy reaches its best in
+    the first epochs while val_loss keeps falling, and the epoch kept is val_loss's best.
+    A run of exactly that many epochs (same seed: the same trajectory) reports the same test
+    loss, so the parameters saved are that epoch's."""
+    data = labelled_sequences_npz(tmp_path / "seq.npz")
+    common = ["train", "--task", "classify", "--data", str(data), "--hidden", "8",
+              "--patience", "100", *QUIET]
+    assert run_cli([*common, "--epochs", "12", "--out", str(tmp_path / "a")]) == 0
+    text = capsys.readouterr().out
+    logs = _epoch_logs(text)
+    assert len(logs["val_loss"]) == 12
+    kept = int(re.search(r"kept epoch (\d+)/12: the lowest val_loss", text).group(1))
+    assert kept - 1 == int(np.argmin(logs["val_loss"]))
+    # the case the issue met: accuracy's (earliest) best is another, worse epoch
+    assert int(np.argmax(logs["val_accuracy"])) != kept - 1
+    loss = float(re.search(r"test loss ([0-9.]+)", text).group(1))
+    assert run_cli([*common, "--epochs", str(kept), "--out", str(tmp_path / "b")]) == 0
+    again = capsys.readouterr().out
+    assert f"kept epoch {kept}/{kept}" in again
+    assert float(re.search(r"test loss ([0-9.]+)", again).group(1)) == loss
+
+
+def _long_csv_with_index(path, labelled=True):
+    """labelled_sequences_csv's rows written through pandas with its default index=True."""
+    import pandas as pd
+
+    df = pd.read_csv(labelled_sequences_csv(str(path) + ".src.csv"))
+    df = df.sort_values("label", kind="stable")  # sorted by class: the index leaks the label
+    df.to_csv(path)
+    return path
+
+
+def test_classify_refuses_a_pandas_index_column_and_drops_it_by_name(tmp_path, capsys):
+    data = _long_csv_with_index(tmp_path / "indexed.csv")
+    argv = ["train", "--task", "classify", "--data", str(data), "--epochs", "1",
+            "--hidden", "4", *QUIET]
+    assert run_cli([*argv, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "column 'Unnamed: 0'" in err and "--index-column 'Unnamed: 0'" in err
+    # a column of row numbers under another name is refused too
+    import pandas as pd
+
+    renamed = tmp_path / "renamed.csv"
+    pd.read_csv(data).rename(columns={"Unnamed: 0": "row"}).to_csv(renamed, index=False)
+    assert run_cli([*argv[:4], str(renamed), *argv[5:], "--out", str(tmp_path / "b")]) == 2
+    assert "--index-column 'row'" in capsys.readouterr().err
+    assert run_cli([*argv, "--index-column", "Unnamed: 0", "--out", str(tmp_path / "c")]) == 0
+    with open(tmp_path / "c" / "model" / "model.json", encoding="utf-8") as f:
+        prep = json.load(f)["preprocessing"]
+    assert prep["features"] == ["a", "b"]
+    assert run_cli([*argv, "--index-column", "nope", "--out", str(tmp_path / "d")]) == 2
+    assert "--index-column: no column 'nope'" in capsys.readouterr().err
+
+
+def test_classify_ragged_npz_says_pad_with_lengths_or_use_the_long_csv(tmp_path, capsys):
+    path = tmp_path / "ragged.npz"
+    ragged = np.empty(3, dtype=object)
+    ragged[:] = [np.zeros((n, 2)) for n in (3, 5, 4)]
+    np.savez(path, x=ragged, y=np.array([0, 1, 0]))
+    assert run_cli(["train", "--task", "classify", "--data", str(path), *QUIET,
+                    "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--data: array 'x'" in err and "lengths" in err and "long CSV format" in err
+    assert "allow_pickle" not in err
+
+
+def test_classify_separate_train_test_and_validation_files(tmp_path, capsys):
+    """As sktime-style splits come: a TRAIN and a TEST file; --data is all training (no
+    fraction held out), the accuracy is on every sequence of --test."""
+    train_file = labelled_sequences_csv(tmp_path / "train.csv", n=90, seed=0)
+    test_file = labelled_sequences_csv(tmp_path / "test.csv", n=30, seed=1)
+    val_file = labelled_sequences_csv(tmp_path / "val.csv", n=15, seed=2)
+    out = tmp_path / "run"
+    argv = ["train", "--task", "classify", "--data", str(train_file), "--test", str(test_file),
+            "--epochs", "3", "--hidden", "8", *QUIET]
+    assert run_cli([*argv, "--validation", str(val_file), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "{'test': 30, 'val': 15, 'train': 90}" in text
+    assert re.search(r"test accuracy: [0-9.]+ on 30 held-out sequences of ", text)
+    ids = [row[0] for row in read_rows(out / "predictions_test.csv")[1:]]
+    assert sorted(ids) == sorted(f"s{i}" for i in range(30))
+    # --test-fraction 0 is allowed with --test; without --validation a fraction of --data
+    assert run_cli([*argv, "--test-fraction", "0", "--out", str(tmp_path / "b")]) == 0
+    assert "{'test': 30, 'val': 9, 'train': 81}" in capsys.readouterr().out
+    no_test = [*argv[:5], *argv[7:]]
+    assert run_cli([*no_test, "--test-fraction", "0", "--out", str(tmp_path / "c")]) == 2
+    assert "--test-fraction: expected a number in (0, 1) (0 only with --test FILE)" in \
+        capsys.readouterr().err
+    assert run_cli([*argv, "--test-fraction", "0.2", "--out", str(tmp_path / "d")]) == 2
+    assert "--test-fraction: expected 0 (or nothing) with --test" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- charlm

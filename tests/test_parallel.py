@@ -112,10 +112,7 @@ def test_bad_input():
     mesh = parallel.make_mesh(1)
     with pytest.raises(ValueError, match="batch"):
         parallel.shard_batch({"inputs": np.float32(1.0)}, mesh)  # no batch axis
-    assert parallel.resolve_mesh(False) is None
-    with parallel.use_data_parallel(1) as m:
-        assert parallel.resolve_mesh(None) is m and m.devices.size == 1
-    assert parallel.resolve_mesh(None) is None
+    assert parallel.resolve_mesh(False) is None and parallel.resolve_mesh(None) is None
 
 
 def test_cli_flag_parses():
@@ -127,3 +124,22 @@ def test_cli_flag_parses():
     assert parser.parse_args(["train", "--data-parallel", "4"]).data_parallel == 4
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--data-parallel", "-1"])
+
+
+def test_the_cli_passes_the_mesh_and_nothing_is_left_behind():
+    """``--data-parallel`` becomes the mesh on ``args`` that a task passes to ``fit``; no mesh is
+    kept anywhere else, so a later ``compile_step`` without ``data_parallel`` is one device."""
+    from jax.sharding import Mesh
+
+    from jaxrnn import cli
+    from jaxrnn.train.step import compile_step
+
+    args = cli.build_parser().parse_args(["train", "--data-parallel"])
+    with cli._processes(args):
+        assert isinstance(args.data_parallel, Mesh)
+        assert args.data_parallel.devices.size == jax.device_count()
+        assert parallel.resolve_mesh(None) is None  # no default mesh inside the block either
+        assert not hasattr(compile_step(lambda s, b: s), "mesh")  # a plain jit
+    args = cli.build_parser().parse_args(["train"])
+    with cli._processes(args):
+        assert args.data_parallel is None

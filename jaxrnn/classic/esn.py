@@ -48,7 +48,7 @@ from jaxrnn.cells.base import (
     matmul,
     resolve_activation,
 )
-from jaxrnn.scan import run
+from jaxrnn.engine import run
 
 
 class ReservoirParams(NamedTuple):

@@ -54,6 +54,11 @@ def pad_sequences(
         raise ValueError(f"padding: expected 'pre' or 'post', got {padding!r}")
     if truncating not in _SIDES:
         raise ValueError(f"truncating: expected 'pre' or 'post', got {truncating!r}")
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: expected a NumPy dtype or its name ('int32', 'float32', ...), "
+                        f"got {dtype!r}") from None
     if return_lengths and padding == "pre":
         raise ValueError(
             "return_lengths: jaxrnn's lengths mean 'the first lengths[b] steps are valid' "
@@ -87,7 +92,6 @@ def pad_sequences(
         )
     step_shape = trailing.pop() if trailing else ()
     T = max((len(a) for a in arrays), default=0) if maxlen is None else int(maxlen)
-    dtype = np.dtype(dtype)
     if np.issubdtype(dtype, np.integer) and isinstance(value, float) and not value.is_integer():
         raise ValueError(f"value: {value!r} cannot be stored in integer dtype {dtype}")
     out = np.full((len(arrays), T, *step_shape), value, dtype=dtype)

@@ -47,8 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn.cells.base import Array, Cell, check_batch_shape, check_positive_int
+from jaxrnn.engine import run, sequence_mask
 from jaxrnn.layers import Layer, dense, embedding, recurrent
-from jaxrnn.scan import run, sequence_mask
 from jaxrnn.seq2seq import decoding
 from jaxrnn.seq2seq.attention import Attention, attend, check_memory
 

@@ -179,7 +179,7 @@ def sample(config, params, vocab, prime: str, length: int, *, key, temperature: 
         raise ValueError(f"--top-k: expected a positive integer, got {top_k}")
     _, apply = make_model(config)
     return sample_text(apply, params, vocab, prime, length, temperature=temperature,
-                       top_k=top_k, key=key, warmup=warmup)
+                       top_k=top_k, key=key, warmup=warmup, stateful=True)
 
 
 # --------------------------------------------------------------------------- commands
@@ -304,7 +304,8 @@ def train(args) -> dict:
                         metrics=["bpc"], seed=args.seed, checkpoint_dir=args.checkpoint_dir,
                         checkpoint_every=args.checkpoint_every, resume=bool(args.resume),
                         progress=args.progress, reset_every=args.reset_every or None,
-                        time_budget_s=budget, on_step=curve.on_step)
+                        time_budget_s=budget, on_step=curve.on_step,
+                        data_parallel=getattr(args, "data_parallel", None))
     curve.flush(int(result.state.step))
     history = curve.history
     state = result.state

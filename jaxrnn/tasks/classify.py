@@ -33,10 +33,12 @@ from jaxrnn.tasks.common import (
     check_patience,
     clip_norm,
     column_names,
+    drop_index_column,
     existing_file,
     fail,
     numeric_columns,
     read_csv,
+    refuse_index_columns,
     require_columns,
     rnn_options,
     train_classifier,
@@ -60,10 +62,20 @@ def add_arguments(parser) -> None:
     g.add_argument("--label-column", default="label", help="CSV: label column (default label)")
     g.add_argument("--feature-columns", metavar="A,B,...",
                    help="CSV: feature columns (default: every other column)")
-    g.add_argument("--test-fraction", type=float, default=0.2,
-                   help="fraction of sequences held out for the reported accuracy (default 0.2)")
-    g.add_argument("--val-fraction", type=float, default=0.1,
-                   help="fraction of sequences for early stopping (default 0.1; 0: none)")
+    g.add_argument("--index-column", metavar="NAME",
+                   help="CSV: a column to drop, e.g. the 'Unnamed: 0' index pandas writes "
+                        "(a column that looks like one is refused as a feature)")
+    g.add_argument("--test", metavar="FILE",
+                   help="held-out sequences in a file of their own, as --data (e.g. a "
+                        "dataset's TEST file); then --data is all for training")
+    g.add_argument("--validation", metavar="FILE",
+                   help="sequences for early stopping in a file of their own, as --data")
+    g.add_argument("--test-fraction", type=float, default=None,
+                   help="fraction of --data held out for the reported accuracy (default 0.2; "
+                        "0 with --test)")
+    g.add_argument("--val-fraction", type=float, default=None,
+                   help="fraction of --data for early stopping and the epoch kept (default "
+                        "0.1; 0: none; 0 with --validation)")
     add_patience(g, 8)
 
 
@@ -88,13 +100,15 @@ def _file_kind(path: str, option: str) -> str:
 
 
 def read_sequences(path, option: str, *, id_column="id", time_column="t",
-                   label_column="label", feature_columns=None, need_labels=True) -> Sequences:
+                   label_column="label", feature_columns=None, need_labels=True,
+                   index_column=None) -> Sequences:
     """The sequences of a long-format CSV or an ``.npz`` (see the module docstring), checked:
-    every failure names ``option`` and what was expected."""
+    every failure names ``option`` and what was expected. ``index_column`` is dropped; without
+    ``feature_columns``, a column that looks like a pandas index is refused."""
     path = existing_file(path, option)
     if _file_kind(path, option) == "npz":
         return _read_npz(path, option, need_labels)
-    df = read_csv(path, option)
+    df = drop_index_column(read_csv(path, option), index_column, option, path)
     time_column = None if time_column in (None, "none") else time_column
     fixed = [id_column] + ([time_column] if time_column else [])
     has_label = label_column in df.columns
@@ -107,6 +121,7 @@ def read_sequences(path, option: str, *, id_column="id", time_column="t",
         features = [c for c in df.columns if c not in fixed]
         if not features:
             fail(option, f"{path!r} has no feature columns besides {', '.join(fixed)}")
+        refuse_index_columns(df, features, option, path)
     values = numeric_columns(df, features, option, path)
     if time_column:
         times = numeric_columns(df, [time_column], option, path)[:, 0]
@@ -142,9 +157,19 @@ def _read_npz(path, option, need_labels) -> Sequences:
         if "x" not in f.files:
             fail(option, f"{path!r} has no array 'x' (found {', '.join(f.files) or 'none'}); "
                          f"expected x (N, T, F), y (N,), optional lengths (N,)")
-        x = f["x"]
-        y = f["y"] if "y" in f.files else None
-        lengths = f["lengths"] if "lengths" in f.files else None
+        arrays = {}
+        for name in ("x", "y", "lengths"):
+            if name in f.files:
+                try:
+                    arrays[name] = f[name]
+                except ValueError:  # an object array: NumPy asks for allow_pickle
+                    fail(option, f"array {name!r} in {path!r} holds Python objects (a ragged "
+                                 f"list of sequences of different lengths?), which are not "
+                                 f"read; save x padded to (N, T, F) with lengths (N,), the "
+                                 f"valid steps of each row (jaxrnn.data.pad_sequences(..., "
+                                 f"return_lengths=True)), or use the long CSV format (id, t, "
+                                 f"features..., label)")
+        x, y, lengths = arrays["x"], arrays.get("y"), arrays.get("lengths")
     if need_labels and y is None:
         fail(option, f"{path!r} has no array 'y' of labels (expected y (N,))")
     if x.ndim == 2:
@@ -174,16 +199,33 @@ def _read_npz(path, option, need_labels) -> Sequences:
 
 # --------------------------------------------------------------------------- preparing
 
-def split_indices(n: int, test_fraction: float, val_fraction: float, seed: int = 0) -> dict:
+DEFAULT_TEST_FRACTION = 0.2
+DEFAULT_VAL_FRACTION = 0.1
+
+
+def split_indices(n: int, test_fraction: float | None = None, val_fraction: float | None = None,
+                  seed: int = 0, *, test_file: bool = False, val_file: bool = False) -> dict:
     """A seeded permutation of ``range(n)`` cut into test, validation and training indices
-    (at least one test and one training sequence)."""
-    if not 0.0 < test_fraction < 1.0:
-        fail("--test-fraction", f"expected a number in (0, 1), got {test_fraction}")
+    (at least one training sequence, and one test sequence unless the test sequences come
+    from a file of their own: ``test_file``; likewise ``val_file``). A fraction of None is
+    its default: 0.2 and 0.1, or 0 for a split that comes from a file."""
+    if test_fraction is None:
+        test_fraction = 0.0 if test_file else DEFAULT_TEST_FRACTION
+    if val_fraction is None:
+        val_fraction = 0.0 if val_file else DEFAULT_VAL_FRACTION
+    if test_file and test_fraction != 0.0:
+        fail("--test-fraction", f"expected 0 (or nothing) with --test (the held-out sequences "
+                                f"come from that file), got {test_fraction}")
+    if val_file and val_fraction != 0.0:
+        fail("--val-fraction", f"expected 0 (or nothing) with --validation, got {val_fraction}")
+    if not test_file and not 0.0 < test_fraction < 1.0:
+        fail("--test-fraction", f"expected a number in (0, 1) (0 only with --test FILE), got "
+                                f"{test_fraction}")
     if not 0.0 <= val_fraction < 1.0 or test_fraction + val_fraction >= 1.0:
         fail("--val-fraction", f"expected a number in [0, 1) with --test-fraction + "
                                f"--val-fraction < 1, got {val_fraction}")
     order = np.random.default_rng(seed).permutation(n)
-    n_test = max(1, int(round(test_fraction * n)))
+    n_test = 0 if test_file else max(1, int(round(test_fraction * n)))
     n_val = int(round(val_fraction * n))
     if n - n_test - n_val < 1:
         fail("--data", f"{n} sequences are too few to hold out {n_test} for testing and "
@@ -235,52 +277,102 @@ def _read_options(args) -> dict:
             "label_column": args.label_column, "feature_columns": args.feature_columns}
 
 
-def train(args) -> dict:
+class Prepared(NamedTuple):
+    """What :func:`prepare` returns: the batches and what a model directory keeps."""
+
+    splits: dict  # {"train", "val"?, "test"}: {"inputs", "lengths", "targets"}
+    ids: dict  # the sequence ids of each split
+    encoder: object  # jaxrnn.data.LabelEncoder
+    features: list
+    mean: np.ndarray
+    std: np.ndarray
+    maxlen: int
+    lengths: list  # every sequence's length
+
+
+def prepare(args) -> Prepared:
+    """``--data`` (and ``--test`` / ``--validation`` files) read, labels encoded by the
+    training labels, split by ``--test-fraction`` / ``--val-fraction`` (seeded) where no file
+    gives a split, standardised by the training frames' mean and deviation."""
     from jaxrnn.data import LabelEncoder
+
+    if getattr(args, "data", None) is None:
+        fail("--data", "expected a labelled-sequence file (.csv in long format or .npz)")
+    options = {**_read_options(args), "index_column": getattr(args, "index_column", None)}
+    data = read_sequences(args.data, "--data", **options)
+    extra = {}
+    for name, option in (("test", "--test"), ("val", "--validation")):
+        path = getattr(args, {"test": "test", "val": "validation"}[name], None)
+        if path is not None:
+            extra[name] = read_sequences(path, option, **{
+                **options, "feature_columns": ",".join(map(str, data.features))
+                if _file_kind(path, option) == "csv" and _file_kind(args.data, "--data") == "csv"
+                else args.feature_columns})
+            if len(extra[name].features) != len(data.features):
+                fail(option, f"{path!r} has {len(extra[name].features)} features, --data has "
+                             f"{len(data.features)}")
+    encoder = LabelEncoder.fit(data.labels, min_classes=2,
+                               argname=f"--data: label column {args.label_column!r}")
+    idx = split_indices(len(data.sequences), getattr(args, "test_fraction", None),
+                        getattr(args, "val_fraction", None), test_file="test" in extra,
+                        val_file="val" in extra)
+    parts = {name: ([data.ids[i] for i in rows], [data.sequences[i] for i in rows],
+                    encoder.transform([data.labels[i] for i in rows])
+                    if len(rows) else np.zeros(0, np.int32))
+             for name, rows in idx.items()}
+    for name, seqs in extra.items():
+        option = "--test" if name == "test" else "--validation"
+        parts[name] = (seqs.ids, seqs.sequences,
+                       encoder.transform(seqs.labels, argname=f"{option}: labels"))
+    frames = np.concatenate(parts["train"][1])
+    mean = frames.mean(0)
+    std = np.where(frames.std(0) > 0, frames.std(0), 1.0)
+    lengths = [len(s) for part in parts.values() for s in part[1]]
+    maxlen = max(lengths)
+    splits, ids = {}, {}
+    for name, (part_ids, seqs, y) in parts.items():
+        if len(seqs):
+            splits[name] = {**to_batch(seqs, mean, std, maxlen), "targets": y}
+            ids[name] = part_ids
+    return Prepared(splits, ids, encoder, data.features, mean, std, int(maxlen), lengths)
+
+
+def train(args) -> dict:
     from jaxrnn.tasks import modeldir
+    from jaxrnn.tasks.common import kept_epoch_line
     from jaxrnn.train import predict as predict_outputs
 
     clip_norm(args)
     check_patience(args)
-    if args.data is None:
-        fail("--data", "expected a labelled-sequence file (.csv in long format or .npz)")
     t0 = time.perf_counter()
-    data = read_sequences(args.data, "--data", **_read_options(args))
-    encoder = LabelEncoder.fit(data.labels, min_classes=2,
-                               argname=f"--data: label column {args.label_column!r}")
-    y = encoder.transform(data.labels)
-    idx = split_indices(len(data.sequences), args.test_fraction, args.val_fraction)
-    frames = np.concatenate([data.sequences[i] for i in idx["train"]])
-    mean = frames.mean(0)
-    std = np.where(frames.std(0) > 0, frames.std(0), 1.0)
-    maxlen = max(len(s) for s in data.sequences)
-    splits = {}
-    for name, rows in idx.items():
-        if len(rows):
-            batch = to_batch([data.sequences[i] for i in rows], mean, std, maxlen)
-            splits[name] = {**batch, "targets": y[rows]}
+    p = prepare(args)
+    encoder, splits = p.encoder, p.splits
     model = build_model(args, encoder.num_classes)
     n = {k: len(v["targets"]) for k, v in splits.items()}
-    lengths = [len(s) for s in data.sequences]
-    print(f"classify: {len(data.sequences)} sequences ({n}), lengths {min(lengths)}-"
-          f"{max(lengths)}, {len(data.features)} features, {encoder.num_classes} classes; "
+    print(f"classify: {sum(n.values())} sequences ({n}), lengths {min(p.lengths)}-"
+          f"{max(p.lengths)}, {len(p.features)} features, {encoder.num_classes} classes; "
           f"{args.cell} x{args.layers} hidden {args.hidden}")
-    run = train_classifier(args, model, splits, monitor="val_accuracy" if "val" in splits
-                           else None, plot_file=PLOT_FILE, verbose=False)
-    test_ids = [data.ids[i] for i in idx["test"]]
+    # As Keras' restore_best_weights: the epoch of the lowest validation loss. Accuracy on a
+    # small validation split ties early and often (7 sequences: steps of 1/7).
+    run = train_classifier(args, model, splits, monitor="val_loss" if "val" in splits
+                           else None, plot_file=PLOT_FILE)
+    print(kept_epoch_line(run.result, "val_loss" if "val" in splits else None))
     logits = predict_outputs(model.apply, run.params, splits["test"]["inputs"],
                              lengths=splits["test"]["lengths"])
-    header, rows = prediction_rows(test_ids, logits, encoder.classes)
+    header, rows = prediction_rows(p.ids["test"], logits, encoder.classes)
     pred_path = write_csv(os.path.join(args.out, PREDICTIONS_FILE), header, rows)
     metrics = {"test_accuracy": run.test["accuracy"], "test_loss": run.test["loss"],
-               "majority_baseline": run.baseline, "n_test": n["test"]}
-    prep = {"features": data.features, "mean": mean.tolist(), "std": std.tolist(),
-            "maxlen": int(maxlen), "labels": encoder.to_dict(), **_read_options(args)}
+               "majority_baseline": run.baseline, "n_test": n["test"],
+               "kept_epoch": None if run.result.best_epoch is None
+               else run.result.best_epoch + 1}
+    prep = {"features": p.features, "mean": p.mean.tolist(), "std": p.std.tolist(),
+            "maxlen": p.maxlen, "labels": encoder.to_dict(), **_read_options(args)}
     model_dir = modeldir.save(args.model, task="classify", model=model, params=run.params,
                               preprocessing=prep, metrics=metrics)
     seconds = time.perf_counter() - t0
     verdict = "beats" if run.test["accuracy"] > run.baseline else "does NOT beat"
-    print(f"test accuracy: {run.test['accuracy']:.4f} on {n['test']} held-out sequences "
+    source = f" of {args.test}" if getattr(args, "test", None) else ""
+    print(f"test accuracy: {run.test['accuracy']:.4f} on {n['test']} held-out sequences{source} "
           f"(majority-class baseline {run.baseline:.4f}: the model {verdict} it); test loss "
           f"{run.test['loss']:.4f}; {seconds:.0f} s")
     print(f"held-out predictions: {pred_path}")

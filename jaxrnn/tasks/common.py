@@ -130,12 +130,25 @@ def train_classifier(args, model, splits: dict, *, loss: str = "softmax_cross_en
         monitor=monitor if val is not None else None,
         patience=getattr(args, "patience", None) if val is not None else None,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=args.progress,
-        verbose=verbose,
+        verbose=verbose, data_parallel=getattr(args, "data_parallel", None),
         plot_path=None if plot_file is None else os.path.join(args.out, plot_file),
     )
     test = evaluate(model.apply, result.params, loss, splits["test"], metrics=[metric])
     baseline = majority_baseline(splits["train"]["targets"], splits["test"]["targets"])
     return Trained(result.params, result, test, baseline)
+
+
+def kept_epoch_line(result, monitor: str | None = "val_loss") -> str:
+    """One line saying which epoch's parameters the run kept and why (``result``: a
+    :class:`jaxrnn.train.FitResult`)."""
+    history = result.history
+    n = len(history.get("loss", []))
+    if monitor is None or result.best_epoch is None or monitor not in history:
+        return f"kept the last epoch ({n}/{n}): no validation split to choose another by"
+    values = history[monitor]
+    best = result.best_epoch
+    return (f"kept epoch {best + 1}/{n}: the lowest {monitor} ({values[best]:.4g}; last epoch "
+            f"{values[-1]:.4g}), as Keras' restore_best_weights")
 
 
 # --------------------------------------------------------------------------- user files
@@ -165,6 +178,45 @@ def read_csv(path, option: str):
     if df.shape[0] == 0:
         fail(option, f"{path!r} has a header but no rows")
     return df
+
+
+def index_like_columns(df, candidates) -> list[str]:
+    """The columns among ``candidates`` that look like a pandas index written into the file
+    (``DataFrame.to_csv`` keeps the index unless ``index=False``): named ``Unnamed: N``, or
+    holding the row numbers 0 .. n-1 (or 1 .. n) in any order (a frame sorted before it was
+    written). As a feature such a column is meaningless, and in a file sorted by class it
+    leaks the label."""
+    n = len(df)
+    found = []
+    for name in candidates:
+        if str(name).startswith("Unnamed:"):
+            found.append(name)
+            continue
+        values = np.sort(np.asarray([_as_float(v) for v in df[name]], np.float64))
+        if n >= 3 and (np.array_equal(values, np.arange(n)) or
+                       np.array_equal(values, np.arange(1, n + 1))):
+            found.append(name)
+    return found
+
+
+def drop_index_column(df, name: str | None, option: str, path: str):
+    """``df`` without the column ``--index-column NAME`` (``df`` itself when ``name`` is
+    None)."""
+    if name is None:
+        return df
+    require_columns(df, [name], "--index-column", path)
+    return df.drop(columns=[name])
+
+
+def refuse_index_columns(df, candidates, option: str, path: str) -> None:
+    """Fail naming ``--index-column`` when a column of ``candidates`` looks like an index."""
+    found = index_like_columns(df, candidates)
+    if found:
+        name = found[0]
+        fail(option, f"column {name!r} of {path!r} looks like a pandas index (an 'Unnamed' "
+                     f"column or the row numbers 0..n-1), not a feature; drop it with "
+                     f"--index-column {name!r} (or choose the features with "
+                     f"--feature-columns)")
 
 
 def column_names(text: str | None, option: str) -> list[str]:
@@ -244,6 +296,8 @@ def write_csv(path, header: list[str], rows) -> str:
 
 __all__ = ["OptionError", "fail", "check_positive", "clip_norm",
            "task_optimizer", "add_patience", "check_patience", "rnn_options", "Trained",
-           "majority_baseline", "train_classifier", "init_params", "existing_file", "read_csv",
-           "column_names", "require_columns", "numeric_columns", "read_text_files",
+           "majority_baseline", "train_classifier", "kept_epoch_line", "init_params",
+           "existing_file", "read_csv",
+           "column_names", "require_columns", "index_like_columns", "drop_index_column",
+           "refuse_index_columns", "numeric_columns", "read_text_files",
            "write_csv", "DEFAULT_CLIP_NORM"]

@@ -22,7 +22,6 @@ from jaxrnn.tasks.common import add_patience, check_patience, clip_norm, train_c
 DESCRIPTION = ("8x8 digits (scikit-learn load_digits) read row by row, 8 steps of 8 features; "
                "prints test accuracy")
 DEFAULTS = {"epochs": 40, "hidden": 64, "lr": 3e-3, "batch_size": 32}
-MODEL_FILE = "digits_model.msgpack"  # what older versions wrote; evaluate still reads it
 PLOT_FILE = "digits_curves.png"
 
 
@@ -126,7 +125,7 @@ def evaluate(args) -> dict:
     from jaxrnn.tasks import modeldir
     from jaxrnn.train import evaluate as evaluate_params
 
-    saved = modeldir.load_task(args, task="digits", legacy_file=MODEL_FILE)
+    saved = modeldir.load_task(args, task="digits")
     path, params = saved.directory, saved.params
     data = load_splits(args.limit)
     test = evaluate_params(saved.model.apply, params, "softmax_cross_entropy", data["test"],
@@ -170,7 +169,7 @@ def predict(args) -> dict:
     from jaxrnn.tasks.common import write_csv
     from jaxrnn.train import predict as predict_outputs
 
-    saved = modeldir.load_task(args, task="digits", legacy_file=MODEL_FILE)
+    saved = modeldir.load_task(args, task="digits")
     x = read_images(args.input)
     logits = np.asarray(predict_outputs(saved.model.apply, saved.params, x))
     header, rows = prediction_rows(range(len(x)), logits, list(range(10)))

@@ -24,7 +24,6 @@ from jaxrnn.tasks.common import clip_norm, train_classifier
 DESCRIPTION = ("Fashion-MNIST (Debian dataset-fashion-mnist) read row by row, 28 steps of 28 "
                "pixels (sklearn digits as fallback); prints test accuracy")
 DEFAULTS = {"epochs": 4, "hidden": 128, "lr": 2e-3, "batch_size": 128}
-MODEL_FILE = "fashion_model.msgpack"  # what older versions wrote; evaluate still reads it
 PLOT_FILE = "fashion_curves.png"
 
 
@@ -140,7 +139,7 @@ def evaluate(args) -> dict:
     from jaxrnn.tasks import modeldir
     from jaxrnn.train import evaluate as evaluate_params
 
-    saved = modeldir.load_task(args, task="fashion", legacy_file=MODEL_FILE)
+    saved = modeldir.load_task(args, task="fashion")
     config, model, params, path = (modeldir.config_of(saved), saved.model, saved.params,
                                    saved.directory)
     data = load_images("digits" if config["dataset"] == "digits" else "fashion")

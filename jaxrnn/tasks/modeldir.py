@@ -1,10 +1,10 @@
 """One model directory per run on the user's data, and the models the tasks build.
 
-A run writes :func:`jaxrnn.models.save_model`'s directory (``model.json``: the architecture;
-``weights/`` (Orbax); ``preprocessing.json``; ``metrics.json``) with the task's name and
-everything that turns raw inputs into model inputs (scaler, vocabulary, label classes, window)
-in ``preprocessing``. :func:`load` gives it back; ``predict``, ``evaluate``, ``generate`` and
-Python need nothing else::
+A run writes :func:`jaxrnn.models.save_model`'s directory (:mod:`jaxrnn.io.model_dir`:
+``model.json`` with the architecture, the preprocessing and the metrics; the weights by Orbax)
+with the task's name and everything that turns raw inputs into model inputs (scaler,
+vocabulary, label classes, window) in ``preprocessing``. :func:`load` gives it back;
+``predict``, ``evaluate``, ``generate`` and Python need nothing else::
 
     run = jaxrnn.tasks.modeldir.load("runs/classify/model")
     logits = jaxrnn.keras.predict(run.model, run.params, x)
@@ -15,7 +15,6 @@ The built-in tasks (digits, fashion, speech, music, g2p, ... on their own datase
 same directory through :func:`save_task`: their networks are rebuilt by the registered
 architecture ``jaxrnn.tasks.TASK:architecture`` from the config in ``model.json``
 (:func:`jaxrnn.models.architecture`), so loading needs no code from the training run either.
-:func:`load_task` also reads a run of an older version (``OUT/TASK_model.msgpack``).
 """
 
 from __future__ import annotations
@@ -90,7 +89,7 @@ def load(directory, *, option: str = "--model", task: str | None = None) -> Save
     from jaxrnn.models import load_model
 
     directory = os.fspath(directory)
-    if not os.path.isfile(os.path.join(directory, "model.json")):
+    if not os.path.lexists(os.path.join(directory, "model.json")):
         raise FileNotFoundError(f"{option}: {directory!r} is not a model directory (no "
                                 f"model.json; train first, or point at a run's model/)")
     try:
@@ -112,7 +111,7 @@ def directory_of(args) -> str:
 
 
 def task_architecture(task: str, config: dict):
-    """The built-in task's network, as a :class:`jaxrnn.models.ArchitectureModel`."""
+    """The built-in task's network, as a :class:`jaxrnn.models.Model`."""
     from jaxrnn.models import architecture
 
     return architecture(f"jaxrnn.tasks.{task}:architecture", config)
@@ -141,7 +140,7 @@ def save_task(args, *, task: str, config: dict, params, metrics: dict | None = N
 
 
 def _finite(metrics: dict) -> dict:
-    # metrics.json is strict JSON: a NaN/inf score (a diverged run) is written as null
+    # model.json is strict JSON: a NaN/inf score (a diverged run) is written as null
     import math
 
     def clean(v):
@@ -162,23 +161,12 @@ def _finite(metrics: dict) -> dict:
     return clean(metrics)
 
 
-def load_task(args, *, task: str, legacy_file: str | None = None,
-              directory: str | None = None) -> SavedRun:
+def load_task(args, *, task: str, directory: str | None = None) -> SavedRun:
     """The built-in task's saved run: the model directory ``directory`` (default ``--model``,
-    else ``OUT/model``), or, when there is none, the single file ``OUT/legacy_file`` an older
-    version wrote."""
-    import jax
-
+    else ``OUT/model``)."""
     directory = directory or directory_of(args)
-    if os.path.isfile(os.path.join(directory, "model.json")):
+    if os.path.lexists(os.path.join(directory, "model.json")):
         return load(directory, task=task)
-    legacy = None if legacy_file is None else os.path.join(args.out, legacy_file)
-    if legacy is not None and os.path.isfile(legacy):
-        from jaxrnn.train.checkpoint import load_params, read_params_config
-
-        model = task_architecture(task, read_params_config(legacy))
-        params = load_params(legacy, jax.eval_shape(model.init, jax.random.key(0)))
-        return SavedRun(task, model, params, {"task": task}, {}, legacy)
     raise FileNotFoundError(f"--model: {directory!r} does not exist (train first): run "
                             f"`jaxrnn train --task {task}` with the same --out")
 

@@ -39,7 +39,6 @@ from jaxrnn.tasks.common import clip_norm, task_optimizer
 DESCRIPTION = ("Bach chorales (music21 corpus) as piano rolls: next-step model, held-out NLL per "
                "step vs baselines, generated chorale written to MIDI")
 DEFAULTS = {"epochs": 60, "hidden": 128, "lr": 3e-3, "batch_size": 16}
-MODEL_FILE = "music_model.msgpack"  # what older versions wrote; evaluate still reads it
 PLOT_FILE = "music_curves.png"
 MIDI_FILE = "generated_chorale.mid"
 
@@ -156,10 +155,10 @@ def make_model(config):
 def architecture(config):
     """``init``/``apply`` of :func:`make_model` (registered: :func:`jaxrnn.models.architecture`
     rebuilds it from the model directory)."""
-    from jaxrnn.train.models import Model
+    from jaxrnn.train.models import fixed_shape_model
 
     _, _, init, apply = make_model(config)
-    return Model(init, apply)
+    return fixed_shape_model(init, apply)
 
 
 def nll_per_step_loss(n_pitches: int):
@@ -268,6 +267,7 @@ def train(args) -> dict:
         epochs=args.epochs, batch_size=min(args.batch_size, len(train_data["targets"])),
         seed=args.seed, patience=args.patience, checkpoint_dir=args.checkpoint_dir,
         resume=args.resume, progress=args.progress,
+        data_parallel=getattr(args, "data_parallel", None),
         plot_path=os.path.join(args.out, PLOT_FILE),
     )
     test = evaluate(apply, result.params, loss, test_data)
@@ -292,7 +292,7 @@ def train(args) -> dict:
 def _load_model(args):
     from jaxrnn.tasks import modeldir
 
-    saved = modeldir.load_task(args, task="music", legacy_file=MODEL_FILE)
+    saved = modeldir.load_task(args, task="music")
     return modeldir.config_of(saved), saved.params, saved.model.apply, saved.directory
 
 

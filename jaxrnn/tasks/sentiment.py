@@ -40,7 +40,6 @@ from jaxrnn.tasks.common import clip_norm, fail, train_classifier
 DESCRIPTION = ("Rotten Tomatoes sentences (vaderSentiment sdist): embedding -> LSTM/GRU -> "
                "sigmoid; prints test accuracy")
 DEFAULTS = {"epochs": 8, "hidden": 64, "lr": 2e-3, "batch_size": 32, "dropout": 0.5}
-MODEL_FILE = "sentiment_model.msgpack"  # what older versions wrote; evaluate still reads it
 PLOT_FILE = "sentiment_curves.png"
 
 
@@ -137,7 +136,7 @@ def make_model(config):
                               dropout_rate=config["dropout"])
     rate = config["dropout"]
 
-    def init(key):
+    def init(key, input_spec=None):  # ids: the config fixes every shape
         k1, k2 = jax.random.split(key)
         return SentimentParams(emb.init(k1), clf.init(k2))
 
@@ -240,7 +239,7 @@ def evaluate(args) -> dict:
     from jaxrnn.tasks import modeldir
     from jaxrnn.train import evaluate as evaluate_params
 
-    saved = modeldir.load_task(args, task="sentiment", legacy_file=MODEL_FILE)
+    saved = modeldir.load_task(args, task="sentiment")
     config, model, params, path = (modeldir.config_of(saved), saved.model, saved.params,
                                    saved.directory)
     snippets = _load(args)

@@ -24,7 +24,6 @@ from jaxrnn.tasks.common import clip_norm, majority_baseline, train_classifier
 DESCRIPTION = ("Japanese vowels speaker recognition (sktime): 12 LPC coefficients, 7-29 frames, "
                "masked lengths; prints test accuracy")
 DEFAULTS = {"epochs": 60, "hidden": 64, "lr": 3e-3, "batch_size": 16}
-MODEL_FILE = "speech_model.msgpack"  # what older versions wrote; evaluate still reads it
 PLOT_FILE = "speech_curves.png"
 
 
@@ -127,7 +126,7 @@ def evaluate(args) -> dict:
     from jaxrnn.tasks import modeldir
     from jaxrnn.train import evaluate as evaluate_params
 
-    saved = modeldir.load_task(args, task="speech", legacy_file=MODEL_FILE)
+    saved = modeldir.load_task(args, task="speech")
     model, params, path = saved.model, saved.params, saved.directory
     _, splits = _load_data(args)
     test = evaluate_params(model.apply, params, "softmax_cross_entropy", splits["test"],

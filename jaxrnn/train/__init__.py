@@ -49,12 +49,11 @@ with ``apply_fn=None``.
 ``fit_stream`` is ``fit`` for streams (progress, history, validation, early stopping,
 checkpoints with the carry, bit-exact resume).
 
-**Checkpoints** (:mod:`jaxrnn.train.checkpoint`): ``save_checkpoint(dir, state,
-data_position=..., extra=...)`` / ``load_checkpoint(dir, target_state)`` for resumable training
-(``fit(..., checkpoint_dir=..., resume=True)`` does this itself); ``save_params(path, params,
-config)`` / ``load_params(path, target)`` for a trained model and the config to rebuild it.
-The same guarantees in Orbax's format: :mod:`jaxrnn.train.orbax_checkpoint`
-(``fit(..., checkpoint_format="orbax")``).
+**Checkpoints** (:mod:`jaxrnn.io`): ``save_checkpoint(dir, state, data_position=...,
+extra=...)`` / ``load_checkpoint(dir, target_state)`` for resumable training (``fit(...,
+checkpoint_dir=..., resume=True)`` does this itself), in the ``msgpack`` store; the same
+guarantees in Orbax's format with ``fit(..., checkpoint_format="orbax")`` (the formats are
+registered stores, :mod:`jaxrnn.io.store`). A trained model: :func:`jaxrnn.models.save_model`.
 
 Typical use::
 
@@ -69,14 +68,14 @@ Compilation and placement: every step is compiled by :func:`jaxrnn.train.step.co
 single hook point for sharding (data parallelism) over devices.
 """
 
-from jaxrnn.train.callbacks import Callback, Monitor
-from jaxrnn.train.checkpoint import (
+from jaxrnn.io import (
     Checkpoint,
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
+from jaxrnn.train.callbacks import Callback, Monitor
 from jaxrnn.train.epochs import NonFiniteLossError
 from jaxrnn.train.loop import FitResult, evaluate, evaluate_with, fit, plot_history, predict
 from jaxrnn.train.losses import (
@@ -98,6 +97,7 @@ from jaxrnn.train.metrics import (
     perplexity,
     rmse,
 )
+from jaxrnn.train.options import LoopOptions
 from jaxrnn.train.step import (
     TrainState,
     compile_step,
@@ -120,6 +120,7 @@ from jaxrnn.train.tbptt import (
 )
 
 __all__ = [
+    "LoopOptions",
     "Checkpoint",
     "CheckpointError",
     "save_checkpoint",

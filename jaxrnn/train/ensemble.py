@@ -30,7 +30,6 @@ either (``path="kernel"`` or ``"plain"``).
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -53,33 +52,6 @@ from jaxrnn.train.step import (
 
 PyTree = Any
 MEMBER_AXIS = "members"
-
-
-# --------------------------------------------------------------------------- parsing
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """``"1-8"`` -> (1, ..., 8); ``"0,3,7"``; ``"1-4,10,12-13"``; each seed an int >= 0, no
-    repeats."""
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"--seeds: expected a list or range such as '1-8' or '0,3,7', "
-                         f"got {text!r}")
-    seeds: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
-        if m:
-            lo, hi = int(m.group(1)), int(m.group(2))
-            if hi < lo:
-                raise ValueError(f"--seeds: range {part!r} ends before it starts")
-            seeds.extend(range(lo, hi + 1))
-        elif re.fullmatch(r"\d+", part):
-            seeds.append(int(part))
-        else:
-            raise ValueError(f"--seeds: expected integers >= 0 or ranges A-B separated by "
-                             f"commas, got {part!r} in {text!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds: repeated seed in {text!r}")
-    return tuple(seeds)
 
 
 # --------------------------------------------------------------------------- stacking
@@ -137,13 +109,14 @@ def init_ensemble(init_fn: Callable, seeds: Iterable[int], *, learning_rates=1e-
 
 def member_mesh(devices=None, num_members: int | None = None):
     """A 1-D mesh (axis ``"members"``) over ``devices`` (default all) for the member axis."""
-    from jax.sharding import Mesh
+    from jaxrnn.parallel import make_mesh
 
-    devices = list(jax.devices() if devices in (None, True) else devices)
-    if num_members is not None and num_members % len(devices):
+    mesh = make_mesh(devices=None if devices in (None, True) else devices,
+                     axis_name=MEMBER_AXIS)
+    if num_members is not None and num_members % mesh.devices.size:
         raise ValueError(f"devices: {num_members} members do not split evenly over "
-                         f"{len(devices)} devices")
-    return Mesh(np.asarray(devices), (MEMBER_AXIS,))
+                         f"{mesh.devices.size} devices")
+    return mesh
 
 
 def _place(states, mesh):
@@ -362,7 +335,7 @@ def ensemble_classifier(input_size: int, num_outputs: int, *, cell: str = "lstm"
     rnn = stacked([recurrent(c)], return_sequences=False)
     head = dense(num_outputs)
 
-    def init(key):
+    def init(key, input_spec=None):  # the one Model protocol; input_size fixes the shape
         k1, k2 = jax.random.split(key)
         return ClassifierParams(rnn.init(k1, input_size), head.init(k2, rnn.output_size))
 
@@ -374,124 +347,7 @@ def ensemble_classifier(input_size: int, num_outputs: int, *, cell: str = "lstm"
     return Model(init, apply)
 
 
-# --------------------------------------------------------------------------- the CLI
-
-# The recurrence the CLI's ensembles take; benchmarks/scaling.py measures "kernel" against "plain"
-# for K = 8 (switch here if the plain path is faster on the machines that matter).
-CLI_PATH = "kernel"
-
-
-def _digits_spec(args):
-    from jaxrnn.tasks.digits import load_splits
-
-    data = load_splits(getattr(args, "limit", None))
-    model = ensemble_classifier(8, 10, cell=args.cell, hidden=args.hidden, path=CLI_PATH)
-    return {"model": model, "loss": "softmax_cross_entropy", "metric": "accuracy",
-            "train": data["train"], "val": data["test"], "held_out": "test",
-            "clip_norm": getattr(args, "clip_norm", 1.0)}
-
-
-def _classifier_spec(args, splits, n_classes, *, held_out="test"):
-    """The spec of a classification task from its prepared splits (``{"train", "test", ...}``
-    of ``{"inputs", "targets"[, "lengths"]}``): the members train on the training split (the
-    task's validation split, used alone for early stopping, is left out) and are measured on
-    the held-out split."""
-    n_features = splits["train"]["inputs"].shape[-1]
-    model = ensemble_classifier(n_features, n_classes, cell=args.cell, hidden=args.hidden,
-                                path=CLI_PATH)
-    keep = ("inputs", "targets", "lengths")
-    pick = lambda split: {k: v for k, v in split.items() if k in keep}
-    return {"model": model, "loss": "softmax_cross_entropy", "metric": "accuracy",
-            "train": pick(splits["train"]), "val": pick(splits[held_out]),
-            "held_out": held_out, "clip_norm": getattr(args, "clip_norm", 1.0)}
-
-
-def _fashion_spec(args):
-    # the task's own reading and preparation (jaxrnn.tasks.fashion), not a copy of it
-    from jaxrnn.tasks.fashion import load_images, prepare
-
-    data = load_images(getattr(args, "dataset", "auto"))
-    splits = prepare(data, val_size=getattr(args, "val_size", 5000),
-                     limit=getattr(args, "limit", None))
-    return _classifier_spec(args, splits, len(data.classes))
-
-
-def _speech_spec(args):
-    from jaxrnn.datasets.japanese_vowels import load_japanese_vowels
-    from jaxrnn.tasks.speech import prepare
-
-    data = load_japanese_vowels()
-    splits = prepare(data, val_fraction=getattr(args, "val_fraction", 0.1), seed=0)
-    return _classifier_spec(args, splits, len(data.classes))
-
-
-def _classify_spec(args):
-    """``--task classify --data FILE``: the file read, labels encoded, split and standardised
-    as ``jaxrnn train --task classify`` does it (the same functions, the same seeded split)."""
-    from jaxrnn.data import LabelEncoder
-    from jaxrnn.tasks import classify as C
-
-    if getattr(args, "data", None) is None:
-        raise ValueError("--data: expected a labelled-sequence file (.csv in long format or "
-                         ".npz)")
-    data = C.read_sequences(args.data, "--data", id_column=args.id_column,
-                            time_column=args.time_column, label_column=args.label_column,
-                            feature_columns=args.feature_columns)
-    encoder = LabelEncoder.fit(data.labels, min_classes=2,
-                               argname=f"--data: label column {args.label_column!r}")
-    y = encoder.transform(data.labels)
-    idx = C.split_indices(len(data.sequences), args.test_fraction, args.val_fraction)
-    frames = np.concatenate([data.sequences[i] for i in idx["train"]])
-    mean = frames.mean(0)
-    std = np.where(frames.std(0) > 0, frames.std(0), 1.0)
-    maxlen = max(len(s) for s in data.sequences)
-    splits = {name: {**C.to_batch([data.sequences[i] for i in rows], mean, std, maxlen),
-                     "targets": y[rows]}
-              for name, rows in idx.items() if len(rows)}
-    return _classifier_spec(args, splits, encoder.num_classes)
-
-
-# Tasks whose model and data the ensemble path knows how to build (a classifier over a fixed
-# data set); other tasks train their members one at a time with --seed.
-TASK_SPECS = {"digits": _digits_spec, "fashion": _fashion_spec, "speech": _speech_spec,
-              "classify": _classify_spec}
-
-
-def run_cli(args) -> dict:
-    """``jaxrnn train --task NAME --seeds 1-8``: train one member per seed together and print
-    the held-out metric's mean and spread."""
-    seeds = parse_seeds(args.seeds)
-    if args.task not in TASK_SPECS:
-        raise ValueError(f"--seeds: the ensemble path supports the tasks "
-                         f"{sorted(TASK_SPECS)}, got {args.task!r} (train other tasks once "
-                         f"per --seed)")
-    if getattr(args, "layers", 1) != 1 or getattr(args, "bidirectional", False):
-        raise ValueError("--seeds: the ensemble path trains one unidirectional layer "
-                         "(--layers 1, no --bidirectional)")
-    spec = TASK_SPECS[args.task](args)
-    model = spec["model"]
-    n_train = len(spec["train"]["targets"])
-    print(f"{args.task}: {len(seeds)} {args.cell} models (hidden {args.hidden}, seeds "
-          f"{args.seeds}) trained together, {n_train} training examples")
-    result = fit_ensemble(model.init, model.apply, spec["loss"], spec["train"], seeds=seeds,
-                          learning_rates=args.lr, clip_norm=spec["clip_norm"],
-                          epochs=args.epochs, batch_size=min(args.batch_size, n_train),
-                          val_data=spec["val"], metrics=[spec["metric"]],
-                          data_seed=seeds[0], verbose=bool(getattr(args, "progress", False)))
-    name = spec["metric"]
-    values = result.val[name]
-    s = result.summary[name]
-    per = "  ".join(f"{seed}:{v:.4f}" for seed, v in zip(seeds, values, strict=True))
-    print(f"{spec['held_out']} {name} per seed: {per}")
-    print(f"{spec['held_out']} {name}: mean {s['mean']:.4f}, std {s['std']:.4f}, "
-          f"min {s['min']:.4f}, max {s['max']:.4f} over {len(seeds)} seeds "
-          f"({result.seconds:.1f} s of training)")
-    return {"seeds": seeds, name: values, "loss": result.val["loss"], "summary": s,
-            "seconds": result.seconds}
-
-
 __all__ = [
-    "parse_seeds",
     "stack",
     "member",
     "init_ensemble",
@@ -504,6 +360,4 @@ __all__ = [
     "EnsembleResult",
     "ensemble_classifier",
     "kernel_vmap_path",
-    "run_cli",
-    "TASK_SPECS",
 ]

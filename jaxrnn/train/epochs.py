@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -33,8 +34,8 @@ import jax
 import jax.numpy as jnp
 from tqdm.auto import tqdm
 
+from jaxrnn import io
 from jaxrnn.data.batching import DataPosition
-from jaxrnn.train import checkpoint as msgpack_checkpoint
 from jaxrnn.train.callbacks import Monitor
 from jaxrnn.train.metrics import finalize
 from jaxrnn.train.step import TrainState
@@ -44,6 +45,13 @@ REFRESH_SECONDS = 0.5
 # Why a run ended: all its epochs; max_steps; the wall-clock budget; an epoch callback or an
 # on_step function returned True; early stopping (the monitor's patience ran out).
 STOP_REASONS = ("epochs", "max_steps", "time_budget", "callback", "early_stopping")
+
+# Set by a SIGINT handler that also raises KeyboardInterrupt (jaxrnn.cli's): a KeyboardInterrupt
+# raised inside a garbage-collection callback (JAX registers one) is printed and dropped, so the
+# loop raises it again after the update it should have stopped.
+INTERRUPT = threading.Event()
+# How the message after Ctrl-C says to continue (the command line sets "--resume").
+RESUME_HINT = "resume=True"
 
 
 class NonFiniteLossError(FloatingPointError, ValueError):
@@ -151,21 +159,11 @@ def snapshot(tree):
 
 # --------------------------------------------------------------------------- checkpoint formats
 
-CHECKPOINT_FORMATS = ("msgpack", "orbax")
-
-
-def checkpoint_store(checkpoint_format: str):
-    """The module with ``save_checkpoint`` / ``load_checkpoint`` / ``latest_checkpoint`` for
-    ``checkpoint_format``: ``"msgpack"`` (:mod:`jaxrnn.train.checkpoint`, one file) or
-    ``"orbax"`` (:mod:`jaxrnn.train.orbax_checkpoint`, Orbax step directories)."""
-    if checkpoint_format == "msgpack":
-        return msgpack_checkpoint
-    if checkpoint_format == "orbax":
-        from jaxrnn.train import orbax_checkpoint
-
-        return orbax_checkpoint
-    raise ValueError(f"checkpoint_format: expected one of {CHECKPOINT_FORMATS}, got "
-                     f"{checkpoint_format!r}")
+def checkpoint_store(checkpoint_format: str) -> io.Store:
+    """The store registered as ``checkpoint_format`` (:mod:`jaxrnn.io.store`: ``"msgpack"``,
+    one file; ``"orbax"``, Orbax step directories; ``"orbax-sharded"``, written by every
+    process); ValueError naming ``checkpoint_format`` for any other name."""
+    return io.get_store(checkpoint_format, "checkpoint_format")
 
 
 # --------------------------------------------------------------------------- steppers
@@ -241,18 +239,18 @@ class EpochLoop:
                  "monitor": None if self.monitor is None else self.monitor.to_dict(),
                  "stopped": self.stopped, "stop_reason": self.stop_reason, "acc": self.acc,
                  "best_params": self.best_params, **self.stepper.extra()}
-        self.store.save_checkpoint(self.checkpoint_dir, self.state, extra=extra,
-                                   data_position=self.it.position if position is None
+        self.store.save(self.checkpoint_dir, self.state, extra=extra,
+                        data_position=self.it.position if position is None
                                    else position)
 
     def resume(self) -> None:
         """Continue from the newest readable checkpoint in ``checkpoint_dir``, if any."""
-        if self.store.latest_checkpoint(self.checkpoint_dir) is None:
+        if self.store.latest(self.checkpoint_dir) is None:
             if self.verbose:
                 print(f"no checkpoint in {self.checkpoint_dir}; starting fresh")
             return
-        ck = self.store.load_checkpoint(self.checkpoint_dir, self.state,
-                                        extra_target={"best_params": self.params_template,
+        ck = self.store.load(self.checkpoint_dir, self.state,
+                             extra_target={"best_params": self.params_template,
                                                       **self.stepper.extra_target()})
         self.state = ck.state
         self.global_step = int(self.state.step)
@@ -289,8 +287,11 @@ class EpochLoop:
                 f"loss: not finite (NaN/inf loss or gradient) at update {first + 1} (epoch "
                 f"{self._epoch + 1}, batch {first - self._epoch_first_step + 1}); training "
                 f"stopped before any checkpoint of it. "
-                f"Lower the learning rate, clip gradients (clip_norm), or pass "
-                f"skip_nonfinite=True (command line: --skip-nonfinite) to skip such updates"
+                f"With finite data (fit checks dict data for NaN/inf before training), lower "
+                f"the learning rate, clip "
+                f"gradients (clip_norm), or pass skip_nonfinite=True to fit (jaxrnn.train.fit "
+                f"or jaxrnn.keras.fit; on the command line it is the default, --skip-nonfinite) "
+                f"to skip such updates"
             )
 
     # ------------------------------------------------------------------ one epoch
@@ -316,6 +317,8 @@ class EpochLoop:
                     acc_steps + 1
                 self.global_step += 1
                 bar.update(1)
+                if INTERRUPT.is_set():
+                    raise KeyboardInterrupt
                 now = time.perf_counter()
                 if now - last_refresh > REFRESH_SECONDS:
                     self.check_finite()
@@ -370,7 +373,7 @@ class EpochLoop:
         self.save(position)
         tqdm.write(f"interrupted: checkpoint saved at step {int(self.state.step)} (epoch "
                    f"{epoch + 1}, batch {position.batch_index}) in {self.checkpoint_dir}; "
-                   f"continue with resume=True")
+                   f"continue with {RESUME_HINT}")
 
     # ------------------------------------------------------------------ end of an epoch
 
