@@ -67,6 +67,25 @@ def test_members_equal_models_trained_alone(data, path):
     assert not np.allclose(w[0], w[1])
 
 
+def test_fit_ensemble_runs_on_the_one_loop(data, capsys):
+    """fit_ensemble's epochs are the one loop's (train.run_loop, the vmapped step as its
+    stepper): its epoch line shows the members' mean loss, and its non-finite guard stops a
+    run in which no member has a finite loss (the old hand loop trained on through NaN)."""
+    from jaxrnn.train import NonFiniteLossError
+
+    model = E.ensemble_classifier(3, 4, hidden=8, path="plain")
+    res = E.fit_ensemble(model.init, model.apply, "softmax_cross_entropy", data, seeds=(1, 2),
+                         epochs=2, batch_size=16, verbose=True)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split()[1] for ln in lines] == ["1/2", "2/2"]
+    for line, losses in zip(lines, res.history["loss"], strict=True):
+        assert float(line.split()[3]) == pytest.approx(float(np.mean(losses)), rel=1e-3)
+    bad = {**data, "inputs": np.full_like(data["inputs"], np.nan)}
+    with pytest.raises(NonFiniteLossError, match="not finite"):
+        E.fit_ensemble(model.init, model.apply, "softmax_cross_entropy", bad, seeds=(1, 2),
+                       epochs=1, batch_size=16)
+
+
 def test_kernel_and_plain_paths_agree_under_vmap(data):
     kernel = E.ensemble_classifier(3, 4, hidden=8, path="kernel")
     plain = E.ensemble_classifier(3, 4, hidden=8, path="plain")
