@@ -324,6 +324,39 @@ def test_charlm_own_text_beats_unigram_and_generates(tmp_path, capsys):
     assert "bits per character" in capsys.readouterr().out
 
 
+def test_charlm_minutes_without_epochs_trains_until_the_budget(tmp_path, capsys):
+    """No --epochs: the --minutes budget ends training (a default of 3 epochs capped it);
+    every epoch line reports the held-out bits per character, and the count of held-out
+    characters printed first is the count scored at the end."""
+    text = repetitive_text(tmp_path / "text.txt", lines=40)
+    assert run_cli(["train", "--task", "charlm", "--text", str(text), "--minutes", "0.4",
+                    "--hidden", "8", "--embed", "4", "--batch-size", "4", "--bptt", "20",
+                    "--reset-every", "5", "--val-fraction", "0.3", "--checkpoint-every", "1000",
+                    "--out", str(tmp_path / "run"), *QUIET]) == 0
+    printed = capsys.readouterr().out
+    assert "stopped by time budget" in printed
+    epochs = re.findall(r"^epoch \d+/\d+ .*val_bpc ([0-9.]+)", printed, re.M)
+    assert len(epochs) > 3
+    first = int(re.search(r"/ ([0-9,]+) held-out characters scored", printed).group(1)
+                .replace(",", ""))
+    last = int(re.search(r"held-out bits per character: [0-9.]+ on ([0-9,]+) characters",
+                         printed).group(1).replace(",", ""))
+    assert first == last
+    # the held-out text is 30% of the file; the tail that fills no 100-character segment
+    # is not scored
+    n_held = round(0.3 * len(text.read_text(encoding="utf-8")))
+    assert first == (n_held - 1) // 100 * 100
+
+
+def test_charlm_refuses_a_binary_text_by_name(tmp_path, capsys):
+    path = tmp_path / "zeros.bin"
+    path.write_bytes(b"\0" * 100_000)
+    assert run_cli(["train", "--task", "charlm", "--text", str(path), "--epochs", "1",
+                    "--out", str(tmp_path / "run"), *QUIET]) == 2
+    err = capsys.readouterr().err
+    assert "--text:" in err and "looks binary" in err and "100,000 NUL bytes" in err
+
+
 # --------------------------------------------------------------------------- sentiment
 
 def test_sentiment_csv_beats_majority_and_predict_reproduces_it(tmp_path, capsys):
