@@ -257,9 +257,9 @@ def test_classify_refuses_a_pandas_index_column_and_drops_it_by_name(tmp_path, c
     assert run_cli([*argv[:4], str(renamed), *argv[5:], "--out", str(tmp_path / "b")]) == 2
     assert "--index-column 'row'" in capsys.readouterr().err
     assert run_cli([*argv, "--index-column", "Unnamed: 0", "--out", str(tmp_path / "c")]) == 0
-    with open(tmp_path / "c" / "model" / "preprocessing.json", encoding="utf-8") as f:
-        prep = json.load(f)
-    assert prep["features"] == ["a", "b"]
+    from jaxrnn.tasks import modeldir
+
+    assert modeldir.load(tmp_path / "c" / "model").preprocessing["features"] == ["a", "b"]
     assert run_cli([*argv, "--index-column", "nope", "--out", str(tmp_path / "d")]) == 2
     assert "--index-column: no column 'nope'" in capsys.readouterr().err
 
@@ -300,6 +300,32 @@ def test_classify_separate_train_test_and_validation_files(tmp_path, capsys):
         capsys.readouterr().err
     assert run_cli([*argv, "--test-fraction", "0.2", "--out", str(tmp_path / "d")]) == 2
     assert "--test-fraction: expected 0 (or nothing) with --test" in capsys.readouterr().err
+
+
+def test_classify_predict_on_a_model_saved_by_save_model_names_model(tmp_path, capsys):
+    """A directory jaxrnn.models.save_model wrote (no labels, features or scaling) is refused
+    naming --model and what it lacks (was KeyError: 'labels')."""
+    import argparse
+
+    import jax
+
+    from jaxrnn.keras import Inputs, init_params
+    from jaxrnn.models import save_model
+    from jaxrnn.tasks import classify
+
+    data = labelled_sequences_npz(tmp_path / "seq.npz")
+    model = classify.build_model(argparse.Namespace(cell="lstm", hidden=4, layers=1,
+                                                    bidirectional=False, dropout=0.0), 2)
+    params = init_params(model, jax.random.key(0), Inputs(np.zeros((1, 3, 1), np.float32), None))
+    for name, prep in (("tagged", {"task": "classify"}), ("bare", None)):
+        save_model(tmp_path / name, model, params, preprocessing=prep)
+        assert run_cli(["predict", "--task", "classify", "--model", str(tmp_path / name),
+                        "--input", str(data), "--output", str(tmp_path / "p.csv")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--model:" in err, err
+        assert ("lacks features" in err and "labels" in err) if prep else \
+            "saved without a task" in err
+        assert "KeyError" not in err
 
 
 # --------------------------------------------------------------------------- charlm
