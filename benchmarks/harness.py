@@ -26,244 +26,17 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.machine import ISA_FLAGS, cpuinfo, machine  # noqa: F401 (tests read them here)
+from benchmarks.sections import cell_entries, worker
+
 ROOT = Path(__file__).resolve().parent.parent
 # raw results stay out of git (.gitignore); BENCHMARKS.md and benchmarks/summaries/ keep the
 # latest report per CPU model
 RESULTS = ROOT / "bench-results"
 PEER_NAMES = ("flax", "equinox", "keras", "torch")
 KERNEL_THREADS_ENV = "JAXRNN_KERNEL_THREADS"
-# the environment a worker reports it ran under (set per section by the parent)
-WORKER_ENV_KEYS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
-                   KERNEL_THREADS_ENV, "JAXRNN_KERNELS", "XLA_FLAGS", "OMP_WAIT_POLICY",
-                   "BENCH_TORCH_OMP_WAIT_POLICY", "JAX_COMPILATION_CACHE_DIR")
+_clock = time.perf_counter  # the run's clock (its budget is in wall-clock minutes)
 
-
-# --------------------------------------------------------------------------- worker side
-
-def _cell_entries(names):
-    """The registry's cells named in ``names`` (all if empty; ``"kernel"``: those with a
-    whole-sequence kernel path and a peer)."""
-    from benchmarks.registry import all_cells
-
-    entries, notes = all_cells()
-    if names == "kernel":
-        return [e for e in entries if e.peer and _has_kernel(e)], notes
-    if names:
-        unknown = set(names) - {e.name for e in entries}
-        if unknown:
-            raise ValueError(
-                f"--cells: unknown {sorted(unknown)}; available {[e.name for e in entries]}"
-            )
-        entries = [e for e in entries if e.name in names]
-    return entries, notes
-
-
-def _flops(entry, cfg, mode) -> float:
-    """Useful FLOPs of one call: the cell's step cost (XLA's count) times T; a training step
-    counts 3x the forward (forward, input- and weight-gradients) plus the readout."""
-    from benchmarks.competitors import jaxrnn_step_flops
-
-    fwd = jaxrnn_step_flops(entry.make, cfg) * cfg.T
-    if mode == "forward":
-        return fwd
-    return 3.0 * (fwd + 2.0 * cfg.tokens * entry.make(cfg.hidden).output_size * cfg.out)
-
-
-def _peer_flops(family, cfg, mode) -> float:
-    import jaxrnn
-    from benchmarks.registry import Entry
-
-    make = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, "rnn": jaxrnn.elman,
-            "jordan": lambda H: jaxrnn.jordan(H, H)}[family]
-    return _flops(Entry(family, make, family), cfg, mode)
-
-
-def _has_kernel(entry) -> bool:
-    """Whether the entry runs a whole-sequence kernel path (the "kernel cells" of the targets):
-    its cell offers one and it runs through ``jaxrnn.run`` (``parallel_run`` takes none)."""
-    from jaxrnn.engine.backends import cpu_kernels
-
-    plain_run = getattr(entry, "run", None) is None
-    return plain_run and entry.make(4).name in cpu_kernels.ADAPTERS
-
-
-def _timed(runners, reps, warmup, min_seconds, condition, busy_n, log):
-    """``interleaved`` quiet, or with ``busy_n`` competing busy processes running throughout
-    (started after compilation, before the warm-up calls; killed as the timing ends)."""
-    from benchmarks.contention import busy_processes, share_used
-    from benchmarks.measure import interleaved
-
-    if condition == "quiet":
-        return interleaved(runners, reps, warmup=warmup, min_seconds=min_seconds), {}
-    if condition != "busy":
-        raise ValueError(f"contention: expected 'quiet' or 'busy', got {condition!r}")
-    with busy_processes(busy_n) as procs:
-        times = interleaved(runners, reps, warmup=warmup, min_seconds=min_seconds)
-        info = {"busy_procs": busy_n, "busy_pids": [b.pid for b in procs],
-                "busy_cores_used": share_used(procs)}
-    log(f"    busy processes {info['busy_pids']} stopped; they used "
-        f"{info['busy_cores_used'] or 0:.2f} cores")
-    return times, info
-
-
-def _measure_group(cfg, mode, family, entries, peers, reps, min_seconds, run_kwargs, log,
-                   plain_too=(), contention=("quiet",), busy_n=1):
-    """All jaxrnn cells compared with one peer family, and the peers, interleaved. Cells named
-    in ``plain_too`` are also timed with the fused path switched off (``parts=None``). Each
-    condition in ``contention`` (``"quiet"``, ``"busy"``: with ``busy_n`` competing busy
-    processes) times the same compiled programs again, so quiet and contended figures of one
-    library come from one executable."""
-    from benchmarks import competitors as C
-    from benchmarks.measure import summarise
-    from jaxrnn import kernels
-    from jaxrnn.engine.backends import cpu_kernels
-
-    runners, meta, notes = {}, {}, []
-    for e in entries:
-        kw = run_kwargs(e, cfg, mode) if callable(run_kwargs) else run_kwargs
-        key = f"jaxrnn:{e.name}"
-        runners[key] = C.jaxrnn_runner(e.make, cfg, mode, run_kwargs=kw, run_fn=e.run)
-        meta[key] = {"lib": "jaxrnn", "cell": e.name, "peer_family": family, "note": e.note,
-                     "flops": _flops(e, cfg, mode), "kernel": _has_kernel(e),
-                     "run_kwargs": {k: str(v) for k, v in (kw or {}).items()}}
-        if e.name in plain_too and e.make(4).parts is not None:
-            key = f"jaxrnn-plain-scan:{e.name}"
-            runners[key] = C.jaxrnn_runner(lambda H, e=e: e.make(H)._replace(parts=None), cfg,
-                                           mode, run_kwargs=kw, run_fn=e.run)
-            meta[key] = {"lib": "jaxrnn-plain-scan", "cell": e.name, "peer_family": family,
-                         "note": "fused path off", "flops": _flops(e, cfg, mode)}
-        if e.name in plain_too and e.make(4).name in cpu_kernels.ADAPTERS:
-            # the same cell with the CPU kernels off: the XLA fused scan (engine/backends/fused.py)
-            key = f"jaxrnn-xla-fused:{e.name}"
-            with kernels.disabled():
-                runners[key] = C.jaxrnn_runner(e.make, cfg, mode, run_kwargs=kw, run_fn=e.run)
-            meta[key] = {"lib": "jaxrnn-xla-fused", "cell": e.name, "peer_family": family,
-                         "note": "kernels off", "flops": _flops(e, cfg, mode)}
-    if family is not None:
-        for p in peers:
-            try:
-                r = C.PEERS[p](family, cfg, mode)
-            except C.PeerMissing as err:
-                notes.append(f"{p}: skipped ({err})")
-                continue
-            key = f"{p}:{family}"
-            runners[key] = r
-            meta[key] = {"lib": p, "cell": family, "peer_family": family, "note": r.note,
-                         "flops": _peer_flops(family, cfg, mode)}
-    warmup = 1 if cfg.T * cfg.batch > 2**16 else 2
-    out = []
-    for condition in contention:
-        log(f"  {cfg.name} {mode:7s} [{family}] {condition}: timing {', '.join(runners)}")
-        times, info = _timed(runners, reps, warmup, min_seconds, condition, busy_n, log)
-        for key, r in runners.items():
-            out.append({"config": cfg._asdict(), "mode": mode, **meta[key],
-                        "contention": condition, **info,
-                        **summarise(times[key], cfg.tokens),
-                        "compile_s": r.compile_s, "mem_bytes": r.mem_bytes})
-    return out, notes
-
-
-def worker(spec: dict) -> dict:
-    """Run one section in this process; return its JSON record."""
-    from benchmarks import configs as K
-    from benchmarks.measure import matmul_ceiling, max_rss_bytes
-
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True))
-    kind = spec["kind"]
-    env = {k: os.environ[k] for k in sorted(os.environ) if k in WORKER_ENV_KEYS}
-    if kind == "lib":  # one library alone (the config sections): benchmarks.libworker
-        from benchmarks.libworker import run_lib
-
-        return {"spec": spec, "env": env, **run_lib(spec, log)}
-    res = {"spec": spec, "records": [], "notes": [], "load_start": os.getloadavg(), "env": env}
-    # the ceiling's product size: 1024 for reports; the harness's self-tests ask for less
-    ceiling_n = spec.get("ceiling_n", 1024)
-    res["ceiling_flops"] = [matmul_ceiling(ceiling_n)]
-
-    if kind == "sweep":
-        import jaxrnn
-        from benchmarks.registry import Entry
-
-        lstm = Entry("lstm", jaxrnn.lstm, "lstm")
-        for T in spec["Ts"]:
-            cfg = K.sweep_config(T)
-            for mode in spec["modes"]:
-                peers = spec["peers"] if T <= spec["peer_max_T"] else []
-                long_train = mode == "train" and T >= K.SWEEP_REMAT_FROM_T
-                kw = {"remat": K.SWEEP_REMAT_CHUNK} if long_train else {}
-                reps = spec["reps"] if T <= 2048 else max(3, spec["reps"] // 4)
-                recs, notes = _measure_group(cfg, mode, "lstm", [lstm], peers, reps, 0.0, kw, log)
-                res["records"] += recs
-                res["notes"] += notes
-    elif kind == "compile":
-        res["records"] += _compile_check(spec["Ts"], log)
-    elif kind == "convlstm":
-        from benchmarks.extras import convlstm_section
-
-        res["records"] += convlstm_section(spec, log)
-    elif kind == "minsweep":
-        from benchmarks.extras import min_sweep_section
-
-        res["records"] += min_sweep_section(spec, log)
-    elif kind == "rss":
-        import jaxrnn
-        from benchmarks import competitors as C
-        from benchmarks.measure import interleaved, summarise
-
-        cfg = K.sweep_config(spec["T"])
-        base = max_rss_bytes()
-        r = C.jaxrnn_runner(jaxrnn.lstm, cfg, spec["mode"], run_kwargs=spec.get("run_kwargs") or {})
-        times = interleaved({"jaxrnn": r}, spec.get("reps", 2), warmup=0)["jaxrnn"]
-        peak = max_rss_bytes()
-        # The same step without remat is only compiled, not run (it would need several GiB):
-        # XLA's planned memory for it is the "without" figure beside the measured "with".
-        plain = C.jaxrnn_runner(jaxrnn.lstm, cfg, spec["mode"], execute=False)
-        res["records"].append({"T": spec["T"], "mode": spec["mode"], "lib": "jaxrnn",
-                               "cell": "lstm",
-                               "run_kwargs": spec.get("run_kwargs") or {},
-                               "baseline_rss_bytes": base, "peak_rss_bytes": peak,
-                               "xla_planned_bytes": r.mem_bytes, "compile_s": r.compile_s,
-                               "xla_planned_bytes_no_remat": plain.mem_bytes,
-                               **summarise(times, cfg.tokens)})
-    else:
-        raise ValueError(f"spec kind: unknown {kind!r}")
-    res["ceiling_flops"].append(matmul_ceiling(ceiling_n))
-    res["load_end"] = os.getloadavg()
-    return res
-
-
-def _compile_check(Ts, log):
-    """First-call compile time (trace + lower + XLA compile) of a 2-layer LSTM training step."""
-    import jax
-    import jax.numpy as jnp
-
-    import jaxrnn
-    from benchmarks.competitors import adam_step
-
-    out = []
-    for T in Ts:
-        net = jaxrnn.stacked([jaxrnn.lstm(256), jaxrnn.lstm(256)])
-        readout = jaxrnn.dense(16)
-        k1, k2 = jax.random.split(jax.random.key(0))
-        params = (net.init(k1, 64), readout.init(k2, 256))
-        x = jnp.zeros((8, T, 64))
-        y = jnp.zeros((8, T, 16))
-
-        def loss(p, x, y, net=net, readout=readout):
-            hs = net.apply(p[0], x)
-            return jnp.mean((readout.apply(p[1], hs) - y) ** 2)
-
-        step, opt = adam_step(loss)
-        state = (params, opt.init(params))
-        t0 = time.perf_counter()
-        jax.jit(step).lower(state, x, y).compile()
-        dt = time.perf_counter() - t0
-        log(f"  compile 2-layer LSTM train step T={T}: {dt:.2f} s")
-        out.append({"T": T, "compile_s": dt, "layers": 2, "hidden": 256, "batch": 8})
-    return out
-
-
-# --------------------------------------------------------------------------- parent side
 
 def section_label(allocator: str, kernel_threads: str | None) -> str:
     """How a section's setting is named in tables and targets: the allocator, and the kernels'
@@ -364,10 +137,14 @@ def _plan(args) -> list[tuple[dict, str]]:
     common = dict(peers=peers, once_peers=once, threads=threads, reps=args.reps,
                   busy_reps=args.busy_reps, busy_procs=args.busy_procs,
                   solo_check=args.solo_check or report_run, solo_reps=args.solo_reps,
+                  busy_repeats=(args.busy_repeats if args.busy_repeats is not None
+                                else P.REPORT["busy_repeats"] if report_run else None),
+                  row_seconds=(args.row_seconds if args.row_seconds is not None
+                               else P.REPORT["row_seconds"] if report_run else None),
                   repeat=args.repeat or (P.REPORT["repeat"] if report_run else 1))
     if args.tiny:
         cfg = K.Config("tiny", batch=2, T=8, features=4, hidden=8, out=3)
-        entries, _ = _cell_entries(args.cells)
+        entries, _ = cell_entries(args.cells)
         return [(dict(spec, ceiling_n=256), alloc) for spec, alloc in P.config_jobs(
             configs=[cfg], entries=entries, contention=contention, **common)]
     full = not (args.quick or args.configs or args.cells or args.allocators or report_run)
@@ -375,7 +152,7 @@ def _plan(args) -> list[tuple[dict, str]]:
                              else ["A", "B", "C"])
     allocs = args.allocators or (["default", "tuned"] if full else ["default"])
     cells = args.cells or (K.QUICK_CELLS if args.quick or report_run else None)
-    entries, _ = _cell_entries(cells)
+    entries, _ = cell_entries(cells)
     jobs = P.config_jobs(configs=[K.CONFIGS[n] for n in names], entries=entries,
                          allocators=allocs, plain_too=list(K.PLAIN_TOO) if full else [],
                          contention=["quiet", "busy"] if contended or full else ["quiet"],
@@ -463,56 +240,6 @@ def versions(kernels_status: str | None = None) -> dict:
     return out
 
 
-# CPU features the kernels' code generation (-march=native) and XLA's CPU backend can use
-ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512cd",
-             "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni",
-             "amx_tile", "amx_bf16", "amx_int8")
-
-
-def cpuinfo(text: str | None = None) -> dict:
-    """The first processor's model name, vendor, family/model/stepping and flags, from
-    ``/proc/cpuinfo`` (empty where there is none)."""
-    if text is None:
-        try:
-            text = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return {}
-    info = {}
-    for line in text.splitlines():
-        if not line.strip():
-            if info:
-                break  # the first processor's block is enough
-            continue
-        key, _, val = line.partition(":")
-        info.setdefault(key.strip(), val.strip())
-    return info
-
-
-def machine() -> dict:
-    """What the claims depend on: the CPU model, its relevant ISA flags, the cores this process
-    may use, memory, and the load average now (the caller records it before and after)."""
-    info = cpuinfo()
-    flags = set(info.get("flags", "").split())
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    return {"cpu": info.get("model name") or platform.processor() or platform.machine(),
-            "vendor": info.get("vendor_id"),
-            "cpu_family_model_stepping": "/".join(
-                info.get(k, "?") for k in ("cpu family", "model", "stepping")),
-            "isa": {f: f in flags for f in ISA_FLAGS} if flags else {},
-            "cores": os.cpu_count(), "usable_cores": usable, "memory_bytes": mem,
-            "platform": platform.platform(), "loadavg": list(os.getloadavg())}
-
-
 def _kernel_threads(text: str) -> list[str]:
     """``--kernel-threads 1,auto``: a comma-separated list of team sizes: integers >= 1,
     ``auto``, or ``default`` (the variable unset)."""
@@ -566,6 +293,9 @@ def _parser():
     ap.add_argument("--repeat", type=int, default=None,
                     help="run every library's worker this many times; the report takes the "
                          "median (default 1; --report: 3)")
+    ap.add_argument("--busy-repeats", type=int, default=None,
+                    help="time the contended rows in this many of the --repeat runs only (the "
+                         "rest quiet; default all; --report: 2)")
     ap.add_argument("--solo-check", action="store_true",
                     help="time each peer row once more alone in a fresh process and report "
                          "its in-harness time over that solo time (flagged beyond 10%%)")
@@ -573,10 +303,11 @@ def _parser():
     ap.add_argument("--once-peers", nargs="*", choices=list(PEER_NAMES),
                     help="peers timed in one repeat only, after the others (--report: "
                          "equinox keras)")
-    ap.add_argument("--deadline", type=float, default=None,
-                    help="minutes after the start past which optional jobs (solo checks, "
-                         "--once-peers, a full run's extra sections) are skipped and named in "
-                         "the report (--report: 12.5)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="minutes the run may take: optional jobs (repeats after the first, "
+                         "solo checks, --once-peers, a full run's extra sections) that would "
+                         "not end within it, by the times of the jobs done so far, are skipped "
+                         "and named in the report (--report: 14)")
     ap.add_argument("--kernel-threads", type=_kernel_threads, default=None,
                     help="e.g. 1,auto: repeat every jaxrnn worker once per setting of "
                          "JAXRNN_KERNEL_THREADS (a fresh worker each; 'default' = unset)")
@@ -594,6 +325,9 @@ def _parser():
                     help="timed calls per row, quiet (default 20: the spread is the "
                          "interquartile range over the median of these)")
     ap.add_argument("--busy-reps", type=int, default=10, help="timed calls per contended row")
+    ap.add_argument("--row-seconds", type=float, default=None,
+                    help="a row whose timed calls reach this many seconds stops there, once "
+                         "it has half its calls (contended: half the seconds; --report: 3)")
     ap.add_argument("--inprocess", action="store_true", help="run every job in this process")
     ap.add_argument("--out", type=Path, default=RESULTS,
                     help="folder for the raw JSON, the summary and the chart (default "
@@ -626,17 +360,18 @@ def main(argv=None):
             ap.error(f"--{name.replace('_', '-')}: expected >= 1, got {getattr(args, name)}")
     if args.repeat is not None and args.repeat < 1:
         ap.error(f"--repeat: expected >= 1, got {args.repeat}")
-    if args.deadline is None and args.report:
+    if args.budget is None and args.report:
         from benchmarks.plan import REPORT
 
-        args.deadline = REPORT["deadline_min"]
+        args.budget = REPORT["budget_min"]
 
     if args.dry_run:
         jobs = plan(args)
         for spec, alloc in jobs:
             rows = f" {len(spec['rows'])} rows" if "rows" in spec else ""
             print(f"{alloc:8s} {spec['kind']:8s} {spec.get('lib', ''):8s} "
-                  f"{spec.get('stage', ''):5s} repeat={spec.get('repeat', 0)}{rows}"
+                  f"{spec.get('stage', ''):5s} repeat={spec.get('repeat', 0)}{rows} "
+                  f"{'+'.join(spec.get('contention', []))}"
                   f"{' (optional)' if spec.get('optional') else ''}")
         print(f"{len(jobs)} jobs; run mode {run_mode(args)!r}")
         return jobs
@@ -646,9 +381,10 @@ def main(argv=None):
 def _run(args, argv):
     from benchmarks import report, summary
     from benchmarks.contention import is_running
+    from benchmarks.plan import predict_s
 
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
-    t0 = time.perf_counter()
+    t0 = _clock()
     started = _dt.datetime.now(_dt.timezone.utc)
     mach = machine()
     mach["loadavg_before"] = mach.pop("loadavg")
@@ -657,20 +393,35 @@ def _run(args, argv):
     jobs = plan(args)
     inprocess = args.inprocess or (args.tiny and not args.kernel_threads)
     results, skipped = [], []
+    groups = {}  # a group of optional jobs (one repeat) runs whole or not at all
     for i, (spec, alloc) in enumerate(jobs):
         what = f"{spec['kind']} {spec.get('lib', '')} {spec.get('stage', '')}".strip()
-        elapsed = (time.perf_counter() - t0) / 60
-        if spec.get("optional") and args.deadline is not None and elapsed > args.deadline:
+        elapsed = _clock() - t0
+        group = spec.get("group")
+        skip = False
+        if spec.get("optional") and args.budget is not None:
+            if group is not None and group in groups:
+                skip = not groups[group]
+            else:
+                members = [s for s, _ in jobs[i:] if group is not None and s.get("group") == group]
+                need = sum(predict_s(s, results) for s in members or [spec])
+                skip = elapsed + need > 60 * args.budget
+                if group is not None:
+                    groups[group] = not skip
+                if skip:
+                    log(f"budget {args.budget} min: skipping {group or what} (needs ~{need:.0f} "
+                        f"s, {60 * args.budget - elapsed:.0f} s left)")
+        if skip:
             skipped.append(f"{what} repeat {spec.get('repeat', 0)}"
                            + (f" {spec['rows'][0]['config']['name']} {spec['rows'][0]['mode']} "
                               f"{spec['rows'][0]['cell']}" if spec.get("stage") == "solo" else ""))
             continue
-        log(f"[{i + 1}/{len(jobs)} {elapsed:5.1f} min] {what} repeat={spec.get('repeat', 0)} "
-            f"allocator={alloc}"
+        log(f"[{i + 1}/{len(jobs)} {elapsed / 60:5.1f} min] {what} repeat={spec.get('repeat', 0)}"
+            f" allocator={alloc}"
             + (f" threads={spec['kernel_threads']}" if "kernel_threads" in spec else ""))
         results.append(_spawn(spec, alloc, inprocess, log, cache))
     if skipped:
-        log(f"deadline {args.deadline} min: skipped {len(skipped)} optional jobs")
+        log(f"budget {args.budget} min: skipped {len(skipped)} optional jobs")
     mach["loadavg_after"] = list(os.getloadavg())
     sections, solo = assemble(results)
     busy_pids = {p for s in sections for r in s["records"] for p in r.get("busy_pids", [])}
@@ -678,7 +429,7 @@ def _run(args, argv):
     mode = run_mode(args)
     run = {
         "started_utc": started.isoformat(timespec="seconds"),
-        "wall_s": time.perf_counter() - t0,
+        "wall_s": _clock() - t0,
         "mode": mode,
         "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
         "versions": versions(status),

@@ -88,7 +88,11 @@ def tune_kernels(log=_log) -> str | None:
         hook = getattr(kernels, name, None)
         if callable(hook):
             t0 = time.perf_counter()
-            hook()
+            try:
+                hook()
+            except TypeError as err:  # one that needs a shape: the warm-up calls tune it
+                log(f"    kernels.{name}() not called before timing ({err})")
+                return None
             log(f"    kernels.{name}() before timing: {time.perf_counter() - t0:.1f} s")
             return name
     return None
@@ -112,28 +116,47 @@ def _row_meta(lib, row, runner):
             "peer_family": row.get("family"), "note": runner.note,
             "compile_s": runner.compile_s, "mem_bytes": runner.mem_bytes}
     if lib in JAXRNN_LIBS:
-        from benchmarks.harness import _flops, _has_kernel
+        from benchmarks.sections import has_kernel, step_flops
 
         e = _entry(row["cell"])
-        meta.update(flops=_flops(e, _config(row), row["mode"]), kernel=_has_kernel(e),
+        meta.update(flops=step_flops(e, _config(row), row["mode"]), kernel=has_kernel(e),
                     note=meta["note"] or e.note,
                     run_kwargs={k: str(v) for k, v in (row.get("run_kwargs") or {}).items()})
     return meta
 
 
-def time_row(runner, tokens, reps, warmup, condition="quiet", busy_n=1) -> dict:
-    """``reps`` timed calls after ``warmup`` untimed ones, quiet or beside ``busy_n`` busy
-    processes (started before the warm-up calls, killed after the timed ones)."""
+def timed_calls(runner, reps, warmup, min_reps=None, max_s=None) -> list[float]:
+    """Seconds of each of ``reps`` calls after ``warmup`` untimed ones; where ``max_s`` is
+    given, it stops early once the timed calls took that long and there are ``min_reps``."""
+    for _ in range(warmup):
+        runner.call()
+    times = []
+    t_start = time.perf_counter()
+    while len(times) < reps:
+        t0 = time.perf_counter()
+        runner.call()
+        times.append(time.perf_counter() - t0)
+        if (max_s is not None and len(times) >= (min_reps or reps)
+                and time.perf_counter() - t_start >= max_s):
+            break
+    return times
+
+
+def time_row(runner, tokens, reps, warmup, condition="quiet", busy_n=1, min_reps=None,
+             max_s=None) -> dict:
+    """``reps`` timed calls (:func:`timed_calls`) after ``warmup`` untimed ones, quiet or
+    beside ``busy_n`` busy processes (started before the warm-up calls, killed after the timed
+    ones)."""
     from benchmarks.contention import busy_processes, share_used
-    from benchmarks.measure import interleaved, summarise
+    from benchmarks.measure import summarise
 
     if condition == "quiet":
-        times = interleaved({"r": runner}, reps, warmup=warmup)["r"]
+        times = timed_calls(runner, reps, warmup, min_reps, max_s)
         return {"contention": "quiet", **summarise(times, tokens), "times_s": times}
     if condition != "busy":
         raise ValueError(f"contention: expected 'quiet' or 'busy', got {condition!r}")
     with busy_processes(busy_n) as procs:
-        times = interleaved({"r": runner}, reps, warmup=warmup)["r"]
+        times = timed_calls(runner, reps, warmup, min_reps, max_s)
         info = {"busy_procs": busy_n, "busy_pids": [b.pid for b in procs],
                 "busy_cores_used": share_used(procs)}
     return {"contention": "busy", **info, **summarise(times, tokens), "times_s": times}
@@ -165,11 +188,15 @@ def run_lib(spec: dict, log=_log) -> dict:
             res["notes"].append(f"{lib}: skipped {row.get('family')} ({err})")
             continue
         meta = _row_meta(row_lib, row, runner)
-        warmup = row.get("warmup", 1 if cfg.tokens > 2**16 else 2)
+        # one warm-up call is enough for the large steps (C), whose calls take a second
+        warmup = row.get("warmup", 1 if cfg.tokens * cfg.hidden >= 2**22 else 2)
         for condition in row.get("contention", spec.get("contention", ["quiet"])):
-            reps = spec["reps"] if condition == "quiet" else spec.get("busy_reps", spec["reps"])
+            quiet = condition == "quiet"
+            reps = spec["reps"] if quiet else spec.get("busy_reps", spec["reps"])
+            cap = spec.get("row_seconds")  # long rows stop at half their calls, not fewer
             rec = time_row(runner, cfg.tokens, reps, warmup, condition,
-                           spec.get("busy_procs", 1))
+                           spec.get("busy_procs", 1), min_reps=max(1, reps // 2),
+                           max_s=None if cap is None else cap * (1.0 if quiet else 0.5))
             res["records"].append({**meta, **rec, "repeat": res["repeat"],
                                    "stage": spec.get("stage", "main")})
             log(f"  {row_lib:18s} {cfg.name:8s} {row['mode']:7s} {row['cell']:16s} {condition:5s} "

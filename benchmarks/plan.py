@@ -5,7 +5,9 @@ first, then the peers, the order reversed every other repeat so drift of the mac
 always hit the same library. Peers named in ``--once-peers`` are timed in one repeat only, after
 the repeated ones; ``--solo-check`` adds one worker per peer row that times that step alone
 (the harness compares it with the row's in-harness time). Jobs past the repeated ones are
-optional: a run with ``--deadline`` skips those that would start after it.
+optional, and so are the repeats after the first (each repeat as a whole): a run with
+``--budget`` skips those that would not end within it, by the times of the jobs done so far
+(:func:`predict_s`), and names them in the report.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ SMOKE_DIMS = dict(batch=2, T=8, features=4, hidden=8, out=3)
 # --report: the comparison of issue 26 (see run_report.sh)
 REPORT = dict(configs=["A", "B", "C"], repeat=3, peers=["flax", "torch"],
               once_peers=["equinox", "keras"], solo_check=True, contended=True,
-              deadline_min=12.5)
+              budget_min=14.0, row_seconds=3.0, busy_repeats=2)
 
 
 def installed(lib: str) -> bool:
@@ -71,11 +73,14 @@ def peer_rows(lib, configs, modes, entries, contended_configs=None) -> list[dict
 
 def config_jobs(*, configs, entries, peers, once_peers=(), repeat=1, threads=(None,),
                 allocators=("default",), contention=("quiet",), reps=20, busy_reps=10,
-                busy_procs=1, solo_check=False, solo_reps=10, plain_too=(),
+                busy_procs=1, solo_check=False, solo_reps=10, plain_too=(), row_seconds=None,
+                busy_repeats=None,
                 contended_configs=None, modes=("forward", "train")) -> list[tuple[dict, str]]:
     """The config sections as (worker spec, allocator) jobs, in the order they run."""
     common = {"kind": "lib", "contention": list(contention), "reps": reps,
               "busy_reps": busy_reps, "busy_procs": busy_procs}
+    if row_seconds is not None:
+        common["row_seconds"] = row_seconds
     jobs, solo = [], []
     for alloc in allocators:
         cfgs = [c for c in configs if alloc == "default" or c.name != "C"] if len(
@@ -84,11 +89,14 @@ def config_jobs(*, configs, entries, peers, once_peers=(), repeat=1, threads=(No
             order = ["jaxrnn", *peers]
             if r % 2:
                 order.reverse()
+            quiet_only = busy_repeats is not None and r >= busy_repeats
+            cond = {"contention": ["quiet"]} if quiet_only else {}
             for lib in order:
                 if lib == "jaxrnn":
                     rows = jaxrnn_rows(cfgs, modes, entries, plain_too, contended_configs)
                     for kt in threads:
-                        spec = {**common, "lib": lib, "rows": rows, "repeat": r, "stage": "main"}
+                        spec = {**common, "lib": lib, "rows": rows, "repeat": r, "stage": "main",
+                                **cond, **_repeat_group(r, alloc)}
                         if kt is not None:
                             spec["kernel_threads"] = kt
                         jobs.append((spec, alloc))
@@ -96,10 +104,10 @@ def config_jobs(*, configs, entries, peers, once_peers=(), repeat=1, threads=(No
                 rows = peer_rows(lib, cfgs, modes, entries, contended_configs)
                 if rows:
                     jobs.append(({**common, "lib": lib, "rows": rows, "repeat": r,
-                                  "stage": "main"}, alloc))
+                                  "stage": "main", **cond, **_repeat_group(r, alloc)}, alloc))
                     if r == 0 and solo_check:
-                        solo += _solo(lib, rows, alloc, solo_reps)
-        # row by row across the peers, so a deadline that cuts the solo checks short leaves
+                        solo += _solo(lib, rows, alloc, solo_reps, row_seconds)
+        # row by row across the peers, so a budget that cuts the solo checks short leaves
         # a sample of every peer and configuration
         jobs += [j for group in _round_robin(solo) for j in group]
         solo = []
@@ -109,10 +117,43 @@ def config_jobs(*, configs, entries, peers, once_peers=(), repeat=1, threads=(No
                 jobs.append(({**common, "lib": lib, "rows": rows, "repeat": 0, "stage": "once",
                               "optional": True}, alloc))
                 if solo_check:
-                    solo += _solo(lib, rows, alloc, solo_reps)
+                    solo += _solo(lib, rows, alloc, solo_reps, row_seconds)
         jobs += [j for group in _round_robin(solo) for j in group]
         solo = []
     return jobs
+
+
+def _repeat_group(r, alloc) -> dict:
+    """Repeats after the first are optional, each as a whole (a repeat without jaxrnn or
+    without its peers gives no ratio)."""
+    return {} if r == 0 else {"optional": True, "group": f"{alloc} repeat {r}"}
+
+
+def predict_s(spec: dict, done: list[dict]) -> float:
+    """Expected wall time of a job from the jobs done so far: the last job of the same library
+    and stage, per row; for a peer's first job, the median per-row time of the JAX peers' jobs
+    done; 0 (unknown: run it, and learn) otherwise."""
+    import statistics
+
+    def rows(s):  # in units of a quiet row; a contended timing: half the calls, each slower
+        rs = s.get("rows") or [{}]
+        return sum(1.0 + 0.75 * ("busy" in r.get("contention", s.get("contention", ())))
+                   for r in rs)
+
+    same = [r for r in done if r["spec"]["kind"] == spec["kind"]
+            and r["spec"].get("lib") == spec.get("lib")
+            and r["spec"].get("stage", "main") in (spec.get("stage", "main"),
+                                                   "once" if spec.get("stage") == "main" else "")]
+    if same:
+        last = same[-1]
+        return last.get("wall_s", 0.0) * rows(spec) / rows(last["spec"])
+    if spec.get("stage") in ("main", "once") and spec.get("lib") not in (None, "jaxrnn", "torch"):
+        like = [r.get("wall_s", 0.0) / rows(r["spec"]) for r in done
+                if r["spec"].get("stage") in ("main", "once")
+                and r["spec"].get("lib") in ("flax", "equinox", "keras")]
+        if like:
+            return statistics.median(like) * rows(spec)
+    return 0.0
 
 
 def _round_robin(jobs):
@@ -124,13 +165,14 @@ def _round_robin(jobs):
     return [[v[i] for v in by_lib.values() if i < len(v)] for i in range(n)]
 
 
-def _solo(lib, rows, alloc, reps) -> list[tuple[dict, str]]:
+def _solo(lib, rows, alloc, reps, row_seconds=None) -> list[tuple[dict, str]]:
     """One fresh worker per row: the step alone, quiet (its in-harness time is compared)."""
     fams = list(PEER_FAMILIES[lib])
     rows = sorted(rows, key=lambda r: (fams.index(r["family"]), r["mode"], r["config"]["name"]))
     return [({"kind": "lib", "lib": lib, "rows": [{**row, "contention": ["quiet"]}],
               "contention": ["quiet"], "reps": reps, "repeat": 0, "stage": "solo",
-              "optional": True}, alloc) for row in rows]
+              "optional": True, **({"row_seconds": row_seconds} if row_seconds else {})}, alloc)
+            for row in rows]
 
 
 def smoke(jobs: list[tuple[dict, str]]) -> list[tuple[dict, str]]:

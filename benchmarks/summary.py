@@ -18,6 +18,8 @@ from pathlib import Path
 from benchmarks import mdblocks
 
 PEERS = ("flax", "torch", "equinox", "keras")
+# jaxrnn's own variants a full run times (libworker.JAXRNN_LIBS): shown as jaxrnn / variant
+VARIANTS = {"jaxrnn-plain-scan": "fused path off", "jaxrnn-xla-fused": "kernels off"}
 PEER_TITLES = {"flax": "Flax", "torch": "PyTorch", "equinox": "Equinox", "keras": "Keras"}
 # issue 26's targets
 QUIET_VS_FLAX = {"A": 1.5, "B": 1.5, "C": 1.2}
@@ -48,7 +50,7 @@ def _collect(run) -> tuple[dict, dict]:
     """Per-repeat figures: ``jax[(label, cfg, mode, cell)][contention][repeat]`` = {tps,
     spread, frac, peers: {lib: tps}} and ``peer[(label, cfg, mode, family, lib)][contention]``
     = [record, ...] over the repeats."""
-    jax, peer = {}, {}
+    jax, peer, variants = {}, {}, {}
     for s in _config_sections(run):
         rep = s["spec"].get("repeat", 0)
         label = s.get("label") or s.get("allocator", "default")
@@ -62,6 +64,10 @@ def _collect(run) -> tuple[dict, dict]:
                 key = (label, cfg, r["mode"], r["peer_family"], r["lib"])
                 peer.setdefault(key, {}).setdefault(cond, []).append(r)
                 continue
+            if r["lib"] in VARIANTS:
+                variants.setdefault((label, cfg, r["mode"], r["cell"], cond, rep), {})[
+                    r["lib"]] = r["tokens_per_s"]
+                continue
             if r["lib"] != "jaxrnn":
                 continue
             peers = {p["lib"]: p["tokens_per_s"] for p in recs
@@ -73,6 +79,10 @@ def _collect(run) -> tuple[dict, dict]:
                                                                 "family": r.get("peer_family")}
                            ).setdefault(cond, {})[rep] = {
                 "tps": r["tokens_per_s"], "spread": r["spread"], "frac": frac, "peers": peers}
+    for (label, cfg, mode, cell, cond, rep), v in variants.items():
+        entry = jax.get((label, cfg, mode, cell), {}).get(cond, {}).get(rep)
+        if entry is not None:
+            entry["variants"] = v
     return jax, peer
 
 
@@ -82,6 +92,7 @@ def _rows(jax) -> list[dict]:
         q, b = d.get("quiet", {}), d.get("busy", {})
         row = {"setting": label, "config": cfg, "mode": mode, "cell": cell,
                "kernel": d["kernel"], "peer_family": d["family"], "repeats": len(q),
+               "busy_repeats": len(b),
                "tokens_per_s": _median([v["tps"] for v in q.values()]),
                "spread": _median([v["spread"] for v in q.values()]),
                "ceiling_share": _median([v["frac"] for v in q.values()]),
@@ -95,6 +106,10 @@ def _rows(jax) -> list[dict]:
                 row["vs"][lib] = _median(qv)
             if bv:
                 row["busy_vs"][lib] = _median(bv)
+        for lib in VARIANTS:
+            vv = [v["tps"] / v["variants"][lib] for v in q.values() if lib in v.get("variants", {})]
+            if vv:
+                row.setdefault("vs_variant", {})[lib] = _median(vv)
         rows.append(row)
     return rows
 
@@ -200,6 +215,7 @@ def summarise_run(run) -> dict:
             "started_utc": run["started_utc"], "wall_s": run["wall_s"], "mode": run["mode"],
             "command": run["command"], "versions": run.get("versions", {}),
             "repeats": max((r["repeats"] for r in rows), default=0),
+            "busy_repeats": max((r["busy_repeats"] for r in rows), default=0),
             "calls": _median([r["reps"] for s in _config_sections(run) for r in s["records"]
                               if r["lib"] == "jaxrnn" and r.get("contention") == "quiet"]),
             "tune_hook": run.get("tune_hook"),
@@ -253,8 +269,11 @@ def markdown(summ: dict, level: int = 2) -> str:
     the peers' own figures with their solo check; at most ``MAX_SECTION_LINES`` lines."""
     h = "#" * level
     reps = summ["repeats"]
+    nb = summ.get("busy_repeats") or 0
+    busy_runs = f", {nb} contended" if nb and nb != reps else ""
     peers = [p for p in PEERS if any(p in r["vs"] or p in r["busy_vs"] for r in summ["rows"])]
-    busy_peers = [p for p in ("flax", "torch") if any(p in r["busy_vs"] for r in summ["rows"])]
+    busy_peers = [p for p in PEERS if any(p in r["busy_vs"] for r in summ["rows"])]
+    variants = [v for v in VARIANTS if any(v in r.get("vs_variant", {}) for r in summ["rows"])]
     settings = list(dict.fromkeys(r["setting"] for r in summ["rows"]))
     many = len(settings) > 1
     v = summ["versions"]
@@ -262,13 +281,13 @@ def markdown(summ: dict, level: int = 2) -> str:
         f"{h} CPU: {summ['cpu']}", "",
         f"Report of {summ['started_utc'][:16].replace('T', ' ')} UTC, `{summ['command']}` "
         f"({summ['mode']} run, {summ['wall_s'] / 60:.1f} min; median of {reps} run"
-        f"{'s' if reps != 1 else ''} per row). Machine: {summ['machine_line']}.",
+        f"{'s' if reps != 1 else ''} per row{busy_runs}). Machine: {summ['machine_line']}.",
         "",
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".",
         "",
         "Each library ran in its own fresh process, one after another, nothing else of the "
-        f"harness awake beside it; a row was timed quiet ({summ.get('calls') or '?'} calls) and "
-        "then beside one "
+        f"harness awake beside it; a row was timed quiet ({summ.get('calls') or 0:.0f} calls; "
+        "half as many for a row whose calls reach its time limit) and then beside one "
         "`while True: pass` process (busy). tok/s = batch x T / median call; ratios are jaxrnn / "
         "peer within one run, then the median over the runs; spread = interquartile range / "
         "median of the quiet calls; % ceiling = useful FLOP/s over a 1024^3 float32 matmul "
@@ -279,7 +298,8 @@ def markdown(summ: dict, level: int = 2) -> str:
     head = (("| setting " if many else "") + "| config | mode | cell | jaxrnn tok/s | spread | "
             + " | ".join(f"/ {PEER_TITLES[p]}" for p in peers)
             + "".join(f" | busy / {PEER_TITLES[p]}" for p in busy_peers)
-            + " | busy / quiet | % ceiling |")
+            + " | busy / quiet | % ceiling |"
+            + "".join(f" / {VARIANTS[v]} |" for v in variants))
     lines += ["", f"{h}# jaxrnn against its peers (quiet; busy = one busy process)", "", head,
               "|" + "---|" * (head.count("|") - 1)]
     for r in _cell_order(summ["rows"]):
@@ -288,7 +308,8 @@ def markdown(summ: dict, level: int = 2) -> str:
                      f"| {_pct(r['spread'])} | "
                      + " | ".join(_x(r["vs"].get(p)) for p in peers)
                      + "".join(f" | {_x(r['busy_vs'].get(p))}" for p in busy_peers)
-                     + f" | {_pct(r['busy_over_quiet'])} | {_pct(r['ceiling_share'])} |")
+                     + f" | {_pct(r['busy_over_quiet'])} | {_pct(r['ceiling_share'])} |"
+                     + "".join(f" {_x(r.get('vs_variant', {}).get(v))} |" for v in variants))
     prow = summ["peer_rows"]
     if prow:
         libs = [p for p in PEERS if any(q["lib"] == p for q in prow)]
@@ -319,7 +340,7 @@ def markdown(summ: dict, level: int = 2) -> str:
             lines.append(f"| {key[1]} | {key[2]} | {key[3]} | " + " | ".join(cells) + " |")
     notes = list(summ.get("notes") or [])
     if summ.get("skipped"):
-        notes.append(f"deadline reached: {len(summ['skipped'])} optional jobs skipped ("
+        notes.append(f"time budget: {len(summ['skipped'])} optional jobs skipped ("
                      + "; ".join(summ["skipped"][:4])
                      + (", ..." if len(summ["skipped"]) > 4 else "") + ")")
     if summ.get("tune_hook"):

@@ -238,3 +238,69 @@ def test_fit_bad_keywords_name_the_argument_before_tracing(rng, kw, error, messa
         train.fit(apply, params, "mse", optax.sgd(0.1), data,
                   **{"epochs": 2, "batch_size": 4, "patience": 1, **QUIET, **kw})
     assert traced == []
+
+
+# --------------------------------------------------------------------------- tasks on the loop
+
+def _frame_args(tmp_path, *, epochs, resume=False):
+    import argparse
+
+    return argparse.Namespace(batch_size=2, epochs=epochs, seed=3, lr=1e-2, clip_norm=None,
+                              skip_nonfinite=True, checkpoint_dir=str(tmp_path / "ck"),
+                              resume=resume, data_parallel=None, time_budget=600.0,
+                              progress=False)
+
+
+def test_moving_digits_trains_through_fit_and_resumes_bit_exact(tmp_path, capsys):
+    """moving_digits' training (fit_frames, its objective) runs on the one loop: one epoch,
+    then --resume for the second, equals two epochs straight, bit for bit (the whole task
+    through the command line: the slow test below)."""
+    from jaxrnn.tasks.moving_digits import fit_frames
+
+    def apply(params, frames, carries=None):  # (T, B, H, W): a per-pixel sigmoid, no time
+        return jax.nn.sigmoid(frames * params["w"] + params["b"]), None
+
+    frames = np.random.default_rng(0).random((6, 4, 3, 3)).astype(np.float32)
+    params = {"w": jnp.ones(()), "b": jnp.zeros(())}
+    straight, steps, epochs, _ = fit_frames(_frame_args(tmp_path / "a", epochs=2), apply,
+                                            params, frames)
+    assert (steps, epochs) == (6, 2)  # 3 full batches of 2 per epoch
+    fit_frames(_frame_args(tmp_path / "b", epochs=1), apply, params, frames)
+    resumed, steps, _, _ = fit_frames(_frame_args(tmp_path / "b", epochs=2, resume=True), apply,
+                                      params, frames)
+    assert "resumed from" in capsys.readouterr().out and steps == 6
+    for a, b in zip(jax.tree_util.tree_leaves(straight), jax.tree_util.tree_leaves(resumed),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(straight["w"], params["w"])  # it trained
+
+
+@pytest.mark.slow
+def test_moving_digits_task_resumes_bit_exact_from_the_command_line(tmp_path):
+    from jaxrnn import cli
+    from jaxrnn.tasks import modeldir
+
+    small = ["--train-sequences", "8", "--test-sequences", "4", "--frames", "4", "--size",
+             "16", "--digits", "1", "--hidden", "2", "--layers", "1", "--batch-size", "4",
+             "--kernel", "3", "--no-progress"]
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert cli.main(["train", "--task", "moving_digits", "--epochs", "2", "--out", a,
+                     *small]) == 0
+    assert cli.main(["train", "--task", "moving_digits", "--epochs", "1", "--out", b,
+                     *small]) == 0
+    assert cli.main(["train", "--task", "moving_digits", "--epochs", "2", "--out", b,
+                     "--resume", *small]) == 0
+    for x, y in zip(jax.tree_util.tree_leaves(modeldir.load(a + "/model").params),
+                    jax.tree_util.tree_leaves(modeldir.load(b + "/model").params), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("task, option", [("g2p", "--resume"), ("memory", "--resume"),
+                                          ("g2p", "--data-parallel")])
+def test_tasks_off_the_loop_refuse_resume_and_sharding_by_name(tmp_path, capsys, task,
+                                                               option):
+    from jaxrnn import cli
+
+    code = cli.main(["train", "--task", task, "--out", str(tmp_path), option])
+    assert code != 0
+    assert f"{option}: task {task}" in capsys.readouterr().err

@@ -16,25 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _reference import assert_trees_close
+from test_models import LENGTHS, V, _ids, _keras_example
 
 from jaxrnn import models as M
 from jaxrnn.io import model_dir, orbax_store
 from jaxrnn.io.digest import sha256_arrays, sha256_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-V, B, T = 11, 4, 6
-LENGTHS = jnp.array([T, 3, 1, 0])
-
-
-def _ids(seed=0):
-    return jnp.asarray(np.random.default_rng(seed).integers(0, V, (B, T)), jnp.int32)
-
-
-def _keras_example():
-    return M.sequential([M.Embedding(V, 5), M.LSTM(6, return_sequences=True),
-                         M.Bidirectional(M.GRU(4)), M.Dropout(0.2), M.Dense(3)])
-
-
 def _small():
     return M.sequential([M.GRU(3), M.Dense(1)])
 

@@ -143,7 +143,9 @@ def test_forecast_csv_beats_persistence_and_predict_reproduces_it(tmp_path, caps
     assert_same_rows(out / "predictions_test.csv", pred)
     rows = read_rows(pred)
     assert rows[0] == ["origin"] + [f"sales_h{h}" for h in range(1, 13)]
-    assert rows[-1][0] == "240"  # the last row forecasts past the end of the file
+    # origin: the --time-column value of the first forecast step; the last row forecasts past
+    # the end of the file (2019-12), its month extrapolated in the file's own format.
+    assert [r[0] for r in rows[-3:]] == ["2019-11", "2019-12", "2020-01"]
 
 
 def test_forecast_multivariate_columns(tmp_path, capsys):

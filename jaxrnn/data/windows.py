@@ -158,35 +158,76 @@ class WindowScaler:
         return f"WindowScaler(mode={self.mode!r}, features={self.num_features})"
 
 
-def detect_period(values, *, max_period: int | None = None, min_period: int = 2) -> int | None:
-    """The seasonal period of a series: the lag ``>= min_period`` with the highest
-    autocorrelation that is also a local maximum of the autocorrelation function and positive;
-    None when there is none (no seasonality to speak of).
+# Period detection reads at most this many of the last training values: the FFT is O(n log n),
+# and a season that does not show within 100,000 steps is not one the baseline can use.
+PERIOD_SAMPLE = 100_000
 
-    The series (first column if several) is detrended by its first difference's mean removed
-    (a linear trend would otherwise make every lag look alike), then centred."""
-    a = as_series(values)[:, 0]
+
+def _autocorrelation(z: np.ndarray, max_lag: int) -> np.ndarray:
+    """``r[k]`` for ``k = 0 .. max_lag`` of a centred series, by FFT (zero-padded: no wrap)."""
+    n = len(z)
+    size = 1 << int(np.ceil(np.log2(2 * n)))
+    f = np.fft.rfft(z, size)
+    acov = np.fft.irfft(f.real ** 2 + f.imag ** 2, size)[:max_lag + 1]
+    return acov / acov[0]
+
+
+def detect_period(values, *, max_period: int | None = None, min_period: int = 2,
+                  alpha: float = 0.01) -> int | None:
+    """The seasonal period of a series, or None when the data show no evidence of one.
+
+    A period is claimed only when two tests agree, on the series (first column if several,
+    its last :data:`PERIOD_SAMPLE` values) with its least-squares line removed:
+
+    * the periodogram has a significant peak: Fisher's g test (the largest ordinate's share of
+      the total, p-value ``m (1 - g)^(m - 1)`` over ``m`` Fourier frequencies) below
+      ``alpha``, at a period ``n / k`` within ``[min_period, max_period]``;
+    * the autocorrelation has a local maximum near a multiple of that period (within 20 %)
+      that is positive and above twice its Bartlett standard error,
+      ``sqrt((1 + 2 sum_{j<L} r_j^2) / n)``: red noise (a random walk, AR(1)) also piles
+      power into a low frequency, but its autocorrelation decays without a peak.
+
+    The period is the shortest such lag whose autocorrelation is within 20 % of the highest
+    (the fundamental, not a multiple of it). O(n log n) (FFT for both).
+    """
+    a = as_series(values)[:, 0][-PERIOD_SAMPLE:]
     n = len(a)
     if max_period is None:
         max_period = n // 2
-    max_period = min(int(max_period), n - 2)
-    if max_period < min_period + 1:
+    max_period = min(int(max_period), n // 2)
+    if max_period < min_period or n < 8:
         return None
-    trend = (a[-1] - a[0]) / max(n - 1, 1)
-    z = a - trend * np.arange(n)
-    z = z - z.mean()
-    denom = float(z @ z)
-    if denom == 0.0:
+    t = np.arange(n, dtype=np.float64)
+    basis = np.stack([np.ones(n), t], 1)
+    z = a - basis @ np.linalg.lstsq(basis, a, rcond=None)[0]
+    if not np.any(np.abs(z) > 1e-12 * max(1.0, float(np.abs(a).max()))):
         return None
-    acf = np.array([float(z[:-k] @ z[k:]) / denom for k in range(1, max_period + 2)])
-    # acf[k-1] is the autocorrelation at lag k.
-    best, best_value = None, 0.0
-    for lag in range(min_period, max_period + 1):
-        v = acf[lag - 1]
-        if v > acf[lag - 2] and v >= acf[lag] and v > best_value:
-            best, best_value = lag, v
-    return best
+    m = (n - 1) // 2
+    power = np.abs(np.fft.rfft(z)[1:m + 1]) ** 2
+    total = float(power.sum())
+    if m < 2 or total <= 0.0:
+        return None
+    k = int(np.argmax(power)) + 1
+    g = float(power[k - 1]) / total
+    p_value = min(1.0, m * (1.0 - g) ** (m - 1))
+    if p_value >= alpha or not min_period <= n / k <= max_period:
+        return None
+    guess = n / k
+    # The strongest frequency may be a harmonic (a weekly pattern often peaks at 7/2 steps):
+    # candidates are the autocorrelation peaks near any multiple of it.
+    r = _autocorrelation(z, max_period + 1)
+    lags = np.arange(min_period, max_period + 1)
+    peak = (r[lags] > r[lags - 1]) & (r[lags] >= r[lags + 1]) & (r[lags] > 0)
+    se = np.sqrt((1.0 + 2.0 * np.concatenate([[0.0], np.cumsum(r[1:] ** 2)])) / n)
+    multiple = np.maximum(1.0, np.round(lags / guess))
+    near = np.abs(lags - multiple * guess) <= np.maximum(1.0, 0.2 * guess)
+    ok = peak & near & (r[lags] > 2.0 * se[lags - 1])
+    if not ok.any():
+        return None
+    # The fundamental, not a multiple of it: the shortest lag almost as correlated as the best.
+    good = lags[ok][r[lags[ok]] >= 0.8 * r[lags[ok]].max()]
+    return int(good[0])
 
 
 __all__ = ["as_series", "sliding_windows", "standardise_windows", "WindowScaler",
-           "detect_period"]
+           "detect_period", "PERIOD_SAMPLE"]

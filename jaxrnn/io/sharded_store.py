@@ -17,7 +17,9 @@ kept in ``directory/<step>`` (the state's ``step``), the newest ``max_to_keep`` 
 
 As a registered store (:class:`ShardedOrbaxStore`, every process calls ``save``), the data
 position and ``extra`` go beside the state: JSON entries in the step's metadata, pytrees (on
-the host: small, replicated things such as the best parameters) as a second Orbax item.
+the host: small, replicated things such as the best parameters) as a second Orbax item. Its
+``latest`` is the newest *complete* step (Orbax commits a step by renaming it whole); unlike the
+other stores it holds no digest of the arrays, which no single process holds whole.
 """
 
 from __future__ import annotations
@@ -236,6 +238,7 @@ class ShardedOrbaxStore:
         return os.path.join(directory, str(step))
 
     def latest(self, directory) -> str | None:
+        """The newest complete step directory, or None."""
         directory = as_path(directory, "directory")
         step = latest_step(directory)
         return None if step is None else os.path.join(directory, str(step))

@@ -182,7 +182,7 @@ def sample(config, params, vocab, prime: str, length: int, *, key, temperature: 
         raise ValueError(f"--top-k: expected a positive integer, got {top_k}")
     _, apply = make_model(config)
     return sample_text(apply, params, vocab, prime, length, temperature=temperature,
-                       top_k=top_k, key=key, warmup=warmup)
+                       top_k=top_k, key=key, warmup=warmup, stateful=True)
 
 
 # --------------------------------------------------------------------------- commands

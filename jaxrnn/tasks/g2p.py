@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -170,21 +169,15 @@ def build_model(config):
     )
 
 
-class Architecture(NamedTuple):
-    """What the registered builder returns: ``init(key)``, ``apply`` = the teacher-forced
-    ``logits(params, src, src_lengths, tgt, tgt_lengths) -> (B, T, V)``, and the whole
-    encoder-decoder (greedy, beam search, attention weights)."""
-
-    init: Any
-    apply: Any
-    seq2seq: Any
-
-
 def architecture(config):
-    """:func:`build_model` (registered: :func:`jaxrnn.models.architecture` rebuilds it from the
-    model directory)."""
+    """:func:`build_model` as a :class:`~jaxrnn.models.Model` (registered:
+    :func:`jaxrnn.models.architecture` rebuilds it from the model directory): ``apply`` is the
+    teacher-forced ``logits(params, src, src_lengths, tgt, tgt_lengths) -> (B, T, V)``,
+    ``built`` the whole encoder-decoder (greedy, beam search, attention weights)."""
+    from jaxrnn.train.models import fixed_shape_model
+
     s2s = build_model(config)
-    return Architecture(s2s.init, s2s.logits, s2s)
+    return fixed_shape_model(s2s.init, s2s.logits, built=s2s)
 
 
 # --------------------------------------------------------------------------- CLI protocol
@@ -224,7 +217,7 @@ def load_run(args):
 
     args.out = getattr(args, "out", None) or os.path.join("runs", "g2p")
     saved = modeldir.load_task(args, task="g2p")
-    return saved.model.built.seq2seq, saved.params, modeldir.config_of(saved)
+    return saved.model.built, saved.params, modeldir.config_of(saved)
 
 
 def _decode(model, params, words_ids, *, beam, max_len, batch_size=256):
@@ -249,6 +242,14 @@ def _decode(model, params, words_ids, *, beam, max_len, batch_size=256):
 def train(args) -> dict:
     t_start = time.perf_counter()
     from jaxrnn.tasks import modeldir
+    from jaxrnn.tasks.common import fail
+
+    # Its batches are padded per length bucket (make_batches), which the shared loop's
+    # batch iterator does not do yet: refused by name rather than silently ignored.
+    for option, name in (("--resume", "resume"), ("--data-parallel", "data_parallel")):
+        if getattr(args, name, None) not in (None, False):
+            fail(option, "task g2p trains with its own loop over length-bucketed batches, "
+                         "which cannot resume or shard yet; run it without " + option)
 
     _, heatmap = _paths(args)
     lexicon = load_cmudict()

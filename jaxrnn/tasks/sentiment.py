@@ -136,7 +136,7 @@ def make_model(config):
                               dropout_rate=config["dropout"])
     rate = config["dropout"]
 
-    def init(key):
+    def init(key, input_spec=None):  # ids: the config fixes every shape
         k1, k2 = jax.random.split(key)
         return SentimentParams(emb.init(k1), clf.init(k2))
 

@@ -335,7 +335,7 @@ def ensemble_classifier(input_size: int, num_outputs: int, *, cell: str = "lstm"
     rnn = stacked([recurrent(c)], return_sequences=False)
     head = dense(num_outputs)
 
-    def init(key):
+    def init(key, input_spec=None):  # the one Model protocol; input_size fixes the shape
         k1, k2 = jax.random.split(key)
         return ClassifierParams(rnn.init(k1, input_size), head.init(k2, rnn.output_size))
 

@@ -378,6 +378,7 @@ def fit(
     callbacks=None,
     lr_scale=None,
     checkpoint_format: str = "msgpack",
+    time_budget_s: float | None = None,
 ) -> FitResult:
     """Train ``params`` with the compiled step of :func:`~jaxrnn.train.make_train_step`.
 
@@ -434,6 +435,9 @@ def fit(
       checkpoint_format: a store of :mod:`jaxrnn.io.store`: ``"msgpack"`` (one file) or
         ``"orbax"`` (Orbax step directories), with the same guarantees (atomic, bit-exact
         resume, the last readable one kept).
+      time_budget_s: stop after the update during which this many seconds of wall time have
+        passed since training started (None: no limit); ``stop_reason`` is then
+        ``"time_budget"`` and a resumed run finishes the epoch.
 
     Returns:
       A :class:`~jaxrnn.train.epochs.FitResult` (``best_epoch`` counts from 0).
@@ -441,6 +445,10 @@ def fit(
     _check_int(epochs, "epochs", 0)
     _check_int(checkpoint_every, "checkpoint_every", 1, optional=True)
     _check_int(max_steps, "max_steps", 1, optional=True)
+    if time_budget_s is not None and (isinstance(time_budget_s, bool) or not isinstance(
+            time_budget_s, int | float) or not np.isfinite(time_budget_s) or time_budget_s <= 0):
+        raise ValueError(f"time_budget_s: expected None or a positive finite number of seconds, "
+                         f"got {time_budget_s!r}")
     checkpoint_dir = _check_checkpoint_dir(checkpoint_dir)
     if resume and checkpoint_dir is None:
         raise ValueError("resume: needs checkpoint_dir, got checkpoint_dir=None")
@@ -485,7 +493,7 @@ def fit(
                      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                      max_steps=max_steps, skip_nonfinite=skipping, progress=progress,
                      verbose=verbose, params_template=params,
-                     checkpoint_format=checkpoint_format)
+                     checkpoint_format=checkpoint_format, time_budget_s=time_budget_s)
     if resume:
         loop.resume()
     loop.run()

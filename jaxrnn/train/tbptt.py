@@ -357,7 +357,7 @@ def fit_stream(
     stopping (``monitor``, ``patience``, ``restore_best``), checkpoints every epoch and every
     ``checkpoint_every`` chunks holding the state, the carry, the position and the history (a
     resumed run continues bit-for-bit), Ctrl-C saving, the non-finite guard, callbacks and the
-    per-epoch ``lr_scale``, ``checkpoint_format`` (``"msgpack"`` or ``"orbax"``). The arguments
+    per-epoch ``lr_scale``, ``checkpoint_format`` (a store of :mod:`jaxrnn.io.store`). The arguments
     mean what they mean for ``fit``.
 
     Returns:
