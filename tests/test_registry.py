@@ -101,7 +101,6 @@ KEPT_LISTS = {
     # the kernels helper's, the parallel helper's, the harness's and the model helper's files
     # this round (issue 25 point 4: the lead removes these lines once they read the registry)
     "jaxrnn/kernels/__init__.py": "translation units by family (kernels)",
-    "jaxrnn/train/ensemble.py": "kernel targets by family (parallel: use entry.kernel)",
     "benchmarks/extras.py": "the minGRU sweep's cells (harness)",
     "benchmarks/harness.py": "peer families' factories (harness)",
     "benchmarks/sections.py": "peer families' factories (harness; moved from harness.py)",
