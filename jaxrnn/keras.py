@@ -42,6 +42,7 @@ import numpy as np
 from jaxrnn.data.labels import LabelEncoder
 from jaxrnn.data.padding import pad_sequences
 from jaxrnn.train.loop import check_finite
+from jaxrnn.train.options import LoopOptions
 
 # Losses by their names in jaxrnn.train.losses' one table (Keras' names mean what they mean in
 # Keras, from logits): those whose targets are class labels, encoded here to ids or 0/1.
@@ -478,9 +479,8 @@ def fit(
     opt = make_optimizer(lr, optimizer=optimizer, clip_norm=clip_norm)
     if metrics is None:
         metrics = _DEFAULT_METRICS.get(name, []) if isinstance(name, str) else []
-    result = train_fit(
-        model.apply, params, name, opt, data, epochs=epochs, batch_size=batch_size,
-        val_data=val, metrics=list(metrics), seed=seed,
+    options = LoopOptions(
+        epochs=epochs, metrics=list(metrics), seed=seed,
         monitor=None if stop is None else stop.monitor,
         mode="auto" if stop is None else stop.mode,
         patience=None if stop is None else stop.patience,
@@ -488,8 +488,9 @@ def fit(
         restore_best=True if stop is None else stop.restore_best_weights,
         checkpoint_dir=None if backup is None else backup.directory, resume=backup is not None,
         progress=progress, verbose=verbose, data_parallel=data_parallel,
-        callbacks=epoch_fns or None, lr_scale=lr_scale, skip_nonfinite=skip_nonfinite,
-    )
+        callbacks=epoch_fns or None, lr_scale=lr_scale, skip_nonfinite=skip_nonfinite)
+    result = train_fit(model.apply, params, name, opt, data, batch_size=batch_size,
+                       val_data=val, options=options)
     carry_label_encoder(model, encoder)
     history = History(result.history)
     history.best_epoch = None if result.best_epoch is None else result.best_epoch + 1

@@ -304,3 +304,40 @@ def test_tasks_off_the_loop_refuse_resume_and_sharding_by_name(tmp_path, capsys,
     code = cli.main(["train", "--task", task, "--out", str(tmp_path), option])
     assert code != 0
     assert f"{option}: task {task}" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- one set of options
+
+def test_fit_and_fit_stream_share_one_options_object_and_keras_fit_passes_it(rng, monkeypatch):
+    data, params = linear_data(rng, n=12)
+    opts = train.LoopOptions(epochs=2, seed=4, progress=False, verbose=False)
+    by_object = train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, batch_size=5,
+                          options=opts)
+    by_name = train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, batch_size=5,
+                        epochs=2, seed=4, progress=False, verbose=False)
+    assert by_object.history["loss"] == by_name.history["loss"]
+    overridden = train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, batch_size=5,
+                           options=opts, epochs=1)
+    assert len(overridden.history["loss"]) == 1 and opts.epochs == 2  # the object is unchanged
+    for fn, args in ((train.fit, (data,)), (train.fit_stream, (data, 2))):
+        with pytest.raises(TypeError, match=r"unexpected keyword argument 'epoch' \(the loop's "
+                                            r"options: epochs, metrics"):
+            fn(linear_apply, params, "mse", optax.sgd(0.1), *args, epoch=3)
+        with pytest.raises(ValueError, match="^epochs: expected an int >= 0"):
+            fn(linear_apply, params, "mse", optax.sgd(0.1), *args,
+               options=train.LoopOptions(epochs=-1))
+    seen, real_fit = {}, train.fit
+
+    def spy(*a, options=None, **k):
+        seen["options"] = options
+        return real_fit(*a, options=options, **k)
+
+    from jaxrnn import keras
+    from jaxrnn import models as M
+
+    monkeypatch.setattr(train, "fit", spy)
+    x = rng.normal(size=(12, 4, 3)).astype(np.float32)
+    keras.fit(M.sequential([M.GRU(3), M.Dense(2)]), x, np.arange(12) % 2, epochs=1,
+              skip_nonfinite=True)
+    assert isinstance(seen["options"], train.LoopOptions)
+    assert seen["options"].epochs == 1 and seen["options"].skip_nonfinite is True
