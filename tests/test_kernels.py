@@ -29,38 +29,21 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _sig(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def _np_run(name, p, xs, lengths):
-    """The cells' equations in float64, one step at a time; xs (B, T, F)."""
-    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), p)
+    """The cells' equations in float64 (``_reference``'s NumPy steps), one step at a time, with
+    each row frozen from its length on; xs (B, T, F). Returns (ys, h, c), c zero for GRU/Elman."""
     xs = np.asarray(xs, np.float64)
     B, T, _ = xs.shape
     H = p.w_h.shape[0]
-    h, c = np.zeros((B, H)), np.zeros((B, H))
+    carry = MAKE[name](H).initial_carry(p, (B,))
+    carry = type(carry)(*(np.zeros((B, H)) for _ in carry))
     ys = np.zeros((B, T, H))
     for t in range(T):
-        xp = xs[:, t] @ p.w_x + p.b
-        if name == "lstm":
-            z = xp + h @ p.w_h
-            i, f = _sig(z[:, :H]), _sig(z[:, H:2 * H])
-            g, o = np.tanh(z[:, 2 * H:3 * H]), _sig(z[:, 3 * H:])
-            c_new = f * c + i * g
-            h_new = o * np.tanh(c_new)
-        elif name == "gru":
-            hp = h @ p.w_h + p.b_h
-            r = _sig(xp[:, :H] + hp[:, :H])
-            u = _sig(xp[:, H:2 * H] + hp[:, H:2 * H])
-            n = np.tanh(xp[:, 2 * H:] + r * hp[:, 2 * H:])
-            h_new, c_new = (1 - u) * n + u * h, c
-        else:  # elman
-            h_new, c_new = np.tanh(xp + h @ p.w_h), c
+        new, y = ref_step(name, p, carry, xs[:, t])
         valid = (t < lengths)[:, None] if lengths is not None else np.ones((B, 1), bool)
-        h, c = np.where(valid, h_new, h), np.where(valid, c_new, c)
-        ys[:, t] = np.where(valid, h_new, 0.0)
-    return ys, h, c
+        carry = type(carry)(*(np.where(valid, n, c) for n, c in zip(new, carry, strict=True)))
+        ys[:, t] = np.where(valid, y, 0.0)
+    return ys, carry.h, getattr(carry, "c", np.zeros((B, H)))
 
 
 MAKE = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, "elman": jaxrnn.elman}

@@ -51,7 +51,10 @@ def _int_list(text: str) -> list[int]:
 
 
 def add_arguments(parser) -> None:
-    g = parser.add_argument_group("memory task")
+    g = parser.add_argument_group(
+        "memory task",
+        "Every (cell, T) run draws fresh sequences at each step and takes seconds to minutes, "
+        "so this task keeps no checkpoints and refuses --resume (run it again instead).")
     g.add_argument("--problem", choices=("adding", "copy"), default="adding",
                    help="adding problem (MSE) or copy task (recall accuracy); default adding")
     g.add_argument("--lengths", default="50,100,200",
