@@ -110,6 +110,7 @@ KEPT_LISTS = {
     "tests/test_kernel_fuzz.py": "kernels",
     "tests/test_kernel_nan.py": "kernels",
     "tests/test_kernel_vmap.py": "kernels",
+    "tests/test_kernel_affinity.py": "kernels",
 }
 
 
