@@ -12,6 +12,7 @@ TINY = ["--epochs", "1", "--hidden", "4", "--limit", "120", "--batch-size", "16"
         "--no-progress"]
 
 
+@pytest.mark.slow
 def test_train_evaluate_and_resume_digits(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", *TINY, "--cell", "elman", "--out", str(out)]

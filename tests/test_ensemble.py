@@ -40,6 +40,7 @@ def train_alone(model, data, seed, lr, epochs, batch_size, data_seed=0):
     return state.params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["kernel", "plain"])
 def test_members_equal_models_trained_alone(data, path):
     model = E.ensemble_classifier(3, 4, hidden=8, path=path)
@@ -171,6 +172,7 @@ SHARDED = textwrap.dedent(r"""
 """)
 
 
+@pytest.mark.slow
 def test_members_sharded_over_devices_match():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
            "JAX_PLATFORMS": "cpu"}
@@ -182,6 +184,7 @@ def test_members_sharded_over_devices_match():
     np.testing.assert_allclose(out["True"], out["None"], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_seeds(capsys):
     from jaxrnn.cli import main
 
@@ -222,6 +225,7 @@ def _classify_npz(path):
     return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["fashion", "speech", "classify"])
 def test_cli_seeds_on_other_tasks(task, tmp_path, monkeypatch, capsys):
     """``--seeds`` on the other classification tasks: the mean and spread over the members are

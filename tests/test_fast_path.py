@@ -78,6 +78,7 @@ def _compare(cell, batch_shape, T, **kw):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_fused_equals_plain_without_lengths_two_batch_dims_hoisted():
     _compare(jaxrnn.lstm(4), (2, 3), 4, hoist_projection=True)
     _compare(jaxrnn.gru(4), (2, 3), 4)
@@ -87,6 +88,7 @@ def test_fused_equals_plain_no_batch_dims():
     _compare(jaxrnn.lstm(4), (), 5)
 
 
+@pytest.mark.slow
 def test_fused_gradient_matches_finite_differences():
     cell = jaxrnn.lstm(3, peephole=True)
     params = _randomise(cell.init(jax.random.key(0), 2), jax.random.key(1))

@@ -198,6 +198,7 @@ def test_best_epoch_counts_from_zero_and_the_printed_epoch_from_one(rng, capsys)
     assert float(line) == pytest.approx(hist[res.best_epoch], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact_with_partial_batches_lr_scale_and_the_guard(rng, tmp_path):
     data, params = linear_data(rng)
     kw = dict(epochs=3, batch_size=4, val_data=data, seed=5, lr_scale=[1.0, 0.3, 0.1],

@@ -51,6 +51,7 @@ def test_both_forms_match_numpy_equations(name):
 # test_backend_equals_plain_scan[*-min_gru-associative] and [*-min_lstm-associative].
 
 
+@pytest.mark.slow
 def test_parallel_gradient_finite_differences():
     cell, params, xs, h0 = _setup("min_lstm", B=2, T=4, F=3, H=4)
     with jax.enable_x64(True):

@@ -82,7 +82,9 @@ def test_bfloat16_compute_close_to_float32(name):
 
 # Gradients on three representative cells (a gated cell with peepholes, a linear-in-h minimal
 # cell, and the fully recurrent net, whose unconstrained recurrence amplifies rounding most).
-@pytest.mark.parametrize("name", ["lstm_peephole", "min_lstm", "fully_recurrent"])
+@pytest.mark.parametrize("name", [pytest.param("lstm_peephole", marks=pytest.mark.slow),
+                                  pytest.param("min_lstm", marks=pytest.mark.slow),
+                                  "fully_recurrent"])
 def test_bfloat16_gradients_close_to_float32(name):
     cell32, cell16 = CELLS[name](None), CELLS[name](jnp.bfloat16)
     xs, lengths, input_size = _inputs(name)

@@ -26,6 +26,7 @@ def _keras_example():
                          M.Bidirectional(M.GRU(4)), M.Dropout(0.2), M.Dense(3)])
 
 
+@pytest.mark.slow
 def test_keras_style_model_equals_hand_composition():
     """Embedding -> LSTM (sequences) -> Bidirectional GRU (summary) -> Dropout -> Dense: the
     forward GRU's last valid output and the backward GRU's output at step 0, then the head."""
@@ -75,6 +76,7 @@ def test_every_registered_cell_builds_a_model(name):
     np.testing.assert_allclose(out, want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_config_is_json_and_rebuilds_the_same_model():
     model = M.sequential([M.Embedding(V, 5), M.RNN("min_gru", 4, return_sequences=True,
                                                     cell_options={"compute_dtype": "float32"}),

@@ -148,6 +148,7 @@ def test_forecast_csv_beats_persistence_and_predict_reproduces_it(tmp_path, caps
     assert [r[0] for r in rows[-3:]] == ["2019-11", "2019-12", "2020-01"]
 
 
+@pytest.mark.slow
 def test_forecast_multivariate_columns(tmp_path, capsys):
     data = seasonal_series(tmp_path / "two.csv", columns=("a", "b"))
     out = tmp_path / "run"
@@ -184,6 +185,7 @@ def test_classify_long_csv_beats_majority_and_predict_reproduces_it(tmp_path, ca
     assert re.search(r"accuracy: [0-9.]+ on 120 sequences", capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_classify_npz_masks_variable_lengths(tmp_path, capsys):
     data = labelled_sequences_npz(tmp_path / "seq.npz")
     out = tmp_path / "run"
@@ -332,6 +334,7 @@ def test_classify_predict_on_a_model_saved_by_save_model_names_model(tmp_path, c
 
 # --------------------------------------------------------------------------- charlm
 
+@pytest.mark.slow
 def test_charlm_own_text_beats_unigram_and_generates(tmp_path, capsys):
     text = repetitive_text(tmp_path / "text.txt")
     out = tmp_path / "run"
@@ -482,6 +485,7 @@ def _toy_sequences(n=96, seed=0):
     return seqs, labels
 
 
+@pytest.mark.slow
 def test_keras_fit_on_variable_length_lists_with_string_labels():
     from jaxrnn import keras
     from jaxrnn import models as M
@@ -508,6 +512,7 @@ def test_keras_fit_on_variable_length_lists_with_string_labels():
     assert scores["accuracy"] == pytest.approx(np.mean(np.array(predicted) == labels))
 
 
+@pytest.mark.slow
 def test_keras_epoch_functions_and_schedule_match_one_run():
     from jaxrnn import keras
     from jaxrnn import models as M
@@ -529,6 +534,7 @@ def test_keras_epoch_functions_and_schedule_match_one_run():
     assert frozen["loss"][1] == pytest.approx(frozen["loss"][0], rel=1e-3)  # lr ~ 0: no change
 
 
+@pytest.mark.slow
 def test_keras_regression_targets_and_bad_input():
     from jaxrnn import keras
     from jaxrnn import models as M
@@ -556,6 +562,7 @@ def test_keras_regression_targets_and_bad_input():
         keras.fit(model, x, y, loss="mse", epochs=1, validation_split=1.5)
 
 
+@pytest.mark.slow
 def test_keras_sample_top_k_one_is_the_argmax_continuation():
     import jax
 

@@ -101,7 +101,6 @@ KEPT_LISTS = {
     # the kernels helper's, the parallel helper's, the harness's and the model helper's files
     # this round (issue 25 point 4: the lead removes these lines once they read the registry)
     "jaxrnn/kernels/__init__.py": "translation units by family (kernels)",
-    "jaxrnn/train/ensemble.py": "kernel targets by family (parallel: use entry.kernel)",
     "benchmarks/extras.py": "the minGRU sweep's cells (harness)",
     "benchmarks/harness.py": "peer families' factories (harness)",
     "benchmarks/sections.py": "peer families' factories (harness; moved from harness.py)",
@@ -111,6 +110,7 @@ KEPT_LISTS = {
     "tests/test_kernel_fuzz.py": "kernels",
     "tests/test_kernel_nan.py": "kernels",
     "tests/test_kernel_vmap.py": "kernels",
+    "tests/test_kernel_affinity.py": "kernels",
 }
 
 

@@ -215,13 +215,13 @@ def _alone(name, reverse):
 
 
 # jit for every cell; eagerly (each op compiled on its own, slow) for three unlike carries
-PADDING_CASES = [(n, True) for n in CELL_NAMES] + [
-    (n, False) for n in ("lstm_peephole", "jordan", "gru_cho")
+PADDING_CASES = [pytest.param(n, True, id=f"{n}-jit") for n in CELL_NAMES] + [
+    pytest.param(n, False, id=f"{n}-eager", marks=pytest.mark.slow if n == "lstm_peephole" else ())
+    for n in ("lstm_peephole", "jordan", "gru_cho")
 ]
 
 
-@pytest.mark.parametrize("name, use_jit", PADDING_CASES,
-                         ids=[f"{n}-{'jit' if j else 'eager'}" for n, j in PADDING_CASES])
+@pytest.mark.parametrize("name, use_jit", PADDING_CASES)
 def test_padding_invariance(name, use_jit):
     """A padded batch (lengths 0, T, 3, 5; garbage in the padding; a non-zero initial carry)
     gives, forwards and in reverse, each sequence's outputs and final carry as when it runs

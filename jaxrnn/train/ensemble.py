@@ -341,13 +341,12 @@ def kernel_vmap_path(cell: str = "lstm") -> str:
     call for all members, the kernels' batching rule), ``"sequential"`` (a loop of one call per
     member), or ``"none"`` (no kernel for that family, or the kernels are unavailable)."""
     from jaxrnn import kernels
+    from jaxrnn.cells import registry
     from jaxrnn.kernels import ops
     from jaxrnn.train.models import make_cell
 
-    # the kernel targets of each family the kernel backend has (engine/backends/cpu_kernels.py)
-    targets = {"lstm": "lstm", "gru": "gru", "elman": "elman", "fully_recurrent": "elman",
-               "reservoir": "elman", "jordan": "jordan", "min_gru": "min", "min_lstm": "min"}
-    family = targets.get(make_cell(cell, 8).name)
+    # the kernel family of the cell (its FFI targets), from the registry
+    family = registry.get(make_cell(cell, 8).name).kernel
     if family is None or not kernels.available():
         return "none"
     methods = {ops.vmap_method(f"jaxrnn_{family}_{d}") for d in ("forward", "backward")}
