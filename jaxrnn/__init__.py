@@ -14,14 +14,6 @@ from jaxrnn import engine, models
 from jaxrnn.cells import *  # noqa: F403
 from jaxrnn.cells import __all__ as _cells_all
 from jaxrnn.cells import registry
-from jaxrnn.cells.minimal import (
-    MinGRUParams,
-    MinGRUState,
-    MinLSTMParams,
-    MinLSTMState,
-    min_gru,
-    min_lstm,
-)
 from jaxrnn.engine import last_valid, parallel_run, reverse_padded, run, sequence_mask
 from jaxrnn.layers import (
     BidirectionalParams,
@@ -41,7 +33,15 @@ from jaxrnn.layers import (
 # Imported on first use (PEP 562), so ``import jaxrnn`` loads the cells, the engine, the layers
 # and the model builder only, not optax, tqdm or the classics.
 _LAZY_MODULES = ("classic", "data", "interop", "nnx", "parallel", "seq2seq", "train")
-_LAZY_NAMES = {"reservoir": "jaxrnn.classic.esn"}
+# Registered cells outside jaxrnn.cells (the reservoir, in jaxrnn.classic): factory, params and
+# state type, also imported on first use. Every registered cell is exported (test_registry).
+_LAZY_NAMES = {
+    attr: module
+    for entry in registry.REGISTRY.values()
+    for module, _, attr in (p.partition(":") for p in (entry.factory_path, entry.params_path,
+                                                        entry.state_path))
+    if not module.startswith("jaxrnn.cells.")
+}
 
 
 def __getattr__(name):
@@ -78,12 +78,6 @@ __all__ = [
     "Dense",
     "DenseParams",
     "embedding",
-    "min_gru",
-    "min_lstm",
-    "MinGRUParams",
-    "MinGRUState",
-    "MinLSTMParams",
-    "MinLSTMState",
     "parallel_run",
     "engine",
     "models",

@@ -1,4 +1,4 @@
-"""The ``jaxrnn`` command line: ``train``, ``evaluate``, ``generate`` for each task, ``demo``.
+"""The jaxrnn command line: train, evaluate, generate and predict for each task; demo.
 
     jaxrnn train                                  # the default task (digits), progress bar,
                                                   # prints the test metric and the plot's path
@@ -9,17 +9,18 @@
     jaxrnn demo NAME
 
 On your own data (each run writes one model directory, OUT/model by default, that
-``predict``, ``evaluate`` and ``generate`` read with ``--model``):
+predict, evaluate and generate read with --model):
 
     jaxrnn train --task forecast --csv FILE --column NAME [--time-column NAME] [--period P]
     jaxrnn train --task classify --data FILE.csv|FILE.npz
     jaxrnn train --task sentiment --csv FILE --text-column C --label-column L
     jaxrnn train --task charlm --text FILE [FILE ...]
 
-Options common to every task are defined here (:func:`add_common_arguments`); a task adds its
-own in ``add_arguments`` and may change the common defaults with a ``DEFAULTS`` dict.
-``jaxrnn train --task NAME --help`` lists both.
+jaxrnn train --task NAME --help lists the options of a task (with their defaults).
 """
+# (This docstring is the --help text.) Options common to every task are defined here
+# (add_common_arguments); a task adds its own in add_arguments and may change the common
+# defaults with a DEFAULTS dict.
 
 from __future__ import annotations
 
@@ -55,7 +56,18 @@ COMMON_DEFAULTS = {
     "out": None,
     "progress": True,
     "data_parallel": None,
+    "overwrite": False,
 }
+
+# The common options only training reads: evaluate, generate and predict accept them (a
+# command line edited from a train command still parses) but do not list them.
+TRAINING_OPTIONS = {
+    "cell", "layers", "hidden", "bidirectional", "dropout", "epochs", "batch_size", "lr",
+    "clip_norm", "skip_nonfinite", "checkpoint_dir", "resume", "overwrite", "data_parallel",
+    "num_processes", "process_id", "coordinator", "seeds", "patience",
+}
+# The defaults --help shows (the task's own, from its DEFAULTS).
+SHOWN_DEFAULTS = ("cell", "layers", "hidden", "dropout", "epochs", "batch_size", "lr", "seed")
 
 
 def _load(path: str):
@@ -143,10 +155,12 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    "epoch (default: OUT/checkpoints)")
     g.add_argument("--resume", action="store_true", default=None,
                    help="continue from the checkpoint in --checkpoint-dir")
+    g.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace the model and checkpoints an earlier run left in --out")
     g.add_argument("--out", help="directory for the plot and the trained model "
                    "(default: runs/TASK)")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None,
-                   help="no progress bar")
+                   help="no progress bar: one line per epoch")
     g.add_argument("--data-parallel", type=non_negative_int, nargs="?", const=0, metavar="N",
                    help="split each batch over N devices, parameters replicated (no N or 0: "
                         "all devices; see jaxrnn.parallel)")
@@ -226,9 +240,14 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
         "predict": "batch inference from a saved model directory on a file of inputs",
     }
     for command in TASK_COMMANDS:
+        if hasattr(mod, command):
+            description = f"{helps[command]}. Task {task!r}: {getattr(mod, 'DESCRIPTION', '')}"
+        else:  # e.g. generate without --task: the default task does not generate
+            able = [t for t, path in TASKS.items() if hasattr(_load(path), command)]
+            description = (f"{helps[command]}. Tasks that do: {', '.join(able)}; their "
+                           f"options: jaxrnn {command} --task NAME --help")
         p = sub.add_parser(command, help=helps[command], allow_abbrev=False,
-                           description=f"{helps[command]}. Task {task!r}: "
-                                       f"{getattr(mod, 'DESCRIPTION', '')}")
+                           description=description)
         p.add_argument("--task", default=task, choices=sorted(TASKS),
                        help=f"which task (default {DEFAULT_TASK}); options below are "
                             f"those of {task!r}")
@@ -236,8 +255,10 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
         add_model_directory_arguments(p, command)
         if hasattr(mod, "add_arguments"):
             mod.add_arguments(p)
-        p.set_defaults(**{**COMMON_DEFAULTS, **getattr(mod, "DEFAULTS", {})})
+        defaults = {**COMMON_DEFAULTS, **getattr(mod, "DEFAULTS", {})}
+        p.set_defaults(**defaults)
         p.set_defaults(_task_module=mod)
+        _label_help(p, command, defaults)
 
     demo = sub.add_parser("demo", help="run a demonstration", allow_abbrev=False)
     demo_sub = demo.add_subparsers(dest="name", required=True)
@@ -250,6 +271,19 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _label_help(p: argparse.ArgumentParser, command: str, defaults: dict) -> None:
+    """Show the task's defaults in ``--help``; hide training options from other commands."""
+    for action in p._actions:
+        if command != "train" and action.dest in TRAINING_OPTIONS:
+            action.help = argparse.SUPPRESS
+        elif command == "train" and action.dest in SHOWN_DEFAULTS and action.help:
+            value = defaults.get(action.dest)
+            if action.dest == "epochs" and value is None:
+                action.help += " (default: until the time budget)"
+            elif value is not None:
+                action.help += f" (default: {value})"
+
+
 def _finish_args(args) -> None:
     """Fill the derived defaults: the output and checkpoint directories."""
     if args.out is None:
@@ -258,6 +292,71 @@ def _finish_args(args) -> None:
         args.checkpoint_dir = os.path.join(args.out, "checkpoints")
     if getattr(args, "model", None) is None:
         args.model = os.path.join(args.out, "model")
+
+
+def _bytes_text(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+
+
+def _weights_too_large(args) -> str | None:
+    """A refusal when the recurrent stack's float32 weights alone (counted from the cell's own
+    ``init`` under ``jax.eval_shape``: nothing allocated; the first layer fed one feature, so
+    a lower bound) times 4 (weights, gradients, Adam's two moments) exceed this machine's
+    memory: an absurd ``--hidden`` is one line, not an allocator abort."""
+    hidden, layers = getattr(args, "hidden", None), getattr(args, "layers", None) or 1
+    if not isinstance(hidden, int) or hidden * hidden * layers < 10**8:
+        return None  # under ~1.6 GB for any cell: not worth a trace
+    import warnings
+
+    import jax
+
+    from jaxrnn.cells import registry
+
+    try:
+        cell = registry.make(args.cell, hidden)
+    except (ValueError, TypeError):
+        return None  # a cell the task builds its own way
+    directions = 2 if getattr(args, "bidirectional", False) else 1
+
+    def size(features):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # int64 index casts at absurd sizes
+            shapes = jax.eval_shape(lambda k: cell.init(k, features), jax.random.key(0))
+        return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+
+    weights = directions * (size(1) + (layers - 1) * size(directions * hidden))
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+    if 4 * weights <= memory:
+        return None
+    return (f"--hidden: {hidden} units would need {_bytes_text(weights)} for the {args.cell} "
+            f"weights alone ({layers} layer(s)) and about {_bytes_text(4 * weights)} to train "
+            f"(gradients, Adam's moments); this machine has {_bytes_text(memory)} of memory")
+
+
+def _check_train_args(args) -> str | None:
+    """What refuses a ``train`` command before anything is read (None: nothing): ``--epochs
+    0``, and an ``--out`` holding an earlier run's model or checkpoints without ``--resume``
+    or ``--overwrite``."""
+    if args.epochs == 0:
+        return ("--epochs: expected at least 1, got 0 (0 epochs train nothing: the model "
+                "written would be its random initialisation)")
+    too_large = _weights_too_large(args)
+    if too_large is not None:
+        return too_large
+    if args.resume or args.overwrite:
+        return None
+    ckpt = args.checkpoint_dir
+    earlier = [path for path in (args.model, ckpt) if os.path.isdir(path) and os.listdir(path)]
+    if earlier:
+        return (f"--out: {args.out!r} holds an earlier run ({earlier[0]!r}); pass --resume to "
+                f"continue its training or --overwrite to replace it (or choose another --out)")
+    return None
 
 
 @contextlib.contextmanager
@@ -412,6 +511,11 @@ def _run(argv: list[str]) -> int:
         args._run(args)
         return 0
     _finish_args(args)
+    if args.command == "train":
+        refused = _check_train_args(args)
+        if refused is not None:
+            print(f"jaxrnn train: error: {refused}", file=sys.stderr)
+            return 2
     mod = args._task_module
     fn = getattr(mod, args.command, None)
     if fn is None:

@@ -16,9 +16,10 @@ string labels and a learning rate. The functions here do the glue once, then cal
   ``"mse"``, ``"mae"``; and Keras-like callbacks (:class:`EarlyStopping`, :class:`BackupAndRestore`,
   :class:`LearningRateScheduler`, or any ``fn(epoch, logs)`` called after each epoch).
 
-A model is anything with ``init(key, input_size) -> params`` (or ``init(key)``) and
-``apply(params, x, *, lengths=None, key=None, deterministic=True) -> outputs``, e.g.
-``jaxrnn.models.sequential([...])`` or ``jaxrnn.train.models.sequence_classifier(...)``.
+A model is a :class:`jaxrnn.models.Model` (``init(key, input_spec) -> params``, ``apply(params,
+x, *, lengths=None, key=None, deterministic=True) -> outputs``), as every builder returns:
+``jaxrnn.models.sequential([...])``, ``jaxrnn.train.models.sequence_classifier(...)``, a task's
+architecture.
 
     >>> params, history = jaxrnn.keras.fit(model, x, labels, epochs=20, validation_split=0.2)
     >>> probs = jaxrnn.keras.predict(model, params, x_new)            # NumPy, (N, K) logits
@@ -29,7 +30,6 @@ A model is anything with ``init(key, input_size) -> params`` (or ``init(key)``) 
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -42,6 +42,7 @@ import numpy as np
 from jaxrnn.data.labels import LabelEncoder
 from jaxrnn.data.padding import pad_sequences
 from jaxrnn.train.loop import check_finite
+from jaxrnn.train.options import LoopOptions
 
 # Losses by their names in jaxrnn.train.losses' one table (Keras' names mean what they mean in
 # Keras, from logits): those whose targets are class labels, encoded here to ids or 0/1.
@@ -246,17 +247,12 @@ def encode_targets(y, loss, label_encoder: LabelEncoder | None = None, *,
 # --------------------------------------------------------------------------- model helpers
 
 def init_params(model, key, inputs: Inputs):
-    """``model.init(key, input_size)`` (the feature size, or the number of token ids) or
-    ``model.init(key)`` for models that know their input size."""
-    try:
-        n_args = len(inspect.signature(model.init).parameters)
-    except (TypeError, ValueError):
-        n_args = 2
-    if n_args < 2:
-        return model.init(key)
+    """``model.init(key, input_spec)`` (:class:`jaxrnn.models.Model`'s protocol): the feature
+    size for features, the number of token ids for ids (a model that starts with an Embedding
+    ignores it)."""
     x = inputs.x
-    input_size = x.shape[-1] if x.ndim >= 3 else int(x.max(initial=0)) + 1
-    return model.init(key, int(input_size))
+    input_spec = x.shape[-1] if x.ndim >= 3 else int(x.max(initial=0)) + 1
+    return model.init(key, int(input_spec))
 
 
 def check_model_inputs(model, params, inputs: Inputs, argname: str = "x") -> None:
@@ -483,9 +479,8 @@ def fit(
     opt = make_optimizer(lr, optimizer=optimizer, clip_norm=clip_norm)
     if metrics is None:
         metrics = _DEFAULT_METRICS.get(name, []) if isinstance(name, str) else []
-    result = train_fit(
-        model.apply, params, name, opt, data, epochs=epochs, batch_size=batch_size,
-        val_data=val, metrics=list(metrics), seed=seed,
+    options = LoopOptions(
+        epochs=epochs, metrics=list(metrics), seed=seed,
         monitor=None if stop is None else stop.monitor,
         mode="auto" if stop is None else stop.mode,
         patience=None if stop is None else stop.patience,
@@ -493,8 +488,9 @@ def fit(
         restore_best=True if stop is None else stop.restore_best_weights,
         checkpoint_dir=None if backup is None else backup.directory, resume=backup is not None,
         progress=progress, verbose=verbose, data_parallel=data_parallel,
-        callbacks=epoch_fns or None, lr_scale=lr_scale, skip_nonfinite=skip_nonfinite,
-    )
+        callbacks=epoch_fns or None, lr_scale=lr_scale, skip_nonfinite=skip_nonfinite)
+    result = train_fit(model.apply, params, name, opt, data, batch_size=batch_size,
+                       val_data=val, options=options)
     carry_label_encoder(model, encoder)
     history = History(result.history)
     history.best_epoch = None if result.best_epoch is None else result.best_epoch + 1
@@ -551,16 +547,9 @@ def evaluate(model, params, x, y, *, loss="sparse_categorical_crossentropy", met
 
 # --------------------------------------------------------------------------- sampling
 
-def _accepts_carry(apply) -> bool:
-    try:
-        return "carry" in inspect.signature(apply).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def sample(model, params, vocab, prime: str, length: int, *, temperature: float = 1.0,
            top_k: int | None = None, seed: int = 0, key=None, warmup: str = "",
-           context: int = 256) -> str:
+           context: int = 256, stateful: bool | None = None) -> str:
     """``prime`` followed by ``length`` characters drawn from a character language model.
 
     Each next character is drawn from ``softmax(logits / temperature)``, restricted to the
@@ -571,7 +560,9 @@ def sample(model, params, vocab, prime: str, length: int, *, temperature: float 
     ``context`` characters each step.
 
     Args:
-      model: ``apply`` (and ``init``), or the ``apply`` function itself.
+      model: a :class:`~jaxrnn.models.Model`, or the ``apply`` function itself.
+      stateful: whether ``apply`` takes and returns a carry (default: the model's
+        ``stateful``; False for a bare function).
       vocab: the character :class:`~jaxrnn.data.Vocab` of training.
       prime: text to continue (at least one character).
       warmup: text read before ``prime`` but not returned (a model trained by truncated BPTT
@@ -588,6 +579,10 @@ def sample(model, params, vocab, prime: str, length: int, *, temperature: float 
     if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k: expected None or a positive integer, got {top_k!r}")
     apply = model if callable(model) and not hasattr(model, "apply") else model.apply
+    if stateful is None:
+        stateful = bool(getattr(model, "stateful", False))
+    elif not isinstance(stateful, bool):
+        raise TypeError(f"stateful: expected None or a bool, got {stateful!r}")
     key = jax.random.key(seed) if key is None else key
     k = None if top_k is None else min(top_k, len(vocab) - 2)
 
@@ -601,7 +596,7 @@ def sample(model, params, vocab, prime: str, length: int, *, temperature: float 
 
     ids = encode_chars(warmup + prime, vocab)
     out: list[int] = []
-    if _accepts_carry(apply):
+    if stateful:
         @jax.jit
         def step(params, carry, ids, key):
             carry, logits = apply(params, ids, carry=carry)

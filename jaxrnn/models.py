@@ -52,6 +52,7 @@ from jaxrnn.layers import (
     recurrent,
     stacked,
 )
+from jaxrnn.train.models import Model
 
 FORMAT = "jaxrnn.model/1"  # of a model's config (the directory's format: jaxrnn.io.model_dir)
 _json_able = model_dir.json_able  # one check and message for every JSON-able argument
@@ -122,26 +123,26 @@ class RNN:
         )
 
 
-def _shortcut(cell_name: str, doc: str):
+def _shortcut(cell_name: str, class_name: str):
     def make(units: int, *, return_sequences: bool = False, reverse: bool = False,
              input_dropout: float = 0.0, recurrent_dropout: float = 0.0, unroll: int = 1,
              **cell_options) -> RNN:
         return RNN(cell_name, units, return_sequences, reverse, input_dropout,
                    recurrent_dropout, unroll, cell_options)
 
-    make.__name__ = make.__qualname__ = doc
+    make.__name__ = make.__qualname__ = class_name
     make.__doc__ = (f"``RNN({cell_name!r}, units, ...)``: {registry.get(cell_name).doc}; "
                     f"other keywords go to the cell's factory.")
     return make
 
 
-LSTM = _shortcut("lstm", "LSTM")
-GRU = _shortcut("gru", "GRU")
-SimpleRNN = _shortcut("elman", "SimpleRNN")
-Jordan = _shortcut("jordan", "Jordan")
-FullyRecurrent = _shortcut("fully_recurrent", "FullyRecurrent")
-MinGRU = _shortcut("min_gru", "MinGRU")
-MinLSTM = _shortcut("min_lstm", "MinLSTM")
+# ``LSTM(64)`` is ``RNN("lstm", 64)``: one shortcut per registered cell that the builder can
+# make from a width (``LSTM``, ``GRU``, ``Elman``, ``Jordan``, ``MinGRU``, ...), generated from
+# the registry; ``SimpleRNN`` is Keras' name for the Elman net.
+SHORTCUTS = {e.class_name: _shortcut(e.name, e.class_name) for e in registry.REGISTRY.values()
+             if e.class_name and e.cli and e.inputs == "features"}
+SHORTCUTS["SimpleRNN"] = _shortcut("elman", "SimpleRNN")
+globals().update(SHORTCUTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,45 +320,6 @@ def _spec_from_config(item, where: str):
 
 # --------------------------------------------------------------------------- the model
 
-class Model(NamedTuple):
-    """A built model.
-
-    Attributes:
-      init: ``init(key, input_size_or_shape) -> params``: the feature size ``F`` (or an input
-        shape ending with it, e.g. ``(T, F)``); ignored (``None`` is fine) after an Embedding.
-      apply: ``apply(params, x, *, lengths=None, key=None, deterministic=True) -> outputs``:
-        ``x (B, T, F)`` features or ``(B, T)`` ids; ``lengths (B,)`` valid steps at the start;
-        a key for dropout when ``deterministic=False``. Outputs are ``(B, T, O)`` (zero at
-        padded steps) or ``(B, O)`` when the model summarises.
-      config: the architecture as a JSON-able dict (:func:`from_config` rebuilds it).
-      layer: the underlying :func:`jaxrnn.stacked` layer.
-      specs: the layer specs.
-      preprocessing: what training learnt about the data beyond the weights, kept with the
-        model as a Keras model keeps it: :func:`jaxrnn.keras.fit` puts its label encoder
-        here (``"label_encoder"``), and :func:`jaxrnn.keras.evaluate` reads it back. A dict of
-        its own per built model (not part of :attr:`config`).
-    """
-
-    init: Any
-    apply: Any
-    config: dict
-    layer: Layer
-    specs: tuple
-    preprocessing: dict | None = None
-
-    @property
-    def takes_ids(self) -> bool:
-        return isinstance(self.specs[0], Embedding)
-
-    @property
-    def output_size(self) -> int | None:
-        return self.layer.output_size
-
-    @property
-    def returns_sequences(self) -> bool:
-        return not self.layer.summarises
-
-
 def sequential(layers: Sequence[LayerSpec]) -> Model:
     """Compose layer specs in order into a :class:`Model` (see the module docstring)."""
     if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers:
@@ -389,12 +351,12 @@ def sequential(layers: Sequence[LayerSpec]) -> Model:
     config = {"format": FORMAT, "layers": [_spec_config(s) for s in specs]}
     takes_ids = isinstance(specs[0], Embedding)
 
-    def init(key, input_size_or_shape=None):
+    def init(key, input_spec=None):
         if not takes_ids:
-            size = input_size_or_shape
+            size = input_spec
             if isinstance(size, (tuple, list)):
                 size = size[-1] if size else None
-            input_size = check_positive_int(size, "input_size_or_shape")
+            input_size = check_positive_int(size, "input_spec")
         else:
             input_size = None
         return layer.init(check_key(key), input_size)
@@ -411,10 +373,11 @@ def sequential(layers: Sequence[LayerSpec]) -> Model:
             ys = jnp.where(sequence_mask(lengths, x.shape[1])[..., None], ys, 0).astype(ys.dtype)
         return ys
 
-    return Model(init, apply, json.loads(json.dumps(config)), layer, specs, {})
+    return Model(init, apply, json.loads(json.dumps(config)), layer, specs,
+                 takes_ids=takes_ids, preprocessing={})
 
 
-def from_config(config: Mapping) -> Model | ArchitectureModel:
+def from_config(config: Mapping) -> Model:
     """The :class:`Model` described by ``config`` (:attr:`Model.config`, e.g. read from JSON)."""
     if not isinstance(config, Mapping):
         raise TypeError(f"config: expected a dict, got {type(config).__name__}")
@@ -441,7 +404,7 @@ _ARCHITECTURES: set[str] = {
 
 def register_architecture(name: str) -> str:
     """Allow :func:`load_model` to rebuild models named ``"package.module:function"``;
-    ``function(config) -> object with init(key) and apply`` must be importable in the loading
+    ``function(config) -> jaxrnn.models.Model`` must be importable in the loading
     process. Returns ``name``."""
     if not isinstance(name, str) or name.count(":") != 1 or not all(name.split(":")):
         raise ValueError(f"name: expected 'package.module:function', got {name!r}")
@@ -449,28 +412,7 @@ def register_architecture(name: str) -> str:
     return name
 
 
-class ArchitectureModel(NamedTuple):
-    """A model built by a registered architecture (a network :func:`sequential` cannot
-    express: an encoder-decoder, a ConvLSTM, ...).
-
-    Attributes:
-      init: ``init(key, input_size_or_shape=None) -> params`` (the size is ignored: the
-        architecture's config fixes every shape).
-      apply: the built network's ``apply`` (its own signature).
-      config: ``{"format", "architecture": name, "config": {...}}`` (:func:`from_config`).
-      built: what the builder returned (task-specific functions: decoding, sampling, ...).
-    """
-
-    init: Any
-    apply: Any
-    config: dict
-    built: Any
-    preprocessing: dict | None = None
-
-    takes_ids = None  # unknown: the architecture decides
-
-
-def architecture(name: str, config: Mapping) -> ArchitectureModel:
+def architecture(name: str, config: Mapping) -> Model:
     """The model the registered builder ``name`` makes of ``config`` (a JSON-able dict)."""
     import importlib
 
@@ -491,22 +433,23 @@ def architecture(name: str, config: Mapping) -> ArchitectureModel:
     if not callable(builder):
         raise ValueError(f"architecture: {module} has no function {attr!r}")
     built = builder(config)
-    if not (callable(getattr(built, "init", None)) and callable(getattr(built, "apply", None))):
-        raise TypeError(f"architecture: {name} returned {type(built).__name__}, expected an "
-                        f"object with init(key) and apply")
+    if not isinstance(built, Model):
+        raise TypeError(f"architecture: {name} returned {type(built).__name__}, expected a "
+                        f"jaxrnn.models.Model")
 
-    def init(key, input_size_or_shape=None):
-        return built.init(check_key(key))
+    def init(key, input_spec=None):
+        return built.init(check_key(key), input_spec)
 
-    return ArchitectureModel(init, built.apply,
-                             {"format": FORMAT, "architecture": name, "config": config}, built,
-                             {})
+    return built._replace(init=init, config={"format": FORMAT, "architecture": name,
+                                             "config": config},
+                          built=built if built.built is None else built.built,
+                          preprocessing={})
 
 
 def input_size_of(model: Model, params) -> int | None:
     """The feature size ``F`` the params were initialised for (None for a model of ids or of
     a registered architecture)."""
-    if isinstance(model, ArchitectureModel) or model.takes_ids:
+    if not model.specs or model.takes_ids:
         return None
     for spec, p in zip(model.specs, params, strict=True):
         if isinstance(spec, Normalization):
@@ -523,7 +466,7 @@ def input_size_of(model: Model, params) -> int | None:
 # --------------------------------------------------------------------------- save and load
 
 class SavedModel(NamedTuple):
-    model: Model | ArchitectureModel
+    model: Model
     params: Any
     preprocessing: dict | None
     metrics: dict | None
@@ -555,7 +498,7 @@ def save_model(directory, model: Model, params, *, preprocessing: dict | None = 
     that fails leaves it as it was.
     """
     model_dir.check_path(directory)
-    if not isinstance(model, (Model, ArchitectureModel)):
+    if not isinstance(model, Model):
         raise TypeError(f"model: expected a jaxrnn.models.Model (from sequential, "
                         f"architecture or from_config), got {type(model).__name__}")
     input_size = input_size_of(model, params)
@@ -580,7 +523,6 @@ def load_model(directory) -> SavedModel:
 
 __all__ = [
     "Model", "SavedModel", "sequential", "from_config", "save_model", "load_model",
-    "input_size_of", "Embedding", "RNN", "LSTM", "GRU", "SimpleRNN", "Jordan", "FullyRecurrent",
-    "MinGRU", "MinLSTM", "Bidirectional", "Dropout", "Dense", "Normalization", "FORMAT",
-    "ArchitectureModel", "architecture", "register_architecture",
+    "input_size_of", "Embedding", "RNN", *SHORTCUTS, "Bidirectional", "Dropout", "Dense",
+    "Normalization", "FORMAT", "architecture", "register_architecture",
 ]

@@ -46,16 +46,6 @@ from jaxrnn.layers import recurrent, stacked
 
 PyTree = Any
 
-# The factories, from the one cell registry (jaxrnn.cells.registry)
-lstm = registry.REGISTRY["lstm"].factory
-gru = registry.REGISTRY["gru"].factory
-elman = registry.REGISTRY["elman"].factory
-jordan = registry.REGISTRY["jordan"].factory
-fully_recurrent = registry.REGISTRY["fully_recurrent"].factory
-min_gru = registry.REGISTRY["min_gru"].factory
-min_lstm = registry.REGISTRY["min_lstm"].factory
-
-
 def _is_variable(x) -> bool:
     return isinstance(x, nnx.Variable)
 
@@ -182,81 +172,29 @@ class CellModule(_ParamsModule):
         return (final, ys) if return_carry else ys
 
 
-class LSTM(CellModule):
-    """:func:`jaxrnn.lstm` as an NNX module; ``cell_options`` go to the factory
-    (``forget_bias``, ``peephole``, ``compute_dtype``, ...)."""
+class RegisteredCellModule(CellModule):
+    """A registered cell (:mod:`jaxrnn.cells.registry`) as an NNX module, built from its
+    factory: ``Module(input_size, *sizes, rngs=..., **cell_options)``, where ``sizes`` are the
+    factory's positional sizes (``LSTM(F, H)``, ``Jordan(F, H, O)``) and ``cell_options`` go to
+    the factory (``peephole=True``, ``compute_dtype=jnp.bfloat16``, ...). Cells that
+    :func:`jaxrnn.parallel_run` computes take ``parallel`` (default True): the associative scan
+    over time instead of the sequential engine; same params, same result.
 
-    def __init__(self, input_size: int, hidden_size: int, *, rngs=None, params=None,
-                 reverse=False, time_major=False, unroll=1, remat=False, hoist_projection=False,
+    One subclass per registered cell with a ``class_name`` (:data:`MODULES`); this class is
+    never built itself.
+    """
+
+    registry_name: str = ""
+
+    def __init__(self, input_size: int, *sizes, rngs: nnx.Rngs | None = None,
+                 params: PyTree | None = None, reverse: bool = False, time_major: bool = False,
+                 unroll: int = 1, remat: bool | int = False, hoist_projection: bool = False,
                  **cell_options):
+        entry = registry.get(self.registry_name)
+        parallel = cell_options.pop("parallel", True) if entry.parallel else False
         super().__init__(
-            lstm(hidden_size, **cell_options), input_size, rngs=rngs, params=params,
-            reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
-            hoist_projection=hoist_projection,
-        )
-
-
-class GRU(CellModule):
-    """:func:`jaxrnn.gru` as an NNX module (``reset_after``, ``compute_dtype``, ...)."""
-
-    def __init__(self, input_size: int, hidden_size: int, *, rngs=None, params=None,
-                 reverse=False, time_major=False, unroll=1, remat=False, hoist_projection=False,
-                 **cell_options):
-        super().__init__(
-            gru(hidden_size, **cell_options), input_size, rngs=rngs, params=params,
-            reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
-            hoist_projection=hoist_projection,
-        )
-
-
-class Elman(CellModule):
-    """:func:`jaxrnn.elman` as an NNX module (``output_size``, ``activation``, ...)."""
-
-    def __init__(self, input_size: int, hidden_size: int, *, rngs=None, params=None,
-                 reverse=False, time_major=False, unroll=1, remat=False, hoist_projection=False,
-                 **cell_options):
-        super().__init__(
-            elman(hidden_size, **cell_options), input_size, rngs=rngs, params=params,
-            reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
-            hoist_projection=hoist_projection,
-        )
-
-
-class Jordan(CellModule):
-    """:func:`jaxrnn.jordan` as an NNX module."""
-
-    def __init__(self, input_size: int, hidden_size: int, output_size: int, *, rngs=None,
-                 params=None, reverse=False, time_major=False, unroll=1, remat=False,
-                 hoist_projection=False, **cell_options):
-        super().__init__(
-            jordan(hidden_size, output_size, **cell_options), input_size, rngs=rngs,
+            entry.factory(*sizes, **{**entry.options, **cell_options}), input_size, rngs=rngs,
             params=params, reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
-            hoist_projection=hoist_projection,
-        )
-
-
-class FullyRecurrent(CellModule):
-    """:func:`jaxrnn.fully_recurrent` as an NNX module."""
-
-    def __init__(self, input_size: int, num_units: int, output_size: int, *, rngs=None,
-                 params=None, reverse=False, time_major=False, unroll=1, remat=False,
-                 hoist_projection=False, **cell_options):
-        super().__init__(
-            fully_recurrent(num_units, output_size, **cell_options), input_size, rngs=rngs,
-            params=params, reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
-            hoist_projection=hoist_projection,
-        )
-
-
-class _MinimalModule(CellModule):
-    """minGRU / minLSTM: ``parallel=True`` runs :func:`jaxrnn.cells.minimal.parallel_run`
-    (associative scan over time) instead of the sequential engine; same params, same result."""
-
-    def __init__(self, factory, input_size, hidden_size, *, rngs, params, parallel, reverse,
-                 time_major, unroll, remat, hoist_projection, cell_options):
-        super().__init__(
-            factory(hidden_size, **cell_options), input_size, rngs=rngs, params=params,
-            reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
             hoist_projection=hoist_projection,
         )
         self.parallel = bool(parallel)
@@ -269,28 +207,25 @@ class _MinimalModule(CellModule):
                             reverse=o["reverse"], time_major=o["time_major"])
 
 
-class MinGRU(_MinimalModule):
-    """:func:`jaxrnn.cells.minimal.min_gru` as an NNX module (``parallel=True`` by default)."""
+def _module_class(entry: registry.CellEntry) -> type[RegisteredCellModule]:
+    sizes = "hidden_size" if entry.sizes == "hidden" else "hidden_size, output_size"
+    factory = entry.factory_path.replace(":", ".")
+    doc = (f":func:`{factory}` ({entry.doc}) as an NNX module: "
+           f"``{entry.class_name}(input_size, {sizes}, *, rngs=None, params=None, ...)``; "
+           f"see :class:`RegisteredCellModule`."
+           + (" ``parallel=True`` (the default) runs :func:`jaxrnn.parallel_run`."
+              if entry.parallel else ""))
+    return type(entry.class_name, (RegisteredCellModule,),
+                {"registry_name": entry.name, "__doc__": doc, "__module__": __name__,
+                 "__qualname__": entry.class_name})
 
-    def __init__(self, input_size: int, hidden_size: int, *, rngs=None, params=None,
-                 parallel=True, reverse=False, time_major=False, unroll=1, remat=False,
-                 hoist_projection=False, **cell_options):
-        super().__init__(min_gru, input_size, hidden_size, rngs=rngs, params=params,
-                         parallel=parallel, reverse=reverse, time_major=time_major,
-                         unroll=unroll, remat=remat, hoist_projection=hoist_projection,
-                         cell_options=cell_options)
 
-
-class MinLSTM(_MinimalModule):
-    """:func:`jaxrnn.cells.minimal.min_lstm` as an NNX module (``parallel=True`` by default)."""
-
-    def __init__(self, input_size: int, hidden_size: int, *, rngs=None, params=None,
-                 parallel=True, reverse=False, time_major=False, unroll=1, remat=False,
-                 hoist_projection=False, **cell_options):
-        super().__init__(min_lstm, input_size, hidden_size, rngs=rngs, params=params,
-                         parallel=parallel, reverse=reverse, time_major=time_major,
-                         unroll=unroll, remat=remat, hoist_projection=hoist_projection,
-                         cell_options=cell_options)
+# ``LSTM``, ``GRU``, ``Elman``, ``Jordan``, ``FullyRecurrent``, ``MinGRU``, ``MinLSTM``, ... :
+# one class per registered cell with a class name, generated from the registry
+MODULES: dict[str, type[RegisteredCellModule]] = {
+    e.class_name: _module_class(e) for e in registry.REGISTRY.values() if e.class_name
+}
+globals().update(MODULES)
 
 
 def cell_module(name: str, input_size: int, *sizes: int, rngs: nnx.Rngs | None = None,
@@ -409,14 +344,10 @@ class RNN(_ParamsModule):
 
 __all__ = [
     "CellModule",
+    "RegisteredCellModule",
+    "MODULES",
     "cell_module",
-    "LSTM",
-    "GRU",
-    "Elman",
-    "Jordan",
-    "FullyRecurrent",
-    "MinGRU",
-    "MinLSTM",
+    *MODULES,
     "RNN",
     "to_variables",
     "from_variables",

@@ -14,8 +14,8 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-import jaxrnn
 from jaxrnn.cells import registry
 
 F = 3  # input features used throughout the tests
@@ -26,16 +26,20 @@ F = 3  # input features used throughout the tests
 jit_o0 = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 
 # name -> cell; small sizes keep compile times short. Every registered cell that runs on feature
-# sequences (jaxrnn.cells.registry, at its test size), plus the published variants that are
-# options of a registered factory. A cell added to the registry is tested here once its NumPy
-# step is in REF_STEPS below.
-CELLS = {name: registry.REGISTRY[name].make_for_tests()
-         for name in registry.names(inputs="features")}
-CELLS.update({
-    "elman_readout": jaxrnn.elman(5, output_size=3, output_activation="sigmoid"),
-    "lstm_peephole": jaxrnn.lstm(4, peephole=True),
-})
+# sequences and every test variant of one (jaxrnn.cells.registry: ``lstm_peephole`` is the
+# ``lstm`` entry with its variant's options), at its test size. A cell added to the registry is
+# tested here once its NumPy step ``ref_<name>`` is written below.
+CELLS = {name: registry.make_variant(name) for name in registry.variants()}
 CELL_NAMES = list(CELLS)
+
+
+def slow_beyond(names, default):
+    """``names`` as pytest parameters, those outside ``default`` marked ``slow``: per-cell
+    checks of cell-agnostic engine code run on a few unlike cells (carries ``(h, c)``, ``y``,
+    no StepParts) by default and on every cell in the full suite."""
+    missing = set(default) - set(names)
+    assert not missing, missing
+    return [pytest.param(n, marks=() if n in default else pytest.mark.slow) for n in names]
 
 
 # --------------------------------------------------------------------------- random pytrees
@@ -43,7 +47,7 @@ CELL_NAMES = list(CELLS)
 def random_params(cell, seed: int = 0, input_size: int = F, scale: float = 0.5):
     """The cell's parameter structure (from ``init``) filled with N(0, scale^2) float64 values,
     so every term of the equations (biases, peepholes, b_h) is exercised with non-zero values."""
-    template = cell.init(jax.random.key(seed), input_size)
+    template = jax.eval_shape(lambda k: cell.init(k, input_size), jax.random.key(seed))
     rng = np.random.default_rng(seed + 1000)
     return jax.tree_util.tree_map(lambda a: scale * rng.standard_normal(a.shape), template)
 
@@ -69,37 +73,55 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _elman(P, carry, x, out_act=None):
-    # h_t = tanh(x W_h + h U_h + b);  y_t = sigma_y(h W_y + b_y) or h_t
-    h = np.tanh(x @ P.w_x + carry.h @ P.w_h + P.b)
-    y = h if P.w_y is None else out_act(h @ P.w_y + P.b_y)
+# NumPy activations by the names the factories take
+ACTIVATIONS = {
+    "tanh": np.tanh,
+    "sigmoid": sigmoid,
+    "relu": lambda v: np.maximum(v, 0.0),
+    "identity": lambda v: v,
+    "hard_sigmoid": lambda v: np.clip(v / 6.0 + 0.5, 0.0, 1.0),  # relu6(v + 3) / 6
+}
+
+
+def _act(a):
+    return a if callable(a) else ACTIVATIONS[a]
+
+
+# Each ``ref_<entry>(P, carry, x, **kwargs)`` is one step of that registered cell, where
+# ``kwargs`` are the keyword arguments the cell was built with (options the step depends on).
+
+def ref_elman(P, carry, x, activation="tanh", output_activation="identity", **_):
+    # h_t = sigma_h(x W_h + h U_h + b);  y_t = sigma_y(h W_y + b_y) or h_t
+    h = _act(activation)(x @ P.w_x + carry.h @ P.w_h + P.b)
+    y = h if P.w_y is None else _act(output_activation)(h @ P.w_y + P.b_y)
     return {"h": h}, y
 
 
-def _jordan(P, carry, x):
-    # h_t = tanh(x W_h + y_{t-1} U_h + b_h);  y_t = tanh(h_t W_y + b_y)
-    h = np.tanh(x @ P.w_x + carry.y @ P.w_y_h + P.b)
-    y = np.tanh(h @ P.w_y + P.b_y)
+def ref_jordan(P, carry, x, activation="tanh", output_activation="tanh", **_):
+    # h_t = sigma_h(x W_h + y_{t-1} U_h + b_h);  y_t = sigma_y(h_t W_y + b_y)
+    h = _act(activation)(x @ P.w_x + carry.y @ P.w_y_h + P.b)
+    y = _act(output_activation)(h @ P.w_y + P.b_y)
     return {"y": y}, y
 
 
-def _lstm(P, carry, x):
+def ref_lstm(P, carry, x, activation="tanh", recurrent_activation="sigmoid", **_):
     H = carry.h.shape[-1]
+    act, gate = _act(activation), _act(recurrent_activation)
     z = x @ P.w_x + carry.h @ P.w_h + P.b
     zi, zf, zg, zo = (z[..., k * H : (k + 1) * H] for k in range(4))
     c_prev = carry.c
     if P.peephole is not None:  # Gers & Schmidhuber 2000: i, f see c_{t-1}; o sees c_t
         zi = zi + P.peephole[0] * c_prev
         zf = zf + P.peephole[1] * c_prev
-    i, f, g = sigmoid(zi), sigmoid(zf), np.tanh(zg)
+    i, f, g = gate(zi), gate(zf), act(zg)
     c = f * c_prev + i * g
     if P.peephole is not None:
         zo = zo + P.peephole[2] * c
-    h = sigmoid(zo) * np.tanh(c)
+    h = gate(zo) * act(c)
     return {"h": h, "c": c}, h
 
 
-def _gru_reset_after(P, carry, x):
+def ref_gru(P, carry, x, **_):
     H = carry.h.shape[-1]
     blk = lambda a, k: a[..., k * H : (k + 1) * H]
     h_prev = carry.h
@@ -111,7 +133,7 @@ def _gru_reset_after(P, carry, x):
     return {"h": h}, h
 
 
-def _gru_cho(P, carry, x):
+def ref_gru_cho(P, carry, x, **_):
     H = carry.h.shape[-1]
     blk = lambda a, k: a[..., k * H : (k + 1) * H]
     h_prev = carry.h
@@ -123,12 +145,12 @@ def _gru_cho(P, carry, x):
     return {"h": h}, h
 
 
-def _fully_recurrent(P, carry, x, n_out):
+def ref_fully_recurrent(P, carry, x, output_size, **_):
     # Williams & Zipser 1989: one weight matrix over the state [x_t ; u_{t-1}] (inputs clamped).
     W = np.concatenate([P.w_x, P.w_h], axis=0)
     s = np.concatenate([x, carry.h], axis=-1)
     u = np.tanh(s @ W + P.b)
-    return {"h": u}, u[..., :n_out]
+    return {"h": u}, u[..., :output_size]
 
 
 def min_g(v):
@@ -136,7 +158,7 @@ def min_g(v):
     return np.where(v >= 0, v + 0.5, sigmoid(v))
 
 
-def _min_gru(P, carry, x):
+def ref_min_gru(P, carry, x, **_):
     # Feng et al. 2024: z = sigma(x W_z + b_z);  h_t = (1 - z) h_{t-1} + z g(x W_h + b_h)
     H = carry.h.shape[-1]
     k = x @ P.w_x + P.b
@@ -145,7 +167,7 @@ def _min_gru(P, carry, x):
     return {"h": h}, h
 
 
-def _min_lstm(P, carry, x):
+def ref_min_lstm(P, carry, x, **_):
     # Feng et al. 2024, normalised gates: h_t = f/(f+i) h_{t-1} + i/(f+i) g(x W_h + b_h)
     H = carry.h.shape[-1]
     k = x @ P.w_x + P.b
@@ -154,13 +176,13 @@ def _min_lstm(P, carry, x):
     return {"h": h}, h
 
 
-def _reservoir(P, carry, x, leak):
+def ref_reservoir(P, carry, x, leak_rate=1.0, **_):
     # Jaeger 2001, leaky: x_t = (1 - a) x_{t-1} + a tanh(u_t W_in + x_{t-1} W + b)
-    h = (1.0 - leak) * carry.h + leak * np.tanh(x @ P.w_in + carry.h @ P.w + P.b)
+    h = (1.0 - leak_rate) * carry.h + leak_rate * np.tanh(x @ P.w_in + carry.h @ P.w + P.b)
     return {"h": h}, h
 
 
-def _mgu(P, carry, x):
+def ref_mgu(P, carry, x, **_):
     # Zhou et al. 2016: f = sigma(x W_f + h U_f + b_f); h~ = tanh(x W_h + (f h) U_h + b_h);
     # h_t = (1 - f) h_{t-1} + f h~
     H = carry.h.shape[-1]
@@ -171,63 +193,56 @@ def _mgu(P, carry, x):
     return {"h": h}, h
 
 
-REF_STEPS = {
-    "elman": _elman,
-    "elman_readout": lambda P, c, x: _elman(P, c, x, out_act=sigmoid),
-    "jordan": _jordan,
-    "lstm": _lstm,
-    "lstm_peephole": _lstm,
-    "gru": _gru_reset_after,
-    "gru_cho": _gru_cho,
-    "fully_recurrent": lambda P, c, x: _fully_recurrent(
-        P, c, x, n_out=registry.REGISTRY["fully_recurrent"].test_kwargs["output_size"]),
-    "mgu": _mgu,
-    "min_gru": _min_gru,
-    "min_lstm": _min_lstm,
-    "reservoir": lambda P, c, x: _reservoir(
-        P, c, x, leak=registry.REGISTRY["reservoir"].test_kwargs["leak_rate"]),
-}
+def _construction(name):
+    """(entry name, keyword arguments) cell ``name`` of :data:`CELLS` was built with."""
+    entry, variant = registry.variants()[name]
+    return entry.name, {**entry.options, **entry.test_kwargs,
+                        **({} if variant is None else variant.options)}
 
 
-def minimal_ref_run(name, params, xs, h0, lengths=None):
-    """Feng et al. 2024, Algorithms for minGRU / minLSTM (sequential, linear space), float64.
-    ``xs (B, T, F)``; returns ``(h_final, ys)``."""
-    w = np.asarray(params.w_x, np.float64)
-    b = np.asarray(params.b, np.float64)
-    xs = np.asarray(xs, np.float64)
-    B, T, _ = xs.shape
-    H = h0.shape[-1]
-    h = np.asarray(h0, np.float64).copy()
-    ys = np.zeros((B, T, H))
-    for t in range(T):
-        k = xs[:, t] @ w + b
-        if name == "min_gru":
-            z = sigmoid(k[:, :H])
-            new = (1 - z) * h + z * min_g(k[:, H:])
-        else:
-            f, i = sigmoid(k[:, :H]), sigmoid(k[:, H : 2 * H])
-            new = f / (f + i) * h + i / (f + i) * min_g(k[:, 2 * H :])
-        valid = np.ones(B, bool) if lengths is None else t < np.asarray(lengths)
-        h = np.where(valid[:, None], new, h)
-        ys[:, t] = np.where(valid[:, None], new, 0.0)
-    return h, ys
+def reference_step(entry_name, **kwargs):
+    """The NumPy step of registered cell ``entry_name`` built with ``kwargs``, or None."""
+    ref = globals().get(f"ref_{entry_name}")
+    return None if ref is None else functools.partial(ref, **kwargs)
 
 
-def ref_step(name, params, carry, x):
-    """One step of cell ``name`` in NumPy float64; returns ``(carry, y)`` with the carry as the
-    same NamedTuple type as ``carry``."""
-    new, y = REF_STEPS[name](to_np(params), to_np(carry), np.asarray(x, np.float64))
+def _ref_steps():
+    out = {}
+    for name in CELLS:
+        entry_name, kwargs = _construction(name)
+        step = reference_step(entry_name, **kwargs)
+        if step is not None:
+            out[name] = step
+    return out
+
+
+# name -> NumPy step, for every cell of CELLS whose reference is written
+REF_STEPS = _ref_steps()
+
+
+def _step_of(cell):
+    return REF_STEPS[cell] if isinstance(cell, str) else cell
+
+
+def ref_step(cell, params, carry, x):
+    """One step in NumPy float64 of ``cell``: a name of :data:`CELLS` or a step from
+    :func:`reference_step`; returns ``(carry, y)`` with the carry as the same NamedTuple type
+    as ``carry``."""
+    new, y = _step_of(cell)(to_np(params), to_np(carry), np.asarray(x, np.float64))
     return type(carry)(**new), y
 
 
-def ref_run(name, params, xs, carry, lengths=None, reverse=False):
+def ref_run(cell, params, xs, carry, lengths=None, reverse=False):
     """The engine's contract, per sequence, in NumPy: ``xs (B..., T, F)``, ``carry`` with leaves
     ``(B..., *)``; each sequence runs over its own ``lengths[b]`` steps (backwards with
-    ``reverse``), the final carry is the one after its last valid step, outputs past it are 0."""
+    ``reverse``), the final carry is the one after its last valid step, outputs past it are 0.
+    ``cell`` as in :func:`ref_step`."""
     xs = np.asarray(xs, np.float64)
     batch_shape, T = xs.shape[:-2], xs.shape[-2]
     lengths = np.full(batch_shape, T) if lengths is None else np.asarray(lengths)
     carry = to_np(carry)
+    first = jax.tree_util.tree_map(lambda a: a[(0,) * len(batch_shape)], carry)
+    O = np.shape(ref_step(cell, params, first, np.zeros(xs.shape[-1]))[1])[-1]
     finals, ys = [], []
     for idx in np.ndindex(*batch_shape):
         c = jax.tree_util.tree_map(lambda a, idx=idx: a[idx], carry)
@@ -235,14 +250,21 @@ def ref_run(name, params, xs, carry, lengths=None, reverse=False):
         order = range(L - 1, -1, -1) if reverse else range(L)
         y_seq = {}
         for t in order:
-            c, y_seq[t] = ref_step(name, params, c, xs[idx][t])
-        O = CELLS[name].output_size
+            c, y_seq[t] = ref_step(cell, params, c, xs[idx][t])
         ys.append(np.array([y_seq.get(t, np.zeros(O)) for t in range(T)]).reshape(T, O))
         finals.append(c)
     final = jax.tree_util.tree_map(
         lambda *a: np.stack(a).reshape(*batch_shape, *a[0].shape), *finals
     )
-    return final, np.stack(ys).reshape(*batch_shape, T, CELLS[name].output_size)
+    return final, np.stack(ys).reshape(*batch_shape, T, O)
+
+
+def minimal_ref_run(name, params, xs, h0, lengths=None):
+    """:func:`ref_run` of ``min_gru`` / ``min_lstm`` (any size) from the state ``h0``, as
+    ``(h_final, ys)``."""
+    state = registry.get(name).state_type(np.asarray(h0, np.float64))
+    final, ys = ref_run(reference_step(name), params, xs, state, lengths)
+    return final.h, ys
 
 
 def assert_trees_close(a, b, atol=2e-5, rtol=2e-5):

@@ -37,23 +37,24 @@ def _strict_dtype_promotion(request):
 def pytest_configure(config):
     # A warning is a failure unless a test expects it (pytest.warns) or it is filtered below.
     config.addinivalue_line("filterwarnings", "error")
-    config.addinivalue_line("markers",
-                            "slow: over 4 s on the 2-core machine (tests/slow_tests.txt)")
+    config.addinivalue_line(
+        "markers", "slow: over 4 s on the 2-core machine; left out of the default run "
+                   "(-m 'not slow'), run by -m slow")
+    config.addinivalue_line(
+        "markers", "slow_when(predicate): marks `slow` the parametrisations for which "
+                   "predicate(**params) is true (for combinations of stacked parametrize)")
 
 
-# The tests that took over 4 s each on the machine class's 2-core AMD EPYC (AVX2), measured
-# with pytest-reportlog over the whole suite (2026-12-02): there the suite took ~19 minutes,
-# past CI's 15. They are marked `slow`: the README's test command (`-m "not slow"`, what CI
-# runs) leaves them out, `python3 -m pytest -n 2 -m slow` runs them. Each behaviour they check
-# keeps a faster test in the default run where one exists (e.g. one two-process run).
-_SLOW_LIST = __import__("pathlib").Path(__file__).with_name("slow_tests.txt")
-
-
+# Slow tests are marked where they are defined: ``@pytest.mark.slow`` on a test, ``marks=`` on a
+# ``pytest.param``, or ``@pytest.mark.slow_when(lambda name, padded, **_: ...)`` for some
+# combinations of stacked parametrizations; never by test id (renaming a parametrisation must
+# not move a test back into the default run). A slow test's behaviour keeps a faster test in the
+# default run where one exists.
 def pytest_collection_modifyitems(config, items):
-    slow = {line.strip() for line in _SLOW_LIST.read_text().splitlines()
-            if line.strip() and not line.startswith("#")}
     for item in items:
-        if item.nodeid in slow:
+        marker = item.get_closest_marker("slow_when")
+        callspec = getattr(item, "callspec", None)
+        if marker is not None and callspec is not None and marker.args[0](**callspec.params):
             item.add_marker(pytest.mark.slow)
 
 

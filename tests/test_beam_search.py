@@ -71,6 +71,7 @@ def test_beam_search_finds_the_exhaustive_best_of_a_markov_chain(alpha):
                           axis=1) <= 1e-6)
 
 
+@pytest.mark.slow
 def test_small_beam_beats_or_ties_greedy_and_width_one_is_greedy():
     B, L, V = 4, 5, 6
     table = jnp.asarray(_markov_tables(B, L, V, seed=1), jnp.float32)
@@ -116,6 +117,7 @@ SRC = jnp.array([[3, 4, 1], [2, 0, 0]], jnp.int32)
 SRC_LEN = jnp.array([3, 1], jnp.int32)
 
 
+@pytest.mark.slow
 def test_seq2seq_beam_matches_exhaustive_teacher_forced_scores():
     V, L = 4, 3
     model = _seq2seq(V)
@@ -143,6 +145,7 @@ def test_seq2seq_beam_matches_exhaustive_teacher_forced_scores():
         assert float(res.scores[b]) == pytest.approx(total[i], rel=1e-4, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_decoding_is_the_same_with_and_without_jit():
     model = _seq2seq(6)
     p = jax.jit(model.init)(jax.random.key(1))

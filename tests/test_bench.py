@@ -38,6 +38,7 @@ def test_registry_covers_every_cell_factory():
         assert (e.name in kernel) == (has and e.run is None and e.peer is not None), e.name
 
 
+@pytest.mark.slow
 def test_flax_jordan_peer_computes_the_jordan_equations():
     # Flax has no Jordan cell; the harness's peer is one written as a Flax cell. It must be the
     # same network as jaxrnn.jordan(H, H), or the ratio compares different work.
@@ -57,6 +58,7 @@ def test_flax_jordan_peer_computes_the_jordan_equations():
     np.testing.assert_allclose(ys, ys_flax, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tiny_contended_run_writes_consistent_records(tmp_path):
     # the smallest mode of the harness, quiet and contended, with the peers' solo check: the
     # same path as `python -m benchmarks --report`, on a tiny configuration
@@ -272,6 +274,7 @@ def test_bad_arguments_are_rejected():
         harness.cell_entries(["no_such_cell"])
 
 
+@pytest.mark.slow
 def test_extras_convlstm_and_min_sweep_tiny():
     from benchmarks import extras
 
@@ -306,6 +309,9 @@ def _wait_until(pred, timeout=5.0):
     return pred()
 
 
+# it burns a core for half a second beside the other xdist worker: slow (killing by pid is
+# also test_busy_process_is_killed_on_ctrl_c_and_errors, in the default run)
+@pytest.mark.slow
 def test_busy_process_spins_and_is_killed_by_pid():
     with contention.busy_processes(1) as procs:
         (b,) = procs

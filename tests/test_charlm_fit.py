@@ -5,6 +5,8 @@ never stopped (same held-out bits per character)."""
 import os
 import re
 
+import pytest
+
 from jaxrnn import cli
 from jaxrnn.train import latest_checkpoint
 
@@ -17,6 +19,7 @@ def run(argv, capsys):
     return out, chunks, bpc
 
 
+@pytest.mark.slow
 def test_charlm_time_budget_then_resume_equals_a_straight_run(tmp_path, capsys):
     text = tmp_path / "text.txt"
     text.write_text("\n".join(f"the cat sat on the mat {i % 7} times." for i in range(120)),

@@ -12,6 +12,7 @@ TINY = ["--epochs", "1", "--hidden", "4", "--limit", "120", "--batch-size", "16"
         "--no-progress"]
 
 
+@pytest.mark.slow
 def test_train_evaluate_and_resume_digits(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", *TINY, "--cell", "elman", "--out", str(out)]
@@ -166,3 +167,59 @@ def test_sigint_at_random_moments_always_exits_130(tmp_path):
     for group in range(5):
         delays = [None if rng.random() < 0.3 else rng.uniform(0, 1.5) for _ in range(6)]
         _check_interrupted(_interrupted_runs(tmp_path / str(group), delays))
+
+
+# --------------------------------------------------------------------------- refusals, help
+
+def test_epochs_zero_is_refused_by_name_and_writes_nothing(tmp_path, capsys):
+    assert cli.main(["train", *TINY, "--epochs", "0", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs: expected at least 1, got 0" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_rerun_into_an_earlier_out_refuses_without_resume_or_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--out", str(out)]
+    assert cli.main(args) == 0
+    weights = {p: p.read_bytes() for p in (out / "model").rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert cli.main([*args, "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--out:" in err and "--resume" in err and "--overwrite" in err
+    assert {p: p.read_bytes() for p in weights} == weights  # the earlier model untouched
+    assert cli.main([*args, "--seed", "1", "--overwrite"]) == 0
+    assert any(p.read_bytes() != b for p, b in weights.items() if p.exists())
+
+
+def test_absurd_hidden_is_one_line_naming_it_and_the_memory(capsys):
+    """The estimate is the LSTM's own parameter count (w_x (1, 4H), w_h (H, 4H), b (4H) for
+    one input feature) in float32, checked here by hand."""
+    H = 10**9
+    assert cli.main(["train", "--hidden", str(H), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("jaxrnn train: error: --hidden:")
+    pib = 4 * (4 * H + 4 * H * H + 4 * H) / 2**50
+    assert f"{pib:,.1f} PiB for the lstm weights" in err
+
+
+def test_help_shows_defaults_and_no_developer_text(capsys):
+    def help_of(argv):
+        with pytest.raises(SystemExit):
+            cli.main([*argv, "--help"])
+        return " ".join(capsys.readouterr().out.split())  # argparse's line breaks undone
+
+    top = help_of([])
+    assert ":func:" not in top and "``" not in top and "DEFAULTS" not in top
+    train = help_of(["train"])  # the digits task's own defaults
+    for option, default in (("--hidden", "64"), ("--epochs", "40"), ("--batch-size", "32"),
+                            ("--lr", "0.003")):
+        assert re.search(re.escape(option) + r" [A-Z_]+ (?:(?!--).)*?\(default: " + default + r"\)",
+                         train), option
+    assert "(default: until the time budget)" in help_of(["train", "--task", "charlm"])
+    generate = help_of(["generate"])
+    assert "8x8 digits" not in generate and "charlm" in generate
+    for command in ("predict", "evaluate", "generate"):
+        text = help_of([command])
+        for option in ("--hidden", "--epochs", "--lr", "--batch-size", "--resume"):
+            assert option not in text, (command, option)

@@ -58,7 +58,7 @@ def _random_params(cell, cin, seed, peephole=False):
     return p._replace(b=b, peephole=pp)
 
 
-@pytest.mark.parametrize("peephole", [False, True])
+@pytest.mark.parametrize("peephole", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_1x1_kernel_on_1x1_frame_equals_dense_lstm(peephole):
     C, Cin, T, B = 5, 3, 6, 2
     cell = convlstm(C, kernel_size=1, peephole=peephole)
@@ -74,6 +74,7 @@ def test_1x1_kernel_on_1x1_frame_equals_dense_lstm(peephole):
     np.testing.assert_allclose(np.asarray(cc.c[:, 0, 0]), np.asarray(dc.c), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_matches_numpy_reference_with_3x3_kernels():
     cell = convlstm(4, kernel_size=3, input_kernel_size=(3, 5), peephole=True)
     p = _random_params(cell, 2, 3, peephole=True)
@@ -84,6 +85,7 @@ def test_matches_numpy_reference_with_3x3_kernels():
     np.testing.assert_allclose(np.asarray(carry.h), want[-1], rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_stacked_on_the_common_layers_equals_layer_by_layer():
     a, b = convlstm(3, kernel_size=3), convlstm(2, kernel_size=1)
     layer = jaxrnn.stacked([a, b])
@@ -109,6 +111,7 @@ def test_gradients_match_finite_differences():
     check_grads(f, (p, xs), order=1, modes=["rev"], atol=2e-2, rtol=2e-2, eps=1e-2)
 
 
+@pytest.mark.slow
 def test_conv2d_matches_numpy():
     x = jax.random.normal(jax.random.key(0), (2, 3, 5, 6, 2))
     w = jax.random.normal(jax.random.key(1), (3, 3, 2, 4))

@@ -14,33 +14,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _reference import CELLS as REF_CELLS
 from _reference import assert_trees_close, jit_o0
 
 import jaxrnn
 from jaxrnn import engine, kernels
-from jaxrnn.classic import reservoir
+from jaxrnn.cells import registry
 
 F, B, T = 3, 3, 6
 LENGTHS = np.array([6, 0, 4])
 
-# name -> (cell, the backends that compute it exactly, given float32 on the CPU with kernels)
-CELLS = {
-    "lstm": (jaxrnn.lstm(4), {"kernel", "fused", "scan"}),
-    "lstm_peephole": (jaxrnn.lstm(4, peephole=True), {"fused", "scan"}),
-    "lstm_relu": (jaxrnn.lstm(4, activation="relu"), {"fused", "scan"}),
-    "lstm_callable_tanh": (jaxrnn.lstm(4, activation=jnp.tanh), {"kernel", "fused", "scan"}),
-    "gru": (jaxrnn.gru(4), {"kernel", "fused", "scan"}),
-    "gru_cho": (jaxrnn.gru(4, reset_after=False), {"scan"}),
-    "elman": (jaxrnn.elman(5), {"kernel", "fused", "scan"}),
-    "elman_readout": (jaxrnn.elman(5, output_size=2), {"fused", "scan"}),
-    "jordan": (jaxrnn.jordan(5, 3), {"kernel", "fused", "scan"}),
-    "jordan_sigmoid": (jaxrnn.jordan(5, 3, output_activation="sigmoid"), {"fused", "scan"}),
-    "fully_recurrent": (jaxrnn.fully_recurrent(6, 2), {"kernel", "fused", "scan"}),
-    "reservoir": (reservoir(6, density=0.5, leak_rate=0.7), {"kernel", "fused", "scan"}),
-    "min_gru": (jaxrnn.min_gru(4), {"kernel", "scan", "associative"}),
-    "min_lstm": (jaxrnn.min_lstm(4), {"kernel", "scan", "associative"}),
-    "min_gru_bf16": (jaxrnn.min_gru(4, compute_dtype=jnp.bfloat16), {"scan", "associative"}),
-}
+# name -> (cell, the backends that compute it exactly, given float32 on the CPU with kernels):
+# every registered cell and test variant with the backends its registry entry declares (kernel,
+# fused, parallel; checked against the cells and backends in test_registry), and two cases of
+# the engine's own: an activation given as a callable that is tanh, and bfloat16 compute.
+CELLS = {name: (cell, registry.backends_of(name)) for name, cell in REF_CELLS.items()}
+CELLS["lstm_callable_tanh"] = (registry.make_variant("lstm", activation=jnp.tanh),
+                               registry.backends_of("lstm"))
+CELLS["min_gru_bf16"] = (registry.make_variant("min_gru", compute_dtype=jnp.bfloat16),
+                         registry.backends_of("min_gru") - {"kernel"})
 BACKENDS = ["cudnn", "kernel", "fused", "scan", "associative"]
 
 
@@ -65,30 +57,43 @@ def _setup(name, seed=0):
 
 @functools.cache
 def _loss_and_grads(name, impl, reverse):
-    """Outputs, final carry and gradients (params and inputs) of one padded run, one compiled
-    program; cached, so the plain scan's reference is computed once per cell and direction."""
+    """Outputs, final carry and gradients (params, inputs and the initial carry) of one padded
+    run from a non-zero carry, one compiled program; cached, so the plain scan's reference is
+    computed once per cell and direction. The reversed run is also time-major and unrolled by
+    2, so each backend's layout and unrolling are checked too."""
     cell, params, xs = _setup(name)
+    carry = jax.tree_util.tree_map(
+        lambda a: 0.5 * jax.random.normal(jax.random.key(7), a.shape, a.dtype),
+        cell.initial_carry(params, (B,)))
+    layout = {"time_major": True, "unroll": 2} if reverse else {}
+    if reverse:
+        xs = jnp.swapaxes(xs, 0, 1)
 
-    def loss(p, x):
-        final, ys = jaxrnn.run(cell, p, x, impl=impl, lengths=jnp.asarray(LENGTHS),
-                               reverse=reverse)
+    def loss(p, x, c):
+        final, ys = jaxrnn.run(cell, p, x, carry=c, impl=impl, lengths=jnp.asarray(LENGTHS),
+                               reverse=reverse, **layout)
+        ys = jnp.swapaxes(ys, 0, 1) if reverse else ys  # (B, T, O) for the checks below
         ct = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
         value = jnp.sum(ys * ct) + sum(jnp.sum(c ** 2) for c in jax.tree_util.tree_leaves(final))
         return value, (final, ys)
 
-    (value, out), grads = jit_o0(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
-        params, xs)
+    (value, out), grads = jit_o0(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(
+        params, xs, carry)
     return out, value, grads
 
 
 CASES = [(n, b) for n in CELLS for b in BACKENDS if b != "scan" and b in CELLS[n][1]]
 
 
+# the two slowest kernel cases forwards (their reversed runs stay in the default run)
+@pytest.mark.slow_when(lambda name, impl, reverse: (name in ("lstm", "jordan") and impl == "kernel"
+                                                    and not reverse))
 @pytest.mark.parametrize("name,impl", CASES, ids=[f"{n}-{b}" for n, b in CASES])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 def test_backend_equals_plain_scan(name, impl, reverse):
-    """Values, final carry and gradients (params and inputs) of the backend equal the plain
-    scan's, with padding (an empty, a full and a partial sequence)."""
+    """Values, final carry and gradients (params, inputs, initial carry) of the backend equal
+    the plain scan's, with padding (an empty, a full and a partial sequence); reversed:
+    time-major and unrolled."""
     if impl not in _claims(name):
         pytest.skip(f"kernels {kernels.status()}")
     ref = _loss_and_grads(name, "scan", reverse)
@@ -242,8 +247,7 @@ def test_explain_validates_as_run_does():
 # --------------------------------------------------------------------------- NaN and inf
 
 
-NAN_CASES = [(n, b) for n in ("lstm", "gru", "elman", "jordan", "fully_recurrent", "reservoir",
-                               "min_gru", "min_lstm") for b in ("fused", "associative")
+NAN_CASES = [(n, b) for n in registry.names(inputs="features") for b in ("fused", "associative")
              if b in CELLS[n][1]]
 
 

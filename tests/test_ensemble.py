@@ -40,6 +40,7 @@ def train_alone(model, data, seed, lr, epochs, batch_size, data_seed=0):
     return state.params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["kernel", "plain"])
 def test_members_equal_models_trained_alone(data, path):
     model = E.ensemble_classifier(3, 4, hidden=8, path=path)
@@ -65,6 +66,25 @@ def test_members_equal_models_trained_alone(data, path):
     # Different seeds and rates give different members.
     w = np.asarray(res.params.head.w)
     assert not np.allclose(w[0], w[1])
+
+
+def test_fit_ensemble_runs_on_the_one_loop(data, capsys):
+    """fit_ensemble's epochs are the one loop's (train.run_loop, the vmapped step as its
+    stepper): its epoch line shows the members' mean loss, and its non-finite guard stops a
+    run in which no member has a finite loss (the old hand loop trained on through NaN)."""
+    from jaxrnn.train import NonFiniteLossError
+
+    model = E.ensemble_classifier(3, 4, hidden=8, path="plain")
+    res = E.fit_ensemble(model.init, model.apply, "softmax_cross_entropy", data, seeds=(1, 2),
+                         epochs=2, batch_size=16, verbose=True)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split()[1] for ln in lines] == ["1/2", "2/2"]
+    for line, losses in zip(lines, res.history["loss"], strict=True):
+        assert float(line.split()[3]) == pytest.approx(float(np.mean(losses)), rel=1e-3)
+    bad = {**data, "inputs": np.full_like(data["inputs"], np.nan)}
+    with pytest.raises(NonFiniteLossError, match="not finite"):
+        E.fit_ensemble(model.init, model.apply, "softmax_cross_entropy", bad, seeds=(1, 2),
+                       epochs=1, batch_size=16)
 
 
 def test_kernel_and_plain_paths_agree_under_vmap(data):
@@ -152,6 +172,7 @@ SHARDED = textwrap.dedent(r"""
 """)
 
 
+@pytest.mark.slow
 def test_members_sharded_over_devices_match():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
            "JAX_PLATFORMS": "cpu"}
@@ -163,6 +184,7 @@ def test_members_sharded_over_devices_match():
     np.testing.assert_allclose(out["True"], out["None"], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_seeds(capsys):
     from jaxrnn.cli import main
 
@@ -203,6 +225,7 @@ def _classify_npz(path):
     return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["fashion", "speech", "classify"])
 def test_cli_seeds_on_other_tasks(task, tmp_path, monkeypatch, capsys):
     """``--seeds`` on the other classification tasks: the mean and spread over the members are

@@ -1,19 +1,19 @@
-"""The fused backends against the plain scan: same values, same gradients.
+"""The fused backend's own contract: the parts rebuild the step, the engine takes it only where
+it applies, batch shapes, and its gradient against finite differences.
 
-``path="xla"`` is the custom-VJP scan (jaxrnn/engine/backends/fused.py), ``path="kernel"`` the
-compiled CPU kernel where the cell has one (jaxrnn/engine/backends/cpu_kernels.py).
-
-The plain scan is the reference (it is tested against NumPy float64 equations in
-tests/test_cells.py and tests/test_scan.py); the same cell with ``parts=None`` always takes it.
-Finite differences check the fused gradient independently for one cell.
+Every cell on every backend that claims it (the fused custom-VJP scan, the kernels) against the
+plain scan, padded, reversed, time-major, with gradients w.r.t. params, inputs and the initial
+carry, is tests/test_engine.py::test_backend_equals_plain_scan; the plain scan against NumPy is
+tests/test_scan.py. Here, the same cell with ``parts=None`` (which always takes the scan) is
+the reference.
 """
-
-import contextlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _reference import CELLS as REF_CELLS
+from _reference import random_carry, random_params, to_jax
 from jax.test_util import check_grads
 
 import jaxrnn
@@ -22,15 +22,10 @@ from jaxrnn.engine.backends import fused
 
 F = 3
 
-CELLS = {
-    "lstm": lambda: jaxrnn.lstm(5),
-    "lstm_peephole": lambda: jaxrnn.lstm(5, peephole=True),
-    "gru": lambda: jaxrnn.gru(5),
-    "elman": lambda: jaxrnn.elman(5),
-    "elman_readout": lambda: jaxrnn.elman(5, output_size=2),
-    "jordan": lambda: jaxrnn.jordan(5, 3),
-    "fully_recurrent": lambda: jaxrnn.fully_recurrent(5, 2),
-}
+# every registered cell and test variant with a recurrent product in its StepParts (the fused
+# backend's cells)
+CELLS = {name: cell for name, cell in REF_CELLS.items()
+         if cell.parts is not None and cell.parts.recurrent_product is not None}
 
 
 def _randomise(params, key):
@@ -60,14 +55,12 @@ def _loss(cell, **kw):
 
 
 def _compare(cell, batch_shape, T, **kw):
-    params = _randomise(cell.init(jax.random.key(0), F), jax.random.key(1))
+    # NumPy draws: no eager XLA op (each one compiled on its own) in the set-up
+    params = to_jax(random_params(cell, scale=0.3))
     time_major = kw.get("time_major", False)
     shape = (T, *batch_shape, F) if time_major else (*batch_shape, T, F)
-    xs = jax.random.normal(jax.random.key(2), shape)
-    carry = jax.tree_util.tree_map(
-        lambda a: 0.5 * jax.random.normal(jax.random.key(3), a.shape, a.dtype),
-        cell.initial_carry(params, batch_shape),
-    )
+    xs = jnp.asarray(np.random.default_rng(2).standard_normal(shape), jnp.float32)
+    carry = to_jax(random_carry(cell, params, batch_shape, seed=3))
     plain = cell._replace(parts=None)
     assert fused.supported(cell) and not fused.supported(plain)
 
@@ -85,25 +78,7 @@ def _compare(cell, batch_shape, T, **kw):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
-@pytest.mark.parametrize("path", ["kernel", "xla"])
-@pytest.mark.parametrize("name", sorted(CELLS))
-def test_fused_equals_plain_with_padding(name, path):
-    # "kernel": the compiled CPU kernel where the cell has one (jaxrnn/kernels), else the XLA
-    # fused scan; "xla": the XLA fused scan for every cell.
-    lengths = jnp.array([6, 3, 0, 1])
-    ctx = kernels.disabled() if path == "xla" else contextlib.nullcontext()
-    with ctx:
-        _compare(CELLS[name](), (4,), 6, lengths=lengths)
-
-
-# the engine's handling of direction and layout is cell-independent: three cells suffice (one
-# with parameters inside the update, one with a recurrent field other than "h")
-@pytest.mark.parametrize("name", ["lstm_peephole", "gru", "jordan"])
-def test_fused_equals_plain_reverse_time_major_unrolled(name):
-    lengths = jnp.array([5, 2, 5])
-    _compare(CELLS[name](), (3,), 5, lengths=lengths, reverse=True, time_major=True, unroll=2)
-
-
+@pytest.mark.slow
 def test_fused_equals_plain_without_lengths_two_batch_dims_hoisted():
     _compare(jaxrnn.lstm(4), (2, 3), 4, hoist_projection=True)
     _compare(jaxrnn.gru(4), (2, 3), 4)
@@ -113,6 +88,7 @@ def test_fused_equals_plain_no_batch_dims():
     _compare(jaxrnn.lstm(4), (), 5)
 
 
+@pytest.mark.slow
 def test_fused_gradient_matches_finite_differences():
     cell = jaxrnn.lstm(3, peephole=True)
     params = _randomise(cell.init(jax.random.key(0), 2), jax.random.key(1))
@@ -165,38 +141,20 @@ def test_engine_takes_the_fused_path_only_where_supported(monkeypatch):
 
 
 def test_parts_rebuild_the_step():
-    for name, make in CELLS.items():
-        cell = make()
-        params = _randomise(cell.init(jax.random.key(0), F), jax.random.key(1))
-        carry = jax.tree_util.tree_map(
-            lambda a: jnp.full(a.shape, 0.3, a.dtype), cell.initial_carry(params, (2,))
-        )
-        xp = cell.project(params, jnp.ones((2, F)))
-        r = getattr(carry, cell.recurrent_key)
-        by_parts = cell.parts.update(params, carry, xp, cell.parts.recurrent_product(params, r))
-        by_step = cell.step(params, carry, xp)
+    for name, cell in CELLS.items():
+        params = to_jax(random_params(cell))
+        carry = to_jax(random_carry(cell, params, (2,)))
+
+        @jax.jit
+        def both(params, carry, cell=cell):
+            xp = cell.project(params, jnp.ones((2, F)))
+            r = getattr(carry, cell.recurrent_key)
+            hp = cell.parts.recurrent_product(params, r)
+            return cell.parts.update(params, carry, xp, hp), cell.step(params, carry, xp)
+
+        by_parts, by_step = both(params, carry)
         leaves = zip(
             jax.tree_util.tree_leaves(by_parts), jax.tree_util.tree_leaves(by_step), strict=True
         )
         for a, b in leaves:
             np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=name)
-
-
-@pytest.mark.parametrize("name", sorted(CELLS))
-def test_gradient_over_an_empty_sequence(name):
-    # T = 0: the outputs are empty and the final carry is the initial one, so the parameters
-    # get zero gradient and the carry's cotangent passes through unchanged.
-    cell = CELLS[name]()
-    p = _randomise(cell.init(jax.random.key(0), F), jax.random.key(1))
-    xs = jnp.zeros((2, 0, F))
-    carry = jax.tree_util.tree_map(lambda a: a + 0.5, cell.initial_carry(p, (2,)))
-
-    def f(p, carry):
-        final, ys = jaxrnn.run(cell, p, xs, carry=carry)
-        return jnp.sum(ys) + sum(jnp.sum(3.0 * leaf) for leaf in jax.tree_util.tree_leaves(final))
-
-    g_p, g_c = jax.grad(f, argnums=(0, 1))(p, carry)
-    for leaf in jax.tree_util.tree_leaves(g_p):
-        np.testing.assert_array_equal(leaf, 0.0)
-    for leaf in jax.tree_util.tree_leaves(g_c):
-        np.testing.assert_array_equal(leaf, 3.0)

@@ -198,6 +198,7 @@ def test_best_epoch_counts_from_zero_and_the_printed_epoch_from_one(rng, capsys)
     assert float(line) == pytest.approx(hist[res.best_epoch], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact_with_partial_batches_lr_scale_and_the_guard(rng, tmp_path):
     data, params = linear_data(rng)
     kw = dict(epochs=3, batch_size=4, val_data=data, seed=5, lr_scale=[1.0, 0.3, 0.1],
@@ -238,3 +239,210 @@ def test_fit_bad_keywords_name_the_argument_before_tracing(rng, kw, error, messa
         train.fit(apply, params, "mse", optax.sgd(0.1), data,
                   **{"epochs": 2, "batch_size": 4, "patience": 1, **QUIET, **kw})
     assert traced == []
+
+
+# --------------------------------------------------------------------------- tasks on the loop
+
+def _frame_args(tmp_path, *, epochs, resume=False):
+    import argparse
+
+    return argparse.Namespace(batch_size=2, epochs=epochs, seed=3, lr=1e-2, clip_norm=None,
+                              skip_nonfinite=True, checkpoint_dir=str(tmp_path / "ck"),
+                              resume=resume, data_parallel=None, time_budget=600.0,
+                              progress=False)
+
+
+def test_moving_digits_trains_through_fit_and_resumes_bit_exact(tmp_path, capsys):
+    """moving_digits' training (fit_frames, its objective) runs on the one loop: one epoch,
+    then --resume for the second, equals two epochs straight, bit for bit (the whole task
+    through the command line: the slow test below)."""
+    from jaxrnn.tasks.moving_digits import fit_frames
+
+    def apply(params, frames, carries=None):  # (T, B, H, W): a per-pixel sigmoid, no time
+        return jax.nn.sigmoid(frames * params["w"] + params["b"]), None
+
+    frames = np.random.default_rng(0).random((6, 4, 3, 3)).astype(np.float32)
+    params = {"w": jnp.ones(()), "b": jnp.zeros(())}
+    straight, steps, epochs, _ = fit_frames(_frame_args(tmp_path / "a", epochs=2), apply,
+                                            params, frames)
+    assert (steps, epochs) == (6, 2)  # 3 full batches of 2 per epoch
+    fit_frames(_frame_args(tmp_path / "b", epochs=1), apply, params, frames)
+    resumed, steps, _, _ = fit_frames(_frame_args(tmp_path / "b", epochs=2, resume=True), apply,
+                                      params, frames)
+    assert "resumed from" in capsys.readouterr().out and steps == 6
+    for a, b in zip(jax.tree_util.tree_leaves(straight), jax.tree_util.tree_leaves(resumed),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(straight["w"], params["w"])  # it trained
+
+
+@pytest.mark.slow
+def test_moving_digits_task_resumes_bit_exact_from_the_command_line(tmp_path):
+    from jaxrnn import cli
+    from jaxrnn.tasks import modeldir
+
+    small = ["--train-sequences", "8", "--test-sequences", "4", "--frames", "4", "--size",
+             "16", "--digits", "1", "--hidden", "2", "--layers", "1", "--batch-size", "4",
+             "--kernel", "3", "--no-progress"]
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert cli.main(["train", "--task", "moving_digits", "--epochs", "2", "--out", a,
+                     *small]) == 0
+    assert cli.main(["train", "--task", "moving_digits", "--epochs", "1", "--out", b,
+                     *small]) == 0
+    assert cli.main(["train", "--task", "moving_digits", "--epochs", "2", "--out", b,
+                     "--resume", *small]) == 0
+    for x, y in zip(jax.tree_util.tree_leaves(modeldir.load(a + "/model").params),
+                    jax.tree_util.tree_leaves(modeldir.load(b + "/model").params), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_memory_refuses_resume_by_name(tmp_path, capsys):
+    from jaxrnn import cli
+
+    code = cli.main(["train", "--task", "memory", "--out", str(tmp_path), "--resume"])
+    assert code != 0
+    assert "--resume: task memory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--task", "memory", "--help"])
+    assert "refuses --resume" in " ".join(capsys.readouterr().out.split())  # and says why
+
+
+def _g2p_args(tmp_path, *, epochs, resume=False, batch_size=2):
+    import argparse
+
+    return argparse.Namespace(batch_size=batch_size, epochs=epochs, seed=1, lr=1e-2,
+                              clip_norm=None, skip_nonfinite=False, sampling_prob=0.0,
+                              checkpoint_dir=str(tmp_path / "ck"), resume=resume,
+                              data_parallel=None, time_budget=600.0, progress=False)
+
+
+def _g2p_pairs():
+    """Words of two length buckets (<= 10 and 11..14), so batches of two shapes interleave."""
+    words = ["cab", "tab", "bat", "act", "abbacatabba", "cattabacbat", "tabbacatcab",
+             "batcabacbat", "ab", "ca"]
+    return [([1 + "abct".index(c) for c in w], [3 + "abct".index(c) for c in w]) for w in words]
+
+
+class _TinySeq2Seq:
+    """The encoder-decoder's training protocol, ``loss(params, src, src_lengths, tgt,
+    tgt_lengths)``, on a two-parameter model (compiles in milliseconds; the real one trains
+    through the same fit_pairs in the command-line test below)."""
+
+    def loss(self, params, src, sl, tgt, tl):
+        valid = jnp.arange(tgt.shape[1]) < tl[:, None]
+        pred = params["w"] * jnp.sum(src, axis=1, keepdims=True) / sl[:, None] + params["b"]
+        return jnp.sum(jnp.where(valid, (pred - tgt) ** 2, 0.0)) / jnp.sum(valid)
+
+
+def _g2p_model():
+    return _TinySeq2Seq(), {"w": jnp.full((), 0.5), "b": jnp.zeros(())}
+
+
+def test_g2p_batches_are_bucketed_seeded_and_full():
+    from jaxrnn.tasks import g2p
+
+    data = g2p.training_data(_g2p_pairs())
+    it = g2p.batches(data, 2, seed=1)
+    epoch = list(it.epoch_batches(0))
+    assert len(epoch) == 5  # 6 short words (3 full batches) + 4 long words (2), none dropped
+    for b in epoch:
+        T = b["inputs"].shape[1]
+        assert b["targets"].shape == (2, T) and T in (10, 14)
+        assert max(b["lengths"].max(), b["target_lengths"].max()) <= T  # </s> fits
+        # the smallest bucket that fits the longer side
+        assert T == g2p._bucket(int(max(b["lengths"].max(), b["target_lengths"].max())),
+                                g2p.BUCKETS)
+        for s, n in zip(b["targets"], b["target_lengths"], strict=True):
+            assert s[n - 1] == g2p.EOS and not s[n:].any()
+    again = list(g2p.batches(data, 2, seed=1).epoch_batches(0))
+    for a, b in zip(epoch, again, strict=True):
+        np.testing.assert_array_equal(a["inputs"], b["inputs"])
+
+
+def test_g2p_trains_through_fit_and_resumes_bit_exact(tmp_path, capsys):
+    """g2p's training (fit_pairs, its length-bucketed batches, the teacher-forced objective)
+    runs on the one loop: one epoch, then --resume for the second, equals two epochs straight,
+    bit for bit (the whole task through the command line: the slow test below)."""
+    from jaxrnn.tasks.g2p import fit_pairs
+
+    model, params = _g2p_model()
+    pairs = _g2p_pairs()
+    straight, steps, epochs, _ = fit_pairs(_g2p_args(tmp_path / "a", epochs=2), model, params,
+                                           pairs)
+    assert (steps, epochs) == (10, 2)  # 5 full batches a epoch
+    fit_pairs(_g2p_args(tmp_path / "b", epochs=1), model, params, pairs)
+    resumed, steps, _, _ = fit_pairs(_g2p_args(tmp_path / "b", epochs=2, resume=True), model,
+                                     params, pairs)
+    assert "resumed from" in capsys.readouterr().out and steps == 10
+    leaves = jax.tree_util.tree_leaves
+    for a, b in zip(leaves(straight), leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b)
+               for a, b in zip(leaves(straight), leaves(params), strict=True))  # it trained
+
+
+def test_g2p_refuses_a_batch_larger_than_its_words(tmp_path):
+    from jaxrnn.tasks.common import OptionError
+    from jaxrnn.tasks.g2p import fit_pairs
+
+    model, params = _g2p_model()
+    with pytest.raises(OptionError, match="--batch-size: 11 is more than the 10 training words"):
+        fit_pairs(_g2p_args(tmp_path, epochs=1, batch_size=11), model, params, _g2p_pairs())
+
+
+@pytest.mark.slow
+def test_g2p_task_resumes_bit_exact_from_the_command_line(tmp_path, monkeypatch):
+    from jaxrnn import cli
+    from jaxrnn.tasks import g2p, modeldir
+
+    words = ["cat", "bat", "tab", "act", "cab", "tac", "abc", "bca", "cba", "acb", "abbacatabba"]
+    sound = {"a": "AE", "b": "B", "c": "K", "t": "T"}
+    monkeypatch.setattr(g2p, "load_cmudict",
+                        lambda: {w: [[sound[c] for c in w]] for w in words})
+    small = ["--hidden", "8", "--embed", "4", "--test-words", "3", "--batch-size", "2",
+             "--no-progress"]
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert cli.main(["train", "--task", "g2p", "--epochs", "2", "--out", a, *small]) == 0
+    assert cli.main(["train", "--task", "g2p", "--epochs", "1", "--out", b, *small]) == 0
+    assert cli.main(["train", "--task", "g2p", "--epochs", "2", "--out", b, "--resume",
+                     *small]) == 0
+    for x, y in zip(jax.tree_util.tree_leaves(modeldir.load(a + "/model").params),
+                    jax.tree_util.tree_leaves(modeldir.load(b + "/model").params), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+# --------------------------------------------------------------------------- one set of options
+
+def test_fit_and_fit_stream_share_one_options_object_and_keras_fit_passes_it(rng, monkeypatch):
+    data, params = linear_data(rng, n=12)
+    opts = train.LoopOptions(epochs=2, seed=4, progress=False, verbose=False)
+    by_object = train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, batch_size=5,
+                          options=opts)
+    by_name = train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, batch_size=5,
+                        epochs=2, seed=4, progress=False, verbose=False)
+    assert by_object.history["loss"] == by_name.history["loss"]
+    overridden = train.fit(linear_apply, params, "mse", optax.sgd(0.1), data, batch_size=5,
+                           options=opts, epochs=1)
+    assert len(overridden.history["loss"]) == 1 and opts.epochs == 2  # the object is unchanged
+    for fn, args in ((train.fit, (data,)), (train.fit_stream, (data, 2))):
+        with pytest.raises(TypeError, match=r"unexpected keyword argument 'epoch' \(the loop's "
+                                            r"options: epochs, metrics"):
+            fn(linear_apply, params, "mse", optax.sgd(0.1), *args, epoch=3)
+        with pytest.raises(ValueError, match="^epochs: expected an int >= 0"):
+            fn(linear_apply, params, "mse", optax.sgd(0.1), *args,
+               options=train.LoopOptions(epochs=-1))
+    seen, real_fit = {}, train.fit
+
+    def spy(*a, options=None, **k):
+        seen["options"] = options
+        return real_fit(*a, options=options, **k)
+
+    from jaxrnn import keras
+    from jaxrnn import models as M
+
+    monkeypatch.setattr(train, "fit", spy)
+    x = rng.normal(size=(12, 4, 3)).astype(np.float32)
+    keras.fit(M.sequential([M.GRU(3), M.Dense(2)]), x, np.arange(12) % 2, epochs=1,
+              skip_nonfinite=True)
+    assert isinstance(seen["options"], train.LoopOptions)
+    assert seen["options"].epochs == 1 and seen["options"].skip_nonfinite is True

@@ -63,6 +63,7 @@ def _assert_close(got, want, what, atol):
         np.testing.assert_allclose(g / scale, w / scale, atol=atol, err_msg=what)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(problems())

@@ -103,6 +103,7 @@ def _loss(cell):
     return f
 
 
+@pytest.mark.slow
 def test_the_kernels_are_taken(monkeypatch):
     # The comparison below means something only if the first path really runs a kernel.
     taken = []

@@ -96,16 +96,19 @@ def _check(name, K, shared_x, with_scan=True):
 @pytest.mark.parametrize(("name", "K"), [("lstm", 1), ("lstm", 3), ("lstm", 8), ("gru", 8),
                                          ("elman", 8), ("jordan", 8), ("min_gru", 8),
                                          ("min_lstm", 8)])
+@pytest.mark.slow_when(lambda name, K: name == "lstm" or (name, K) == ("gru", 8))
 def test_vmapped_kernel_equals_member_calls_and_the_scan(name, K):
     _check(name, K, shared_x=False)
 
 
 @pytest.mark.parametrize("name", sorted(MAKE))
+@pytest.mark.slow_when(lambda name: name == "lstm")
 def test_vmapped_kernel_with_a_shared_batch(name):
     """The ensemble's case: the weights mapped, the batch not (broadcast to every member)."""
     _check(name, 3, shared_x=True, with_scan=name == "lstm")
 
 
+@pytest.mark.slow
 def test_members_split_over_threads(monkeypatch):
     """JAXRNN_KERNEL_THREADS fixes the member team (read at every call): one thread, two, and a
     team that does not divide the members all give each member its own call's values."""

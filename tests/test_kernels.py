@@ -29,38 +29,21 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _sig(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def _np_run(name, p, xs, lengths):
-    """The cells' equations in float64, one step at a time; xs (B, T, F)."""
-    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), p)
+    """The cells' equations in float64 (``_reference``'s NumPy steps), one step at a time, with
+    each row frozen from its length on; xs (B, T, F). Returns (ys, h, c), c zero for GRU/Elman."""
     xs = np.asarray(xs, np.float64)
     B, T, _ = xs.shape
     H = p.w_h.shape[0]
-    h, c = np.zeros((B, H)), np.zeros((B, H))
+    carry = MAKE[name](H).initial_carry(p, (B,))
+    carry = type(carry)(*(np.zeros((B, H)) for _ in carry))
     ys = np.zeros((B, T, H))
     for t in range(T):
-        xp = xs[:, t] @ p.w_x + p.b
-        if name == "lstm":
-            z = xp + h @ p.w_h
-            i, f = _sig(z[:, :H]), _sig(z[:, H:2 * H])
-            g, o = np.tanh(z[:, 2 * H:3 * H]), _sig(z[:, 3 * H:])
-            c_new = f * c + i * g
-            h_new = o * np.tanh(c_new)
-        elif name == "gru":
-            hp = h @ p.w_h + p.b_h
-            r = _sig(xp[:, :H] + hp[:, :H])
-            u = _sig(xp[:, H:2 * H] + hp[:, H:2 * H])
-            n = np.tanh(xp[:, 2 * H:] + r * hp[:, 2 * H:])
-            h_new, c_new = (1 - u) * n + u * h, c
-        else:  # elman
-            h_new, c_new = np.tanh(xp + h @ p.w_h), c
+        new, y = ref_step(name, p, carry, xs[:, t])
         valid = (t < lengths)[:, None] if lengths is not None else np.ones((B, 1), bool)
-        h, c = np.where(valid, h_new, h), np.where(valid, c_new, c)
-        ys[:, t] = np.where(valid, h_new, 0.0)
-    return ys, h, c
+        carry = type(carry)(*(np.where(valid, n, c) for n, c in zip(new, carry, strict=True)))
+        ys[:, t] = np.where(valid, y, 0.0)
+    return ys, carry.h, getattr(carry, "c", np.zeros((B, H)))
 
 
 MAKE = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, "elman": jaxrnn.elman}
@@ -79,6 +62,7 @@ def _params(cell, F, seed=0):
 @pytest.mark.parametrize("name", sorted(MAKE))
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.slow_when(lambda name, size, padded: name == "elman" and not padded)
 def test_kernel_matches_numpy_equations(name, size, padded):
     B, T, F, H = size
     cell = MAKE[name](H)
@@ -128,6 +112,7 @@ def test_kernel_gradients_match_autodiff_of_the_plain_scan(name, size):
 
 
 @pytest.mark.parametrize("name", sorted(MAKE))
+@pytest.mark.slow_when(lambda name: name == "elman")
 def test_kernel_gradient_matches_finite_differences(name):
     cell = MAKE[name](6)
     p = _params(cell, 3)
@@ -217,6 +202,8 @@ MINIMAL = {"min_gru": jaxrnn.min_gru, "min_lstm": jaxrnn.min_lstm}
 @pytest.mark.parametrize("name", sorted(MINIMAL))
 @pytest.mark.parametrize("size", [(3, 5, 4, 7), (11, 9, 6, 37), (32, 64, 5, 160)])  # B, T, F, H
 @pytest.mark.parametrize("scale", [1.0, 40.0])
+@pytest.mark.slow_when(lambda name, size, scale: (name, scale) == ("min_gru", 1.0)
+                       and size == (32, 64, 5, 160))
 def test_minimal_kernel_matches_numpy_equations(name, size, scale):
     # The last size has T * B * H > 2^17: the kernel splits the rows between threads.
     # scale 40 drives gate pre-activations far past +-30, where the kernel's exps are clamped:
@@ -237,6 +224,7 @@ def test_minimal_kernel_matches_numpy_equations(name, size, scale):
 
 @pytest.mark.parametrize("name", sorted(MINIMAL))
 @pytest.mark.parametrize("size", [(11, 9, 6, 37), (32, 64, 5, 160)])
+@pytest.mark.slow_when(lambda name, size: (name, size) == ("min_gru", (11, 9, 6, 37)))
 def test_minimal_kernel_gradients_match_autodiff_and_finite_differences(name, size):
     B, T, F, H = size
     _assert_gradients_match_the_plain_scan(MINIMAL[name](H), B, T, F)
@@ -271,6 +259,7 @@ JORDAN_SIZES = [(3, 5, 4, 7, 3), (5, 9, 6, 37, 21), (12, 7, 5, 160, 48), (32, 6,
 
 
 @pytest.mark.parametrize("size", JORDAN_SIZES)
+@pytest.mark.slow_when(lambda size: size != JORDAN_SIZES[0])
 def test_jordan_kernel_matches_numpy_equations(size):
     B, T, F, H, O = size
     cell = jaxrnn.jordan(H, O)
@@ -291,6 +280,7 @@ def test_jordan_kernel_gradients_match_autodiff_of_the_plain_scan(size):
     _assert_gradients_match_the_plain_scan(jaxrnn.jordan(H, O), B, T, F)
 
 
+@pytest.mark.slow
 def test_jordan_kernel_gradient_matches_finite_differences():
     cell = jaxrnn.jordan(6, 4)
     p = _params(cell, 3)
@@ -300,6 +290,7 @@ def test_jordan_kernel_gradient_matches_finite_differences():
                 atol=2e-2, rtol=2e-2, eps=1e-2)
 
 
+@pytest.mark.slow
 def test_kernel_under_vmap_and_two_batch_dims():
     cell = jaxrnn.lstm(20)
     p = _params(cell, 4)
@@ -312,6 +303,7 @@ def test_kernel_under_vmap_and_two_batch_dims():
     np.testing.assert_allclose(both, ref, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_which_cells_take_the_kernel(monkeypatch):
     taken = []
     for fn in ("lstm_sequence", "gru_sequence", "elman_sequence", "minimal_sequence",
@@ -498,6 +490,9 @@ def test_any_team_size_gives_the_equations(monkeypatch, threads, case):
         _assert_gradients_match_the_plain_scan(cell, B, T, F)
 
 
+# a spinning process beside the other xdist worker: slow (the team's values equal one
+# thread's in the default run: test_a_team_confined_to_one_cpu_finishes_with_one_threads_values)
+@pytest.mark.slow
 def test_row_split_on_a_busy_machine_gives_one_threads_values_bit_for_bit(monkeypatch):
     # With another process busy on the machine, the row split hands a group of rows from a
     # thread that lost its core to one that has nothing left (common.h, run_row_groups). A

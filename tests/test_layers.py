@@ -32,6 +32,7 @@ def _random_layer_params(layer, input_size, seed):
 
 # --------------------------------------------------------------------------- stacked
 
+@pytest.mark.slow
 def test_stacked_matches_manual_composition():
     """Layer 2 runs on layer 1's outputs, both from given carries, with lengths. The sequence
     output runs eagerly, the return_sequences=False stack under jit."""
@@ -216,7 +217,8 @@ def test_recurrent_dropout_mask_is_constant_over_time(use_jit):
     assert not np.array_equal(other, m), "keys change masks"
 
 
-@pytest.mark.parametrize("cell", [jaxrnn.lstm(16), jaxrnn.jordan(5, 16)], ids=["lstm", "jordan"])
+@pytest.mark.parametrize("cell", [pytest.param(jaxrnn.lstm(16), id="lstm", marks=pytest.mark.slow),
+                                  pytest.param(jaxrnn.jordan(5, 16), id="jordan")])
 def test_recurrent_dropout_equals_manually_masked_steps(cell):
     """Variational recurrent dropout (Gal & Ghahramani 2016): one mask per sequence multiplies
     the recurrent input (h for LSTM, the previous output y for Jordan) at every step; the LSTM
@@ -302,6 +304,7 @@ def test_embedding_is_a_table_lookup(use_jit):
 
 # --------------------------------------------------------------------------- one protocol
 
+@pytest.mark.slow
 def test_embedding_recurrent_bidirectional_dropout_dense_compose_in_one_stack():
     """Every layer kind in one ``stacked``: equal to applying each by hand, ``apply`` gives the
     outputs and ``apply_with_carry`` the same outputs with one carry per layer (None where a

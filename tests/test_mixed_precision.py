@@ -15,30 +15,26 @@ import numpy as np
 import pytest
 
 import jaxrnn
-from jaxrnn.cells.convlstm import convlstm
-from jaxrnn.cells.minimal import min_gru, min_lstm
-from jaxrnn.classic.esn import reservoir
+from jaxrnn.cells import registry
 
 H, F, B, T = 16, 5, 4, 24
 OUT_TOL, GRAD_TOL = 2.5e-2, 2.5e-2
 
-CELLS = {
-    "lstm_peephole": lambda d: jaxrnn.lstm(H, peephole=True, compute_dtype=d),
-    "gru": lambda d: jaxrnn.gru(H, compute_dtype=d),
-    "gru_reset_before": lambda d: jaxrnn.gru(H, reset_after=False, compute_dtype=d),
-    "elman_readout": lambda d: jaxrnn.elman(H, output_size=3, compute_dtype=d),
-    "jordan": lambda d: jaxrnn.jordan(H, 3, compute_dtype=d),
-    "fully_recurrent": lambda d: jaxrnn.fully_recurrent(H, 3, compute_dtype=d),
-    "min_gru": lambda d: min_gru(H, compute_dtype=d),
-    "min_lstm": lambda d: min_lstm(H, compute_dtype=d),
-    "reservoir": lambda d: reservoir(H, density=0.5, compute_dtype=d),
-    "convlstm": lambda d: convlstm(4, kernel_size=3, compute_dtype=d),
-}
+def _case(entry):
+    """Each registered cell at width H (its first variant where it has one: the variant's extra
+    products, peepholes or a readout, are computed in bfloat16 too), ``dtype -> cell``."""
+    name = next(iter(entry.variants), entry.name)
+    size = next(iter(entry.test_kwargs))
+    width = {size: 4 if entry.inputs == "frames" else H}
+    return lambda d: registry.make_variant(name, compute_dtype=d, **width)
+
+
+CELLS = {next(iter(e.variants), e.name): _case(e) for e in registry.REGISTRY.values()}
 
 
 def _inputs(name):
     rng = np.random.default_rng(1)  # NumPy: no per-shape XLA compilation in the test set-up
-    if name == "convlstm":  # batch-major frames: (B, height, width, T, channels)
+    if name in registry.names(inputs="frames"):  # batch-major frames: (B, height, width, T, C)
         return jnp.asarray(rng.normal(size=(2, 5, 5, 6, 2)), jnp.float32), None, 2
     lengths = jnp.array([T, T - 5, 3, 1])
     return jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32), lengths, F
@@ -86,7 +82,9 @@ def test_bfloat16_compute_close_to_float32(name):
 
 # Gradients on three representative cells (a gated cell with peepholes, a linear-in-h minimal
 # cell, and the fully recurrent net, whose unconstrained recurrence amplifies rounding most).
-@pytest.mark.parametrize("name", ["lstm_peephole", "min_lstm", "fully_recurrent"])
+@pytest.mark.parametrize("name", [pytest.param("lstm_peephole", marks=pytest.mark.slow),
+                                  pytest.param("min_lstm", marks=pytest.mark.slow),
+                                  "fully_recurrent"])
 def test_bfloat16_gradients_close_to_float32(name):
     cell32, cell16 = CELLS[name](None), CELLS[name](jnp.bfloat16)
     xs, lengths, input_size = _inputs(name)
@@ -105,10 +103,10 @@ def test_bfloat16_gradients_close_to_float32(name):
 
 def test_float32_default_has_no_low_precision():
     cell = jaxrnn.lstm(H)
-    params = cell.init(jax.random.key(0), F)
+    params = _params(cell, F)
     xs, _, _ = _inputs("lstm")
     assert "bf16" not in str(jax.make_jaxpr(lambda p: jaxrnn.run(cell, p, xs))(params))
-    np.testing.assert_array_equal(
-        jaxrnn.run(jaxrnn.lstm(H, compute_dtype=jnp.float32), params, xs)[1],
-        jaxrnn.run(cell, params, xs)[1],
-    )
+    explicit, default = jax.jit(lambda p: (
+        jaxrnn.run(jaxrnn.lstm(H, compute_dtype=jnp.float32), p, xs)[1],
+        jaxrnn.run(cell, p, xs)[1]))(params)
+    np.testing.assert_array_equal(explicit, default)

@@ -54,6 +54,7 @@ def saved_params(monkeypatch):
     return seen
 
 
+@pytest.mark.slow
 def test_digits_directory_predicts_in_a_fresh_process_as_trained(tmp_path, saved_params,
                                                                  capsys):
     from jaxrnn.tasks import digits
@@ -100,6 +101,7 @@ def _tiny_lexicon():
     return {w: [[sound[c] for c in w]] for w in words}
 
 
+@pytest.mark.slow
 def test_g2p_directory_decodes_in_a_fresh_process_as_trained(tmp_path, saved_params,
                                                              monkeypatch, capsys):
     from jaxrnn.tasks import g2p

@@ -26,6 +26,7 @@ def _keras_example():
                          M.Bidirectional(M.GRU(4)), M.Dropout(0.2), M.Dense(3)])
 
 
+@pytest.mark.slow
 def test_keras_style_model_equals_hand_composition():
     """Embedding -> LSTM (sequences) -> Bidirectional GRU (summary) -> Dropout -> Dense: the
     forward GRU's last valid output and the backward GRU's output at step 0, then the head."""
@@ -75,6 +76,7 @@ def test_every_registered_cell_builds_a_model(name):
     np.testing.assert_allclose(out, want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_config_is_json_and_rebuilds_the_same_model():
     model = M.sequential([M.Embedding(V, 5), M.RNN("min_gru", 4, return_sequences=True,
                                                     cell_options={"compute_dtype": "float32"}),
@@ -170,3 +172,42 @@ def test_normalization_specs_are_checked():
     model = M.sequential([M.Normalization([0.0, 1.0], [1.0, 4.0]), M.GRU(4)])
     with pytest.raises(ValueError, match="input_size: Normalization was adapted to 2 features"):
         model.init(jax.random.key(0), 3)
+
+
+# --------------------------------------------------------------------------- one Model
+
+def test_every_builder_returns_the_one_model_type_with_init_key_input_spec():
+    """sequential, the CLI stack, the model directory's builder, the ensembles' classifier and
+    the registered task architectures all return jaxrnn.models.Model, whose init takes
+    (key, input_spec); nothing in the package asks inspect which kind it holds."""
+    from jaxrnn.tasks import modeldir
+    from jaxrnn.train import ensemble
+    from jaxrnn.train import models as TM
+
+    assert TM.Model is M.Model
+    key = jax.random.key(0)
+    built = {
+        "sequential": (M.sequential([M.GRU(4), M.Dense(2)]), 3),
+        "sequence_classifier": (TM.sequence_classifier(3, 2, cell="gru", hidden=4), 3),
+        "recurrent_model": (modeldir.recurrent_model(cell="gru", hidden=4, outputs=2), 3),
+        "ensemble_classifier": (ensemble.ensemble_classifier(3, 2, cell="gru", hidden=4), 3),
+        "digits": (M.architecture("jaxrnn.tasks.digits:architecture", {
+            "cell": "gru", "hidden": 4, "layers": 1, "bidirectional": False, "dropout": 0.0}),
+            8),
+        "memory": (M.architecture("jaxrnn.tasks.memory:architecture", {
+            "cell": "gru", "hidden": 4, "n_in": 3, "n_out": 2, "per_step": False}), None),
+    }
+    for name, (model, spec) in built.items():
+        assert type(model) is M.Model, name
+        params = model.init(key, spec)
+        x = jnp.ones((2, 5, 8 if name == "digits" else 3), jnp.float32)
+        out = model.apply(params, x)
+        assert out.shape[0] == 2 and np.isfinite(np.asarray(out)).all(), name
+    with pytest.raises(ValueError, match="^input_spec: this model reads 3 features"):
+        TM.sequence_classifier(3, 2, cell="gru", hidden=4).init(key, 5)
+    package = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jaxrnn")
+    for folder, _, files in os.walk(package):
+        for f in files:
+            if f.endswith(".py"):
+                with open(os.path.join(folder, f), encoding="utf-8") as fh:
+                    assert "inspect.signature" not in fh.read(), os.path.join(folder, f)

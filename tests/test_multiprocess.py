@@ -62,7 +62,7 @@ def runs(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("n", [2, 4])
+@pytest.mark.parametrize("n", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_processes_train_as_one_program(runs, reference, n):
     tmp_path, log = runs(n)
     ref_losses, ref_params = reference
@@ -83,7 +83,7 @@ def test_processes_train_as_one_program(runs, reference, n):
     assert f"[rank {n - 1}] rank {n - 1} done" in log
 
 
-@pytest.mark.parametrize("how", ["raise", "exit"])
+@pytest.mark.parametrize("how", [pytest.param("raise", marks=pytest.mark.slow), "exit"])
 def test_one_failing_process_ends_the_run(tmp_path, how):
     result, log = run([sys.executable, WORKER, str(tmp_path), "--steps", "50",
                        "--fail-rank", "1", "--fail-how", how], 2)
@@ -169,6 +169,7 @@ def cli_run(tmp_path_factory):
     return out, log, moves
 
 
+@pytest.mark.slow
 def test_cli_train_with_two_processes(cli_run):
     out, log, _ = cli_run
     assert "[rank 0] distributed: 2 processes, 2 devices" in log
@@ -231,6 +232,7 @@ def test_a_coordinator_port_in_use_is_one_line_naming_it(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_cli_resume_with_two_processes_continues_like_one_process(cli_run, tmp_path, capsys):
     from jaxrnn.cli import main
 
@@ -335,6 +337,7 @@ def test_local_rows_of_a_single_process_mesh():
     np.testing.assert_array_equal(parallel.local_shard(batch, mesh)["x"], batch["x"])
 
 
+@pytest.mark.slow
 def test_sharded_checkpoint_resumes_bit_exact_and_restores_into_one_process(
         tmp_path, runs, reference):
     from jaxrnn.io.sharded_store import latest_step, restore_state
@@ -406,6 +409,7 @@ EXPLICIT = (
 )
 
 
+@pytest.mark.slow
 def test_cli_options_name_the_processes(tmp_path, cli_run):
     """The multi-host form (--num-processes/--process-id/--coordinator, no JAXRNN_* variables)
     trains the same as the launcher's environment variables do."""

@@ -10,29 +10,45 @@ from flax import nnx
 
 import jaxrnn
 import jaxrnn.nnx as rnn
-from jaxrnn.cells.minimal import min_gru, min_lstm
+from jaxrnn.cells import registry
 from jaxrnn.engine import parallel_run
 
 F, H, B, T = 3, 5, 4, 9
 
-# module built around given params -> the functional cell and runner it must agree with, and
-# whether gradients are compared too (a few families: each costs two compilations)
-FAMILIES = {
-    "lstm": (lambda p: rnn.LSTM(F, H, params=p, peephole=True), jaxrnn.lstm(H, peephole=True),
-             jaxrnn.run, True),
-    "gru_cho": (lambda p: rnn.GRU(F, H, params=p, reset_after=False),
-                jaxrnn.gru(H, reset_after=False), jaxrnn.run, True),
-    # the parallel form's gradients are compared with the sequential form's in
-    # test_minimal_cells.py; here: the module's parallel switch reaches parallel_run
-    "min_gru": (lambda p: rnn.MinGRU(F, H, params=p), min_gru(H), parallel_run, False),
-    "min_lstm": (lambda p: rnn.MinLSTM(F, H, params=p, parallel=False), min_lstm(H), jaxrnn.run,
-                 False),
-    "elman": (lambda p: rnn.Elman(F, H, params=p, output_size=2), jaxrnn.elman(H, output_size=2),
-              jaxrnn.run, False),
-    "jordan": (lambda p: rnn.Jordan(F, H, 2, params=p), jaxrnn.jordan(H, 2), jaxrnn.run, False),
-    "fully_recurrent": (lambda p: rnn.FullyRecurrent(F, H, 2, params=p),
-                        jaxrnn.fully_recurrent(H, 2), jaxrnn.run, False),
-}
+# One case per NNX class (jaxrnn.nnx.MODULES, one per registered cell with a class name) built
+# with the registry's test construction, sizes positional as the README writes them; an entry
+# or variant stands for its class (the first variant, a superset of the plain cell: LSTM with
+# peepholes, Elman with a readout) and so does an entry without a class of its own (gru_cho is
+# GRU(reset_after=False)). The parallel cells alternate between ``parallel=True`` (the default:
+# parallel_run) and ``parallel=False`` (the sequential engine). Gradients are compared for two
+# cases: each costs two compilations, and the module holds no equation of its own.
+WITH_GRADS = ("lstm_peephole", "gru_cho")
+
+
+def _nnx_cases():
+    cases, classes = {}, set()
+    parallel_seen = 0
+    for name, (entry, variant) in registry.variants().items():
+        owner = entry if entry.class_name else next(
+            e for e in registry.REGISTRY.values()
+            if e.factory_path == entry.factory_path and e.class_name)
+        if variant is None and entry.variants:
+            continue  # its first variant stands for it
+        if owner.class_name in classes and not entry.options:
+            continue
+        classes.add(owner.class_name)
+        kwargs = {**entry.options, **entry.test_kwargs,
+                  **({} if variant is None else variant.options)}
+        positional = list(entry.test_kwargs)[:1 if entry.sizes == "hidden" else 2]
+        sizes = [kwargs.pop(k) for k in positional]
+        if entry.parallel:
+            kwargs["parallel"] = parallel_seen % 2 == 0
+            parallel_seen += 1
+        cases[name] = (getattr(rnn, owner.class_name), sizes, kwargs)
+    return cases
+
+
+CASES = _nnx_cases()
 
 
 def _data(seed=0):
@@ -67,10 +83,14 @@ def _loss_fn(ys, final):
     return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(c**2) for c in jax.tree_util.tree_leaves(final))
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("name", list(CASES))
 def test_module_matches_functional(name):
-    make, cell, runner, with_grads = FAMILIES[name]
-    module = make(_random_params(cell.init, F))
+    cls, sizes, kwargs = CASES[name]
+    cell = registry.make_variant(name)
+    runner = parallel_run if kwargs.get("parallel") else jaxrnn.run
+    with_grads = name in WITH_GRADS
+    module = cls(F, *sizes, params=_random_params(cell.init, F), **kwargs)
+    assert module.cell.name == cell.name
     params = module.get_params()
     assert type(params) is type(jax.eval_shape(lambda k: cell.init(k, F), jax.random.key(0)))
     xs, lengths = _data()

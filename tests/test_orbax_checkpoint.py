@@ -53,6 +53,7 @@ def corrupt_step(path):
                     fh.write(bytes(blob))
 
 
+@pytest.mark.slow
 def test_fit_resume_is_bit_exact_with_orbax(tmp_path):
     data = make_data()
     kw = dict(epochs=3, batch_size=4, val_data=data, seed=5, restore_best=True, patience=5,

@@ -148,6 +148,7 @@ def test_forecast_csv_beats_persistence_and_predict_reproduces_it(tmp_path, caps
     assert [r[0] for r in rows[-3:]] == ["2019-11", "2019-12", "2020-01"]
 
 
+@pytest.mark.slow
 def test_forecast_multivariate_columns(tmp_path, capsys):
     data = seasonal_series(tmp_path / "two.csv", columns=("a", "b"))
     out = tmp_path / "run"
@@ -184,6 +185,7 @@ def test_classify_long_csv_beats_majority_and_predict_reproduces_it(tmp_path, ca
     assert re.search(r"accuracy: [0-9.]+ on 120 sequences", capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_classify_npz_masks_variable_lengths(tmp_path, capsys):
     data = labelled_sequences_npz(tmp_path / "seq.npz")
     out = tmp_path / "run"
@@ -259,9 +261,9 @@ def test_classify_refuses_a_pandas_index_column_and_drops_it_by_name(tmp_path, c
     assert run_cli([*argv[:4], str(renamed), *argv[5:], "--out", str(tmp_path / "b")]) == 2
     assert "--index-column 'row'" in capsys.readouterr().err
     assert run_cli([*argv, "--index-column", "Unnamed: 0", "--out", str(tmp_path / "c")]) == 0
-    with open(tmp_path / "c" / "model" / "model.json", encoding="utf-8") as f:
-        prep = json.load(f)["preprocessing"]
-    assert prep["features"] == ["a", "b"]
+    from jaxrnn.tasks import modeldir
+
+    assert modeldir.load(tmp_path / "c" / "model").preprocessing["features"] == ["a", "b"]
     assert run_cli([*argv, "--index-column", "nope", "--out", str(tmp_path / "d")]) == 2
     assert "--index-column: no column 'nope'" in capsys.readouterr().err
 
@@ -304,8 +306,35 @@ def test_classify_separate_train_test_and_validation_files(tmp_path, capsys):
     assert "--test-fraction: expected 0 (or nothing) with --test" in capsys.readouterr().err
 
 
+def test_classify_predict_on_a_model_saved_by_save_model_names_model(tmp_path, capsys):
+    """A directory jaxrnn.models.save_model wrote (no labels, features or scaling) is refused
+    naming --model and what it lacks (was KeyError: 'labels')."""
+    import argparse
+
+    import jax
+
+    from jaxrnn.keras import Inputs, init_params
+    from jaxrnn.models import save_model
+    from jaxrnn.tasks import classify
+
+    data = labelled_sequences_npz(tmp_path / "seq.npz")
+    model = classify.build_model(argparse.Namespace(cell="lstm", hidden=4, layers=1,
+                                                    bidirectional=False, dropout=0.0), 2)
+    params = init_params(model, jax.random.key(0), Inputs(np.zeros((1, 3, 1), np.float32), None))
+    for name, prep in (("tagged", {"task": "classify"}), ("bare", None)):
+        save_model(tmp_path / name, model, params, preprocessing=prep)
+        assert run_cli(["predict", "--task", "classify", "--model", str(tmp_path / name),
+                        "--input", str(data), "--output", str(tmp_path / "p.csv")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--model:" in err, err
+        assert ("lacks features" in err and "labels" in err) if prep else \
+            "saved without a task" in err
+        assert "KeyError" not in err
+
+
 # --------------------------------------------------------------------------- charlm
 
+@pytest.mark.slow
 def test_charlm_own_text_beats_unigram_and_generates(tmp_path, capsys):
     text = repetitive_text(tmp_path / "text.txt")
     out = tmp_path / "run"
@@ -324,6 +353,39 @@ def test_charlm_own_text_beats_unigram_and_generates(tmp_path, capsys):
     assert run_cli(["evaluate", "--task", "charlm", "--model", str(out / "model"),
                     "--text", str(text)]) == 0
     assert "bits per character" in capsys.readouterr().out
+
+
+def test_charlm_minutes_without_epochs_trains_until_the_budget(tmp_path, capsys):
+    """No --epochs: the --minutes budget ends training (a default of 3 epochs capped it);
+    every epoch line reports the held-out bits per character, and the count of held-out
+    characters printed first is the count scored at the end."""
+    text = repetitive_text(tmp_path / "text.txt", lines=40)
+    assert run_cli(["train", "--task", "charlm", "--text", str(text), "--minutes", "0.4",
+                    "--hidden", "8", "--embed", "4", "--batch-size", "4", "--bptt", "20",
+                    "--reset-every", "5", "--val-fraction", "0.3", "--checkpoint-every", "1000",
+                    "--out", str(tmp_path / "run"), *QUIET]) == 0
+    printed = capsys.readouterr().out
+    assert "stopped by time budget" in printed
+    epochs = re.findall(r"^epoch \d+/\d+ .*val_bpc ([0-9.]+)", printed, re.M)
+    assert len(epochs) > 3
+    first = int(re.search(r"/ ([0-9,]+) held-out characters scored", printed).group(1)
+                .replace(",", ""))
+    last = int(re.search(r"held-out bits per character: [0-9.]+ on ([0-9,]+) characters",
+                         printed).group(1).replace(",", ""))
+    assert first == last
+    # the held-out text is 30% of the file; the tail that fills no 100-character segment
+    # is not scored
+    n_held = round(0.3 * len(text.read_text(encoding="utf-8")))
+    assert first == (n_held - 1) // 100 * 100
+
+
+def test_charlm_refuses_a_binary_text_by_name(tmp_path, capsys):
+    path = tmp_path / "zeros.bin"
+    path.write_bytes(b"\0" * 100_000)
+    assert run_cli(["train", "--task", "charlm", "--text", str(path), "--epochs", "1",
+                    "--out", str(tmp_path / "run"), *QUIET]) == 2
+    err = capsys.readouterr().err
+    assert "--text:" in err and "looks binary" in err and "100,000 NUL bytes" in err
 
 
 # --------------------------------------------------------------------------- sentiment
@@ -423,6 +485,7 @@ def _toy_sequences(n=96, seed=0):
     return seqs, labels
 
 
+@pytest.mark.slow
 def test_keras_fit_on_variable_length_lists_with_string_labels():
     from jaxrnn import keras
     from jaxrnn import models as M
@@ -449,6 +512,7 @@ def test_keras_fit_on_variable_length_lists_with_string_labels():
     assert scores["accuracy"] == pytest.approx(np.mean(np.array(predicted) == labels))
 
 
+@pytest.mark.slow
 def test_keras_epoch_functions_and_schedule_match_one_run():
     from jaxrnn import keras
     from jaxrnn import models as M
@@ -470,6 +534,7 @@ def test_keras_epoch_functions_and_schedule_match_one_run():
     assert frozen["loss"][1] == pytest.approx(frozen["loss"][0], rel=1e-3)  # lr ~ 0: no change
 
 
+@pytest.mark.slow
 def test_keras_regression_targets_and_bad_input():
     from jaxrnn import keras
     from jaxrnn import models as M
@@ -497,6 +562,7 @@ def test_keras_regression_targets_and_bad_input():
         keras.fit(model, x, y, loss="mse", epochs=1, validation_split=1.5)
 
 
+@pytest.mark.slow
 def test_keras_sample_top_k_one_is_the_argmax_continuation():
     import jax
 

@@ -82,6 +82,7 @@ def eight_devices():
     return json.loads(line[len("RESULT "):])
 
 
+@pytest.mark.slow
 def test_batch_is_split_over_devices(eight_devices):
     r = eight_devices
     assert r["batch_devices"] == 8

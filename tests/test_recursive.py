@@ -37,6 +37,7 @@ def test_matches_numpy_recursive_evaluation():
         np.testing.assert_allclose(nodes[b, int(np.asarray(trees.size)[b]) :], 0.0)
 
 
+@pytest.mark.slow
 def test_padding_invariance_alone_vs_in_padded_batch():
     net, p = _params()
     alone = rn.pack_trees([TREES[2]])
@@ -51,6 +52,7 @@ def test_padding_invariance_alone_vs_in_padded_batch():
     np.testing.assert_allclose(net.apply(p, grid)[0].reshape(4, -1), r_batch, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_gradients_match_finite_differences():
     net, p = _params(H=4, V=4)
     trees = rn.pack_trees(TREES[:3])

@@ -1,6 +1,8 @@
 """The cell registry is the one list of cells: every reader (CLI, model zoo, NNX, benchmarks,
 tests) sees the same names, and every entry builds the cell and params it says it does."""
 
+import ast
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,9 +36,48 @@ def test_width_only_construction_exposes_that_width(name):
 
 def test_every_feature_cell_is_in_the_test_zoo_with_a_numpy_step():
     """Adding a cell to the registry without its reference equation fails here."""
-    for name in registry.names(inputs="features"):
+    for name in registry.variants():
         assert name in CELLS, name
-        assert name in REF_STEPS, f"{name}: add its NumPy step to tests/_reference.py"
+        assert name in REF_STEPS, f"{name}: add its NumPy step ref_NAME to tests/_reference.py"
+
+
+def test_every_registered_cell_is_exported():
+    """``jaxrnn.NAME`` is each registered factory, with its params and state types, all in
+    ``jaxrnn.__all__``; each entry with a class name has its NNX module and model shortcut."""
+    pytest.importorskip("flax")
+    import jaxrnn.nnx as rnn
+
+    for entry in registry.REGISTRY.values():
+        for path in (entry.factory_path, entry.params_path, entry.state_path):
+            attr = path.partition(":")[2]
+            assert attr in jaxrnn.__all__, attr
+            assert getattr(jaxrnn, attr) is registry.resolve(path), attr
+        if entry.class_name:
+            assert getattr(rnn, entry.class_name).registry_name == entry.name
+            assert entry.class_name in rnn.__all__
+            if entry.inputs == "features":
+                assert getattr(jaxrnn.models, entry.class_name)(3).cell == entry.name
+                assert entry.class_name in jaxrnn.models.__all__
+    assert jaxrnn.mgu is registry.get("mgu").factory
+
+
+@pytest.mark.parametrize("name", list(registry.variants(inputs=None)))
+def test_backend_fields_say_what_computes_the_cell(name):
+    """The registry's ``kernel``, ``fused`` and ``parallel`` fields (from which test_engine
+    expects each backend to claim a cell or refuse it) agree with the cells and backends."""
+    from jaxrnn import kernels
+    from jaxrnn.engine.backends import associative, cpu_kernels
+
+    entry, _ = registry.variants(inputs=None)[name]
+    cell = registry.make_variant(name)
+    backends = registry.backends_of(name)
+    assert "scan" in backends and backends <= entry.backends
+    has_product = cell.parts is not None and cell.parts.recurrent_product is not None
+    assert entry.fused == has_product, name
+    assert (entry.kernel is not None) == (cell.name in cpu_kernels.ADAPTERS), name
+    if entry.kernel is not None:
+        assert f"jaxrnn_{entry.kernel}_forward" in kernels.TARGETS, entry.kernel
+    assert entry.parallel == (cell.name in associative.LOG_COEFFICIENTS), name
 
 
 def test_frames_cell_is_rejected_for_feature_sequences_with_a_clear_message():
@@ -49,6 +90,111 @@ def test_frames_cell_is_rejected_for_feature_sequences_with_a_clear_message():
 def test_unknown_name_lists_the_choices():
     with pytest.raises(ValueError, match=r"^cell: expected one of \['lstm', .*got 'lsmt'"):
         registry.get("lsmt")
+
+
+# Files that still hold a list of cells of their own, each for a reason; any other literal list of
+# four or more registered names fails test_no_hand_kept_list_of_cells. ``path: why``.
+KEPT_LISTS = {
+    # the kernel backend's glue: one adapter (code) per cell, checked against the registry's
+    # ``kernel`` field by test_backend_fields_say_what_computes_the_cell
+    "jaxrnn/engine/backends/cpu_kernels.py": "one adapter per kernel cell",
+    # the kernels helper's, the parallel helper's, the harness's and the model helper's files
+    # this round (issue 25 point 4: the lead removes these lines once they read the registry)
+    "jaxrnn/kernels/__init__.py": "translation units by family (kernels)",
+    "benchmarks/extras.py": "the minGRU sweep's cells (harness)",
+    "benchmarks/harness.py": "peer families' factories (harness)",
+    "benchmarks/sections.py": "peer families' factories (harness; moved from harness.py)",
+    "tests/test_bench.py": "harness",
+    "tests/test_errors.py": "model",
+    "tests/test_kernels.py": "kernels",
+    "tests/test_kernel_fuzz.py": "kernels",
+    "tests/test_kernel_nan.py": "kernels",
+    "tests/test_kernel_vmap.py": "kernels",
+    "tests/test_kernel_affinity.py": "kernels",
+}
+
+
+def _registered_names_in(node, names) -> set[str]:
+    """The registered names ``node`` mentions: as a string, an attribute or a variable."""
+    found = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Constant) and sub.value in names:
+            found.add(sub.value)
+        elif isinstance(sub, ast.Attribute) and sub.attr in names:
+            found.add(sub.attr)
+        elif isinstance(sub, ast.Name) and sub.id in names:
+            found.add(sub.id)
+    return found
+
+
+def _head(node):
+    """What names an element of a literal: a tuple's first item, a call's callee and first
+    argument, otherwise the element itself."""
+    if isinstance(node, ast.Tuple) and node.elts:
+        return node.elts[0]
+    return node
+
+
+def hand_kept_lists(source: str, names) -> list[tuple[int, list[str]]]:
+    """``(line, names)`` of each literal list, tuple, set or dict (keys, or values when the
+    keys name nothing) whose elements name four or more registered cells, and of each run of
+    consecutive statements naming one each (``lstm = ...; gru = ...``)."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            groups = [[_head(e) for e in node.elts]]
+        elif isinstance(node, ast.Dict):
+            groups = [[k for k in node.keys if k is not None], [_head(v) for v in node.values]]
+        else:
+            groups = []
+        for group in groups:
+            found = set().union(*(_registered_names_in(e, names) for e in group))
+            if len(found) >= 4:
+                out.append((node.lineno, sorted(found)))
+        for body in (getattr(node, f, None) for f in ("body", "orelse")):
+            if not isinstance(body, list):
+                continue
+            run: set[str] = set()
+            for stmt in body:
+                one = _registered_names_in(stmt, names) if isinstance(
+                    stmt, (ast.Assign, ast.AnnAssign, ast.Expr)) else set()
+                run = run | one if len(one) == 1 and not one <= run else set()
+                if len(run) >= 4:
+                    out.append((stmt.lineno, sorted(run)))
+                    run = set()
+    return out
+
+
+def test_the_hand_kept_list_detector_finds_lists():
+    names = set(registry.REGISTRY)
+    a, b, c, d = list(registry.REGISTRY)[:4]
+    assert hand_kept_lists(f"X = [{a!r}, {b!r}, {c!r}, {d!r}]", names) == [
+        (1, sorted([a, b, c, d]))]
+    zoo = f"Z = {{'x': (jaxrnn.{a}(4), 1), 'y': ({b}(4),), 'z': ({c},), 'w': ({d}(1),)}}"
+    assert [n for _, n in hand_kept_lists(zoo, names)] == [sorted([a, b, c, d])]
+    statements = "\n".join(f"{n} = registry.get({n!r}).factory" for n in (a, b, c, d))
+    assert hand_kept_lists(statements, names)
+    assert not hand_kept_lists(f"X = [{a!r}, {b!r}, {c!r}]", names)
+    assert not hand_kept_lists("X = [n for n in registry.names()]", names)
+
+
+def test_no_hand_kept_list_of_cells():
+    """The registry is the only list of cells: no literal list of four or more registered
+    names in the package, the benchmarks or the tests (outside :data:`KEPT_LISTS`)."""
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    names = set(registry.REGISTRY)
+    found = {}
+    for folder in ("jaxrnn", "benchmarks", "tests"):
+        for path in sorted((root / folder).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            if rel == "jaxrnn/cells/registry.py" or rel in KEPT_LISTS:
+                continue
+            hits = hand_kept_lists(path.read_text(), names)
+            if hits:
+                found[rel] = hits
+    assert not found, f"lists of cells outside the registry: {found}"
 
 
 def test_readers_use_the_registry():

@@ -53,6 +53,7 @@ def _perfect_model():
     return model, p
 
 
+@pytest.mark.slow
 def test_perfect_model_has_zero_loss_and_padding_is_ignored():
     model, p = _perfect_model()
     loss_fn = jax.jit(model.loss)
@@ -68,6 +69,7 @@ def test_perfect_model_has_zero_loss_and_padding_is_ignored():
     assert float(loss_fn(p, SRC, SRC_LEN, bad, tl)) == pytest.approx(100.0 / 7, rel=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("style,attention", [("luong", "general"), ("bahdanau", "additive")])
 def test_teacher_forcing_equals_python_loop_over_the_cell(style, attention):
     model = _model(attention, style)
@@ -93,6 +95,7 @@ def test_teacher_forcing_equals_python_loop_over_the_cell(style, attention):
         prev = TGT[:, t]
 
 
+@pytest.mark.slow
 def test_padded_source_tokens_do_not_change_anything():
     model = _model("additive")
     p = jax.jit(model.init)(jax.random.key(2))
@@ -109,6 +112,7 @@ def test_padded_source_tokens_do_not_change_anything():
     assert np.all(w.sum(-1)[~tgt_mask] == 0.0)
 
 
+@pytest.mark.slow
 def test_bridge_identity_when_carries_match_and_dense_otherwise():
     same = _model(None, encoder=jaxrnn.lstm(6), decoder=jaxrnn.lstm(6))  # and no attention
     p = jax.jit(same.init)(jax.random.key(3))
@@ -138,6 +142,7 @@ def test_bridge_identity_when_carries_match_and_dense_otherwise():
     assert pn.bridge is None
 
 
+@pytest.mark.slow
 def test_scheduled_sampling_with_probability_one_follows_greedy_decoding():
     model = _model("general")
     p = jax.jit(model.init)(jax.random.key(4))
@@ -152,6 +157,7 @@ def test_scheduled_sampling_with_probability_one_follows_greedy_decoding():
         np.testing.assert_array_equal(fed[b, :n], np.asarray(g.tokens[b, :n]))
 
 
+@pytest.mark.slow
 def test_loss_gradients_match_finite_differences():
     model = _model("additive", "bahdanau", decoder=jaxrnn.gru(4),
                    encoder=jaxrnn.bidirectional(jaxrnn.elman(3)))

@@ -109,6 +109,7 @@ def test_memory_copy_problem_scores_recall_on_recall_steps_only():
     assert problem.baseline == pytest.approx(2 * math.log(3) / (3 + 4))
 
 
+@pytest.mark.slow
 def test_memory_train_one_runs_and_reports(tmp_path):
     from jaxrnn.tasks import modeldir
 
@@ -220,6 +221,7 @@ def test_charlm_encoding_streams_and_unigram_baseline():
         charlm.segment_data(np.arange(4), 4)
 
 
+@pytest.mark.slow
 def test_charlm_sample_continues_the_prime():
     vocab = char_vocab(["abc\n"])
     config = {"cell": "lstm", "hidden": 8, "layers": 1, "dropout": 0.0, "embed": 4,
@@ -299,6 +301,7 @@ def _fake_sentiment_cache(root):
     (root / "vaderSentiment-3.3.2.tar.gz").write_bytes(buf.getvalue())
 
 
+@pytest.mark.slow
 def test_cli_sentiment_end_to_end_on_a_tiny_archive(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("JAXRNN_DATA", str(tmp_path))
     _fake_sentiment_cache(tmp_path)

@@ -196,6 +196,7 @@ def stream(n, offset=0):
     return {"inputs": tbptt.batchify(ids[:-1], 4), "targets": tbptt.batchify(ids[1:], 4)}
 
 
+@pytest.mark.slow
 def test_fit_stream_learns_what_needs_the_carry():
     """Next symbol of 001122... : a unigram model gets log 3 = 1.10 nats; the first symbol of
     each chunk is predictable only through the carried state."""
@@ -211,6 +212,7 @@ def test_fit_stream_learns_what_needs_the_carry():
     assert res.best_epoch == int(np.argmin(res.history["val_loss"]))
 
 
+@pytest.mark.slow
 def test_fit_stream_resume_is_bit_exact(tmp_path):
     init, apply_lm = lm()
     params = init(jax.random.key(1))
@@ -309,6 +311,7 @@ def assert_same_run(res, straight):
     assert res.history == {**straight.history, "epoch_time": res.history["epoch_time"]}
 
 
+@pytest.mark.slow
 def test_fit_stream_time_budget_stops_after_a_chunk_and_resumes_exactly(tmp_path,
                                                                         straight_reset_run):
     apply_lm, params, straight = straight_reset_run

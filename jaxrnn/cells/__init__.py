@@ -1,36 +1,25 @@
-"""Recurrent cells, one module per family; each factory returns a :class:`Cell`."""
+"""Recurrent cells, one module per family; each factory returns a :class:`Cell`.
 
+The package exports, for every cell of the registry (:mod:`jaxrnn.cells.registry`) that lives
+here, its factory, its params type and its state type (``lstm``, ``LSTMParams``,
+``LSTMState``, ...): a cell added to the registry is exported with no line here.
+"""
+
+from jaxrnn.cells import registry as _registry
 from jaxrnn.cells.base import Cell, resolve_activation
-from jaxrnn.cells.convlstm import ConvLSTMParams, ConvLSTMState, convlstm
-from jaxrnn.cells.elman import ElmanParams, ElmanState, elman
-from jaxrnn.cells.fully_recurrent import (
-    FullyRecurrentParams,
-    FullyRecurrentState,
-    fully_recurrent,
-)
-from jaxrnn.cells.gru import GRUParams, GRUState, gru
-from jaxrnn.cells.jordan import JordanParams, JordanState, jordan
-from jaxrnn.cells.lstm import LSTMParams, LSTMState, lstm
 
-__all__ = [
-    "convlstm",
-    "ConvLSTMParams",
-    "ConvLSTMState",
-    "Cell",
-    "resolve_activation",
-    "elman",
-    "ElmanParams",
-    "ElmanState",
-    "jordan",
-    "JordanParams",
-    "JordanState",
-    "lstm",
-    "LSTMParams",
-    "LSTMState",
-    "gru",
-    "GRUParams",
-    "GRUState",
-    "fully_recurrent",
-    "FullyRecurrentParams",
-    "FullyRecurrentState",
-]
+
+def _registered_exports() -> dict:
+    out = {}
+    for entry in _registry.REGISTRY.values():
+        for path in (entry.factory_path, entry.params_path, entry.state_path):
+            module, _, attr = path.partition(":")
+            if module.startswith(f"{__name__}."):  # the reservoir lives in jaxrnn.classic
+                out[attr] = _registry.resolve(path)
+    return out
+
+
+_EXPORTS = _registered_exports()
+globals().update(_EXPORTS)
+
+__all__ = ["Cell", "resolve_activation", *_EXPORTS]

@@ -175,7 +175,7 @@ def read_numeric_columns(path, columns, *, option: str = "--csv", time_column: s
                     time_parts.append(t)
                 rows += len(chunk)
                 done = f.tell() / max(size, 1)
-                if progress and (done >= 1.0 or int(done * 10) > shown):
+                if progress and int(done * 10) > shown and done < 1.0:
                     shown = int(done * 10)
                     print(f"reading {path}: {min(done, 1.0):.0%} ({rows:,} rows)",
                           file=sys.stderr, flush=True)
@@ -192,6 +192,8 @@ def read_numeric_columns(path, columns, *, option: str = "--csv", time_column: s
         except (pd.errors.ParserError, UnicodeDecodeError) as e:
             raise ValueError(f"{option}: {path!r} is not a readable CSV file "
                              f"({str(e).splitlines()[0]})") from None
+    if progress:
+        print(f"reading {path}: 100% ({rows:,} rows)", file=sys.stderr, flush=True)
     values = values[:rows]  # blank lines are not rows
     times = None
     if time_column is not None:

@@ -16,9 +16,10 @@ Environment:
   ``JAXRNN_KERNEL_CACHE`` the directory for the compiled library (default
   ``$XDG_CACHE_HOME/jaxrnn`` or ``~/.cache/jaxrnn``).
   ``CXX`` the compiler (default ``c++``, then ``g++``, ``clang++``).
-  ``JAXRNN_KERNEL_SANITIZE=1`` builds (and caches separately) a variant under AddressSanitizer;
-  Python must then preload ASan's runtime and libstdc++ (the command is in the README's
-  "Kernel sanitizer" paragraph).
+  ``JAXRNN_KERNEL_SANITIZE=address`` (or ``1``) / ``thread`` builds (and caches separately) a
+  variant under AddressSanitizer / ThreadSanitizer; Python must then preload the sanitizer's
+  runtime (the commands are in the README's "Kernel sanitizers" paragraph).
+  ``JAXRNN_KERNEL_MARCH`` the ``-march`` to build for (default ``native``; cached separately).
 
 ``python -m jaxrnn.kernels`` builds the library now and prints where it is.
 """
@@ -37,11 +38,11 @@ import threading
 from pathlib import Path
 
 HERE = Path(__file__).parent
-# One translation unit per cell family (each with its own inlining budget: benchmarks/NOTES.md
-# lever 19), and the header they share; compiled in parallel, linked into one library.
+# One translation unit per cell family (each with its own inlining budget), and the headers they
+# share (common.h gathers them); compiled in parallel, linked into one library.
 SOURCES = tuple(HERE / f"{name}.cc" for name in ("lstm", "gru", "elman", "jordan", "minimal",
                                                   "outer"))
-HEADERS = (HERE / "common.h",)
+HEADERS = tuple(sorted(HERE.glob("*.h")))
 TARGETS = (
     "jaxrnn_lstm_forward",
     "jaxrnn_lstm_backward",
@@ -50,6 +51,8 @@ TARGETS = (
     "jaxrnn_elman_forward",
     "jaxrnn_elman_backward",
     "jaxrnn_steps_outer",
+    "jaxrnn_rows_times",
+    "jaxrnn_column_sums",
     "jaxrnn_jordan_forward",
     "jaxrnn_jordan_backward",
     "jaxrnn_min_forward",
@@ -57,24 +60,29 @@ TARGETS = (
 )
 # -ffast-math without its finite-math part: the reassociation, contraction and reciprocal
 # rules let GCC vectorise the gate loops (the kernels' own exp is then inlined per vector), but
-# the kernels must see NaN and inf as XLA does (a NaN input gives NaN outputs, issue 15.1), so
-# the compiler may not assume there are none (-ffinite-math-only, part of -ffast-math, would
-# let it fold the NaN-preserving clamps away). Named one by one rather than as -ffast-math
-# -fno-finite-math-only: with -ffast-math GCC may also link crtfastmath.o into the library,
-# which turns on flush-to-zero for the whole process that loads it.
+# the kernels must see NaN and inf as XLA does (a NaN input gives NaN outputs), so the compiler
+# may not assume there are none (-ffinite-math-only would let it fold the NaN-preserving clamps
+# away). Named one by one rather than as -ffast-math -fno-finite-math-only: with -ffast-math GCC
+# may also link crtfastmath.o into the library, which turns on flush-to-zero for the whole
+# process that loads it.
 #
 # -mprefer-vector-width=256: the gate passes are loops GCC vectorises itself, at the width the
-# CPU's tuning prefers. For Intel's AVX-512 CPUs that is already 256 bits; for AMD's Zen 1 it is
-# 128 (its 256-bit operations are split in two), which left those passes at half the width of
-# the hand-vectorised products for no gain (benchmarks/NOTES.md lever 26). Naming the width
-# makes every x86 CPU with AVX use 256-bit vectors there; it does not widen AVX-512 code.
-CXXFLAGS = ("-O3", "-march=native", "-mprefer-vector-width=256", "-fno-math-errno",
-            "-fno-trapping-math",
-            "-ffp-contract=fast", "-fno-signed-zeros", "-fassociative-math", "-freciprocal-math",
-            "-fopenmp-simd", "-std=c++17", "-fPIC", "-w")
-# JAXRNN_KERNEL_SANITIZE=1: a separately cached build under AddressSanitizer, for the tests
-# (README, "Kernel sanitizer"); Python must then preload the runtime, libasan.so, and libstdc++.
-SANITIZE_FLAGS = ("-fsanitize=address", "-fno-omit-frame-pointer", "-g")
+# CPU's tuning prefers, which for some CPUs (AMD Zen 1) is 128 bits; naming it makes every x86
+# CPU with AVX use 256-bit vectors there. It does not widen AVX-512 code. (x86 only.)
+#
+# -Wall -Wextra: the build is warning-free (tests/test_kernel_builds.py checks the log of the
+# default build); the XLA FFI headers are included as system headers, whose warnings are theirs.
+CXXFLAGS = ("-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast",
+            "-fno-signed-zeros", "-fassociative-math", "-freciprocal-math", "-fopenmp-simd",
+            "-std=c++17", "-fPIC", "-Wall", "-Wextra")
+X86_FLAGS = ("-mprefer-vector-width=256",)
+# JAXRNN_KERNEL_SANITIZE: a separately cached build under a sanitizer, for the tests (README,
+# "Kernel sanitizers"); Python must then preload the sanitizer's runtime (and, for ASan,
+# libstdc++).
+SANITIZERS = {
+    "address": ("-fsanitize=address", "-fno-omit-frame-pointer", "-g"),
+    "thread": ("-fsanitize=thread", "-g"),
+}
 
 _lock = threading.Lock()
 _state: dict = {"loaded": False, "error": None, "path": None}
@@ -117,13 +125,35 @@ def _cpu_signature() -> str:
     return "".join(seen[k] for k in sorted(seen)) + platform.processor() + platform.machine()
 
 
-def _sanitized() -> bool:
-    return os.environ.get("JAXRNN_KERNEL_SANITIZE", "0").strip().lower() in ("1", "on", "true",
-                                                                             "yes")
+def sanitizer() -> str | None:
+    """The sanitizer JAXRNN_KERNEL_SANITIZE asks for: ``"address"`` (also ``1``), ``"thread"``,
+    or ``None``."""
+    value = os.environ.get("JAXRNN_KERNEL_SANITIZE", "0").strip().lower()
+    if value in ("", "0", "off", "false", "no"):
+        return None
+    if value in ("1", "on", "true", "yes", "address", "asan"):
+        return "address"
+    if value in ("thread", "tsan"):
+        return "thread"
+    raise ValueError(f"JAXRNN_KERNEL_SANITIZE: expected address or thread, got {value!r}")
+
+
+def march() -> str:
+    """The ``-march`` the kernels are built for: JAXRNN_KERNEL_MARCH, default ``native`` (the
+    tests build ``x86-64-v2`` (SSE) and ``x86-64-v3`` (AVX2) beside it)."""
+    return os.environ.get("JAXRNN_KERNEL_MARCH", "").strip() or "native"
+
+
+def _is_x86() -> bool:
+    import platform
+
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 
 def _flags() -> tuple[str, ...]:
-    return CXXFLAGS + (SANITIZE_FLAGS if _sanitized() else ())
+    kind = sanitizer()
+    return (*CXXFLAGS, f"-march={march()}", *(X86_FLAGS if _is_x86() else ()),
+            *(SANITIZERS[kind] if kind else ()))
 
 
 def _library_path(cxx: str) -> Path:
@@ -138,27 +168,41 @@ def _library_path(cxx: str) -> Path:
                       _cpu_signature(), sys.platform)
         )
     ).hexdigest()[:16]
-    return _cache_dir() / f"rnn_kernels-{'asan-' if _sanitized() else ''}{key}.so"
+    kind = sanitizer()
+    variant = "".join(f"{v}-" for v in ((kind and {"address": "asan", "thread": "tsan"}[kind]),
+                                        march() != "native" and march()) if v)
+    return _cache_dir() / f"rnn_kernels-{variant}{key}.so"
 
 
-def _compile(cxx: str, out: Path, verbose: bool) -> None:
+def build_log(path: Path | None = None) -> str:
+    """What the compiler printed while building the library at ``path`` (default: the one
+    :func:`build` gives now): its warnings, if any."""
+    path = path or build()
+    log = path.with_suffix(".log")
+    return log.read_text() if log.exists() else ""
+
+
+def _compile(cxx: str, out: Path, verbose: bool) -> str:
     """Compile every source into ``out`` (a temporary file): one compiler process per
-    translation unit, all at once, then one link."""
+    translation unit, all at once, then one link. Returns what the compiler printed."""
     import jax.ffi
 
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         objects, procs = [], []
         for src in SOURCES:
             obj = Path(tmp) / (src.stem + ".o")
-            cmd = [cxx, *_flags(), "-I", jax.ffi.include_dir(), "-c", str(src), "-o", str(obj)]
+            cmd = [cxx, *_flags(), "-isystem", jax.ffi.include_dir(), "-c", str(src), "-o",
+                   str(obj)]
             if verbose:
                 print(" ".join(cmd), file=sys.stderr)
             procs.append((src, subprocess.Popen(cmd, stdout=subprocess.PIPE,
                                                 stderr=subprocess.PIPE, text=True)))
             objects.append(str(obj))
-        failed = []
+        failed, printed = [], []
         for src, proc in procs:
             _, err = proc.communicate()
+            if err.strip():
+                printed.append(err)
             if proc.returncode != 0:
                 failed.append(f"{src.name}:\n{err[-4000:]}")
         if failed:
@@ -169,6 +213,7 @@ def _compile(cxx: str, out: Path, verbose: bool) -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"linking the kernels failed:\n{proc.stderr[-4000:]}")
+        return "".join(printed) + proc.stderr
 
 
 def build(verbose: bool = False) -> Path:
@@ -188,10 +233,12 @@ def build(verbose: bool = False) -> Path:
     print(f"jaxrnn: compiling the CPU kernels into {path.parent} (once per machine, 20-60 s)",
           file=sys.stderr)
     try:
-        _compile(cxx, Path(tmp), verbose)
+        printed = _compile(cxx, Path(tmp), verbose)
+        Path(tmp).with_suffix(".log").write_text(printed)
     except BaseException:
         os.unlink(tmp)
         raise
+    os.replace(Path(tmp).with_suffix(".log"), path.with_suffix(".log"))
     os.replace(tmp, path)
     return path
 
@@ -216,7 +263,9 @@ def load() -> bool:
                 operands[name] = _parse_operands(listing().decode())
                 # JAXRNN_MEMBER_HANDLER's mark: the handler takes leading member axes (vmap).
                 operands[name]["members"] = hasattr(lib, name + "_member_anchor")
-            _state.update(loaded=True, path=str(path), lib=lib, operands=operands)
+            lib.jaxrnn_build_info.restype = ctypes.c_char_p
+            info = dict(item.split("=") for item in lib.jaxrnn_build_info().decode().split())
+            _state.update(loaded=True, path=str(path), lib=lib, operands=operands, info=info)
         except Exception as err:  # no compiler, no headers, a failed build: keep pure JAX
             _state["error"] = f"{type(err).__name__}: {err}"
         return _state["loaded"]
@@ -250,12 +299,25 @@ def available() -> bool:
     return load()
 
 
+def build_info() -> dict:
+    """What the loaded build is: ``lanes`` (floats per vector), ``tile_rows`` (rows of the
+    register tile) and ``move_threads`` (``"1"`` where team members can be moved between CPUs)."""
+    if not load():
+        raise RuntimeError(f"jaxrnn kernels: {status()}")
+    return dict(_state["info"])
+
+
 def status() -> str:
     """A line saying whether the kernels are in use, and if not, why."""
     if _env_off():
         return "off (JAXRNN_KERNELS=0)"
     if load():
-        return f"on ({_state['path']})"
+        line = f"on ({_state['path']})"
+        if _state["info"].get("move_threads") != "1":
+            # One line on what this platform lacks: the teams still run, values are the same.
+            line += ("; no sched_setaffinity on this platform: team threads are not spread "
+                     "over CPUs")
+        return line
     return f"unavailable: {_state['error']}"
 
 
@@ -273,4 +335,5 @@ def disabled():
         _disabled_depth -= 1
 
 
-__all__ = ["available", "build", "disabled", "load", "operands", "status"]
+__all__ = ["available", "build", "build_info", "build_log", "disabled", "load", "march",
+           "operands", "sanitizer", "status"]

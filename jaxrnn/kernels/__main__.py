@@ -14,6 +14,10 @@ def main() -> int:
         return 1
     print(path)
     print(f"jaxrnn kernels: {kernels.status()}")
+    if kernels.available():
+        info = kernels.build_info()
+        print(f"jaxrnn kernels: -march={kernels.march()}, {info['lanes']} floats per vector, "
+              f"register tile of {info['tile_rows']} rows")
     return 0
 
 

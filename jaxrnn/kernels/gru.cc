@@ -3,7 +3,7 @@
 
 #include "common.h"
 
-// Operand order of each handler, defined here once (see JAXRNN_KERNEL in common.h).
+// Operand order of each handler, defined here once (see JAXRNN_KERNEL in ffi_glue.h).
 #define JAXRNN_GRU_FORWARD(ARG, RET, ATTR)                                                  \
   ARG(F32, x) ARG(F32, w_x) ARG(F32, bias) ARG(F32, w_h) ARG(F32, b_h) ARG(F32, h0)         \
   ARG(S32, lengths) RET(F32, hs) RET(F32, saved) ATTR(bool, masked) ATTR(bool, training)

@@ -3,7 +3,7 @@
 
 #include "common.h"
 
-// Operand order of each handler, defined here once (see JAXRNN_KERNEL in common.h).
+// Operand order of each handler, defined here once (see JAXRNN_KERNEL in ffi_glue.h).
 #define JAXRNN_JORDAN_FORWARD(ARG, RET, ATTR)                                               \
   ARG(F32, x) ARG(F32, w_x) ARG(F32, bias) ARG(F32, w_yh) ARG(F32, w_y) ARG(F32, b_y)       \
   ARG(F32, y0) ARG(S32, lengths) RET(F32, ys) RET(F32, hs) ATTR(bool, masked)               \
@@ -35,7 +35,7 @@ void drive_two(ffi::ThreadPool& pool, int nthreads, int nphases, int h_parity, i
   }
   const int n = std::max(1, std::min(nthreads, std::min(H / 16, O / 16)));
   const Chunks ch_h = make_chunks(H, n), ch_o = make_chunks(O, n);
-  run_phases(n > 1 ? &pool : nullptr, n, nphases, n, [&](int p, int c) {
+  run_phases(n > 1 ? &pool : nullptr, nphases, n, [&](int p, int c) {
     const Chunks& ch = p % 2 == h_parity ? ch_h : ch_o;
     fn(p, 0, B, ch.start[c], ch.start[c + 1]);
   });

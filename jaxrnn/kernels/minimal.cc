@@ -3,7 +3,7 @@
 
 #include "common.h"
 
-// Operand order of each handler, defined here once (see JAXRNN_KERNEL in common.h).
+// Operand order of each handler, defined here once (see JAXRNN_KERNEL in ffi_glue.h).
 #define JAXRNN_MIN_FORWARD(ARG, RET, ATTR) \
   ARG(F32, xp) ARG(F32, h0) ARG(S32, lengths) RET(F32, hs) ATTR(int64_t, kind) ATTR(bool, masked)
 #define JAXRNN_MIN_BACKWARD(ARG, RET, ATTR)                                                 \
@@ -19,7 +19,7 @@ namespace {
 //   g(v) = v + 1/2 for v >= 0, sigma(v) below.
 // No product per step: inside an XLA while loop the loop's own per-step cost was most of the
 // time, and computed by XLA over all steps the coefficients' transcendentals (the cell's
-// log-space form) cost more than the recurrence (minLSTM at config B: 4.3 of 5.8 ms). Here they
+// log-space form) cost more than the recurrence. Here they
 // are a few inline exps per element, computed again in the backward pass instead of saved.
 // Elements never meet, so each thread takes its rows (or units) through every step with no
 // barrier.
@@ -55,13 +55,13 @@ template <class Fn>
 void min_team(ffi::ThreadPool& pool, int64_t T, int B, int H, Fn fn) {
   const int nthreads = T * B * H < (1 << 17) ? 1 : team_size(pool, kParallelMinWork);
   if (nthreads > 1 && B >= nthreads) {
-    run_phases(&pool, nthreads, 1, nthreads, [&](int, int c) {
+    run_phases(&pool, 1, nthreads, [&](int, int c) {
       fn((int)((int64_t)B * c / nthreads), (int)((int64_t)B * (c + 1) / nthreads), 0, H);
     });
     return;
   }
   const Chunks ch = make_chunks(H, nthreads);
-  run_phases(ch.count() > 1 ? &pool : nullptr, nthreads, 1, ch.count(),
+  run_phases(ch.count() > 1 ? &pool : nullptr, 1, ch.count(),
              [&](int, int c) { fn(0, B, ch.start[c], ch.start[c + 1]); });
 }
 

@@ -6,8 +6,10 @@ Each function takes the inputs of all steps, ``x`` ``(T, B, F)`` time-major, the
 and bias, the recurrent weights and the initial carry, and returns the carry of every step; the
 kernel computes both products of each step. Its custom VJP calls the backward kernel for the
 cotangents of the pre-activations ``dZ``, then forms every weight gradient as one product over
-all steps (``X^T dZ``, ``H_prev^T dZ``, by a kernel that reads ``x`` and ``h0, hs`` in place)
-and the input gradient as ``dZ W_x^T`` (in XLA).
+all steps (``X^T dZ``, ``H_prev^T dZ``, by a kernel that reads ``x`` and ``h0, hs`` in place),
+the input gradient as ``dZ W_x^T`` and the bias gradients as column sums of ``dZ``, also by
+kernels: XLA's own products and reductions split their sums by the size of its thread pool, so
+the values would change with the CPUs the process may use (issue 27).
 ``lengths`` (``(B,)`` int32 or ``None``) freezes each row's carry from its length on, as in
 :func:`jaxrnn.run`.
 
@@ -89,10 +91,26 @@ def _rows(a):
     return a.reshape(-1, a.shape[-1])
 
 
+def _rows_times(a, w, bias=None, *, transposed=False):
+    """``a[:, :K] @ w (+ bias)`` for rows ``a`` ``(M, Ka)``; ``w`` is ``(K, N)``, or ``(N, K)``
+    when ``transposed`` (the product is then with ``w.T``). Each output is summed in one fixed
+    order whatever the thread count."""
+    n = w.shape[0] if transposed else w.shape[1]
+    return _call("jaxrnn_rows_times", {"out": (a.shape[0], n)}, a=a, w=w,
+                 bias=jnp.zeros((1,), _f32) if bias is None else bias, transposed=transposed,
+                 biased=bias is not None)["out"]
+
+
+def _column_sums(a):
+    """The sum of the rows of ``a`` ``(M, N)``, each column in one fixed order."""
+    return _call("jaxrnn_column_sums", {"out": (a.shape[-1],)}, a=a)["out"]
+
+
 def _input_grads(x, w_x, dxp):
     """Cotangents of ``x``, ``W_x`` and ``b`` from those of ``xp = x W_x + b`` (all steps)."""
     rows = _rows(dxp)
-    return (rows @ w_x.T).reshape(x.shape), _steps_outer(x, dxp), rows.sum(axis=0)
+    return (_rows_times(rows, w_x, transposed=True).reshape(x.shape), _steps_outer(x, dxp),
+            _column_sums(rows))
 
 
 # ----------------------------------------------------------------------------- LSTM
@@ -186,9 +204,8 @@ def _gru_bwd(masked, res, d_hs):
     )
     d4, dh0 = out["d4"], out["dh0"]
     rows = _rows(d4)
-    w_x4 = jnp.concatenate([w_x, jnp.zeros((w_x.shape[0], H), w_x.dtype)], axis=1)
-    dx = (rows @ w_x4.T).reshape(x.shape)
-    sums = rows.sum(axis=0)
+    dx = _rows_times(rows, w_x, transposed=True).reshape(x.shape)  # blocks 0-2 of d4
+    sums = _column_sums(rows)
     dw_x = _steps_outer(x, d4)[:, : 3 * H]
     db = sums[: 3 * H]
     full = _prev_outer(h0, hs, d4)
@@ -284,7 +301,7 @@ def _jordan_bwd(masked, res, d_ys):
     dx, dw_x, db = _input_grads(x, w_x, dz1)
     dw_yh = _prev_outer(y0, ys, dz1)  # sum_t y_{t-1}^T dz1_t
     dw_y = _steps_outer(hs, dz2)  # sum_t h_t^T dz2_t
-    return dx, dw_x, db, dw_yh, dw_y, _rows(dz2).sum(axis=0), dy0, None
+    return dx, dw_x, db, dw_yh, dw_y, _column_sums(_rows(dz2)), dy0, None
 
 
 _jordan.defvjp(_jordan_fwd, _jordan_bwd)
@@ -303,7 +320,7 @@ _MIN_KINDS = {"min_gru": 0, "min_lstm": 1}
 
 
 def _min_project(x, w_x, b):
-    return (_rows(x) @ w_x + b).reshape(x.shape[:-1] + (w_x.shape[1],))
+    return _rows_times(_rows(x), w_x, b).reshape(x.shape[:-1] + (w_x.shape[1],))
 
 
 def _min_forward(xp, h0, lens, kind):

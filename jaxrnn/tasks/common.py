@@ -262,8 +262,15 @@ def _as_float(v) -> float:
         return float("nan")
 
 
+# Control characters that text holds (tab, newline, vertical tab, form feed, carriage return).
+TEXT_CONTROLS = frozenset("\t\n\v\f\r")
+# A text with more than this share of NUL bytes or other control characters is refused as binary.
+MAX_CONTROL_SHARE = 0.01
+
+
 def read_text_files(paths, option: str) -> str:
-    """The UTF-8 texts of ``paths`` joined by newlines."""
+    """The UTF-8 texts of ``paths`` joined by newlines; a file that is not UTF-8 or looks
+    binary (more than 1% NUL bytes or other control characters) is refused naming ``option``."""
     if not paths:
         fail(option, "expected at least one text file")
     parts = []
@@ -271,9 +278,16 @@ def read_text_files(paths, option: str) -> str:
         path = existing_file(path, option)
         try:
             with open(path, encoding="utf-8") as f:
-                parts.append(f.read())
+                text = f.read()
         except UnicodeDecodeError as e:
             fail(option, f"{path!r} is not UTF-8 text (byte {e.start}: {e.reason})")
+        controls = sum(1 for c in text if c < " " and c not in TEXT_CONTROLS)
+        if text and controls > MAX_CONTROL_SHARE * len(text):
+            nul = text.count("\0")
+            fail(option, f"{path!r} looks binary, not text: {controls:,} of its {len(text):,} "
+                         f"characters are control characters ({nul:,} NUL bytes); expected a "
+                         f"UTF-8 text file")
+        parts.append(text)
     return "\n".join(parts)
 
 

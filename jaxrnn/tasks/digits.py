@@ -17,7 +17,13 @@ import time
 import numpy as np
 
 from jaxrnn.data.deps import require
-from jaxrnn.tasks.common import add_patience, check_patience, clip_norm, train_classifier
+from jaxrnn.tasks.common import (
+    add_patience,
+    check_patience,
+    clip_norm,
+    kept_epoch_line,
+    train_classifier,
+)
 
 DESCRIPTION = ("8x8 digits (scikit-learn load_digits) read row by row, 8 steps of 8 features; "
                "prints test accuracy")
@@ -107,6 +113,7 @@ def train(args) -> dict:
           f"{len(data['test']['targets'])} test images; {config['cell']} x{config['layers']} "
           f"hidden {config['hidden']}{' bidirectional' if config['bidirectional'] else ''}")
     run = train_classifier(args, model, data, plot_file=PLOT_FILE)
+    print(kept_epoch_line(run.result, "val_loss"))
     test = run.test
     model_path = modeldir.save_task(
         args, task="digits", config=config, params=run.params,

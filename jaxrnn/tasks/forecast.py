@@ -82,6 +82,8 @@ MIN_TRAIN_WINDOWS = 20
 SMALL_DATA_WINDOWS = 100
 # At most this many windows per period (evenly spaced): memory stays bounded on long series.
 MAX_WINDOWS = 100_000
+# The forecast plot shows at most this many (the last) test origins.
+PLOT_ORIGINS = 2_000
 # Windows scaled or forecast at a time (float64 temporaries stay this size).
 FORECAST_BLOCK = 16_384
 # --scaling auto: per-window scaling when the training windows' deviations vary by this factor
@@ -357,27 +359,32 @@ def plot_forecasts(series, origins, pred, horizon, path, scores):
     from matplotlib.figure import Figure
 
     y = np.asarray(series.values)
-    t = np.arange(len(y)) if series.times is None else series.times
     if y.ndim == 2:  # several columns: plot the first
         y, pred = y[:, 0], pred[..., 0]
     period = series.period or horizon
+    # A long test period: the last PLOT_ORIGINS origins (a readable plot, bounded memory).
+    origins, pred = np.asarray(origins)[-PLOT_ORIGINS:], np.asarray(pred)[-PLOT_ORIGINS:]
+    start = max(0, origins[0] - 3 * period)
+    t = np.arange(start, len(y)) if series.times is None else series.times[start:]
+    y, origins = y[start:], origins - start
     seasonal = scores.get("seasonal_naive")
     seasonal = "n/a" if seasonal is None else f"{seasonal:.2f}"
     fig = Figure(figsize=(11, 6.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(2, 1, 1)
-    lo = max(0, origins[0] - 3 * period)
-    ax.plot(t[lo:], y[lo:], "k-", lw=1.2, label="truth")
+    ax.plot(t, y, "k-", lw=1.2, label="truth")
     ax.plot(t[origins], pred[:, 0], "-", label="1 step ahead")
     ax.plot(t[origins + horizon - 1], pred[:, -1], "-", label=f"{horizon} steps ahead")
     ax.axvline(t[origins[0]], color="grey", ls=":")
+    others = "".join(f", {label} {scores[key]:.2f}" for key, label in
+                     (("ar", "AR"), ("untrained", "untrained")) if scores.get(key) is not None)
     ax.set_title(f"{series.name}: test RMSE model {scores['model']:.2f}, persistence "
-                 f"{scores['persistence']:.2f}, seasonal naive {seasonal}")
+                 f"{scores['persistence']:.2f}, seasonal naive {seasonal}{others}")
     ax.set_ylabel(series.unit)
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
     ax = fig.add_subplot(2, 1, 2)
-    ax.plot(t[lo:], y[lo:], "k-", lw=1.2, label="truth")
+    ax.plot(t, y, "k-", lw=1.2, label="truth")
     picks = np.linspace(0, len(origins) - 1, 5).round().astype(int)
     for i, k in enumerate(picks):
         o = origins[k]

@@ -29,12 +29,10 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 DESCRIPTION = "grapheme-to-phoneme on CMUdict with an attention encoder-decoder; prints PER/WER"
 
@@ -110,19 +108,65 @@ def _bucket(n, buckets):
     raise ValueError(f"word: length {n} exceeds the longest bucket {buckets[-1]}")
 
 
-def make_batches(pairs, batch_size, rng, *, buckets=BUCKETS):
-    """Batches of ``(src, src_len, tgt, tgt_len)``; words of similar length go together (sorted
-    within chunks of 50 batches) and each batch is padded to a length from ``buckets``, so only a
-    few shapes are compiled. The last incomplete batch of each chunk is dropped."""
-    order = rng.permutation(len(pairs))
-    chunk = batch_size * 50
-    batches = []
-    for start in range(0, len(order), chunk):
-        idx = sorted(order[start : start + chunk], key=lambda i: len(pairs[i][0]))
-        for b in range(0, len(idx) - batch_size + 1, batch_size):
-            batches.append(pad_batch([pairs[i] for i in idx[b : b + batch_size]], buckets))
-    rng.shuffle(batches)
-    return batches
+def training_data(pairs, buckets=BUCKETS):
+    """The training pairs as the one loop's dict of arrays, padded to the longest bucket:
+    ``inputs``/``lengths`` (letters), ``targets``/``target_lengths`` (phonemes + ``</s>``) and
+    ``span``, the length a batch of the pair is padded to (letters or phonemes + ``</s>``,
+    whichever is longer). :func:`batches` cuts each batch's time axis to its bucket."""
+    src, sl, tgt, tl = pad_batch(pairs, buckets=(buckets[-1],))
+    return {"inputs": src, "lengths": sl, "targets": tgt, "target_lengths": tl,
+            "span": np.maximum(sl, tl)}
+
+
+def batches(data, batch_size, seed, *, buckets=BUCKETS):
+    """A seeded :class:`~jaxrnn.data.BatchIterator` over :func:`training_data` with words of
+    similar length batched together, each batch padded to a length from ``buckets`` (at most
+    ``len(buckets)`` compiled shapes; full batches only). Its position is all its state, so
+    ``--resume`` continues on the batch that would have come next."""
+    from jaxrnn.data import BatchIterator
+
+    return BatchIterator(data, batch_size, seed=seed, drop_remainder=True,
+                         bucket_boundaries=buckets, length_key="span",
+                         time_keys=("inputs", "targets"))
+
+
+def teacher_forced_objective(model, sampling_prob=0.0):
+    """The objective of :func:`jaxrnn.train.fit` on :func:`batches`: the encoder-decoder's
+    teacher-forced cross-entropy (with scheduled sampling at ``sampling_prob``, drawn from the
+    step's key, while training)."""
+
+    def objective(params, batch, key, deterministic):
+        kw = ({"sampling_prob": sampling_prob, "key": key}
+              if sampling_prob > 0 and not deterministic else {})
+        loss = model.loss(params, batch["inputs"], batch["lengths"], batch["targets"],
+                          batch["target_lengths"], **kw)
+        return loss, loss
+
+    return objective
+
+
+def fit_pairs(args, model, params, pairs):
+    """Train on ``pairs`` ``[(letter ids, phoneme ids)]`` through :func:`jaxrnn.train.fit`, so
+    ``--resume`` / ``--checkpoint-dir``, ``--data-parallel``, ``--time-budget`` and the
+    non-finite guard work as for every task. Returns ``(params, steps, epochs, seconds)``."""
+    from jaxrnn.tasks.common import fail, task_optimizer
+    from jaxrnn.train import fit
+
+    if len(pairs) < args.batch_size:
+        fail("--batch-size", f"{args.batch_size} is more than the {len(pairs)} training words "
+                             f"(--train-words)")
+    t_train = time.perf_counter()
+    result = fit(None, params, None, task_optimizer(args, default_clip=1.0),
+                 batches(training_data(pairs), args.batch_size, args.seed),
+                 objective=teacher_forced_objective(model, float(args.sampling_prob)),
+                 epochs=args.epochs, seed=args.seed, key=jax.random.key(args.seed + 1),
+                 checkpoint_dir=getattr(args, "checkpoint_dir", None),
+                 resume=bool(getattr(args, "resume", False)),
+                 data_parallel=getattr(args, "data_parallel", None),
+                 time_budget_s=args.time_budget, progress=bool(getattr(args, "progress", False)),
+                 verbose=True)
+    epochs = len(result.history.get("loss", []))
+    return result.params, int(result.state.step), epochs, time.perf_counter() - t_train
 
 
 def pad_batch(pairs, buckets=BUCKETS):
@@ -170,21 +214,15 @@ def build_model(config):
     )
 
 
-class Architecture(NamedTuple):
-    """What the registered builder returns: ``init(key)``, ``apply`` = the teacher-forced
-    ``logits(params, src, src_lengths, tgt, tgt_lengths) -> (B, T, V)``, and the whole
-    encoder-decoder (greedy, beam search, attention weights)."""
-
-    init: Any
-    apply: Any
-    seq2seq: Any
-
-
 def architecture(config):
-    """:func:`build_model` (registered: :func:`jaxrnn.models.architecture` rebuilds it from the
-    model directory)."""
+    """:func:`build_model` as a :class:`~jaxrnn.models.Model` (registered:
+    :func:`jaxrnn.models.architecture` rebuilds it from the model directory): ``apply`` is the
+    teacher-forced ``logits(params, src, src_lengths, tgt, tgt_lengths) -> (B, T, V)``,
+    ``built`` the whole encoder-decoder (greedy, beam search, attention weights)."""
+    from jaxrnn.train.models import fixed_shape_model
+
     s2s = build_model(config)
-    return Architecture(s2s.init, s2s.logits, s2s)
+    return fixed_shape_model(s2s.init, s2s.logits, built=s2s)
 
 
 # --------------------------------------------------------------------------- CLI protocol
@@ -224,7 +262,7 @@ def load_run(args):
 
     args.out = getattr(args, "out", None) or os.path.join("runs", "g2p")
     saved = modeldir.load_task(args, task="g2p")
-    return saved.model.built.seq2seq, saved.params, modeldir.config_of(saved)
+    return saved.model.built, saved.params, modeldir.config_of(saved)
 
 
 def _decode(model, params, words_ids, *, beam, max_len, batch_size=256):
@@ -249,7 +287,6 @@ def _decode(model, params, words_ids, *, beam, max_len, batch_size=256):
 def train(args) -> dict:
     t_start = time.perf_counter()
     from jaxrnn.tasks import modeldir
-
     _, heatmap = _paths(args)
     lexicon = load_cmudict()
     train_words, test_words = split_words(
@@ -275,37 +312,7 @@ def train(args) -> dict:
           f"{len(vocabs.phonemes) - 3} phonemes")
     model = build_model(config)
     params = jax.jit(model.init)(jax.random.key(args.seed))
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(args.lr))
-    opt_state = opt.init(params)
-    sp = float(args.sampling_prob)
-
-    @jax.jit
-    def step(params, opt_state, batch, key):
-        src, sl, tgt, tl = batch
-        kw = {"sampling_prob": sp, "key": key} if sp > 0 else {}
-        loss, grads = jax.value_and_grad(model.loss)(params, src, sl, tgt, tl, **kw)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    rng = np.random.default_rng(args.seed)
-    key = jax.random.key(args.seed + 1)
-    n_steps, epoch, out_of_time = 0, 0, False
-    t_train = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
-        losses = []
-        for batch in make_batches(pairs, args.batch_size, rng):
-            key, sub = jax.random.split(key)
-            params, opt_state, loss = step(params, opt_state, tuple(map(jnp.asarray, batch)), sub)
-            losses.append(loss)
-            n_steps += 1
-            if time.perf_counter() - t_train > args.time_budget:
-                out_of_time = True
-                break
-        print(f"epoch {epoch}: {n_steps} steps, train loss {float(np.mean(losses)):.4f}, "
-              f"{time.perf_counter() - t_train:.0f}s", flush=True)
-        if out_of_time:
-            break
-    train_s = time.perf_counter() - t_train
+    params, n_steps, epoch, train_s = fit_pairs(args, model, params, pairs)
 
     t_eval = time.perf_counter()
     any_pron, first_pron = _score(model, params, vocabs, lexicon, test_words, args.beam, max_len)

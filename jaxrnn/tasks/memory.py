@@ -14,8 +14,8 @@ drawn from a different key.
 
 A run stops early once its held-out loss has stayed solved for two evaluations in a row (the
 budget is a cap, the same for every cell), so solved lengths cost little. The learning curves of
-every run go to one PNG. Each run takes seconds to minutes, so this task writes no checkpoints
-(``--checkpoint-dir`` and ``--resume`` are ignored) and saves no model.
+every run go to one PNG. Each run takes seconds to minutes and draws fresh sequences every step,
+so this task writes no checkpoints: ``--resume`` is refused by name.
 
 Why it works this way (Hochreiter 1991; Bengio, Simard & Frasconi 1994): the error signal that
 reaches the first marked value through an Elman net is multiplied by the recurrent Jacobian once
@@ -51,7 +51,10 @@ def _int_list(text: str) -> list[int]:
 
 
 def add_arguments(parser) -> None:
-    g = parser.add_argument_group("memory task")
+    g = parser.add_argument_group(
+        "memory task",
+        "Every (cell, T) run draws fresh sequences at each step and takes seconds to minutes, "
+        "so this task keeps no checkpoints and refuses --resume (run it again instead).")
     g.add_argument("--problem", choices=("adding", "copy"), default="adding",
                    help="adding problem (MSE) or copy task (recall accuracy); default adding")
     g.add_argument("--lengths", default="50,100,200",
@@ -251,14 +254,19 @@ def plot_curves(results: list[dict], path: str, problem: str, baselines: dict[in
 def architecture(config):
     """:func:`make_model` of ``config`` (registered: :func:`jaxrnn.models.architecture`
     rebuilds it from a model directory ``OUT/models/CELL_T<T>``)."""
-    from jaxrnn.train.models import Model
+    from jaxrnn.train.models import fixed_shape_model
 
-    return Model(*make_model(config["cell"], config["hidden"], config["n_in"], config["n_out"],
-                             per_step=config["per_step"]))
+    return fixed_shape_model(*make_model(config["cell"], config["hidden"], config["n_in"],
+                                         config["n_out"], per_step=config["per_step"]))
 
 
 def train(args) -> dict:
     from jaxrnn.tasks import modeldir
+    from jaxrnn.tasks.common import fail
+
+    if getattr(args, "resume", False):
+        fail("--resume", "task memory keeps no checkpoints (each run takes seconds to minutes "
+                         "on freshly drawn sequences); run it again without --resume")
     from jaxrnn.train.models import CELLS
 
     lengths = _int_list(args.lengths)

@@ -111,7 +111,7 @@ def directory_of(args) -> str:
 
 
 def task_architecture(task: str, config: dict):
-    """The built-in task's network, as a :class:`jaxrnn.models.ArchitectureModel`."""
+    """The built-in task's network, as a :class:`jaxrnn.models.Model`."""
     from jaxrnn.models import architecture
 
     return architecture(f"jaxrnn.tasks.{task}:architecture", config)

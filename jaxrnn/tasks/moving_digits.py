@@ -23,7 +23,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 DESCRIPTION = "next-frame prediction of bouncing digits with a ConvLSTM; MSE vs copy-last-frame"
 
@@ -124,9 +123,49 @@ def build(channels, layers, kernel_size):
 def architecture(config):
     """:func:`build` of ``{"channels", "layers", "kernel_size"}`` (registered:
     :func:`jaxrnn.models.architecture` rebuilds it from the model directory)."""
-    from jaxrnn.train.models import Model
+    from jaxrnn.train.models import fixed_shape_model
 
-    return Model(*build(config["channels"], config["layers"], config["kernel_size"]))
+    return fixed_shape_model(*build(config["channels"], config["layers"], config["kernel_size"]))
+
+
+def next_frame_objective(apply):
+    """The training objective of :func:`jaxrnn.train.fit` on ``{"inputs": frames[:, :-1],
+    "targets": frames[:, 1:]}`` batches ``(B, T-1, H, W)``: per-pixel cross-entropy of the
+    predicted next frames (targets are intensities in [0, 1]; stronger gradients than squared
+    error on mostly-black frames; evaluated by MSE)."""
+
+    def objective(params, batch, key, deterministic):
+        pred, _ = apply(params, jnp.moveaxis(batch["inputs"], 1, 0))
+        target = jnp.moveaxis(batch["targets"], 1, 0)
+        p = jnp.clip(pred, 1e-6, 1 - 1e-6)
+        return -jnp.mean(target * jnp.log(p) + (1 - target) * jnp.log1p(-p)), pred
+
+    return objective
+
+
+def fit_frames(args, apply, params, frames):
+    """Train on ``frames (N, T, H, W)`` through :func:`jaxrnn.train.fit` (full batches only,
+    one compiled shape), so ``--resume`` / ``--checkpoint-dir``, ``--data-parallel``,
+    ``--time-budget`` and the non-finite guard work as for every task. Returns ``(params,
+    steps, epochs, seconds)``."""
+    from jaxrnn.tasks.common import task_optimizer
+    from jaxrnn.train import fit
+
+    if len(frames) < args.batch_size:
+        raise ValueError(f"--batch-size: {args.batch_size} is more than the "
+                         f"{len(frames)} training sequences (--train-sequences)")
+    t_train = time.perf_counter()
+    result = fit(None, params, None, task_optimizer(args, default_clip=1.0),
+                 {"inputs": frames[:, :-1], "targets": frames[:, 1:]}, epochs=args.epochs,
+                 batch_size=args.batch_size, seed=args.seed, drop_remainder=True,
+                 objective=next_frame_objective(apply),
+                 checkpoint_dir=getattr(args, "checkpoint_dir", None),
+                 resume=bool(getattr(args, "resume", False)),
+                 data_parallel=getattr(args, "data_parallel", None),
+                 time_budget_s=args.time_budget, progress=bool(getattr(args, "progress", False)),
+                 verbose=True)
+    epochs = len(result.history.get("loss", []))
+    return result.params, int(result.state.step), epochs, time.perf_counter() - t_train
 
 
 def rollout(apply, params, frames, n_seen):
@@ -207,41 +246,7 @@ def train(args) -> dict:
           f"{args.layers} x {args.hidden} channels, kernel {args.kernel}")
     init, apply = build(args.hidden, args.layers, args.kernel)
     params = jax.jit(init)(jax.random.key(args.seed))
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(args.lr))
-    opt_state = opt.init(params)
-
-    def loss_fn(params, x):  # x (T, B, H, W); predict x[1:] from x[:-1]
-        # Trained with per-pixel cross-entropy (targets are intensities in [0, 1]), which gives
-        # stronger gradients than squared error on mostly-black frames; evaluated by MSE.
-        pred, _ = apply(params, x[:-1])
-        p = jnp.clip(pred, 1e-6, 1 - 1e-6)
-        return -jnp.mean(x[1:] * jnp.log(p) + (1 - x[1:]) * jnp.log1p(-p))
-
-    @jax.jit
-    def step(params, opt_state, x):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    rng = np.random.default_rng(args.seed)
-    n_steps, out_of_time, t_train = 0, False, time.perf_counter()
-    epoch = 0
-    for epoch in range(1, args.epochs + 1):
-        order = rng.permutation(len(tr))
-        losses = []
-        for s in range(0, len(tr) - args.batch_size + 1, args.batch_size):
-            x = jnp.asarray(np.moveaxis(tr[order[s : s + args.batch_size]], 1, 0))
-            params, opt_state, loss = step(params, opt_state, x)
-            losses.append(loss)
-            n_steps += 1
-            if time.perf_counter() - t_train > args.time_budget:
-                out_of_time = True
-                break
-        print(f"epoch {epoch}: {n_steps} steps, train cross-entropy {float(np.mean(losses)):.4f}, "
-              f"{time.perf_counter() - t_train:.0f}s", flush=True)
-        if out_of_time:
-            break
-    train_s = time.perf_counter() - t_train
+    params, n_steps, epoch, train_s = fit_frames(args, apply, params, tr)
 
     n_seen = args.frames // 2
     eval_one = jax.jit(lambda p, x: apply(p, x[:-1])[0])

@@ -155,10 +155,10 @@ def make_model(config):
 def architecture(config):
     """``init``/``apply`` of :func:`make_model` (registered: :func:`jaxrnn.models.architecture`
     rebuilds it from the model directory)."""
-    from jaxrnn.train.models import Model
+    from jaxrnn.train.models import fixed_shape_model
 
     _, _, init, apply = make_model(config)
-    return Model(init, apply)
+    return fixed_shape_model(init, apply)
 
 
 def nll_per_step_loss(n_pitches: int):

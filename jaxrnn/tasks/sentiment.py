@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxrnn.tasks.common import clip_norm, fail, train_classifier
+from jaxrnn.tasks.common import clip_norm, fail, kept_epoch_line, train_classifier
 
 DESCRIPTION = ("Rotten Tomatoes sentences (vaderSentiment sdist): embedding -> LSTM/GRU -> "
                "sigmoid; prints test accuracy")
@@ -136,7 +136,7 @@ def make_model(config):
                               dropout_rate=config["dropout"])
     rate = config["dropout"]
 
-    def init(key):
+    def init(key, input_spec=None):  # ids: the config fixes every shape
         k1, k2 = jax.random.split(key)
         return SentimentParams(emb.init(k1), clf.init(k2))
 
@@ -308,8 +308,10 @@ def train_csv(args) -> dict:
           f"{args.label_column!r}, {encoder.num_classes} classes), vocabulary "
           f"{vectorizer.vocab_size} words; embed {args.embed} -> {args.cell} x{args.layers} "
           f"hidden {args.hidden}")
-    run = train_classifier(args, model, splits, monitor="val_accuracy", plot_file=PLOT_FILE,
-                           verbose=False)
+    # The epoch of the lowest validation loss, as Keras' restore_best_weights (accuracy on a
+    # small validation split ties early).
+    run = train_classifier(args, model, splits, monitor="val_loss", plot_file=PLOT_FILE)
+    print(kept_epoch_line(run.result, "val_loss"))
     logits = predict_outputs(model.apply, run.params, splits["test"]["inputs"],
                              lengths=splits["test"]["lengths"])
     header, rows = prediction_rows([int(i) for i in idx["test"]], logits, encoder.classes)

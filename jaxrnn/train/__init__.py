@@ -97,6 +97,7 @@ from jaxrnn.train.metrics import (
     perplexity,
     rmse,
 )
+from jaxrnn.train.options import LoopOptions
 from jaxrnn.train.step import (
     TrainState,
     compile_step,
@@ -119,6 +120,7 @@ from jaxrnn.train.tbptt import (
 )
 
 __all__ = [
+    "LoopOptions",
     "Checkpoint",
     "CheckpointError",
     "save_checkpoint",

@@ -29,6 +29,7 @@ either (``path="kernel"`` or ``"plain"``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,7 +40,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxrnn.train.epochs import PlainStepper
+from jaxrnn.train.loop import run_loop
 from jaxrnn.train.metrics import finalize, get_metrics
+from jaxrnn.train.options import loop_options
 from jaxrnn.train.step import (
     TrainState,
     batch_weight,
@@ -237,6 +241,47 @@ class EnsembleResult(NamedTuple):
     seconds: float
 
 
+class MemberStepper(PlainStepper):
+    """The vmapped step (:func:`make_ensemble_step`) as the one loop's stepper.
+
+    The loop's running sums and its guard see one loss per update: the mean over the members
+    whose loss and gradients are finite (``finite`` when any member is), weighted by the batch
+    the members share. The members' own sums are kept here and closed into :attr:`history`
+    (``{name: [array (K,) per epoch]}``) at each epoch's end: the stepper is also the loop's
+    epoch callback."""
+
+    def __init__(self, step: Callable, metrics, num_members: int):
+        super().__init__(step)
+        self.metrics, self.num_members = metrics, num_members
+        self.acc = None
+        self.history: dict[str, list] = {}
+
+    def __call__(self, states, batch):
+        states, logs = self.step(states, batch)
+        self.acc = _add(self.acc, logs)
+        return states, _loop_logs(logs)
+
+    def end_epoch(self) -> None:
+        """Close the members' sums of the epoch so far into one history row each."""
+        if self.acc is None:
+            return
+        rows = [_per_member(self.acc, self.metrics, k) for k in range(self.num_members)]
+        for name in rows[0]:
+            self.history.setdefault(name, []).append(np.asarray([r[name] for r in rows]))
+        self.acc = None
+
+    def on_epoch_end(self, epoch, logs, state) -> None:
+        self.end_epoch()
+
+
+@jax.jit
+def _loop_logs(logs):
+    finite = logs["finite"]
+    n = jnp.sum(finite)
+    loss = jnp.sum(jnp.where(finite, logs["loss"], 0.0)) / jnp.maximum(n, 1)
+    return {"loss": loss, "weight": logs["weight"][0], "stats": {}, "finite": n > 0}
+
+
 def fit_ensemble(init_fn: Callable, apply_fn: Callable | None, loss, train_data, *,
                  seeds: Iterable[int] = (0,), learning_rates=1e-3, clip_norm: float | None = 1.0,
                  optimizer: str = "adam", epochs: int = 1, batch_size: int = 32, val_data=None,
@@ -255,10 +300,14 @@ def fit_ensemble(init_fn: Callable, apply_fn: Callable | None, loss, train_data,
       learning_rates: one float for all members, or one per seed (a learning-rate grid).
       devices: spread the members over devices: True (all) or a list; K must divide evenly.
       max_steps: stop after this many steps (smoke tests).
+
+    The members train on the one loop of :func:`jaxrnn.train.fit` (``run_loop``), its step
+    the vmapped one (:class:`MemberStepper`); its progress line shows the members' mean loss,
+    and its non-finite guard stops only when no member has a finite loss.
     """
     seeds = tuple(int(s) for s in seeds)
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
-        raise ValueError(f"epochs: expected an int >= 0, got {epochs!r}")
+    opts = loop_options(None, {"epochs": epochs, "max_steps": max_steps, "verbose": verbose,
+                               "progress": False}, "fit_ensemble")
     metrics = get_metrics(metrics)
     states, opt = init_ensemble(init_fn, seeds, learning_rates=learning_rates,
                                 clip_norm=clip_norm, optimizer=optimizer)
@@ -268,33 +317,20 @@ def fit_ensemble(init_fn: Callable, apply_fn: Callable | None, loss, train_data,
         states = _place(states, member_mesh(devices, len(seeds)))
     step = make_ensemble_step(apply_fn, loss, opt, metrics=metrics, objective=objective)
     it = _batches(train_data, batch_size, shuffle=True, seed=data_seed, drop_remainder=True)
-    history: dict[str, list] = {}
+    members = MemberStepper(step, metrics, len(seeds))
     t0 = time.perf_counter()
-    done = 0
-    for epoch in range(epochs):
-        acc = None
-        for batch in it.epoch_batches(epoch):
-            states, logs = step(states, batch)
-            acc = _add(acc, logs)
-            done += 1
-            if max_steps is not None and done >= max_steps:
-                break
-        if acc is not None:
-            rows = [_per_member(acc, metrics, k) for k in range(len(seeds))]
-            for name in rows[0]:
-                history.setdefault(name, []).append(np.asarray([r[name] for r in rows]))
-            if verbose:
-                print(f"epoch {epoch + 1}/{epochs}  loss mean "
-                      f"{np.mean(history['loss'][-1]):.4g} over {len(seeds)} members")
-        if max_steps is not None and done >= max_steps:
-            break
+    result = run_loop(members, it, states, dataclasses.replace(opts, callbacks=members),
+                      metrics=(), monitor=None, validate=None, skipping=False,
+                      params=states.params)
+    states = result.state
+    members.end_epoch()  # a max_steps stop inside an epoch: its rows, as far as it went
     jax.block_until_ready(states)
     seconds = time.perf_counter() - t0
     val = {}
     if val_data is not None:
         val = evaluate_ensemble(apply_fn, states.params, loss, val_data, metrics=metrics,
                                 batch_size=max(batch_size, 256), objective=objective)
-    return EnsembleResult(states.params, states, seeds, rates, history, val,
+    return EnsembleResult(states.params, states, seeds, rates, members.history, val,
                           {k: summarize(v) for k, v in val.items()}, seconds)
 
 
@@ -305,13 +341,12 @@ def kernel_vmap_path(cell: str = "lstm") -> str:
     call for all members, the kernels' batching rule), ``"sequential"`` (a loop of one call per
     member), or ``"none"`` (no kernel for that family, or the kernels are unavailable)."""
     from jaxrnn import kernels
+    from jaxrnn.cells import registry
     from jaxrnn.kernels import ops
     from jaxrnn.train.models import make_cell
 
-    # the kernel targets of each family the kernel backend has (engine/backends/cpu_kernels.py)
-    targets = {"lstm": "lstm", "gru": "gru", "elman": "elman", "fully_recurrent": "elman",
-               "reservoir": "elman", "jordan": "jordan", "min_gru": "min", "min_lstm": "min"}
-    family = targets.get(make_cell(cell, 8).name)
+    # the kernel family of the cell (its FFI targets), from the registry
+    family = registry.get(make_cell(cell, 8).name).kernel
     if family is None or not kernels.available():
         return "none"
     methods = {ops.vmap_method(f"jaxrnn_{family}_{d}") for d in ("forward", "backward")}
@@ -335,7 +370,7 @@ def ensemble_classifier(input_size: int, num_outputs: int, *, cell: str = "lstm"
     rnn = stacked([recurrent(c)], return_sequences=False)
     head = dense(num_outputs)
 
-    def init(key):
+    def init(key, input_spec=None):  # the one Model protocol; input_size fixes the shape
         k1, k2 = jax.random.split(key)
         return ClassifierParams(rnn.init(k1, input_size), head.init(k2, rnn.output_size))
 
@@ -358,6 +393,7 @@ __all__ = [
     "summarize",
     "fit_ensemble",
     "EnsembleResult",
+    "MemberStepper",
     "ensemble_classifier",
     "kernel_vmap_path",
 ]

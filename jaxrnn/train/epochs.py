@@ -168,6 +168,13 @@ def checkpoint_store(checkpoint_format: str) -> io.Store:
 
 # --------------------------------------------------------------------------- steppers
 
+def step_count(state: TrainState) -> int:
+    """The updates ``state`` holds. A stacked state (an ensemble: one step counter per member,
+    :mod:`jaxrnn.train.ensemble`) counts its members' common step."""
+    return int(jnp.ravel(state.step)[0])
+
+
+
 class PlainStepper:
     """A ``step(state, batch) -> (state, logs)`` as a stepper (nothing beyond the state)."""
 
@@ -227,7 +234,7 @@ class EpochLoop:
         self.stop_reason = None  # one of STOP_REASONS once the run ended
         self.on_step, self.time_budget_s = tuple(on_step), time_budget_s
         self.deadline = None  # perf_counter() value where the time budget runs out
-        self.global_step = int(state.step)  # host-side: the loop never waits to count
+        self.global_step = step_count(state)  # host-side: the loop never waits to count
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -253,7 +260,7 @@ class EpochLoop:
                              extra_target={"best_params": self.params_template,
                                                       **self.stepper.extra_target()})
         self.state = ck.state
-        self.global_step = int(self.state.step)
+        self.global_step = step_count(self.state)
         if ck.data_position is not None:
             self.it.set_position(ck.data_position)
         extra = {k: json.loads(v) if k in ("history", "monitor") and isinstance(v, str) else v
@@ -361,7 +368,7 @@ class EpochLoop:
         if self.checkpoint_dir is None:
             return
         try:
-            applied = int(self.state.step) - start_step
+            applied = step_count(self.state) - start_step
         except RuntimeError:
             tqdm.write(f"interrupted mid-step; resume from the last checkpoint in "
                        f"{self.checkpoint_dir}")
@@ -371,7 +378,7 @@ class EpochLoop:
             self.acc = accumulate(self.acc, last_logs, start_step + applied - 1)
         position = DataPosition(epoch, start_batch + applied, self.it.seed)
         self.save(position)
-        tqdm.write(f"interrupted: checkpoint saved at step {int(self.state.step)} (epoch "
+        tqdm.write(f"interrupted: checkpoint saved at step {step_count(self.state)} (epoch "
                    f"{epoch + 1}, batch {position.batch_index}) in {self.checkpoint_dir}; "
                    f"continue with {RESUME_HINT}")
 

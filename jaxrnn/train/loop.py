@@ -27,12 +27,13 @@ from jaxrnn.train.epochs import (
     NonFiniteLossError,
     PlainStepper,
     accumulate,
-    checkpoint_store,
     snapshot,
     summarise,
 )
 from jaxrnn.train.losses import CLASS_ID_LOSSES, check_label_range, get_loss
 from jaxrnn.train.metrics import get_metrics
+from jaxrnn.train.options import LoopOptions
+from jaxrnn.train.options import loop_options as loop_options_of
 from jaxrnn.train.step import (
     init_train_state,
     make_eval_step,
@@ -281,26 +282,6 @@ def check_labels(data, argname: str, apply_fn, params, loss_fn) -> None:
                       argname=f"labels ({argname}['targets'])")
 
 
-def _check_checkpoint_dir(checkpoint_dir):
-    if checkpoint_dir is None:
-        return None
-    if not isinstance(checkpoint_dir, (str, os.PathLike)):
-        raise TypeError(f"checkpoint_dir: expected None or a path, got "
-                        f"{type(checkpoint_dir).__name__}")
-    path = os.fspath(checkpoint_dir)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"checkpoint_dir: {path!r} exists and is not a directory")
-    return path
-
-
-def _check_int(value, argname: str, minimum: int, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{argname}: expected {'None or ' if optional else ''}an int >= "
-                         f"{minimum}, got {value!r}")
-
-
 def _default_monitor(monitor, val_data, patience, metrics):
     if monitor is None and val_data is not None:
         monitor = "val_loss"
@@ -345,6 +326,27 @@ def with_lr_scale(optimizer, lr_scale, epochs: int, steps_per_epoch: int):
 
 # --------------------------------------------------------------------------- fit
 
+def run_loop(stepper, it, state, opts: LoopOptions, *, metrics, monitor: str | None, validate,
+             skipping: bool, params) -> FitResult:
+    """The epoch loop of ``opts`` (checked :class:`~jaxrnn.train.options.LoopOptions`) over
+    ``it`` with ``stepper`` from ``state``: what :func:`fit` and
+    :func:`~jaxrnn.train.fit_stream` both end in."""
+    tracker = Monitor(monitor or "loss", opts.mode, opts.min_delta, opts.patience)
+    loop = EpochLoop(stepper, it, state, epochs=opts.epochs, metrics=metrics,
+                     monitor=tracker if monitor is not None else None,
+                     restore_best=opts.restore_best, validate=validate,
+                     callbacks=as_callbacks(opts.callbacks), checkpoint_dir=opts.checkpoint_dir,
+                     checkpoint_every=opts.checkpoint_every, max_steps=opts.max_steps,
+                     skip_nonfinite=skipping, progress=opts.progress, verbose=opts.verbose,
+                     params_template=params, checkpoint_format=opts.checkpoint_format,
+                     on_step=() if opts.on_step is None else (opts.on_step,),
+                     time_budget_s=opts.time_budget_s)
+    if opts.resume:
+        loop.resume()
+    loop.run()
+    return loop.result(opts.plot_path, plot_history)
+
+
 def fit(
     apply_fn: Callable | None,
     params: PyTree,
@@ -352,32 +354,12 @@ def fit(
     optimizer: optax.GradientTransformation,
     train_data,
     *,
-    epochs: int = 1,
     batch_size: int = 32,
     val_data=None,
-    metrics=(),
-    seed: int = 0,
-    key=None,
-    monitor: str | None = None,
-    mode: str = "auto",
-    patience: int | None = None,
-    min_delta: float = 0.0,
-    restore_best: bool = True,
-    checkpoint_dir: str | os.PathLike | None = None,
-    checkpoint_every: int | None = None,
-    resume: bool = False,
-    max_steps: int | None = None,
-    progress: bool = True,
-    verbose: bool = True,
-    plot_path: str | os.PathLike | None = None,
     objective: Callable | None = None,
-    donate: bool = True,
-    data_parallel=None,
     drop_remainder: bool = False,
-    skip_nonfinite: bool | None = None,
-    callbacks=None,
-    lr_scale=None,
-    checkpoint_format: str = "msgpack",
+    options: LoopOptions | None = None,
+    **loop_options,
 ) -> FitResult:
     """Train ``params`` with the compiled step of :func:`~jaxrnn.train.make_train_step`.
 
@@ -389,73 +371,36 @@ def fit(
         :func:`~jaxrnn.train.losses.get_loss`).
       optimizer: any ``optax.GradientTransformation`` (see :func:`make_optimizer`).
       train_data: a dict of arrays (batched by a shuffling :class:`~jaxrnn.data.BatchIterator`
-        with ``batch_size``, ``seed`` and ``drop_remainder``) or a ``BatchIterator``.
-      epochs: number of passes over ``train_data``.
+        with ``batch_size``, the options' ``seed`` and ``drop_remainder``) or a
+        ``BatchIterator``. Dict data is checked on the host first: lengths, NaN/inf (named by
+        key and index), inputs the model cannot read, labels out of range.
       val_data: dict of arrays or BatchIterator, evaluated after each epoch.
-      metrics: metric names or :class:`~jaxrnn.train.metrics.Metric` s.
-      seed: shuffling seed (for a dict ``train_data``) and, without ``key``, the PRNG seed.
-      key: base PRNG key for dropout (default ``jax.random.key(seed)``).
-      monitor: quantity for early stopping and best-parameter tracking (default ``"val_loss"``
-        with validation data, else ``"loss"`` when ``patience`` is set, else none).
-      mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracy-like names).
-      patience: stop after this many epochs without improvement (None: never stop early).
-      min_delta: smallest change that counts as an improvement.
-      restore_best: return the parameters of the best epoch by ``monitor``.
-      checkpoint_dir: save a checkpoint here after every epoch (and every ``checkpoint_every``
-        steps); see :mod:`jaxrnn.io`. An existing file there is an error before
-        anything trains.
-      resume: continue from the checkpoint in ``checkpoint_dir`` if there is one.
-      max_steps: stop after this many optimiser steps in total (for tests and smoke runs).
-      progress: show a tqdm progress bar; ``verbose`` prints one line per epoch.
-      plot_path: save the learning curves here as PNG at the end.
       objective: a full objective instead of ``apply_fn``/``loss`` (see ``make_train_step``).
-      donate: donate state buffers in the train step.
-      data_parallel: split every batch over devices, parameters replicated: True (all
-        devices), a device count or a ``jax.sharding.Mesh`` (see :mod:`jaxrnn.parallel`;
-        a batch that does not divide over the devices runs replicated).
       drop_remainder: drop each epoch's last, smaller batch (one shape, one compilation). By
         default it is trained on (a second compilation for its shape), and its loss enters the
         epoch's mean weighted by its size (:func:`~jaxrnn.train.step.batch_weight`), so every
         example counts once per epoch.
-      skip_nonfinite: True: skip an update whose loss or gradient is NaN/inf
-        (``optax.apply_if_finite`` around ``optimizer``, see
-        :func:`~jaxrnn.train.step.skip_nonfinite_updates`), count it, and stop only if a
-        whole epoch was skipped. False: stop at the first such update with
-        :class:`~jaxrnn.train.epochs.NonFiniteLossError` naming its epoch and step (no
-        checkpoint of it is written). None (default): True when ``optimizer`` already skips
-        (``make_optimizer(..., skip_nonfinite=True)``), else False.
-      callbacks: a callback or a list of them, called after every epoch (see
-        :mod:`jaxrnn.train.callbacks`): ``on_epoch_end(epoch, logs, state)`` returning True
-        stops training.
-      lr_scale: a per-epoch learning-rate schedule: a function ``epoch -> factor`` (called once
-        per epoch, 0-based, before training) or a list of factors; every update of epoch ``e``
-        is multiplied by it (:func:`~jaxrnn.train.step.scale_by_epoch`). Per-step schedules:
-        pass an ``optax.Schedule`` as ``make_optimizer``'s learning rate.
-      checkpoint_format: a store of :mod:`jaxrnn.io.store`: ``"msgpack"`` (one file) or
-        ``"orbax"`` (Orbax step directories), with the same guarantees (atomic, bit-exact
-        resume, the last readable one kept).
+      options: the loop's :class:`~jaxrnn.train.options.LoopOptions` (epochs, metrics, seed,
+        early stopping, checkpoints and ``resume``, progress, the non-finite guard,
+        callbacks, ``lr_scale``, ``data_parallel``, ``time_budget_s`` ...), shared with
+        :func:`~jaxrnn.train.fit_stream` and :func:`jaxrnn.keras.fit`.
+      **loop_options: the same options by name (``epochs=3``), applied over ``options``.
 
     Returns:
       A :class:`~jaxrnn.train.epochs.FitResult` (``best_epoch`` counts from 0).
     """
-    _check_int(epochs, "epochs", 0)
-    _check_int(checkpoint_every, "checkpoint_every", 1, optional=True)
-    _check_int(max_steps, "max_steps", 1, optional=True)
-    checkpoint_dir = _check_checkpoint_dir(checkpoint_dir)
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume: needs checkpoint_dir, got checkpoint_dir=None")
-    checkpoint_store(checkpoint_format)
+    opts = loop_options_of(options, loop_options, "fit")
     if not isinstance(drop_remainder, bool):
         raise TypeError(f"drop_remainder: expected a bool, got {drop_remainder!r}")
-    metrics = get_metrics(metrics)
+    metrics = get_metrics(opts.metrics)
     loss_fn = get_loss(loss) if objective is None else None
-    it = _as_iterator(train_data, batch_size, shuffle=True, seed=seed,
+    it = _as_iterator(train_data, batch_size, shuffle=True, seed=opts.seed,
                       drop_remainder=drop_remainder, argname="train_data")
-    monitor = _default_monitor(monitor, val_data, patience, metrics)
-    tracker = Monitor(monitor or "loss", mode, min_delta, patience)
-    callbacks = as_callbacks(callbacks)
-    optimizer, skipping = _guard(optimizer, params, skip_nonfinite)
-    optimizer = with_lr_scale(optimizer, lr_scale, epochs, it.num_batches(0))
+    monitor = _default_monitor(opts.monitor, val_data, opts.patience, metrics)
+    Monitor(monitor or "loss", opts.mode, opts.min_delta, opts.patience)  # checks, early
+    as_callbacks(opts.callbacks)
+    optimizer, skipping = _guard(optimizer, params, opts.skip_nonfinite)
+    optimizer = with_lr_scale(optimizer, opts.lr_scale, opts.epochs, it.num_batches(0))
     checked = [(d, n) for d, n in ((it, "train_data"), (val_data, "val_data"))
                if d is not None and isinstance(_data_dict(d), Mapping)]
     for data, name in checked:  # cheap checks first: labels need the model's output shape
@@ -467,31 +412,24 @@ def fit(
 
     # init_train_state copies params: the step donates the state's buffers, not the caller's.
     state = init_train_state(params, optimizer,
-                             jax.random.key(seed) if key is None else key)
+                             jax.random.key(opts.seed) if opts.key is None else opts.key)
     train_step = make_train_step(apply_fn, loss_fn, optimizer, metrics=metrics,
-                                 objective=objective, donate=donate, data_parallel=data_parallel)
+                                 objective=objective, donate=opts.donate,
+                                 data_parallel=opts.data_parallel)
     validate = None
     if val_data is not None:
         eval_step = make_eval_step(apply_fn, loss_fn, metrics=metrics, objective=objective,
-                                   data_parallel=data_parallel)
+                                   data_parallel=opts.data_parallel)
 
         def validate(p):
             return evaluate_with(eval_step, p, _eval_batches(val_data, batch_size, "val_data"),
                                  metrics)
 
-    loop = EpochLoop(PlainStepper(train_step), it, state, epochs=epochs, metrics=metrics,
-                     monitor=tracker if monitor is not None else None,
-                     restore_best=restore_best, validate=validate, callbacks=callbacks,
-                     checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                     max_steps=max_steps, skip_nonfinite=skipping, progress=progress,
-                     verbose=verbose, params_template=params,
-                     checkpoint_format=checkpoint_format)
-    if resume:
-        loop.resume()
-    loop.run()
-    return loop.result(plot_path, plot_history)
+    return run_loop(PlainStepper(train_step), it, state, opts, metrics=metrics,
+                    monitor=monitor, validate=validate, skipping=skipping, params=params)
 
 
-__all__ = ["fit", "evaluate", "evaluate_with", "predict", "plot_history", "FitResult",
+__all__ = ["fit", "run_loop", "LoopOptions", "evaluate", "evaluate_with", "predict",
+           "plot_history", "FitResult",
            "NonFiniteLossError", "snapshot", "check_lengths", "check_labels", "check_inputs",
            "check_finite", "check_finite_data", "with_lr_scale"]

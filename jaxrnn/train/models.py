@@ -1,7 +1,11 @@
-"""Models from command-line-style options: a cell by name, a recurrent stack, a classifier.
+"""The one :class:`Model` type, and models from command-line-style options: a cell by name, a
+recurrent stack, a classifier.
 
-A :class:`Model` is the pair the training loop needs: ``init(key) -> params`` and
-``apply(params, inputs, *, lengths=None, key=None, deterministic=True) -> outputs``.
+Every builder of the package returns a :class:`Model` (:func:`jaxrnn.models.sequential`, the
+registered task architectures, :func:`sequence_classifier`, the ensembles' classifier): the
+training loop, :mod:`jaxrnn.keras` and the model directory read one protocol, ``init(key,
+input_spec=None) -> params`` and ``apply(params, inputs, *, lengths=None, key=None,
+deterministic=True) -> outputs``, and nobody needs to guess which kind of model it holds.
 """
 
 from __future__ import annotations
@@ -25,11 +29,69 @@ CELLS: dict[str, Callable[[int], Cell]] = {
 
 
 class Model(NamedTuple):
-    """``init(key) -> params``; ``apply(params, inputs, *, lengths=None, key=None,
-    deterministic=True) -> outputs``."""
+    """A built model.
 
-    init: Callable[[Any], Any]
+    Attributes:
+      init: ``init(key, input_spec=None) -> params``. ``input_spec`` is the feature size ``F``
+        (or an input shape ending with it, e.g. ``(T, F)``) for a model whose first layer
+        takes its size from the data (:func:`jaxrnn.models.sequential`); a model whose
+        config fixes every shape accepts None or its own size (and raises naming
+        ``input_spec`` otherwise, where it knows it).
+      apply: ``apply(params, x, *, lengths=None, key=None, deterministic=True) -> outputs``
+        (``stateful``: ``apply(params, ids, *, carry=None, ...) -> (carry, outputs)``).
+      config: the architecture as a JSON-able dict (:func:`jaxrnn.models.from_config`
+        rebuilds models of layer specs and registered architectures), or None.
+      layer: the underlying :mod:`jaxrnn.layers` layer of a model of layer specs.
+      specs: its layer specs (empty for other models).
+      takes_ids: whether it reads integer token ids (None: the builder does not say).
+      built: what a registered architecture's builder made (task-specific functions:
+        decoding, sampling, ...).
+      preprocessing: what training learnt about the data beyond the weights, kept with the
+        model as a Keras model keeps it: :func:`jaxrnn.keras.fit` puts its label encoder
+        here (``"label_encoder"``), :func:`jaxrnn.keras.evaluate` reads it back. A dict of its
+        own per built model, not part of ``config``.
+      stateful: ``apply`` takes and returns a carry (truncated-BPTT language models).
+    """
+
+    init: Callable[..., Any]
     apply: Callable[..., Any]
+    config: dict | None = None
+    layer: Layer | None = None
+    specs: tuple = ()
+    takes_ids: bool | None = None
+    built: Any = None
+    preprocessing: dict | None = None
+    stateful: bool = False
+
+    @property
+    def output_size(self) -> int | None:
+        return None if self.layer is None else self.layer.output_size
+
+    @property
+    def returns_sequences(self) -> bool | None:
+        return None if self.layer is None else not self.layer.summarises
+
+
+def fixed_shape_model(init, apply, *, config: dict | None = None, built: Any = None,
+                      stateful: bool = False) -> Model:
+    """A :class:`Model` of ``init(key) -> params`` whose config fixes every shape: its
+    ``init(key, input_spec=None)`` leaves ``input_spec`` to the config."""
+
+    def init_model(key, input_spec=None):
+        del input_spec  # the builder's config fixed the shapes
+        return init(key)
+
+    return Model(init_model, apply, config, built=built, preprocessing={}, stateful=stateful)
+
+
+def check_input_spec(input_spec, input_size: int) -> None:
+    """``input_spec`` (None, a feature size or a shape ending with it) must agree with the
+    model's fixed ``input_size``."""
+    size = input_spec[-1] if isinstance(input_spec, (tuple, list)) and input_spec else \
+        input_spec
+    if size is not None and size != input_size:
+        raise ValueError(f"input_spec: this model reads {input_size} features per step, got "
+                         f"{input_spec!r}")
 
 
 def make_cell(name: str, hidden: int) -> Cell:
@@ -102,7 +164,8 @@ def sequence_classifier(
     head = dense(num_outputs)
     rate = float(dropout_rate)
 
-    def init(key):
+    def init(key, input_spec=None):
+        check_input_spec(input_spec, input_size)
         k1, k2 = jax.random.split(key)
         return ClassifierParams(rnn.init(k1, input_size), head.init(k2, rnn.output_size))
 
@@ -115,8 +178,11 @@ def sequence_classifier(
         h = dropout(h, rate, k_out, deterministic=deterministic)
         return head.apply(params.head, h)
 
-    return Model(init, apply)
+    config = {"builder": "sequence_classifier", "input_size": input_size,
+              "num_outputs": num_outputs, "cell": cell, "hidden": hidden, "layers": layers,
+              "bidirectional": bool(bidirectional_), "dropout": rate}
+    return Model(init, apply, config, takes_ids=False, preprocessing={})
 
 
-__all__ = ["CELLS", "Model", "make_cell", "recurrent_stack", "sequence_classifier",
-           "ClassifierParams"]
+__all__ = ["CELLS", "Model", "fixed_shape_model", "check_input_spec", "make_cell",
+           "recurrent_stack", "sequence_classifier", "ClassifierParams"]

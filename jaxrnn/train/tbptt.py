@@ -19,8 +19,6 @@ readout around it).
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -309,32 +307,10 @@ def fit_stream(
     data,
     chunk_len: int,
     *,
-    epochs: int = 1,
     val_data=None,
-    metrics=(),
-    seed: int = 0,
-    key=None,
-    monitor: str | None = None,
-    mode: str = "auto",
-    patience: int | None = None,
-    min_delta: float = 0.0,
-    restore_best: bool = True,
-    checkpoint_dir=None,
-    checkpoint_every: int | None = None,
-    resume: bool = False,
-    max_steps: int | None = None,
-    progress: bool = True,
-    verbose: bool = True,
-    plot_path=None,
-    donate: bool = True,
-    skip_nonfinite: bool | None = None,
-    callbacks=None,
-    lr_scale=None,
-    checkpoint_format: str = "msgpack",
     reset_every: int | None = None,
-    time_budget_s: float | None = None,
-    on_step=None,
-    data_parallel=None,
+    options=None,
+    **loop_options,
 ):
     """:func:`~jaxrnn.train.fit` for truncated BPTT over streams: epochs of
     :func:`make_tbptt_step` over the ``chunk_len``-step chunks of ``data`` (``{key: (B, N,
@@ -344,11 +320,10 @@ def fit_stream(
     an epoch), so the model learns to read from a fresh state and its state cannot drift far
     from what a fresh start reaches (``reset_every=1``: independent chunks from zeros).
 
-    ``time_budget_s`` (seconds of wall time from the start of training, after any resume;
-    None: no limit) and ``on_step`` (a function ``(step, logs) -> bool | None`` called after
-    every chunk's update with its 1-based step and logs, device arrays: keeping them does not
-    wait for the device; True stops) end training after the current chunk, as ``max_steps``
-    does: the checkpoint then holds the position inside the epoch (``resume`` finishes it), and
+    The loop's options are :func:`~jaxrnn.train.fit`'s, one
+    :class:`~jaxrnn.train.options.LoopOptions` (``options=`` or keywords of the same names).
+    ``time_budget_s``, ``on_step`` and ``max_steps`` end training after the current chunk: the
+    checkpoint then holds the position inside the epoch (``resume`` finishes it), and
     ``FitResult.stop_reason`` says ``"time_budget"`` / ``"callback"``.
 
     The same conveniences as ``fit``, through the same pieces
@@ -363,44 +338,23 @@ def fit_stream(
     Returns:
       A :class:`~jaxrnn.train.epochs.FitResult`.
     """
-    from jaxrnn.train.callbacks import Monitor, as_callbacks
-    from jaxrnn.train.epochs import EpochLoop, checkpoint_store
-    from jaxrnn.train.loop import (
-        _check_checkpoint_dir,
-        _check_int,
-        _default_monitor,
-        _guard,
-        plot_history,
-        with_lr_scale,
-    )
+    from jaxrnn.train.loop import _default_monitor, _guard, run_loop, with_lr_scale
+    from jaxrnn.train.options import _check_int
+    from jaxrnn.train.options import loop_options as loop_options_of
     from jaxrnn.train.step import init_train_state
 
-    _check_int(epochs, "epochs", 0)
-    _check_int(checkpoint_every, "checkpoint_every", 1, optional=True)
-    _check_int(max_steps, "max_steps", 1, optional=True)
+    opts = loop_options_of(options, loop_options, "fit_stream")
     _check_int(reset_every, "reset_every", 0, optional=True)
-    if time_budget_s is not None and (isinstance(time_budget_s, bool) or
-                                      not isinstance(time_budget_s, numbers.Real) or
-                                      not math.isfinite(time_budget_s) or time_budget_s <= 0):
-        raise ValueError(f"time_budget_s: expected None or a positive finite number of seconds, "
-                         f"got {time_budget_s!r}")
-    if on_step is not None and not callable(on_step):
-        raise TypeError(f"on_step: expected None or a function (step, logs) -> bool | None, got "
-                        f"{type(on_step).__name__}")
-    checkpoint_dir = _check_checkpoint_dir(checkpoint_dir)
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume: needs checkpoint_dir, got checkpoint_dir=None")
-    checkpoint_store(checkpoint_format)
-    metrics = get_metrics(metrics)
+    metrics = get_metrics(opts.metrics)
     loss_fn = get_loss(loss)
-    it = ChunkIterator(data, chunk_len, seed)
-    monitor = _default_monitor(monitor, val_data, patience, metrics)
-    tracker = Monitor(monitor or "loss", mode, min_delta, patience)
-    optimizer, skipping = _guard(optimizer, params, skip_nonfinite)
-    optimizer = with_lr_scale(optimizer, lr_scale, epochs, len(it))
-    state = init_train_state(params, optimizer, jax.random.key(seed) if key is None else key)
-    step = make_tbptt_step(apply_fn, loss_fn, optimizer, metrics=metrics, donate=donate,
-                           data_parallel=data_parallel)
+    it = ChunkIterator(data, chunk_len, opts.seed)
+    monitor = _default_monitor(opts.monitor, val_data, opts.patience, metrics)
+    optimizer, skipping = _guard(optimizer, params, opts.skip_nonfinite)
+    optimizer = with_lr_scale(optimizer, opts.lr_scale, opts.epochs, len(it))
+    state = init_train_state(params, optimizer,
+                             jax.random.key(opts.seed) if opts.key is None else opts.key)
+    step = make_tbptt_step(apply_fn, loss_fn, optimizer, metrics=metrics, donate=opts.donate,
+                           data_parallel=opts.data_parallel)
     stepper = _StreamStepper(step, zeros_carry_maker(apply_fn, params, it.chunks[0]["inputs"]),
                              it, reset_every)
     validate = None
@@ -410,18 +364,8 @@ def fit_stream(
         def validate(p):
             return evaluator(p, val_data, chunk_len)[0]
 
-    loop = EpochLoop(stepper, it, state, epochs=epochs, metrics=metrics,
-                     monitor=tracker if monitor is not None else None,
-                     restore_best=restore_best, validate=validate,
-                     callbacks=as_callbacks(callbacks), checkpoint_dir=checkpoint_dir,
-                     checkpoint_every=checkpoint_every, max_steps=max_steps,
-                     skip_nonfinite=skipping, progress=progress, verbose=verbose,
-                     params_template=params, checkpoint_format=checkpoint_format,
-                     on_step=() if on_step is None else (on_step,), time_budget_s=time_budget_s)
-    if resume:
-        loop.resume()
-    loop.run()
-    return loop.result(plot_path, plot_history)
+    return run_loop(stepper, it, state, opts, metrics=metrics, monitor=monitor,
+                    validate=validate, skipping=skipping, params=params)
 
 
 __all__ = [

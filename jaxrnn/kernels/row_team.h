@@ -1,0 +1,166 @@
+// The row team: the batch rows split into one group per thread, with no barrier at all. Rows
+// never meet, so a group runs the whole sequence on its rows; run_row_groups(pool, nthreads,
+// nphases, block) calls block(g, p0, p1) for phases [p0, p1) of group g, in order, in blocks
+// of kRowBlockSteps phases.
+//
+// A group's phases are a chain, but nothing ties a group to a thread (its state is all in the
+// call's buffers), so a thread whose own group is done takes another between two blocks. On a
+// shared machine that keeps the team's CPU time working: a fixed split would end when the rows
+// of the thread that shares its core end. A thread with nothing left asks for a busy group,
+// and the owner hands it over after a block only if that block was slow (kSlowBlockFactor
+// times the call's fastest per phase: its thread lost its core), so on a quiet machine groups
+// stay put and each row's state stays in its core's cache. The arithmetic of a phase does not
+// depend on the thread that runs it, so the values are the same bit for bit.
+
+#ifndef JAXRNN_KERNELS_ROW_TEAM_H_
+#define JAXRNN_KERNELS_ROW_TEAM_H_
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstdint>
+#include <memory>
+#include <thread>
+
+#include "team.h"
+
+namespace {
+
+constexpr int kRowBlockSteps = 4;
+constexpr int kSlowBlockFactor = 2;
+
+struct alignas(64) RowGroup {
+  std::atomic<int> next{0};        // the first phase not yet run
+  std::atomic<int> owner{-1};      // the thread that runs (or was handed) this group, or -1
+  std::atomic<int> wanted_by{-1};  // a thread with nothing else to do that waits for it, or -1
+};
+
+// The handover is direct: the owner sets the group's owner to the waiting thread, which finds
+// it its own at its next look (a group released for anyone to take went straight back to the
+// slow owner, which looks at its own group first, while the waiting thread slept). A thread
+// wants at most one group at a time and withdraws that want when it takes other work; if the
+// owner took the want first, the group is handed to it all the same and waits, owned, until it
+// looks again: no group ever has two threads, and no phase runs twice or out of order.
+//
+// The call returns as soon as every group is done, without waiting for the helpers to leave (a
+// helper waiting for work may be asleep or queued behind another process when the last group
+// ends). So everything a helper touches outside a block is in RowTeam, which the helper's task
+// shares, and it calls `block` (on the caller's stack) only while it owns a group that is not
+// done, during which the caller cannot return.
+struct RowTeam {
+  RowTeam(int nthreads, int nphases) : groups(new RowGroup[nthreads]), nthreads(nthreads),
+                                       nphases(nphases) {}
+  std::unique_ptr<RowGroup[]> groups;
+  const int nthreads, nphases;
+  std::atomic<int64_t> fastest_ns{INT64_MAX};  // per phase, over every block of the call
+  TeamCpus cpus;
+  std::thread::id caller;
+
+  bool all_done() const {
+    for (int c = 0; c < nthreads; ++c)
+      if (groups[c].next.load(std::memory_order_acquire) < nphases) return false;
+    return true;
+  }
+
+  // Runs groups as thread `home` until none is left to run or to wait for.
+  template <class Block>
+  void work(int home, Block& block) {
+    IdleWait idle;
+    int wanting = -1;  // the group this thread has asked for, if any
+    for (;;) {
+      int g = -1;
+      bool unfinished = false;
+      for (int k = 0; k < nthreads && g < 0; ++k) {  // handed to it, or free; its own first
+        const int c = (home + k) % nthreads;
+        RowGroup& grp = groups[c];
+        if (grp.next.load(std::memory_order_acquire) >= nphases) continue;
+        unfinished = true;
+        int none = -1;
+        const int own = grp.owner.load(std::memory_order_acquire);
+        if (own == home) {
+          g = c;
+        } else if (own == -1 &&
+                   grp.owner.compare_exchange_strong(none, home, std::memory_order_acq_rel)) {
+          // A group whose last block ran while this thread looked at it is done: not ours.
+          if (grp.next.load(std::memory_order_acquire) >= nphases) {
+            grp.owner.store(-1, std::memory_order_release);
+            continue;
+          }
+          g = c;
+        }
+      }
+      if (g < 0) {
+        if (!unfinished) return;
+        if (wanting >= 0 && groups[wanting].next.load(std::memory_order_acquire) >= nphases)
+          wanting = -1;  // ended in its owner's hands: ask for another
+        if (wanting < 0) {  // ask for the first group someone else runs
+          for (int k = 1; k < nthreads && wanting < 0; ++k) {
+            const int c = (home + k) % nthreads;
+            if (groups[c].next.load(std::memory_order_acquire) >= nphases) continue;
+            int none = -1;
+            if (groups[c].wanted_by.compare_exchange_strong(none, home,
+                                                            std::memory_order_relaxed))
+              wanting = c;
+          }
+        }
+        idle.wait();
+        continue;
+      }
+      if (wanting >= 0) {  // withdraw the want, unless its owner took it already (see above)
+        int me = home;
+        groups[wanting].wanted_by.compare_exchange_strong(me, -1, std::memory_order_relaxed);
+        wanting = -1;
+      }
+      idle.spins = 0;
+      RowGroup& grp = groups[g];
+      int hand_to = -1;
+      for (;;) {
+        const int p0 = grp.next.load(std::memory_order_relaxed);
+        const int p1 = std::min(nphases, p0 + kRowBlockSteps);
+        const int64_t t0 = now_ns();
+        block(g, p0, p1);
+        const int64_t per_phase = (now_ns() - t0) / (p1 - p0);
+        int64_t best = fastest_ns.load(std::memory_order_relaxed);
+        while (per_phase < best && !fastest_ns.compare_exchange_weak(best, per_phase,
+                                                                     std::memory_order_relaxed)) {
+        }
+        // From here on, once this group is done, the caller may return: no `block` after it.
+        grp.next.store(p1, std::memory_order_release);
+        if (p1 >= nphases) break;
+        if (per_phase > kSlowBlockFactor * std::min(best, per_phase)) {  // slow: hand it over
+          int w = grp.wanted_by.load(std::memory_order_relaxed);
+          if (w >= 0 && w != home &&
+              grp.wanted_by.compare_exchange_strong(w, -1, std::memory_order_relaxed)) {
+            hand_to = w;
+            break;
+          }
+        }
+      }
+      grp.owner.store(hand_to, std::memory_order_release);
+    }
+  }
+};
+
+template <class Block>
+void run_row_groups(ffi::ThreadPool& pool, int nthreads, int nphases, Block block) {
+  auto team = std::make_shared<RowTeam>(nthreads, nphases);
+  team->caller = std::this_thread::get_id();
+  note_caller_cpu(team->cpus);
+  Block* block_ptr = &block;
+  for (int home = 1; home < nthreads; ++home) {
+    JAXRNN_HAND_OVER(team.get());
+    pool.Schedule([team, home, block_ptr]() {
+      JAXRNN_TAKE_OVER(team.get());
+      // A pool that cannot take the task runs it inline on the caller: do nothing then. A
+      // task that starts after the call has returned finds every group done.
+      if (std::this_thread::get_id() == team->caller || team->all_done()) return;
+      move_away_from_team(team->cpus);
+      team->work(home, *block_ptr);
+    });
+  }
+  team->work(0, block);  // returns once every group is done, so no block is running any more
+}
+
+}  // namespace
+
+#endif  // JAXRNN_KERNELS_ROW_TEAM_H_
