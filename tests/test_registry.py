@@ -234,7 +234,7 @@ def test_import_jaxrnn_is_light():
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = ("import jaxrnn, sys; heavy = ['optax', 'tqdm', 'flax', 'jaxrnn.train', "
+    code = ("import jaxrnn, sys; heavy = ['optax', 'tqdm', 'flax', 'jaxrnn.train.loop', "
             "'jaxrnn.classic', 'jaxrnn.seq2seq']; print([m for m in heavy if m in sys.modules]); "
             "jaxrnn.reservoir, jaxrnn.train.fit; print('optax' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -252,7 +252,12 @@ def test_g2p_batches_append_eos_and_use_buckets():
 
 
 def test_g2p_generate_without_weights_says_how_to_train(tmp_path):
-    from jaxrnn.tasks.g2p import load
+    # the single-file .npz reader is gone (issue 25: one store); the model directory says it
+    import argparse
 
-    with pytest.raises(FileNotFoundError, match="train first with `jaxrnn train --task g2p`"):
-        load(str(tmp_path / "missing.npz"))
+    from jaxrnn.tasks.g2p import load_run
+
+    args = argparse.Namespace(out=str(tmp_path / "run"), model=None)
+    with pytest.raises(FileNotFoundError, match=r"--model: .* \(train first\): run "
+                                                r"`jaxrnn train --task g2p`"):
+        load_run(args)

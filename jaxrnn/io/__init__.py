@@ -15,23 +15,45 @@
 Orbax is imported only when an Orbax format is used (it takes seconds to import).
 """
 
-from jaxrnn.io import model_dir
-from jaxrnn.io.checkpoint import Checkpoint, CheckpointError
-from jaxrnn.io.files import remove_stale_temporaries
-from jaxrnn.io.msgpack_store import (
-    LATEST,
-    PREVIOUS,
-    MsgpackStore,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
-from jaxrnn.io.orbax_store import OrbaxStore
-from jaxrnn.io.sharded_store import ShardedOrbaxStore
-from jaxrnn.io.store import Store
-from jaxrnn.io.store import get as get_store
-from jaxrnn.io.store import names as store_names
-from jaxrnn.io.store import register as register_store
+# Loaded on first use (PEP 562): `import jaxrnn` builds models without paying for
+# optax, tqdm, flax serialization or Orbax; `from jaxrnn.io import save_checkpoint` still works.
+_LAZY = {
+    'model_dir': ('jaxrnn.io', 'model_dir'),
+    'Checkpoint': ('jaxrnn.io.checkpoint', 'Checkpoint'),
+    'CheckpointError': ('jaxrnn.io.checkpoint', 'CheckpointError'),
+    'remove_stale_temporaries': ('jaxrnn.io.files', 'remove_stale_temporaries'),
+    'LATEST': ('jaxrnn.io.msgpack_store', 'LATEST'),
+    'PREVIOUS': ('jaxrnn.io.msgpack_store', 'PREVIOUS'),
+    'MsgpackStore': ('jaxrnn.io.msgpack_store', 'MsgpackStore'),
+    'latest_checkpoint': ('jaxrnn.io.msgpack_store', 'latest_checkpoint'),
+    'load_checkpoint': ('jaxrnn.io.msgpack_store', 'load_checkpoint'),
+    'save_checkpoint': ('jaxrnn.io.msgpack_store', 'save_checkpoint'),
+    'OrbaxStore': ('jaxrnn.io.orbax_store', 'OrbaxStore'),
+    'ShardedOrbaxStore': ('jaxrnn.io.sharded_store', 'ShardedOrbaxStore'),
+    'Store': ('jaxrnn.io.store', 'Store'),
+    'get_store': ('jaxrnn.io.store', 'get'),
+    'store_names': ('jaxrnn.io.store', 'names'),
+    'register_store': ('jaxrnn.io.store', 'register'),
+}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    if module == __name__:  # a submodule of this package
+        value = importlib.import_module(f"{module}.{attr}")
+    else:
+        value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "Store", "get_store", "store_names", "register_store", "MsgpackStore", "OrbaxStore",

@@ -23,7 +23,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
 from jaxrnn.io.files import as_path
 
@@ -54,6 +53,14 @@ class Checkpoint(NamedTuple):
 
 
 # --------------------------------------------------------------------------- argument checks
+
+def _serialization():
+    """flax's state-dict conversion, imported on first use: a model directory (this module's
+    other user) loads without it, so ``import jaxrnn`` stays light."""
+    from flax import serialization
+
+    return serialization
+
 
 def check_state(state, argname: str = "state") -> None:
     if getattr(type(state), "_fields", None) != STATE_FIELDS:
@@ -95,8 +102,8 @@ def check_load_arguments(directory, target, extra_target) -> tuple[str, dict]:
 def state_dict(state) -> dict:
     check_state(state)
     return {
-        "params": serialization.to_state_dict(state.params),
-        "opt_state": serialization.to_state_dict(state.opt_state),
+        "params": _serialization().to_state_dict(state.params),
+        "opt_state": _serialization().to_state_dict(state.opt_state),
         "step": np.asarray(state.step),
         "key_data": np.asarray(jax.random.key_data(state.key)),
     }
@@ -120,7 +127,7 @@ def encode_extra(extra: dict) -> tuple[dict, dict]:
         if _is_json(value):
             encoded[name], kinds[name] = json.dumps(value), "json"
         else:
-            encoded[name], kinds[name] = serialization.to_state_dict(value), "tree"
+            encoded[name], kinds[name] = _serialization().to_state_dict(value), "tree"
     return encoded, kinds
 
 
@@ -216,9 +223,9 @@ def restore_extra(body_: dict, extra_target: dict, path: str) -> dict:
             raise CheckpointError(f"{path}: extra[{name!r}] was not saved")
         if extra[name] is None:  # saved as None (e.g. no best parameters yet)
             continue
-        check_match(serialization.to_state_dict(tgt), extra[name], f"extra[{name!r}]", path)
+        check_match(_serialization().to_state_dict(tgt), extra[name], f"extra[{name!r}]", path)
         extra[name] = jax.tree_util.tree_map(
-            jnp.asarray, serialization.from_state_dict(tgt, extra[name])
+            jnp.asarray, _serialization().from_state_dict(tgt, extra[name])
         )
     return extra
 
@@ -229,8 +236,8 @@ def restore(body_: dict, target, extra_target: dict, path: str) -> Checkpoint:
     check_match(state_dict(target), saved, "state", path)
     key = jax.random.wrap_key_data(jnp.asarray(saved["key_data"]), impl=body_["key_impl"])
     state = target._replace(
-        params=serialization.from_state_dict(target.params, saved["params"]),
-        opt_state=serialization.from_state_dict(target.opt_state, saved["opt_state"]),
+        params=_serialization().from_state_dict(target.params, saved["params"]),
+        opt_state=_serialization().from_state_dict(target.opt_state, saved["opt_state"]),
         step=jnp.asarray(saved["step"]),
         key=key,
     )

@@ -42,6 +42,17 @@ class Store(Protocol):
 
 
 _STORES: dict[str, type] = {}
+# The formats that ship with jaxrnn register themselves when their module is imported; the
+# package imports them on first use (jaxrnn.io is lazy), so the registry asks for them here.
+_BUILT_IN = ("jaxrnn.io.msgpack_store", "jaxrnn.io.orbax_store", "jaxrnn.io.sharded_store")
+
+
+def _with_built_ins() -> dict[str, type]:
+    import importlib
+
+    for module in _BUILT_IN:
+        importlib.import_module(module)
+    return _STORES
 
 
 def register(cls: type) -> type:
@@ -59,12 +70,12 @@ def register(cls: type) -> type:
 
 def names() -> tuple[str, ...]:
     """The registered stores' names."""
-    return tuple(sorted(_STORES))
+    return tuple(sorted(_with_built_ins()))
 
 
 def get(name: str, argname: str = "checkpoint_format") -> Store:
     """The store registered as ``name``; ValueError naming ``argname`` otherwise."""
-    if not isinstance(name, str) or name not in _STORES:
+    if not isinstance(name, str) or name not in _with_built_ins():
         raise ValueError(f"{argname}: expected one of {names()}, got {name!r}")
     return _STORES[name]()
 

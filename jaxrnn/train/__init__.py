@@ -68,56 +68,75 @@ Compilation and placement: every step is compiled by :func:`jaxrnn.train.step.co
 single hook point for sharding (data parallelism) over devices.
 """
 
-from jaxrnn.io import (
-    Checkpoint,
-    CheckpointError,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
-from jaxrnn.train.callbacks import Callback, Monitor
-from jaxrnn.train.epochs import NonFiniteLossError
-from jaxrnn.train.loop import FitResult, evaluate, evaluate_with, fit, plot_history, predict
-from jaxrnn.train.losses import (
-    LOSSES,
-    binary_cross_entropy_with_logits,
-    get_loss,
-    masked_mean,
-    mse,
-    softmax_cross_entropy,
-)
-from jaxrnn.train.metrics import (
-    METRICS,
-    Metric,
-    accuracy,
-    bits_per_character,
-    get_metric,
-    mae,
-    nrmse,
-    perplexity,
-    rmse,
-)
-from jaxrnn.train.options import LoopOptions
-from jaxrnn.train.step import (
-    TrainState,
-    compile_step,
-    init_train_state,
-    make_eval_step,
-    make_optimizer,
-    make_train_step,
-    skip_nonfinite_updates,
-    supervised_objective,
-)
-from jaxrnn.train.tbptt import (
-    batchify,
-    chunk_objective,
-    evaluate_stream,
-    fit_stream,
-    make_tbptt_step,
-    stream_chunks,
-    train_stream,
-    zeros_carry,
-)
+# Loaded on first use (PEP 562): `import jaxrnn` builds models without paying for
+# optax, tqdm, flax serialization or Orbax; `from jaxrnn.train import fit` still works.
+_LAZY = {
+    'Checkpoint': ('jaxrnn.io', 'Checkpoint'),
+    'CheckpointError': ('jaxrnn.io', 'CheckpointError'),
+    'latest_checkpoint': ('jaxrnn.io', 'latest_checkpoint'),
+    'load_checkpoint': ('jaxrnn.io', 'load_checkpoint'),
+    'save_checkpoint': ('jaxrnn.io', 'save_checkpoint'),
+    'Callback': ('jaxrnn.train.callbacks', 'Callback'),
+    'Monitor': ('jaxrnn.train.callbacks', 'Monitor'),
+    'NonFiniteLossError': ('jaxrnn.train.epochs', 'NonFiniteLossError'),
+    'FitResult': ('jaxrnn.train.loop', 'FitResult'),
+    'evaluate': ('jaxrnn.train.loop', 'evaluate'),
+    'evaluate_with': ('jaxrnn.train.loop', 'evaluate_with'),
+    'fit': ('jaxrnn.train.loop', 'fit'),
+    'plot_history': ('jaxrnn.train.loop', 'plot_history'),
+    'predict': ('jaxrnn.train.loop', 'predict'),
+    'LOSSES': ('jaxrnn.train.losses', 'LOSSES'),
+    'binary_cross_entropy_with_logits': ('jaxrnn.train.losses', 'binary_cross_entropy_with_logits'),
+    'get_loss': ('jaxrnn.train.losses', 'get_loss'),
+    'masked_mean': ('jaxrnn.train.losses', 'masked_mean'),
+    'mse': ('jaxrnn.train.losses', 'mse'),
+    'softmax_cross_entropy': ('jaxrnn.train.losses', 'softmax_cross_entropy'),
+    'METRICS': ('jaxrnn.train.metrics', 'METRICS'),
+    'Metric': ('jaxrnn.train.metrics', 'Metric'),
+    'accuracy': ('jaxrnn.train.metrics', 'accuracy'),
+    'bits_per_character': ('jaxrnn.train.metrics', 'bits_per_character'),
+    'get_metric': ('jaxrnn.train.metrics', 'get_metric'),
+    'mae': ('jaxrnn.train.metrics', 'mae'),
+    'nrmse': ('jaxrnn.train.metrics', 'nrmse'),
+    'perplexity': ('jaxrnn.train.metrics', 'perplexity'),
+    'rmse': ('jaxrnn.train.metrics', 'rmse'),
+    'LoopOptions': ('jaxrnn.train.options', 'LoopOptions'),
+    'TrainState': ('jaxrnn.train.step', 'TrainState'),
+    'compile_step': ('jaxrnn.train.step', 'compile_step'),
+    'init_train_state': ('jaxrnn.train.step', 'init_train_state'),
+    'make_eval_step': ('jaxrnn.train.step', 'make_eval_step'),
+    'make_optimizer': ('jaxrnn.train.step', 'make_optimizer'),
+    'make_train_step': ('jaxrnn.train.step', 'make_train_step'),
+    'skip_nonfinite_updates': ('jaxrnn.train.step', 'skip_nonfinite_updates'),
+    'supervised_objective': ('jaxrnn.train.step', 'supervised_objective'),
+    'batchify': ('jaxrnn.train.tbptt', 'batchify'),
+    'chunk_objective': ('jaxrnn.train.tbptt', 'chunk_objective'),
+    'evaluate_stream': ('jaxrnn.train.tbptt', 'evaluate_stream'),
+    'fit_stream': ('jaxrnn.train.tbptt', 'fit_stream'),
+    'make_tbptt_step': ('jaxrnn.train.tbptt', 'make_tbptt_step'),
+    'stream_chunks': ('jaxrnn.train.tbptt', 'stream_chunks'),
+    'train_stream': ('jaxrnn.train.tbptt', 'train_stream'),
+    'zeros_carry': ('jaxrnn.train.tbptt', 'zeros_carry'),
+}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    if module == __name__:  # a submodule of this package
+        value = importlib.import_module(f"{module}.{attr}")
+    else:
+        value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "LoopOptions",
