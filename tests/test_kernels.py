@@ -519,7 +519,9 @@ def test_row_split_on_a_busy_machine_gives_one_threads_values_bit_for_bit(monkey
     monkeypatch.setenv("JAXRNN_KERNEL_THREADS", "1")
     want = {name: values(name) for name in cells}
     monkeypatch.setenv("JAXRNN_KERNEL_THREADS", "2")
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    # the spinner stops by itself once this worker is gone (a killed pytest runs no finally)
+    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"
+    busy = subprocess.Popen([sys.executable, "-c", spin])
     try:
         for _ in range(8):
             for name in cells:
