@@ -214,7 +214,7 @@ def test_a_coordinator_port_in_use_is_one_line_naming_it(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "jaxrnn", "train", *CLI_ARGS, "--epochs", "0",
+            [sys.executable, "-m", "jaxrnn", "train", *CLI_ARGS, "--epochs", "1",
              "--num-processes", "2", "--process-id", "0", "--coordinator", f"127.0.0.1:{port}",
              "--out", str(tmp_path / "run")], env=env, capture_output=True, text=True,
             timeout=TIMEOUT)
@@ -425,6 +425,6 @@ def test_cli_options_name_the_processes(tmp_path, cli_run):
 def test_cli_rejects_an_incomplete_process_group(capsys):
     from jaxrnn.cli import main
 
-    assert main(["train", "--task", "digits", "--num-processes", "2", "--epochs", "0"]) == 2
+    assert main(["train", "--task", "digits", "--num-processes", "2", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert "--num-processes, --process-id, --coordinator: give all three" in err
