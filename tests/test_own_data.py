@@ -280,6 +280,24 @@ def test_classify_ragged_npz_says_pad_with_lengths_or_use_the_long_csv(tmp_path,
     assert "allow_pickle" not in err
 
 
+def test_classify_npz_warns_of_a_channels_first_array_and_says_how_to_transpose(tmp_path,
+                                                                                   capsys):
+    """Issue 28: (N, C, T) saved as is read silently as C steps of T features."""
+    from jaxrnn.tasks import classify
+
+    rng = np.random.default_rng(0)
+    first = tmp_path / "first.npz"
+    np.savez(first, x=rng.normal(size=(4, 6, 100)), y=np.array([0, 1, 0, 1]))
+    seqs = classify.read_sequences(str(first), "--data")
+    err = capsys.readouterr().err
+    assert "--data: warning:" in err and "(4, 6, 100)" in err and "transpose(0, 2, 1)" in err
+    assert len(seqs.features) == 100  # still read as given: the user decides
+    last = tmp_path / "last.npz"
+    np.savez(last, x=rng.normal(size=(4, 100, 6)), y=np.array([0, 1, 0, 1]))
+    classify.read_sequences(str(last), "--data")
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_classify_separate_train_test_and_validation_files(tmp_path, capsys):
     """As sktime-style splits come: a TRAIN and a TEST file; --data is all training (no
     fraction held out), the accuracy is on every sequence of --test."""

@@ -23,6 +23,7 @@ predictions (``OUT/predictions_test.csv``); ``jaxrnn predict --task classify --m
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import NamedTuple
 
@@ -180,6 +181,10 @@ def _read_npz(path, option, need_labels) -> Sequences:
     if not np.issubdtype(x.dtype, np.number):
         fail(option, f"'x' in {path!r}: expected numbers, got dtype {x.dtype}")
     n, t = x.shape[:2]
+    if t < x.shape[2]:  # (N, C, T) saved as is reads as C steps of T features: say so
+        print(f"{option}: warning: 'x' in {path!r} has shape {x.shape}, read as (N, T, F): {t} "
+              f"steps of {x.shape[2]} features. If it is channels-first (N, C, T), save "
+              f"x.transpose(0, 2, 1) instead", file=sys.stderr)
     if y is not None and y.shape != (n,):
         fail(option, f"'y' in {path!r}: expected shape ({n},) (one label per row of x), got "
                      f"{y.shape}")
