@@ -367,7 +367,13 @@ class EpochLoop:
         buffers donated, the result lost), the last checkpoint stays the resume point."""
         if self.checkpoint_dir is None:
             return
+        # A Ctrl-C that lands inside the step call, after XLA took the donated buffers and
+        # before the new state came back, leaves arrays that are deleted: nothing to save.
+        consumed = any(getattr(leaf, "is_deleted", lambda: False)()
+                       for leaf in jax.tree_util.tree_leaves(self.state))
         try:
+            if consumed:
+                raise RuntimeError("the state's buffers were donated to an unfinished step")
             applied = step_count(self.state) - start_step
         except RuntimeError:
             tqdm.write(f"interrupted mid-step; resume from the last checkpoint in "
