@@ -321,6 +321,26 @@ def status() -> str:
     return f"unavailable: {_state['error']}"
 
 
+# The order of jaxrnn_counters::Counter in team.h.
+TEAM_COUNTERS = ("phase_calls", "stalls", "solo_switches", "held_solo", "row_calls",
+                 "row_blocks_caller", "row_blocks_helper", "row_handovers", "row_turns",
+                 "helper_start_ns", "helpers_missed", "idle_sleeps")
+
+
+def team_counters() -> dict:
+    """What the kernels' thread teams did since the library was loaded, summed over every call
+    in this process: calls per scheduler, stalls and calls that went (or started) alone, row
+    blocks per thread kind, handovers, helper start delays, idle sleeps. The difference between
+    two readings says what happened in the calls between them (e.g. whether a slow call ran
+    alone)."""
+    if not load():
+        raise RuntimeError(f"jaxrnn kernels: {status()}")
+    read = _state["lib"].jaxrnn_team_counter
+    read.restype = ctypes.c_int64
+    read.argtypes = (ctypes.c_int,)
+    return {name: int(read(i)) for i, name in enumerate(TEAM_COUNTERS)}
+
+
 @contextlib.contextmanager
 def disabled():
     """Trace the pure-JAX paths instead of the kernels inside this block (for comparisons).
@@ -336,4 +356,4 @@ def disabled():
 
 
 __all__ = ["available", "build", "build_info", "build_log", "disabled", "load", "march",
-           "operands", "sanitizer", "status"]
+           "operands", "sanitizer", "status", "team_counters"]

@@ -92,17 +92,25 @@ void run_phases(ffi::ThreadPool* pool, int nphases, int nchunks, Fn fn) {
   const int nhelpers = pool ? nchunks - 1 : 0;  // one chunk per thread (see make_chunks)
   auto st = std::make_shared<TeamState>(nchunks, nhelpers);
   st->caller = std::this_thread::get_id();
-  if (nhelpers) note_caller_cpu(st->cpus);
+  if (nhelpers) {
+    note_caller_cpu(st->cpus);
+    jaxrnn_counters::add(jaxrnn_counters::kPhaseCalls);
+  }
   Fn* fn_ptr = &fn;
   for (int h = 0; h < nhelpers; ++h) {
     const int home = h + 1;
     JAXRNN_HAND_OVER(st.get());
-    pool->Schedule([st, h, home, nphases, nchunks, fn_ptr]() {
+    const int64_t scheduled = now_ns();
+    pool->Schedule([st, h, home, nphases, nchunks, fn_ptr, scheduled]() {
       JAXRNN_TAKE_OVER(st.get());
+      jaxrnn_counters::add(jaxrnn_counters::kHelperStartNs, now_ns() - scheduled);
       // A pool that cannot take the task runs it inline on the caller: do nothing then.
       if (std::this_thread::get_id() == st->caller) return;
       int expected = 0;
-      if (!st->helper_state[h].compare_exchange_strong(expected, 1)) return;  // cancelled
+      if (!st->helper_state[h].compare_exchange_strong(expected, 1)) {  // cancelled
+        jaxrnn_counters::add(jaxrnn_counters::kHelpersMissed);
+        return;
+      }
       move_away_from_team(st->cpus);
       int last = -1;
       Backoff backoff;
@@ -142,7 +150,9 @@ void run_phases(ffi::ThreadPool* pool, int nphases, int nchunks, Fn fn) {
           backoff.wait();
           if (!stalled && (backoff.spins & 255) == 0) stalled = now_ns() - t1 > bound;
         }
+        if (stalled) jaxrnn_counters::add(jaxrnn_counters::kStalls);
         if (stalled && ++stalls == kStallsBeforeSolo) {
+          jaxrnn_counters::add(jaxrnn_counters::kSoloSwitches);
           st->solo.store(true, std::memory_order_release);
           solo_until_ns().store(now_ns() + kSoloHoldNs, std::memory_order_relaxed);
         }

@@ -47,7 +47,10 @@ inline bool row_split(int nthreads, int B, int64_t weight_bytes,
   if (running_members()) return 1;
   if (const int fixed = threads_from_env()) return fixed;
   if (work_per_step < kParallelMinWork) return 1;
-  if (now_ns() < solo_until_ns().load(std::memory_order_relaxed)) return 1;  // phase_team.h
+  if (now_ns() < solo_until_ns().load(std::memory_order_relaxed)) {  // phase_team.h
+    jaxrnn_counters::add(jaxrnn_counters::kHeldSolo);
+    return 1;
+  }
   const int64_t n = pool.num_threads();
   const int hw = (int)std::thread::hardware_concurrency();
   return (int)std::max<int64_t>(1, std::min<int64_t>(n, hw > 0 ? hw : 1));

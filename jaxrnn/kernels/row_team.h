@@ -11,6 +11,15 @@
 // times the call's fastest per phase: its thread lost its core), so on a quiet machine groups
 // stay put and each row's state stays in its core's cache. The arithmetic of a phase does not
 // depend on the thread that runs it, so the values are the same bit for bit.
+//
+// A member may start late: the pool thread that runs it wakes from its sleep, and on a virtual
+// machine its idle CPU too, in tens of microseconds to milliseconds (benchmarks/NOTES.md, lever
+// 33). Its group then has no owner, and a thread that would leave it alone until its own group
+// is done ends the call one group's time later, twice one thread's time at worst: a second mode
+// on a quiet machine. So a thread that finds, after a block, a group nobody has taken leaves
+// its own (unowned, for anyone to take) and takes turns, one block each; the late member takes
+// whichever group is free when it comes. Groups are owned as soon as every member has started,
+// and then no thread leaves its group.
 
 #ifndef JAXRNN_KERNELS_ROW_TEAM_H_
 #define JAXRNN_KERNELS_ROW_TEAM_H_
@@ -28,6 +37,16 @@ namespace {
 
 constexpr int kRowBlockSteps = 4;
 constexpr int kSlowBlockFactor = 2;
+
+// JAXRNN_KERNEL_TURNS=0 turns off the turns a thread takes with the group of a member that has
+// not started (RowTeam::work), to measure what they are worth (benchmarks/NOTES.md, lever 33).
+inline bool turns_from_env() {
+  static const bool on = [] {
+    const char* env = std::getenv("JAXRNN_KERNEL_TURNS");
+    return !(env && std::strcmp(env, "0") == 0);
+  }();
+  return on;
+}
 
 struct alignas(64) RowGroup {
   std::atomic<int> next{0};        // the first phase not yet run
@@ -62,16 +81,26 @@ struct RowTeam {
     return true;
   }
 
+  // Whether a group other than g is unfinished and nobody's: its member has not started yet.
+  bool another_free(int g) const {
+    for (int c = 0; c < nthreads; ++c)
+      if (c != g && groups[c].owner.load(std::memory_order_relaxed) == -1 &&
+          groups[c].next.load(std::memory_order_relaxed) < nphases)
+        return true;
+    return false;
+  }
+
   // Runs groups as thread `home` until none is left to run or to wait for.
   template <class Block>
   void work(int home, Block& block) {
     IdleWait idle;
     int wanting = -1;  // the group this thread has asked for, if any
+    int first = home;  // where the look for a group starts: its own, or past the one it left
     for (;;) {
       int g = -1;
       bool unfinished = false;
       for (int k = 0; k < nthreads && g < 0; ++k) {  // handed to it, or free; its own first
-        const int c = (home + k) % nthreads;
+        const int c = (first + k) % nthreads;
         RowGroup& grp = groups[c];
         if (grp.next.load(std::memory_order_acquire) >= nphases) continue;
         unfinished = true;
@@ -112,6 +141,7 @@ struct RowTeam {
         wanting = -1;
       }
       idle.spins = 0;
+      first = home;
       RowGroup& grp = groups[g];
       int hand_to = -1;
       for (;;) {
@@ -119,6 +149,8 @@ struct RowTeam {
         const int p1 = std::min(nphases, p0 + kRowBlockSteps);
         const int64_t t0 = now_ns();
         block(g, p0, p1);
+        jaxrnn_counters::add(home ? jaxrnn_counters::kRowBlocksHelper
+                                  : jaxrnn_counters::kRowBlocksCaller);
         const int64_t per_phase = (now_ns() - t0) / (p1 - p0);
         int64_t best = fastest_ns.load(std::memory_order_relaxed);
         while (per_phase < best && !fastest_ns.compare_exchange_weak(best, per_phase,
@@ -127,11 +159,17 @@ struct RowTeam {
         // From here on, once this group is done, the caller may return: no `block` after it.
         grp.next.store(p1, std::memory_order_release);
         if (p1 >= nphases) break;
+        if (turns_from_env() && another_free(g)) {  // a member is late: take turns with its group until it comes
+          first = (g + 1) % nthreads;
+          jaxrnn_counters::add(jaxrnn_counters::kRowTurns);
+          break;
+        }
         if (per_phase > kSlowBlockFactor * std::min(best, per_phase)) {  // slow: hand it over
           int w = grp.wanted_by.load(std::memory_order_relaxed);
           if (w >= 0 && w != home &&
               grp.wanted_by.compare_exchange_strong(w, -1, std::memory_order_relaxed)) {
             hand_to = w;
+            jaxrnn_counters::add(jaxrnn_counters::kRowHandovers);
             break;
           }
         }
@@ -146,14 +184,21 @@ void run_row_groups(ffi::ThreadPool& pool, int nthreads, int nphases, Block bloc
   auto team = std::make_shared<RowTeam>(nthreads, nphases);
   team->caller = std::this_thread::get_id();
   note_caller_cpu(team->cpus);
+  jaxrnn_counters::add(jaxrnn_counters::kRowCalls);
   Block* block_ptr = &block;
   for (int home = 1; home < nthreads; ++home) {
     JAXRNN_HAND_OVER(team.get());
-    pool.Schedule([team, home, block_ptr]() {
+    const int64_t scheduled = now_ns();
+    pool.Schedule([team, home, block_ptr, scheduled]() {
       JAXRNN_TAKE_OVER(team.get());
+      jaxrnn_counters::add(jaxrnn_counters::kHelperStartNs, now_ns() - scheduled);
       // A pool that cannot take the task runs it inline on the caller: do nothing then. A
       // task that starts after the call has returned finds every group done.
-      if (std::this_thread::get_id() == team->caller || team->all_done()) return;
+      if (std::this_thread::get_id() == team->caller) return;
+      if (team->all_done()) {
+        jaxrnn_counters::add(jaxrnn_counters::kHelpersMissed);
+        return;
+      }
       move_away_from_team(team->cpus);
       team->work(home, *block_ptr);
     });

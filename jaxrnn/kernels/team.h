@@ -42,6 +42,36 @@
 
 #include "ffi_glue.h"
 
+// Counts of what the teams did (kernels.team_counters()), to tell which calls of a run were
+// slow for a reason the team knows: a stall, a call held alone, a helper that started late or
+// never took part. One set for the whole library: an inline variable outside the unnamed
+// namespace is shared by every translation unit. A relaxed add per event, a handful per call.
+namespace jaxrnn_counters {
+enum Counter : int {
+  kPhaseCalls,      // calls on the phase team (with helpers)
+  kStalls,          // phases the caller waited on past the stall bound (phase_team.h)
+  kSoloSwitches,    // calls that went on alone after kStallsBeforeSolo stalls
+  kHeldSolo,        // calls that started alone because an earlier call went alone (plan.h)
+  kRowCalls,        // calls on the row team
+  kRowBlocksCaller, // row blocks the calling thread ran
+  kRowBlocksHelper, // row blocks the helpers ran
+  kRowHandovers,    // row groups handed from a slow owner to a waiting thread
+  kRowTurns,        // row groups left after a block for one whose member had not started
+  kHelperStartNs,   // sum over helpers of the time from Schedule to the task's start
+  kHelpersMissed,   // helper tasks that started after the work was all done (took no part)
+  kIdleSleeps,      // IdleWait sleeps
+  kCount
+};
+inline std::atomic<int64_t> values[kCount];
+inline void add(Counter c, int64_t n = 1) { values[c].fetch_add(n, std::memory_order_relaxed); }
+}  // namespace jaxrnn_counters
+
+extern "C" __attribute__((weak, visibility("default"))) int64_t jaxrnn_team_counter(int which) {
+  return which >= 0 && which < jaxrnn_counters::kCount
+             ? jaxrnn_counters::values[which].load(std::memory_order_relaxed)
+             : -1;
+}
+
 namespace {
 
 inline void cpu_relax() {
@@ -137,12 +167,14 @@ constexpr int kIdleSleepUs = 50;
 struct IdleWait {
   int spins = 0;
   void wait() {
-    if (++spins < kIdleSpins)
+    if (++spins < kIdleSpins) {
       cpu_relax();
-    else if (spread_from_env())
+    } else if (spread_from_env()) {
+      jaxrnn_counters::add(jaxrnn_counters::kIdleSleeps);
       std::this_thread::sleep_for(std::chrono::microseconds(kIdleSleepUs));
-    else
+    } else {
       std::this_thread::yield();
+    }
   }
 };
 
