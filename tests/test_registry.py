@@ -130,7 +130,6 @@ KEPT_LISTS = {
     # the kernels helper's, the parallel helper's, the harness's and the model helper's files
     # this round (issue 25 point 4: the lead removes these lines once they read the registry)
     "jaxrnn/kernels/__init__.py": "translation units by family (kernels)",
-    "tests/test_errors.py": "model",
     "tests/test_kernels.py": "kernels",
     "tests/test_kernel_fuzz.py": "kernels",
     "tests/test_kernel_nan.py": "kernels",
