@@ -132,8 +132,6 @@ KEPT_LISTS = {
     "jaxrnn/kernels/__init__.py": "translation units by family (kernels)",
     "tests/test_kernels.py": "kernels",
     "tests/test_kernel_fuzz.py": "kernels",
-    "tests/test_kernel_nan.py": "kernels",
-    "tests/test_kernel_vmap.py": "kernels",
     "tests/test_kernel_affinity.py": "kernels",
 }
 
