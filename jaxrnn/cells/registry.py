@@ -82,6 +82,10 @@ class CellEntry(NamedTuple):
         :func:`peer_references`): the benchmarks count a peer's FLOPs with it and compare the
         parallel cells with it.
       variants: test variants, ``name -> Variant`` (see :class:`Variant`).
+      kernel_test_sizes: problems ``(B, T, F, H[, O])`` whose steps this cell's CPU kernel
+        splits between threads when its team has 2 or more (by units, by rows, weights past the
+        L2 bound; tests/test_kernels.py says which is which): the tests run each with teams of
+        1, 2 and 3 threads.
     """
 
     name: str
@@ -103,6 +107,7 @@ class CellEntry(NamedTuple):
     peer_note: str = ""
     peer_reference: bool = False
     variants: Mapping[str, Variant] = MappingProxyType({})
+    kernel_test_sizes: tuple[tuple[int, ...], ...] = ()
 
     @property
     def factory(self) -> Callable[..., Any]:
@@ -145,16 +150,18 @@ class CellEntry(NamedTuple):
 def _entry(name, module, factory, params, *, sizes="hidden", inputs="features", options=None,
            test_kwargs, cli=True, doc, width_defaults=None, kernel=None, fused=False,
            parallel=False, class_name=None, peer=None, peer_note="", peer_reference=False,
-           variants=None):
+           variants=None, kernel_test_sizes=()):
     assert sizes in SIZES and inputs in INPUTS, (name, sizes, inputs)
     assert peer or not peer_reference, name
+    assert kernel or not kernel_test_sizes, name
     variants = {k: Variant(MappingProxyType(dict(o)), frozenset(b))
                 for k, (o, b) in (variants or {}).items()}
     return CellEntry(name, f"{module}:{factory}", f"{module}:{params}",
                      f"{module}:{params.removesuffix('Params')}State", sizes, inputs,
                      MappingProxyType(dict(options or {})), MappingProxyType(dict(test_kwargs)),
                      cli, doc, width_defaults, kernel, fused, parallel, class_name, peer,
-                     peer_note, peer_reference, MappingProxyType(variants))
+                     peer_note, peer_reference, MappingProxyType(variants),
+                     tuple(map(tuple, kernel_test_sizes)))
 
 
 _C = "jaxrnn.cells"
@@ -163,23 +170,27 @@ _ENTRIES = [
     _entry("lstm", f"{_C}.lstm", "lstm", "LSTMParams", test_kwargs={"hidden_size": 4},
            doc="long short-term memory (forget gate)", kernel="lstm", fused=True,
            class_name="LSTM", peer="lstm", peer_reference=True,
+           kernel_test_sizes=((9, 6, 5, 160), (5, 6, 5, 160), (32, 9, 4, 200)),
            variants={"lstm_peephole": ({"peephole": True}, _FUSED),
                      "lstm_relu": ({"activation": "relu"}, _FUSED)}),
     _entry("gru", f"{_C}.gru", "gru", "GRUParams", test_kwargs={"hidden_size": 4},
            doc="gated recurrent unit, reset after (cuDNN form)", kernel="gru", fused=True,
-           class_name="GRU", peer="gru", peer_reference=True),
+           class_name="GRU", peer="gru", peer_reference=True,
+           kernel_test_sizes=((9, 6, 5, 160), (5, 6, 5, 160), (32, 9, 4, 232))),
     # Cho's form has a second, reset-dependent recurrent product: no StepParts, no kernel
     _entry("gru_cho", f"{_C}.gru", "gru", "GRUParams", options={"reset_after": False},
            test_kwargs={"hidden_size": 4}, doc="gated recurrent unit as Cho et al. 2014"),
     _entry("elman", f"{_C}.elman", "elman", "ElmanParams", test_kwargs={"hidden_size": 5},
            doc="simple recurrent network (Elman 1990)", kernel="elman", fused=True,
            class_name="Elman", peer="rnn", peer_reference=True,
+           kernel_test_sizes=((32, 6, 5, 64),),
            variants={"elman_readout": ({"output_size": 3, "output_activation": "sigmoid"},
                                        _FUSED)}),
     _entry("jordan", f"{_C}.jordan", "jordan", "JordanParams", sizes="hidden_output",
            test_kwargs={"hidden_size": 5, "output_size": 3},
            doc="output fed back as context (Jordan 1986)", kernel="jordan", fused=True,
            class_name="Jordan", peer="jordan", peer_reference=True,
+           kernel_test_sizes=((12, 7, 5, 160, 48), (32, 6, 8, 96, 64)),
            # Flax has no Jordan cell: its peer is the same equations written as a Flax cell
            peer_note="peer: the same equations as a Flax nn.RNNCellBase (Flax has no Jordan "
                      "cell)",
