@@ -28,7 +28,22 @@ CONVLSTM_CONFIG = VideoConfig("video", batch=8, T=10, height=16, width=16, in_ch
 # minGRU/minLSTM vs LSTM/GRU: batch 8, hidden 128, input 32
 MIN_SWEEP_T = (128, 1024, 4096, 16384)
 MIN_SWEEP_DIMS = dict(batch=8, features=32, hidden=128)
-MIN_SWEEP_CELLS = ("lstm", "gru", "min_gru", "min_lstm", "min_gru_parallel", "min_lstm_parallel")
+
+
+def _min_sweep_cells() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the sweep's cells, its baselines), from the registry: the cells
+    :func:`jaxrnn.parallel_run` computes, their peer families' own cells (the baselines, LSTM
+    and GRU), and the parallel cells once more by prefix scan (``*_parallel``)."""
+    from jaxrnn.cells import registry
+
+    parallel = [e for e in registry.REGISTRY.values() if e.parallel]
+    families = {e.peer for e in parallel}
+    baselines = tuple(e.name for f, e in registry.peer_references().items() if f in families)
+    return (*baselines, *(e.name for e in parallel),
+            *(f"{e.name}_parallel" for e in parallel)), baselines
+
+
+MIN_SWEEP_CELLS, MIN_SWEEP_BASELINES = _min_sweep_cells()
 
 
 def convlstm_section(spec, log) -> list[dict]:
@@ -139,7 +154,7 @@ def min_sweep_table(run) -> str | None:
     lines = ["| T | mode | " + " | ".join(cells) + " | fastest | fastest / best of LSTM, GRU |",
              "|" + "---|" * (len(cells) + 4)]
     for (T, mode), (win, v) in W.items():
-        base = max([v[c] for c in ("lstm", "gru") if c in v] or [float("nan")])
+        base = max([v[c] for c in MIN_SWEEP_BASELINES if c in v] or [float("nan")])
         lines.append(f"| {T} | {mode} | " + " | ".join(_k(v[c]) if c in v else "-" for c in cells)
                      + f" | {win} | {v[win] / base:.2f}x |")
     return "\n".join(lines)

@@ -50,12 +50,11 @@ def step_flops(entry, cfg, mode) -> float:
 
 
 def _peer_flops(family, cfg, mode) -> float:
-    import jaxrnn
+    """A peer's FLOPs: those of the registered cell computing its family's equations."""
     from benchmarks.registry import Entry
+    from jaxrnn.cells import registry
 
-    make = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, "rnn": jaxrnn.elman,
-            "jordan": lambda H: jaxrnn.jordan(H, H)}[family]
-    return step_flops(Entry(family, make, family), cfg, mode)
+    return step_flops(Entry(family, registry.peer_references()[family].make, family), cfg, mode)
 
 
 def has_kernel(entry) -> bool:

@@ -389,8 +389,8 @@ def _checkpoint_fingerprint(directory: str | None):
     """32 bytes identifying the newest checkpoint file in ``directory`` (zeros when none)."""
     import numpy as np
 
+    from jaxrnn.digest import sha256_file
     from jaxrnn.io import latest_checkpoint
-    from jaxrnn.io.digest import sha256_file
 
     path = latest_checkpoint(directory) if directory else None
     if path is None:

@@ -18,18 +18,20 @@ pytest.importorskip("matplotlib")
 import jaxrnn  # noqa: E402
 from benchmarks import contention, harness, mdblocks, plan, report, summary  # noqa: E402
 from benchmarks.registry import all_cells  # noqa: E402
+from jaxrnn.cells import registry as cell_registry  # noqa: E402
 from jaxrnn.engine.backends import cpu_kernels  # noqa: E402
 
 
 def test_registry_covers_every_cell_factory():
     entries, _ = all_cells()
     names = {e.name for e in entries}
-    for expected in ("elman", "jordan", "lstm", "gru", "fully_recurrent"):
-        assert expected in names
+    # every registered cell of feature sequences that is not an option of another's factory
+    assert {n for n, s in cell_registry.REGISTRY.items()
+            if s.inputs == "features" and not s.options} <= names
     for e in entries:
         cell = e.make(4)
         assert isinstance(cell, jaxrnn.Cell)
-        assert e.peer in (None, "lstm", "gru", "rnn", "jordan")
+        assert e.peer is None or e.peer in cell_registry.peer_references()
     # --quick's "kernel" cells: a whole-sequence path, run through jaxrnn.run, with a peer
     kernel = {e.name for e in harness.cell_entries("kernel")[0]}
     assert {"lstm", "gru", "elman"} <= kernel
@@ -521,8 +523,7 @@ def test_solo_check_flags_peers_beyond_ten_percent():
 
 
 def test_report_section_of_a_full_comparison_fits_150_lines(tmp_path):
-    cells = ("elman", "jordan", "lstm", "gru", "fully_recurrent", "reservoir", "min_gru",
-             "min_lstm")
+    cells = cell_registry.names(kernel=True)  # the kernel cells, each with its peer family
     run = _fake_run(configs=("A", "B", "C"), cells=cells)
     for s in run["sections"]:  # peers of every family, and the two once-timed peers
         for r in list(s["records"]):
@@ -530,7 +531,7 @@ def test_report_section_of_a_full_comparison_fits_150_lines(tmp_path):
                 for lib in ("equinox", "keras"):
                     s["records"].append(dict(r, lib=lib))
     summ = summary.summarise_run(run)
-    assert len(summ["rows"]) == 8 * 3 * 2
+    assert len(summ["rows"]) == len(cells) * 3 * 2
     text = summary.markdown(summ)
     assert text.count("\n") + 1 <= summary.MAX_SECTION_LINES
     assert "/ Equinox" in text and "/ Keras" in text

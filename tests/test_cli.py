@@ -81,6 +81,29 @@ def test_demo_subcommand_still_works(capsys):
     assert "lstm: ys (2, 3, 4)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flag", ["--resume", "--data-parallel", "--seeds", "--skip-nonfinite"])
+def test_demos_refuse_the_training_flags_by_name(flag, capsys):
+    """The demonstrations (their own small loops, no checkpoints, one device) take none of the
+    tasks' training flags: each is refused by name, not ignored."""
+    from jaxrnn.tasks import DEMOS
+
+    for name in DEMOS:
+        with pytest.raises(SystemExit) as e:
+            cli.main(["demo", name, flag, *(["1-2"] if flag == "--seeds" else [])])
+        assert e.value.code == 2
+        assert f"unrecognized arguments: {flag}" in capsys.readouterr().err, name
+
+
+def test_memory_refuses_resume_by_name(tmp_path, capsys):
+    """Task memory keeps no checkpoints: --resume is refused, naming the flag and the task,
+    before anything trains."""
+    assert cli.main(["train", "--task", "memory", "--resume", "--epochs", "1", "--out",
+                     str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "error: --resume: task memory keeps no checkpoints" in err, err
+
+
 def test_digits_loader_reads_what_sklearn_load_digits_returns():
     from jaxrnn.tasks.digits import load_digits_arrays
 

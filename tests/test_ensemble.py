@@ -28,9 +28,9 @@ def data():
             "targets": rng.integers(0, 4, 40).astype(np.int32)}
 
 
-def train_alone(model, data, seed, lr, epochs, batch_size, data_seed=0):
+def train_alone(model, data, seed, lr, epochs, batch_size, data_seed=0, skip_nonfinite=False):
     """The reference: one model, jaxrnn.train's own step and optimiser, the ensemble's batches."""
-    opt = make_optimizer(lr, clip_norm=1.0)
+    opt = make_optimizer(lr, clip_norm=1.0, skip_nonfinite=skip_nonfinite)
     state = init_train_state(model.init(jax.random.key(seed)), opt, seed)
     step = make_train_step(model.apply, "softmax_cross_entropy", opt)
     it = BatchIterator(data, batch_size, shuffle=True, seed=data_seed, drop_remainder=True)
@@ -85,6 +85,38 @@ def test_fit_ensemble_runs_on_the_one_loop(data, capsys):
     with pytest.raises(NonFiniteLossError, match="not finite"):
         E.fit_ensemble(model.init, model.apply, "softmax_cross_entropy", bad, seeds=(1, 2),
                        epochs=1, batch_size=16)
+
+
+def test_members_skip_their_nonfinite_updates(data):
+    """skip_nonfinite=True (the command line's default, --skip-nonfinite): a batch holding a NaN
+    example leaves every member as it was, as make_optimizer(skip_nonfinite=True) leaves one
+    model trained alone; the run goes on and ends finite."""
+    model = E.ensemble_classifier(3, 4, hidden=8, path="plain")
+    bad = {**data, "inputs": data["inputs"].copy()}
+    bad["inputs"][5, 2, 1] = np.nan
+    res = E.fit_ensemble(model.init, model.apply, "softmax_cross_entropy", bad, seeds=(1, 2),
+                         learning_rates=1e-2, epochs=2, batch_size=16, skip_nonfinite=True)
+    for k, seed in enumerate((1, 2)):
+        alone = train_alone(model, bad, seed, 1e-2, 2, 16, skip_nonfinite=True)
+        for a, b in zip(jax.tree_util.tree_leaves(alone),
+                        jax.tree_util.tree_leaves(E.member(res.params, k)), strict=True):
+            assert np.isfinite(np.asarray(b)).all()
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-5)
+    skipped = E.member(res.state.opt_state, 0).total_notfinite
+    assert int(skipped) >= 1  # the NaN example's batches were skipped, not applied
+
+
+@pytest.mark.parametrize("flag", [["--resume"], ["--data-parallel"]])
+def test_cli_seeds_refuses_the_flags_it_does_not_honour(flag, tmp_path, capsys):
+    """--resume and --data-parallel with --seeds: refused by name (the task, why) before any
+    data is read, as task memory refuses --resume; not silently ignored."""
+    from jaxrnn.cli import main
+
+    assert main(["train", "--task", "digits", "--seeds", "1-2", "--epochs", "1", "--out",
+                 str(tmp_path / "run"), *flag]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"error: {flag[0]}: task digits with --seeds (the ensemble path)" in err, err
 
 
 def test_kernel_and_plain_paths_agree_under_vmap(data):
@@ -217,12 +249,34 @@ def _tiny_vowels():
     return SequenceData("tiny-vowels", split(40), split(12), ("a", "b", "c"))
 
 
-def _classify_npz(path):
-    rng = np.random.default_rng(4)
-    y = rng.integers(0, 2, 40)
-    x = (rng.normal(size=(40, 6, 3)) + y[:, None, None]).astype(np.float32)
-    np.savez(path, x=x, y=y, lengths=rng.integers(2, 7, 40))
+def _classify_npz(path, n=40, seed=4):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = (rng.normal(size=(n, 6, 3)) + y[:, None, None]).astype(np.float32)
+    np.savez(path, x=x, y=y, lengths=rng.integers(2, 7, n))
     return str(path)
+
+
+def test_seeds_classify_takes_the_test_and_validation_files(tmp_path):
+    """``--task classify --seeds``: the members are measured on the --test file's sequences and
+    train without the --validation file's, the splits single-model classify uses (issue 28)."""
+    import argparse
+
+    from jaxrnn.tasks import classify
+
+    args = argparse.Namespace(
+        task="classify", cell="lstm", hidden=6, clip_norm=1.0, data=_classify_npz(
+            tmp_path / "train.npz"), test=_classify_npz(tmp_path / "test.npz", 12, seed=5),
+        validation=_classify_npz(tmp_path / "val.npz", 7, seed=6), id_column="id",
+        time_column="t", label_column="label", feature_columns=None, test_fraction=None,
+        val_fraction=None)
+    spec = ensemble_cli.TASK_SPECS["classify"](args)
+    assert len(spec["val"]["targets"]) == 12 and len(spec["train"]["targets"]) == 40
+    np.testing.assert_array_equal(spec["val"]["targets"], np.load(args.test)["y"])
+    single = classify.prepare(args).splits
+    for split, name in (("train", "train"), ("val", "test")):
+        for key in ("inputs", "targets", "lengths"):
+            np.testing.assert_array_equal(spec[split][key], single[name][key])
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import jaxrnn
+from jaxrnn.cells import registry
 
 B, T, F, H = 2, 4, 3, 5
 CELL = jaxrnn.lstm(H)
@@ -145,51 +146,62 @@ def test_run_bad_flag(option):
 
 # --------------------------------------------------------------------------- cell factories
 
-@pytest.mark.parametrize(
-    "factory, argname",
-    [
-        (lambda a: jaxrnn.elman(H, activation=a), "activation"),
-        (lambda a: jaxrnn.elman(H, output_size=2, output_activation=a), "output_activation"),
-        (lambda a: jaxrnn.jordan(H, 2, output_activation=a), "output_activation"),
-        (lambda a: jaxrnn.lstm(H, activation=a), "activation"),
-        (lambda a: jaxrnn.lstm(H, recurrent_activation=a), "recurrent_activation"),
-        (lambda a: jaxrnn.gru(H, recurrent_activation=a), "recurrent_activation"),
-        (lambda a: jaxrnn.gru(H, reset_after=False, activation=a), "activation"),
-        (lambda a: jaxrnn.fully_recurrent(H, 2, activation=a), "activation"),
-    ],
-)
-def test_unknown_activation(factory, argname):
+def _factory_parameters(name):
+    import inspect
+
+    entry, _ = registry.variants(inputs=None)[name]
+    return inspect.signature(entry.factory).parameters
+
+
+def _test_options(name) -> dict:
+    entry, variant = registry.variants(inputs=None)[name]
+    return {**entry.options, **entry.test_kwargs, **({} if variant is None else variant.options)}
+
+
+# every registered cell and test variant with each activation its factory takes (an output
+# activation where the variant has a readout)
+ACTIVATIONS = [(n, a) for n in registry.variants(inputs=None) for a in _factory_parameters(n)
+               if a.endswith("activation")
+               and (a != "output_activation" or "output_size" in _test_options(n))]
+
+
+@pytest.mark.parametrize("name, argname", ACTIVATIONS)
+def test_unknown_activation(name, argname):
+    factory = lambda a: registry.make_variant(name, **{argname: a})
     info = _raises(ValueError, f"^{argname}: ", lambda: factory("tanhh"), received="'tanhh'")
     assert "sigmoid" in str(info.value)  # the message lists the known names
     factory(jnp.sin)  # callables are accepted
 
 
+# every registered cell and test variant with each size it is built with
+CELL_SIZES = [(n, k) for n in registry.variants(inputs=None) for k, v in _test_options(n).items()
+              if isinstance(v, int) and not isinstance(v, bool)]
+OTHER_SIZES = [
+    (lambda n: jaxrnn.dense(n), "output_size"),
+    (lambda n: jaxrnn.embedding(n, 3), "vocab_size"),
+    (lambda n: jaxrnn.embedding(5, n), "features"),
+    (lambda n: CELL.init(KEY, n), "input_size"),
+]
+
+
 @pytest.mark.parametrize("value", [0, -3, 2.5, True, "4", None])
-@pytest.mark.parametrize(
-    "factory, argname",
-    [
-        (lambda n: jaxrnn.elman(n), "hidden_size"),
-        (lambda n: jaxrnn.elman(H, output_size=n), "elman output_size"),
-        (lambda n: jaxrnn.jordan(n, 2), "hidden_size"),
-        (lambda n: jaxrnn.jordan(H, n), "output_size"),
-        (lambda n: jaxrnn.lstm(n), "hidden_size"),
-        (lambda n: jaxrnn.gru(n), "hidden_size"),
-        (lambda n: jaxrnn.gru(n, reset_after=False), "hidden_size"),
-        (lambda n: jaxrnn.fully_recurrent(n, 1), "num_units"),
-        (lambda n: jaxrnn.fully_recurrent(H, n), "output_size"),
-        (lambda n: jaxrnn.dense(n), "output_size"),
-        (lambda n: jaxrnn.embedding(n, 3), "vocab_size"),
-        (lambda n: jaxrnn.embedding(5, n), "features"),
-        (lambda n: CELL.init(KEY, n), "input_size"),
-    ],
-)
-def test_sizes_must_be_positive_ints(factory, argname, value):
-    if argname == "elman output_size":
-        if value is None:  # the documented "no readout"
-            assert factory(None).output_size == H
-            return
-        argname = "output_size"
+@pytest.mark.parametrize("name, argname", CELL_SIZES)
+def test_cell_sizes_must_be_positive_ints(name, argname, value):
+    factory = lambda n: registry.make_variant(name, **{argname: n})
+    if value is None and _factory_parameters(name)[argname].default is None:
+        factory(None)  # a size that defaults to None: the documented "none" (Elman's readout)
+        return
     _raises(ValueError, f"^{argname}: ", lambda: factory(value), received=repr(value))
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, True, "4", None])
+@pytest.mark.parametrize("factory, argname", OTHER_SIZES)
+def test_sizes_must_be_positive_ints(factory, argname, value):
+    _raises(ValueError, f"^{argname}: ", lambda: factory(value), received=repr(value))
+
+
+def test_elman_without_a_readout_has_its_hidden_width_as_output():
+    assert jaxrnn.elman(H, output_size=None).output_size == H
 
 
 def test_fully_recurrent_more_outputs_than_units():

@@ -2,7 +2,7 @@
 included, since an import deferred into a function still couples the two modules): no cycle, and
 no module importing from a floor above its own (../shared/DESIGN.md):
 
-    1 cells, kernels, data, datasets  <  2 engine  <  3 layers, classic, seq2seq
+    1 cells, kernels, data, datasets, digest, lazy  <  2 engine  <  3 layers, classic, seq2seq
     <  4 train, io, parallel  <  5 models, nnx, interop, keras, the ``jaxrnn`` facade
     <  6 tasks  <  7 cli, launch (the command-line front doors)
 
@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "jaxrnn")
 
 FLOORS = {
-    "cells": 1, "kernels": 1, "data": 1, "datasets": 1,
+    "cells": 1, "kernels": 1, "data": 1, "datasets": 1, "digest": 1, "lazy": 1,
     "engine": 2,
     "layers": 3, "classic": 3, "seq2seq": 3,
     "train": 4, "io": 4, "parallel": 4,

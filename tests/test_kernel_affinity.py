@@ -26,20 +26,17 @@ pytestmark = [
 
 # Computes every case's forward values and gradients (params, inputs, initial carry) and saves
 # them to argv[2]; argv[1] == "one" confines the process to one CPU first (before JAX starts
-# its threads). Sizes: GRU H 192, B 16 is issue 27's case; the others reach both thread splits
-# (units and rows) of each family and sums long enough for XLA to split them.
+# its threads). Sizes: GRU H 192, B 16 is issue 27's case; then every registered kernel cell at
+# H 160 (an output of 48 where it has its own) with B 12 and 32, which reach both thread splits
+# (units and rows) of each kernel, over sums long enough for XLA to split them.
 _CASES = r"""
 import jax, jax.numpy as jnp, numpy as np
 import jaxrnn
-CASES = {  # name: (cell, B, T, F)
-    "gru": (jaxrnn.gru(192), 16, 12, 32),
-    "lstm": (jaxrnn.lstm(160), 32, 12, 24),
-    "elman": (jaxrnn.elman(128), 32, 24, 40),
-    "leaky": (jaxrnn.classic.reservoir(96, leak_rate=0.4), 24, 20, 8),
-    "jordan": (jaxrnn.jordan(160, 48), 12, 16, 20),
-    "min_gru": (jaxrnn.min_gru(160), 32, 24, 48),
-    "min_lstm": (jaxrnn.min_lstm(160), 32, 24, 48),
-}
+from jaxrnn.cells import registry
+CASES = {"gru": (jaxrnn.gru(192), 16, 12, 32)}  # name: (cell, B, T, F)
+for _name in registry.names(kernel=True):
+    for _B in (12, 32):
+        CASES[f"{_name}-B{_B}"] = (registry.make_variant(_name, hidden=160, output=48), _B, 24, 32)
 
 def values(names):
     out = {}
@@ -106,5 +103,6 @@ def test_gru_gradient_is_the_same_on_one_cpu_and_on_all(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_every_kernel_value_is_the_same_on_one_cpu_and_on_all(tmp_path, monkeypatch):
-    _assert_same_on_one_cpu_and_on_all(
-        tmp_path, monkeypatch, ["gru", "lstm", "elman", "leaky", "jordan", "min_gru", "min_lstm"])
+    scope: dict = {}
+    exec(_CASES, scope)
+    _assert_same_on_one_cpu_and_on_all(tmp_path, monkeypatch, list(scope["CASES"]))

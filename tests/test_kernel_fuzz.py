@@ -18,21 +18,18 @@ from hypothesis import strategies as st
 
 import jaxrnn
 from jaxrnn import kernels
+from jaxrnn.cells import registry
 
 pytestmark = pytest.mark.skipif(
     kernels._compiler() is None, reason="no C++ compiler: the kernels cannot be built here"
 )
 
-CELLS = {
-    "lstm": lambda h: jaxrnn.lstm(h),
-    "gru": lambda h: jaxrnn.gru(h),
-    "elman": lambda h: jaxrnn.elman(h),
-    "fully_recurrent": lambda h: jaxrnn.fully_recurrent(h, 2),
-    "jordan": lambda h: jaxrnn.jordan(h, max(1, h // 3)),
-    "min_gru": lambda h: jaxrnn.min_gru(h),
-    "min_lstm": lambda h: jaxrnn.min_lstm(h),
-    "reservoir": lambda h: jaxrnn.classic.reservoir(h, leak_rate=0.5, density=0.5),
-}
+# every registered cell with a CPU kernel; an output of its own a third of the state's width
+CELLS = registry.names(kernel=True)
+
+
+def _cell(name, hidden):
+    return registry.make_variant(name, hidden=hidden, output=max(1, hidden // 3))
 
 
 @st.composite
@@ -69,7 +66,7 @@ def _assert_close(got, want, what, atol):
 @given(problems())
 def test_kernels_match_the_xla_paths(problem):
     p = problem
-    cell = CELLS[p["name"]](p["hidden"])
+    cell = _cell(p["name"], p["hidden"])
     key = jax.random.key(p["seed"])
     params = cell.init(key, p["features"])
     leaves, tree = jax.tree_util.tree_flatten(params)

@@ -13,13 +13,13 @@ import pytest
 
 import jaxrnn
 from jaxrnn import kernels
+from jaxrnn.cells import registry
 from jaxrnn.kernels import ops
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="the CPU kernels are not built")
 
-MAKE = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, "elman": jaxrnn.elman,
-        "jordan": lambda h: jaxrnn.jordan(h, h), "min_gru": jaxrnn.min_gru,
-        "min_lstm": jaxrnn.min_lstm}
+# every registered cell with a CPU kernel, built from a width (output as wide as the state)
+CELLS = registry.names(kernel=True)
 B, T, F, H = 16, 6, 4, 16  # K = 8 members of this size pass the threshold of the member split
 
 
@@ -64,7 +64,7 @@ def _compiled(name, K, shared_x, with_scan):
     """(inputs, the vmapped kernel path, the vmapped plain scan's results (or None), one
     member's kernel path), compiled once per configuration (the member team is read at every
     call)."""
-    cell = MAKE[name](H)
+    cell = registry.get(name).make(H)
     params = _members(cell, K)
     xs, h0, lengths = _inputs(K, shared_x)
     x_axis = None if shared_x else 0
@@ -93,15 +93,13 @@ def _check(name, K, shared_x, with_scan=True):
         np.testing.assert_allclose(a / scale, b / scale, atol=2e-5)
 
 
-@pytest.mark.parametrize(("name", "K"), [("lstm", 1), ("lstm", 3), ("lstm", 8), ("gru", 8),
-                                         ("elman", 8), ("jordan", 8), ("min_gru", 8),
-                                         ("min_lstm", 8)])
+@pytest.mark.parametrize(("name", "K"), [("lstm", 1), ("lstm", 3), *((n, 8) for n in CELLS)])
 @pytest.mark.slow_when(lambda name, K: name == "lstm" or (name, K) == ("gru", 8))
 def test_vmapped_kernel_equals_member_calls_and_the_scan(name, K):
     _check(name, K, shared_x=False)
 
 
-@pytest.mark.parametrize("name", sorted(MAKE))
+@pytest.mark.parametrize("name", CELLS)
 @pytest.mark.slow_when(lambda name: name == "lstm")
 def test_vmapped_kernel_with_a_shared_batch(name):
     """The ensemble's case: the weights mapped, the batch not (broadcast to every member)."""
@@ -117,10 +115,10 @@ def test_members_split_over_threads(monkeypatch):
         _check("lstm", 8, shared_x=False)
 
 
-@pytest.mark.parametrize("name", sorted(MAKE))
+@pytest.mark.parametrize("name", CELLS)
 def test_nan_in_one_member_stays_in_that_member(name):
     K = 3
-    cell = MAKE[name](H)
+    cell = registry.get(name).make(H)
     params = _members(cell, K)
     xs, h0, lengths = _inputs(K, shared_x=False)
     lengths = jnp.full((B,), T, jnp.int32)
@@ -141,21 +139,21 @@ def test_nan_in_one_member_stays_in_that_member(name):
     assert np.isfinite(ys[[0, 2]]).all()
 
 
-@pytest.mark.parametrize("name", sorted(MAKE))
+@pytest.mark.parametrize("name", CELLS)
 def test_vmapped_gradient_is_one_call_per_kernel(name):
     """The compiled program of a vmapped training gradient calls each kernel once for all 8
     members, with no loop around it (vmap_method="sequential" made a while loop of 8 calls)."""
     K = 8
-    cell = MAKE[name](H)
+    cell = registry.get(name).make(H)
     params = _members(cell, K)
     xs, h0, lengths = _inputs(K, shared_x=True)
     text = jax.jit(jax.vmap(_loss(cell, lengths), in_axes=(0, None, 0))).lower(
         params, xs, h0).as_text()
-    family = "min" if name.startswith("min_") else name
+    family = registry.get(name).kernel
     for target in (f"jaxrnn_{family}_forward", f"jaxrnn_{family}_backward"):
         assert ops.vmap_method(target) == "broadcast_all"
         assert text.count(f"custom_call @{target}(") == 1
-    if name in ("lstm", "gru", "elman"):
+    if family in ("lstm", "gru", "elman"):  # the kernel families with products of their own
         assert text.count("custom_call @jaxrnn_steps_outer(") == 2  # d W_x and d W_h
     assert "stablehlo.while" not in text
 

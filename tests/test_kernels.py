@@ -19,6 +19,7 @@ from jax.test_util import check_grads
 
 import jaxrnn
 from jaxrnn import kernels
+from jaxrnn.cells import registry
 from jaxrnn.engine.backends import fused
 from jaxrnn.kernels import ops
 
@@ -458,15 +459,14 @@ def test_operands_are_passed_by_name():
 # and GRU at B = 32 with weights past the L2 bound (~650 KB) split by rows with 2 threads (two
 # register tiles per thread) and by units with 3. T = 6 and 9 leave a last block of fewer than
 # the row split's 4 phases. Below the one-thread bound the kernels choose their team themselves,
-# so these fix its size.
-SPLIT = [("lstm", (9, 6, 5, 160)), ("gru", (9, 6, 5, 160)), ("elman", (32, 6, 5, 64)),
-         ("lstm", (5, 6, 5, 160)), ("gru", (5, 6, 5, 160)),
-         ("lstm", (32, 9, 4, 200)), ("gru", (32, 9, 4, 232)),
-         ("jordan", (12, 7, 5, 160, 48)), ("jordan", (32, 6, 8, 96, 64))]
+# so these fix its size. The sizes are each kernel cell's ``kernel_test_sizes`` in the registry.
+SPLIT = [(name, size) for name in registry.names(kernel=True)
+         for size in registry.get(name).kernel_test_sizes]
 
 
 @pytest.mark.parametrize("threads", ["1", "2", "3"])
-@pytest.mark.parametrize("case", range(len(SPLIT)))
+@pytest.mark.parametrize("case", range(len(SPLIT)),
+                         ids=[f"{n}-{'x'.join(map(str, s))}" for n, s in SPLIT])
 def test_any_team_size_gives_the_equations(monkeypatch, threads, case):
     # JAXRNN_KERNEL_THREADS is read at every call: a number fixes the team size (3 is more than
     # XLA's pool has threads on a 2-core machine: the caller then does the missing helpers'
@@ -474,7 +474,7 @@ def test_any_team_size_gives_the_equations(monkeypatch, threads, case):
     monkeypatch.setenv("JAXRNN_KERNEL_THREADS", threads)
     name, size = SPLIT[case]
     B, T, F, H = size[:4]
-    cell = jaxrnn.jordan(H, size[4]) if name == "jordan" else MAKE[name](H)
+    cell = registry.make_variant(name, hidden=H, output=size[4] if len(size) > 4 else None)
     p = _params(cell, F)
     xs = jax.random.normal(jax.random.key(5), (B, T, F))
     lengths = np.random.default_rng(0).integers(0, T + 1, size=B)

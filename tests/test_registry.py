@@ -80,6 +80,35 @@ def test_backend_fields_say_what_computes_the_cell(name):
     assert entry.parallel == (cell.name in associative.LOG_COEFFICIENTS), name
 
 
+@pytest.mark.parametrize("name", list(registry.REGISTRY))
+def test_test_kwargs_begin_with_the_sizes_make_for_tests_resizes(name):
+    """``test_kwargs`` name the factory's positional sizes first (the hidden width, then the
+    output width of a ``hidden_output`` cell), so ``make_for_tests(hidden=, output=)`` resizes
+    exactly those."""
+    import inspect
+
+    entry = registry.get(name)
+    n = 1 if entry.sizes == "hidden" else 2
+    positional = list(inspect.signature(entry.factory).parameters)[:n]
+    assert list(entry.test_kwargs)[:n] == positional, name
+    small = entry.make_for_tests()
+    big = entry.make_for_tests(hidden=7, output=2)
+    assert big.hidden_size == 7 and small.hidden_size == entry.test_kwargs[positional[0]]
+    if n == 2:
+        assert big.output_size == 2
+
+
+def test_each_peer_family_has_one_reference_cell():
+    """The peer libraries' families (Flax, PyTorch, Keras: LSTM, GRU, simple RNN; the Jordan
+    net written as a Flax cell), each with the one registered cell computing its equations."""
+    refs = registry.peer_references()
+    assert set(refs) == {"lstm", "gru", "rnn", "jordan"}
+    assert {e.peer for e in registry.REGISTRY.values() if e.peer} == set(refs)
+    assert sum(e.peer_reference for e in registry.REGISTRY.values()) == len(refs)
+    for family, entry in refs.items():
+        assert entry.peer == family and entry.kernel is not None
+
+
 def test_frames_cell_is_rejected_for_feature_sequences_with_a_clear_message():
     with pytest.raises(ValueError, match=r"^cell: 'convlstm' takes frames .*height, width"):
         registry.make("convlstm", 8)
@@ -98,19 +127,8 @@ KEPT_LISTS = {
     # the kernel backend's glue: one adapter (code) per cell, checked against the registry's
     # ``kernel`` field by test_backend_fields_say_what_computes_the_cell
     "jaxrnn/engine/backends/cpu_kernels.py": "one adapter per kernel cell",
-    # the kernels helper's, the parallel helper's, the harness's and the model helper's files
-    # this round (issue 25 point 4: the lead removes these lines once they read the registry)
+    # the kernels helper's file this round (issue 25 point 4: removed once it reads the registry)
     "jaxrnn/kernels/__init__.py": "translation units by family (kernels)",
-    "benchmarks/extras.py": "the minGRU sweep's cells (harness)",
-    "benchmarks/harness.py": "peer families' factories (harness)",
-    "benchmarks/sections.py": "peer families' factories (harness; moved from harness.py)",
-    "tests/test_bench.py": "harness",
-    "tests/test_errors.py": "model",
-    "tests/test_kernels.py": "kernels",
-    "tests/test_kernel_fuzz.py": "kernels",
-    "tests/test_kernel_nan.py": "kernels",
-    "tests/test_kernel_vmap.py": "kernels",
-    "tests/test_kernel_affinity.py": "kernels",
 }
 
 

@@ -64,7 +64,9 @@ class ConvLSTMState(NamedTuple):
 
 
 def _kernel_size(kernel_size, argname="kernel_size") -> tuple[int, int]:
-    ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+    # a bare number or None is one size, not a pair (tuple() of it would raise a TypeError)
+    one = isinstance(kernel_size, int) or not isinstance(kernel_size, (tuple, list))
+    ks = (kernel_size, kernel_size) if one else tuple(kernel_size)
     if (
         len(ks) != 2
         or any(isinstance(k, bool) or not isinstance(k, int) or k <= 0 or k % 2 == 0 for k in ks)

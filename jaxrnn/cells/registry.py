@@ -61,7 +61,9 @@ class CellEntry(NamedTuple):
         on plain ``(B, T, F)`` sequences (every task of the command line, the model builder).
       options: keyword arguments that define this entry (``gru_cho`` is ``gru`` with
         ``reset_after=False``); passed before the caller's.
-      test_kwargs: a small, fast construction for the tests (sizes by keyword included).
+      test_kwargs: a small, fast construction for the tests, its sizes first by keyword (the
+        hidden width, then for ``"hidden_output"`` cells the output width; see
+        :meth:`make_for_tests`), then any option that exercises more of the cell.
       cli: whether :func:`make` may build it for the command line and the model builder.
       doc: one line for ``--help`` and reports.
       width_defaults: ``width_defaults(hidden) -> kwargs``, defaults of :meth:`make` that
@@ -76,7 +78,14 @@ class CellEntry(NamedTuple):
         or None for an entry that is an option of another's factory (``gru_cho``).
       peer: the classic family the benchmarks compare it with (``"lstm"``, ``"gru"``,
         ``"rnn"``, ``"jordan"``) or None; ``peer_note`` says how close that peer is.
+      peer_reference: this cell computes its peer family's own equations (one per family, see
+        :func:`peer_references`): the benchmarks count a peer's FLOPs with it and compare the
+        parallel cells with it.
       variants: test variants, ``name -> Variant`` (see :class:`Variant`).
+      kernel_test_sizes: problems ``(B, T, F, H[, O])`` whose steps this cell's CPU kernel
+        splits between threads when its team has 2 or more (by units, by rows, weights past the
+        L2 bound; tests/test_kernels.py says which is which): the tests run each with teams of
+        1, 2 and 3 threads.
     """
 
     name: str
@@ -96,7 +105,9 @@ class CellEntry(NamedTuple):
     class_name: str | None = None
     peer: str | None = None
     peer_note: str = ""
+    peer_reference: bool = False
     variants: Mapping[str, Variant] = MappingProxyType({})
+    kernel_test_sizes: tuple[tuple[int, ...], ...] = ()
 
     @property
     def factory(self) -> Callable[..., Any]:
@@ -124,22 +135,33 @@ class CellEntry(NamedTuple):
         sized = {} if self.width_defaults is None else self.width_defaults(hidden)
         return self.factory(*sizes, **{**sized, **self.options, **kwargs})
 
-    def make_for_tests(self, **overrides):
-        """The cell built from :attr:`test_kwargs` (small sizes, every term exercised)."""
-        return self.factory(**{**self.options, **self.test_kwargs, **overrides})
+    def make_for_tests(self, *, hidden: int | None = None, output: int | None = None,
+                       **overrides):
+        """The cell built from :attr:`test_kwargs` (small sizes, every term exercised), with
+        the hidden width ``hidden`` and, for a ``"hidden_output"`` cell, the output width
+        ``output`` instead of the test sizes when given."""
+        keys = list(self.test_kwargs)
+        sized = {} if hidden is None else {keys[0]: hidden}
+        if output is not None and self.sizes == "hidden_output":
+            sized[keys[1]] = output
+        return self.factory(**{**self.options, **self.test_kwargs, **sized, **overrides})
 
 
 def _entry(name, module, factory, params, *, sizes="hidden", inputs="features", options=None,
            test_kwargs, cli=True, doc, width_defaults=None, kernel=None, fused=False,
-           parallel=False, class_name=None, peer=None, peer_note="", variants=None):
+           parallel=False, class_name=None, peer=None, peer_note="", peer_reference=False,
+           variants=None, kernel_test_sizes=()):
     assert sizes in SIZES and inputs in INPUTS, (name, sizes, inputs)
+    assert peer or not peer_reference, name
+    assert kernel or not kernel_test_sizes, name
     variants = {k: Variant(MappingProxyType(dict(o)), frozenset(b))
                 for k, (o, b) in (variants or {}).items()}
     return CellEntry(name, f"{module}:{factory}", f"{module}:{params}",
                      f"{module}:{params.removesuffix('Params')}State", sizes, inputs,
                      MappingProxyType(dict(options or {})), MappingProxyType(dict(test_kwargs)),
                      cli, doc, width_defaults, kernel, fused, parallel, class_name, peer,
-                     peer_note, MappingProxyType(variants))
+                     peer_note, peer_reference, MappingProxyType(variants),
+                     tuple(map(tuple, kernel_test_sizes)))
 
 
 _C = "jaxrnn.cells"
@@ -147,24 +169,28 @@ _FUSED = frozenset({"fused", "scan"})
 _ENTRIES = [
     _entry("lstm", f"{_C}.lstm", "lstm", "LSTMParams", test_kwargs={"hidden_size": 4},
            doc="long short-term memory (forget gate)", kernel="lstm", fused=True,
-           class_name="LSTM", peer="lstm",
+           class_name="LSTM", peer="lstm", peer_reference=True,
+           kernel_test_sizes=((9, 6, 5, 160), (5, 6, 5, 160), (32, 9, 4, 200)),
            variants={"lstm_peephole": ({"peephole": True}, _FUSED),
                      "lstm_relu": ({"activation": "relu"}, _FUSED)}),
     _entry("gru", f"{_C}.gru", "gru", "GRUParams", test_kwargs={"hidden_size": 4},
            doc="gated recurrent unit, reset after (cuDNN form)", kernel="gru", fused=True,
-           class_name="GRU", peer="gru"),
+           class_name="GRU", peer="gru", peer_reference=True,
+           kernel_test_sizes=((9, 6, 5, 160), (5, 6, 5, 160), (32, 9, 4, 232))),
     # Cho's form has a second, reset-dependent recurrent product: no StepParts, no kernel
     _entry("gru_cho", f"{_C}.gru", "gru", "GRUParams", options={"reset_after": False},
            test_kwargs={"hidden_size": 4}, doc="gated recurrent unit as Cho et al. 2014"),
     _entry("elman", f"{_C}.elman", "elman", "ElmanParams", test_kwargs={"hidden_size": 5},
            doc="simple recurrent network (Elman 1990)", kernel="elman", fused=True,
-           class_name="Elman", peer="rnn",
+           class_name="Elman", peer="rnn", peer_reference=True,
+           kernel_test_sizes=((32, 6, 5, 64),),
            variants={"elman_readout": ({"output_size": 3, "output_activation": "sigmoid"},
                                        _FUSED)}),
     _entry("jordan", f"{_C}.jordan", "jordan", "JordanParams", sizes="hidden_output",
            test_kwargs={"hidden_size": 5, "output_size": 3},
            doc="output fed back as context (Jordan 1986)", kernel="jordan", fused=True,
-           class_name="Jordan", peer="jordan",
+           class_name="Jordan", peer="jordan", peer_reference=True,
+           kernel_test_sizes=((12, 7, 5, 160, 48), (32, 6, 8, 96, 64)),
            # Flax has no Jordan cell: its peer is the same equations written as a Flax cell
            peer_note="peer: the same equations as a Flax nn.RNNCellBase (Flax has no Jordan "
                      "cell)",
@@ -235,6 +261,12 @@ def backends_of(name: str) -> frozenset[str]:
     return entry.backends if variant is None else variant.backends
 
 
+def peer_references() -> dict[str, CellEntry]:
+    """``{peer family: the entry computing its own equations}`` (:attr:`CellEntry.peer_reference`),
+    in registry order."""
+    return {e.peer: e for e in REGISTRY.values() if e.peer_reference}
+
+
 def get(name: str) -> CellEntry:
     """The entry called ``name``; a ValueError naming ``cell`` lists the choices otherwise."""
     if not isinstance(name, str) or name not in REGISTRY:
@@ -262,4 +294,4 @@ _INPUT_SHAPES = {"features": "(B, T, F) vectors", "frames": "(B, T, height, widt
                  "images"}
 
 __all__ = ["REGISTRY", "CellEntry", "Variant", "SIZES", "INPUTS", "names", "variants", "get",
-           "make", "make_variant", "backends_of", "resolve"]
+           "make", "make_variant", "backends_of", "peer_references", "resolve"]

@@ -15,6 +15,8 @@
 Orbax is imported only when an Orbax format is used (it takes seconds to import).
 """
 
+from jaxrnn.lazy import lazy_exports
+
 # Loaded on first use (PEP 562): `import jaxrnn` builds models without paying for
 # optax, tqdm, flax serialization or Orbax; `from jaxrnn.io import save_checkpoint` still works.
 _LAZY = {
@@ -37,22 +39,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    module, attr = _LAZY[name]
-    if module == __name__:  # a submodule of this package
-        value = importlib.import_module(f"{module}.{attr}")
-    else:
-        value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -43,8 +43,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from jaxrnn.digest import sha256_arrays, sha256_file
 from jaxrnn.io import orbax_store
-from jaxrnn.io.digest import sha256_arrays, sha256_file
 from jaxrnn.io.files import (
     atomic_write,
     check_regular,

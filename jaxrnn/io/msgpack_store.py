@@ -24,9 +24,9 @@ import warnings
 
 from flax import serialization
 
+from jaxrnn.digest import sha256_bytes
 from jaxrnn.io import checkpoint as content
 from jaxrnn.io.checkpoint import Checkpoint, CheckpointError
-from jaxrnn.io.digest import sha256_bytes
 from jaxrnn.io.files import as_path, atomic_write, read_regular, remove_stale_temporaries
 from jaxrnn.io.store import register
 

@@ -30,9 +30,9 @@ import warnings
 
 import numpy as np
 
+from jaxrnn.digest import sha256_arrays
 from jaxrnn.io import checkpoint as content
 from jaxrnn.io.checkpoint import Checkpoint, CheckpointError
-from jaxrnn.io.digest import sha256_arrays
 from jaxrnn.io.files import as_path
 from jaxrnn.io.store import register
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import os
 import shutil
 import subprocess
@@ -159,15 +158,17 @@ def _flags() -> tuple[str, ...]:
 def _library_path(cxx: str) -> Path:
     import jaxlib
 
+    from jaxrnn.digest import sha256_bytes
+
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     texts = [f"{f.name}\0{f.read_text()}" for f in (*SOURCES, *HEADERS)]
-    key = hashlib.sha256(
+    key = sha256_bytes(
         b"\0".join(
             s.encode()
             for s in (*texts, jaxlib.__version__, " ".join(_flags()), version,
                       _cpu_signature(), sys.platform)
         )
-    ).hexdigest()[:16]
+    )[:16]
     kind = sanitizer()
     variant = "".join(f"{v}-" for v in ((kind and {"address": "asan", "thread": "tsan"}[kind]),
                                         march() != "native" and march()) if v)

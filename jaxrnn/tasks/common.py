@@ -138,6 +138,29 @@ def train_classifier(args, model, splits: dict, *, loss: str = "softmax_cross_en
     return Trained(result.params, result, test, baseline)
 
 
+def fit_objective(args, params, data, objective, **options):
+    """Train ``params`` on ``data`` with a task's own ``objective`` (``(params, batch, key) ->
+    (loss, aux)``) through :func:`jaxrnn.train.fit`, with the common options (``--epochs``,
+    ``--seed``, ``--checkpoint-dir`` / ``--resume``, ``--data-parallel``, ``--time-budget``,
+    ``--progress``, the optimiser flags; clipped at 1.0 by default) and the non-finite guard
+    every task has; ``options`` are further :func:`~jaxrnn.train.fit` keywords. Returns
+    ``(params, steps, epochs, seconds)``."""
+    import time
+
+    from jaxrnn.train import fit
+
+    t_train = time.perf_counter()
+    result = fit(None, params, None, task_optimizer(args, default_clip=1.0), data,
+                 objective=objective, epochs=args.epochs, seed=args.seed,
+                 checkpoint_dir=getattr(args, "checkpoint_dir", None),
+                 resume=bool(getattr(args, "resume", False)),
+                 data_parallel=getattr(args, "data_parallel", None),
+                 time_budget_s=args.time_budget, progress=bool(getattr(args, "progress", False)),
+                 verbose=True, **options)
+    epochs = len(result.history.get("loss", []))
+    return result.params, int(result.state.step), epochs, time.perf_counter() - t_train
+
+
 def kept_epoch_line(result, monitor: str | None = "val_loss") -> str:
     """One line saying which epoch's parameters the run kept and why (``result``: a
     :class:`jaxrnn.train.FitResult`)."""

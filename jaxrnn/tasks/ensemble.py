@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
-
 from jaxrnn.train.ensemble import ensemble_classifier, fit_ensemble
 
 
@@ -89,35 +87,37 @@ def _speech_spec(args):
 
 
 def _classify_spec(args):
-    """``--task classify --data FILE``: the file read, labels encoded, split and standardised
-    as ``jaxrnn train --task classify`` does it (the same functions, the same seeded split)."""
-    from jaxrnn.data import LabelEncoder
+    """``--task classify --data FILE`` (``--test`` / ``--validation`` files, ``--index-column``):
+    read, labels encoded, split and standardised by :func:`jaxrnn.tasks.classify.prepare`,
+    the function ``jaxrnn train --task classify`` uses; the members are measured on its test
+    split (``--test FILE`` when given)."""
     from jaxrnn.tasks import classify as C
 
-    if getattr(args, "data", None) is None:
-        raise ValueError("--data: expected a labelled-sequence file (.csv in long format or "
-                         ".npz)")
-    data = C.read_sequences(args.data, "--data", id_column=args.id_column,
-                            time_column=args.time_column, label_column=args.label_column,
-                            feature_columns=args.feature_columns)
-    encoder = LabelEncoder.fit(data.labels, min_classes=2,
-                               argname=f"--data: label column {args.label_column!r}")
-    y = encoder.transform(data.labels)
-    idx = C.split_indices(len(data.sequences), args.test_fraction, args.val_fraction)
-    frames = np.concatenate([data.sequences[i] for i in idx["train"]])
-    mean = frames.mean(0)
-    std = np.where(frames.std(0) > 0, frames.std(0), 1.0)
-    maxlen = max(len(s) for s in data.sequences)
-    splits = {name: {**C.to_batch([data.sequences[i] for i in rows], mean, std, maxlen),
-                     "targets": y[rows]}
-              for name, rows in idx.items() if len(rows)}
-    return _classifier_spec(args, splits, encoder.num_classes)
+    prepared = C.prepare(args)
+    return _classifier_spec(args, prepared.splits, prepared.encoder.num_classes)
 
 
 # Tasks whose model and data the ensemble path knows how to build (a classifier over a fixed
 # data set); other tasks train their members one at a time with --seed.
 TASK_SPECS = {"digits": _digits_spec, "fashion": _fashion_spec, "speech": _speech_spec,
               "classify": _classify_spec}
+
+
+def _refused_flag(args) -> str | None:
+    """The message refusing a common training flag the ensemble path does not honour (None: it
+    honours every one given): it keeps no checkpoints (``--resume``) and spreads members, not
+    batches, over devices (``--data-parallel``, several processes)."""
+    where = f"task {args.task} with --seeds (the ensemble path)"
+    if getattr(args, "resume", False):
+        return (f"--resume: {where} keeps no checkpoints (its members train together in one "
+                f"run); run it again without --resume")
+    if getattr(args, "num_processes", None) is not None:
+        return (f"--num-processes: {where} trains in one process; train one model per process "
+                f"with --seed instead")
+    if getattr(args, "data_parallel", None) is not None:
+        return (f"--data-parallel: {where} does not split batches over devices (every member "
+                f"sees the whole batch); run it without --data-parallel")
+    return None
 
 
 def run_cli(args) -> dict:
@@ -128,6 +128,9 @@ def run_cli(args) -> dict:
         raise ValueError(f"--seeds: the ensemble path supports the tasks "
                          f"{sorted(TASK_SPECS)}, got {args.task!r} (train other tasks once "
                          f"per --seed)")
+    refusal = _refused_flag(args)
+    if refusal is not None:
+        raise ValueError(refusal)
     if getattr(args, "layers", 1) != 1 or getattr(args, "bidirectional", False):
         raise ValueError("--seeds: the ensemble path trains one unidirectional layer "
                          "(--layers 1, no --bidirectional)")
@@ -140,7 +143,9 @@ def run_cli(args) -> dict:
                           learning_rates=args.lr, clip_norm=spec["clip_norm"],
                           epochs=args.epochs, batch_size=min(args.batch_size, n_train),
                           val_data=spec["val"], metrics=[spec["metric"]],
-                          data_seed=seeds[0], verbose=bool(getattr(args, "progress", False)))
+                          data_seed=seeds[0],
+                          skip_nonfinite=bool(getattr(args, "skip_nonfinite", False)),
+                          verbose=bool(getattr(args, "progress", False)))
     name = spec["metric"]
     values = result.val[name]
     s = result.summary[name]

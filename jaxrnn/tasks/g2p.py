@@ -149,24 +149,14 @@ def fit_pairs(args, model, params, pairs):
     """Train on ``pairs`` ``[(letter ids, phoneme ids)]`` through :func:`jaxrnn.train.fit`, so
     ``--resume`` / ``--checkpoint-dir``, ``--data-parallel``, ``--time-budget`` and the
     non-finite guard work as for every task. Returns ``(params, steps, epochs, seconds)``."""
-    from jaxrnn.tasks.common import fail, task_optimizer
-    from jaxrnn.train import fit
+    from jaxrnn.tasks.common import fail, fit_objective
 
     if len(pairs) < args.batch_size:
         fail("--batch-size", f"{args.batch_size} is more than the {len(pairs)} training words "
                              f"(--train-words)")
-    t_train = time.perf_counter()
-    result = fit(None, params, None, task_optimizer(args, default_clip=1.0),
-                 batches(training_data(pairs), args.batch_size, args.seed),
-                 objective=teacher_forced_objective(model, float(args.sampling_prob)),
-                 epochs=args.epochs, seed=args.seed, key=jax.random.key(args.seed + 1),
-                 checkpoint_dir=getattr(args, "checkpoint_dir", None),
-                 resume=bool(getattr(args, "resume", False)),
-                 data_parallel=getattr(args, "data_parallel", None),
-                 time_budget_s=args.time_budget, progress=bool(getattr(args, "progress", False)),
-                 verbose=True)
-    epochs = len(result.history.get("loss", []))
-    return result.params, int(result.state.step), epochs, time.perf_counter() - t_train
+    return fit_objective(args, params, batches(training_data(pairs), args.batch_size, args.seed),
+                         teacher_forced_objective(model, float(args.sampling_prob)),
+                         key=jax.random.key(args.seed + 1))
 
 
 def pad_batch(pairs, buckets=BUCKETS):

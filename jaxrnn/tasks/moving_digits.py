@@ -148,24 +148,14 @@ def fit_frames(args, apply, params, frames):
     one compiled shape), so ``--resume`` / ``--checkpoint-dir``, ``--data-parallel``,
     ``--time-budget`` and the non-finite guard work as for every task. Returns ``(params,
     steps, epochs, seconds)``."""
-    from jaxrnn.tasks.common import task_optimizer
-    from jaxrnn.train import fit
+    from jaxrnn.tasks.common import fit_objective
 
     if len(frames) < args.batch_size:
         raise ValueError(f"--batch-size: {args.batch_size} is more than the "
                          f"{len(frames)} training sequences (--train-sequences)")
-    t_train = time.perf_counter()
-    result = fit(None, params, None, task_optimizer(args, default_clip=1.0),
-                 {"inputs": frames[:, :-1], "targets": frames[:, 1:]}, epochs=args.epochs,
-                 batch_size=args.batch_size, seed=args.seed, drop_remainder=True,
-                 objective=next_frame_objective(apply),
-                 checkpoint_dir=getattr(args, "checkpoint_dir", None),
-                 resume=bool(getattr(args, "resume", False)),
-                 data_parallel=getattr(args, "data_parallel", None),
-                 time_budget_s=args.time_budget, progress=bool(getattr(args, "progress", False)),
-                 verbose=True)
-    epochs = len(result.history.get("loss", []))
-    return result.params, int(result.state.step), epochs, time.perf_counter() - t_train
+    return fit_objective(args, params, {"inputs": frames[:, :-1], "targets": frames[:, 1:]},
+                         next_frame_objective(apply), batch_size=args.batch_size,
+                         drop_remainder=True)
 
 
 def rollout(apply, params, frames, n_seen):

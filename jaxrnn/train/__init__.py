@@ -68,6 +68,8 @@ Compilation and placement: every step is compiled by :func:`jaxrnn.train.step.co
 single hook point for sharding (data parallelism) over devices.
 """
 
+from jaxrnn.lazy import lazy_exports
+
 # Loaded on first use (PEP 562): `import jaxrnn` builds models without paying for
 # optax, tqdm, flax serialization or Orbax; `from jaxrnn.train import fit` still works.
 _LAZY = {
@@ -120,22 +122,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    module, attr = _LAZY[name]
-    if module == __name__:  # a submodule of this package
-        value = importlib.import_module(f"{module}.{attr}")
-    else:
-        value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = [

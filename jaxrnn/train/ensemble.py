@@ -51,6 +51,7 @@ from jaxrnn.train.step import (
     init_train_state,
     make_train_step,
     metric_stats,
+    skip_nonfinite_updates,
     supervised_objective,
 )
 
@@ -70,23 +71,30 @@ def member(tree: PyTree, k: int) -> PyTree:
     return jax.tree_util.tree_map(lambda x: x[k], tree)
 
 
-def _optimizer(learning_rate, clip_norm: float | None, optimizer: str):
+def _optimizer(learning_rate, clip_norm: float | None, optimizer: str,
+               skip_nonfinite: bool = False):
     makers = {"adam": optax.adam, "sgd": optax.sgd, "rmsprop": optax.rmsprop,
               "adagrad": optax.adagrad}
     if optimizer not in makers:
         raise ValueError(f"optimizer: expected one of {sorted(makers)}, got {optimizer!r}")
     base = optax.inject_hyperparams(makers[optimizer])(learning_rate=learning_rate)
-    if clip_norm is None:
-        return base
-    return optax.chain(optax.clip_by_global_norm(float(clip_norm)), base)
+    if clip_norm is not None:
+        base = optax.chain(optax.clip_by_global_norm(float(clip_norm)), base)
+    # vmapped, each member skips its own non-finite updates
+    return skip_nonfinite_updates(base) if skip_nonfinite else base
 
 
 def init_ensemble(init_fn: Callable, seeds: Iterable[int], *, learning_rates=1e-3,
-                  clip_norm: float | None = 1.0, optimizer: str = "adam"):
+                  clip_norm: float | None = 1.0, optimizer: str = "adam",
+                  skip_nonfinite: bool = False):
     """``(stacked TrainState, optimiser)``: member ``k`` initialised by ``init_fn(key(seed_k))``
     with its own PRNG key and learning rate (a float for all, or one per seed); the optimiser is
     ``clip_by_global_norm`` then ``optimizer`` with the rate read from each member's state, as
-    :func:`jaxrnn.train.make_optimizer` builds it for one model."""
+    :func:`jaxrnn.train.make_optimizer` builds it for one model (``skip_nonfinite``: wrapped
+    by :func:`~jaxrnn.train.skip_nonfinite_updates`, each member skipping its own updates with
+    NaN/inf gradients)."""
+    if not isinstance(skip_nonfinite, bool):
+        raise TypeError(f"skip_nonfinite: expected a bool, got {skip_nonfinite!r}")
     seeds = tuple(seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0
                         for s in seeds):
@@ -102,13 +110,13 @@ def init_ensemble(init_fn: Callable, seeds: Iterable[int], *, learning_rates=1e-
     states = []
     for seed, rate in zip(seeds, rates, strict=True):
         params = init_fn(jax.random.key(int(seed)))
-        states.append(init_train_state(params, _optimizer(rate, clip_norm, optimizer),
-                                       int(seed)))
+        states.append(init_train_state(
+            params, _optimizer(rate, clip_norm, optimizer, skip_nonfinite), int(seed)))
     shapes = {jax.tree_util.tree_structure(s) for s in states}
     if len(shapes) != 1:
         raise ValueError("init_fn: the members' parameters differ in structure; an ensemble "
                          "needs models of the same shapes")
-    return stack(states), _optimizer(rates[0], clip_norm, optimizer)
+    return stack(states), _optimizer(rates[0], clip_norm, optimizer, skip_nonfinite)
 
 
 def member_mesh(devices=None, num_members: int | None = None):
@@ -287,7 +295,7 @@ def fit_ensemble(init_fn: Callable, apply_fn: Callable | None, loss, train_data,
                  optimizer: str = "adam", epochs: int = 1, batch_size: int = 32, val_data=None,
                  metrics=(), data_seed: int = 0, max_steps: int | None = None,
                  devices=None, objective: Callable | None = None,
-                 verbose: bool = False) -> EnsembleResult:
+                 skip_nonfinite: bool = False, verbose: bool = False) -> EnsembleResult:
     """Train one member per seed (and learning rate) together, one compiled step for all.
 
     Args:
@@ -300,6 +308,11 @@ def fit_ensemble(init_fn: Callable, apply_fn: Callable | None, loss, train_data,
       learning_rates: one float for all members, or one per seed (a learning-rate grid).
       devices: spread the members over devices: True (all) or a list; K must divide evenly.
       max_steps: stop after this many steps (smoke tests).
+      skip_nonfinite: each member skips an update whose gradient has NaN/inf entries (its
+        parameters and optimiser state unchanged), as ``fit(..., skip_nonfinite=True)`` does
+        for one model; the loop stops only when a whole epoch was skipped by every member.
+        False: the loop stops (:class:`~jaxrnn.train.epochs.NonFiniteLossError`) at the first
+        update where no member has a finite loss.
 
     The members train on the one loop of :func:`jaxrnn.train.fit` (``run_loop``), its step
     the vmapped one (:class:`MemberStepper`); its progress line shows the members' mean loss,
@@ -310,7 +323,8 @@ def fit_ensemble(init_fn: Callable, apply_fn: Callable | None, loss, train_data,
                                "progress": False}, "fit_ensemble")
     metrics = get_metrics(metrics)
     states, opt = init_ensemble(init_fn, seeds, learning_rates=learning_rates,
-                                clip_norm=clip_norm, optimizer=optimizer)
+                                clip_norm=clip_norm, optimizer=optimizer,
+                                skip_nonfinite=skip_nonfinite)
     rates = tuple(float(r) for r in np.broadcast_to(np.asarray(learning_rates, np.float64),
                                                     (len(seeds),)))
     if devices is not None and devices is not False:
@@ -320,7 +334,7 @@ def fit_ensemble(init_fn: Callable, apply_fn: Callable | None, loss, train_data,
     members = MemberStepper(step, metrics, len(seeds))
     t0 = time.perf_counter()
     result = run_loop(members, it, states, dataclasses.replace(opts, callbacks=members),
-                      metrics=(), monitor=None, validate=None, skipping=False,
+                      metrics=(), monitor=None, validate=None, skipping=skip_nonfinite,
                       params=states.params)
     states = result.state
     members.end_epoch()  # a max_steps stop inside an epoch: its rows, as far as it went
