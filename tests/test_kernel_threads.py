@@ -145,3 +145,25 @@ def test_the_team_tests_are_clean_under_thread_sanitizer(tmp_path):
                    if p != suppressions)
     races = kernel_races(logs)
     assert not races, f"{len(races)} races in the kernels, the first:\n{races[0]}"
+
+
+def test_team_counters_count_every_row_block_once(monkeypatch):
+    # kernels.team_counters() tells a slow call's cause (benchmarks/NOTES.md, lever 33): each
+    # block of a row group is run exactly once, by the caller or a helper, whoever took it
+    # (turns with a late helper's group, handovers), so a call's blocks add up to the groups
+    # times the blocks per group; the row split never touches the phase team's stall rule.
+    monkeypatch.setenv("JAXRNN_KERNEL_THREADS", "2")
+    B, T, F, H = 32, 9, 5, 64  # rows split: 2 groups of 16, blocks of 4, 4 and 1 steps
+    cell = jaxrnn.elman(H)
+    p = cell.init(jax.random.key(0), F)
+    xs = jax.random.normal(jax.random.key(1), (B, T, F))
+    f = jax.jit(lambda p, xs: jaxrnn.run(cell, p, xs)[1])
+    jax.block_until_ready(f(p, xs))
+    before = kernels.team_counters()
+    for _ in range(5):
+        jax.block_until_ready(f(p, xs))
+    after = kernels.team_counters()
+    d = {k: after[k] - before[k] for k in after}
+    assert d["row_calls"] == 5
+    assert d["row_blocks_caller"] + d["row_blocks_helper"] == 5 * 2 * 3
+    assert d["phase_calls"] == d["stalls"] == d["solo_switches"] == 0
