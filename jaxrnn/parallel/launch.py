@@ -15,6 +15,7 @@ same interpreter and the same ``jaxrnn`` as the launcher.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -40,7 +41,9 @@ class LaunchResult(NamedTuple):
     Attributes:
       returncode: 0 when every process succeeded; else the failed process's status (1 if it
         died by a signal), or 124 on timeout.
-      failed_rank: the first process seen failing (None on success or timeout).
+      failed_rank: the process that failed first, in the order the processes exited (its
+        peers often fail a moment later, in a collective that lost it); None on success or
+        timeout. A process the launcher stopped is never it.
       returncodes: each process's exit status (negative: killed by that signal).
       message: a one-line summary (empty on success).
     """
@@ -93,6 +96,66 @@ def _stop(procs: list[subprocess.Popen], grace: float) -> None:
             p.wait()
 
 
+def _epoll_wait(poller, timeout: float) -> list[tuple[int, int]]:
+    """``poller.poll(timeout)`` (a seam: a test delays the launcher here)."""
+    return poller.poll(timeout)
+
+
+class _ExitOrder:
+    """Reaps a run's processes and tells in which order they exited.
+
+    The order is the kernel's, not that of whichever launcher thread happened to run first: on
+    Linux each process has a pidfd in one epoll set with ``EPOLLONESHOT``; a pidfd becomes
+    readable when its process has exited, and epoll queues ready files in the order they became
+    ready, so one ``epoll_wait`` lists the exits in the order they happened even when the
+    launcher looks late (a loaded machine) and several processes have died by then, as the
+    peers of a failed rank do a moment after it. Elsewhere (no ``os.pidfd_open``) it polls every
+    process every 10 ms; two that exit within one round are then told apart by rank only.
+    """
+
+    def __init__(self, procs: Sequence[subprocess.Popen]):
+        self._procs = list(procs)
+        self._left = set(range(len(self._procs)))
+        self._epoll = None
+        self._rank_of_fd: dict[int, int] = {}
+        if hasattr(os, "pidfd_open") and hasattr(select, "epoll"):
+            self._epoll = select.epoll()
+            for rank, p in enumerate(self._procs):
+                fd = os.pidfd_open(p.pid)
+                self._rank_of_fd[fd] = rank
+                self._epoll.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
+
+    def wait(self, timeout: float | None) -> list[int]:
+        """The ranks that exited since the last call, first exit first; waits up to ``timeout``
+        seconds (None: until one exits) when none has. Each is reaped (``returncode`` set)."""
+        if not self._left:
+            return []
+        if self._epoll is None:
+            return self._poll_all(timeout)
+        events = _epoll_wait(self._epoll, -1 if timeout is None else timeout)
+        ranks = [self._rank_of_fd[fd] for fd, _ in events]
+        for rank in ranks:
+            self._procs[rank].wait()  # already exited: returns at once with its status
+            self._left.discard(rank)
+        return ranks
+
+    def _poll_all(self, timeout: float | None) -> list[int]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            ranks = [r for r in sorted(self._left) if self._procs[r].poll() is not None]
+            if ranks or (deadline is not None and time.monotonic() >= deadline):
+                self._left.difference_update(ranks)
+                return ranks
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
+            for fd in self._rank_of_fd:
+                os.close(fd)
+            self._epoll, self._rank_of_fd = None, {}
+
+
 def launch(command: Sequence[str], num_processes: int, *, timeout: float | None = None,
            port: int | None = None, grace: float = 5.0, env: Mapping[str, str] | None = None,
            output: TextIO | None = None) -> LaunchResult:
@@ -129,6 +192,7 @@ def launch(command: Sequence[str], num_processes: int, *, timeout: float | None 
     lock = threading.Lock()
     procs: list[subprocess.Popen] = []
     pumps: list[threading.Thread] = []
+    exits: _ExitOrder | None = None
     base_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1",
                 ENV_COORDINATOR: address, ENV_NUM_PROCESSES: str(num_processes)}
     try:
@@ -143,23 +207,17 @@ def launch(command: Sequence[str], num_processes: int, *, timeout: float | None 
             t = threading.Thread(target=_pump, args=(p.stdout, rank, out, lock), daemon=True)
             t.start()
             pumps.append(t)
-        # One waiter per process records when it exited: the rank that failed first is the one
-        # to name (its peers usually fail a moment later, in a collective that lost it).
-        exited: dict[int, float] = {}
-
-        def wait(rank: int, proc: subprocess.Popen) -> None:
-            proc.wait()
-            exited[rank] = time.monotonic()
-
-        for rank, p in enumerate(procs):
-            threading.Thread(target=wait, args=(rank, p), daemon=True).start()
+        exits = _ExitOrder(procs)
         start = time.monotonic()
+        order: list[int] = []  # ranks in the order they exited
         failed, message, status = None, "", 0
         while True:
-            codes = [p.returncode if r in exited else None for r, p in enumerate(procs)]
-            bad = sorted((exited[r], r) for r, c in enumerate(codes) if c not in (None, 0))
+            order += exits.wait(None if timeout is None
+                                else max(0.0, timeout - (time.monotonic() - start)))
+            codes = [procs[r].returncode for r in range(num_processes)]
+            bad = [r for r in order if codes[r] != 0]
             if bad:
-                failed = bad[0][1]
+                failed = bad[0]
                 code = codes[failed]
                 how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
                 others = sum(c is None for c in codes)
@@ -167,18 +225,20 @@ def launch(command: Sequence[str], num_processes: int, *, timeout: float | None 
                            f"the {others} other running process(es)")
                 status = code if code > 0 else 1
                 break
-            if all(c == 0 for c in codes):
+            if len(order) == num_processes:
                 break
-            if timeout is not None and time.monotonic() - start > timeout:
+            if timeout is not None and time.monotonic() - start >= timeout:
                 running = [r for r, c in enumerate(codes) if c is None]
                 message = (f"jaxrnn.launch: timed out after {timeout:g} s; ranks {running} "
                            f"still running, stopping them")
                 status = TIMEOUT_STATUS
                 break
-            time.sleep(0.05)
     except BaseException:
         _stop(procs, grace)
         raise
+    finally:
+        if exits is not None:
+            exits.close()
     if message:
         with lock:
             print(message, file=sys.stderr, flush=True)
