@@ -1,10 +1,35 @@
 """Test configuration: no network, strict numerics, warnings as errors, shared fixtures."""
 
+import os
+import shutil
 import socket
+import tempfile
 
 import jax
 import numpy as np
 import pytest
+
+# One persistent XLA compilation cache for the whole run, so that a program compiled in one test
+# or xdist worker is loaded, not compiled again, by the next that builds the same program (many
+# tests build the same small cells at the same sizes). The controller (or the single process)
+# creates it before it starts any worker; the workers, and the subprocesses tests start, inherit
+# the variables (read when they import jax); the processes that imported jax already (this one:
+# a plugin may have imported it before this file) are configured below. Every executable is
+# stored (no minimum compile time or size): the programs here compile in well under JAX's
+# default threshold of 1 s. A run where JAX_COMPILATION_CACHE_DIR is set keeps that directory;
+# JAXRNN_TESTS_COMPILATION_CACHE=off runs without a cache. Removed at the end of the run.
+_COMPILATION_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+_OWN_CACHE_ENV = "JAXRNN_TESTS_COMPILATION_CACHE"  # the suite's own directory, or "off"
+if "PYTEST_XDIST_WORKER" not in os.environ and _COMPILATION_CACHE_ENV not in os.environ \
+        and os.environ.get(_OWN_CACHE_ENV) != "off":
+    os.environ[_COMPILATION_CACHE_ENV] = os.environ[_OWN_CACHE_ENV] = tempfile.mkdtemp(
+        prefix="jaxrnn-tests-xla-cache-")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+if os.environ.get(_OWN_CACHE_ENV) not in (None, "off"):
+    jax.config.update("jax_compilation_cache_dir", os.environ[_OWN_CACHE_ENV])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 # Reference computations in the tests are float64; the library itself runs in float32.
 jax.config.update("jax_enable_x64", False)
@@ -32,6 +57,32 @@ def _strict_dtype_promotion(request):
 # Rank promotion cannot be strict here: every cell treats all leading dimensions as batch and
 # adds its biases by broadcasting ``(B..., G) + (G,)`` (as Flax does), so
 # ``jax_numpy_rank_promotion="raise"`` would reject the library's own convention.
+
+
+def pytest_unconfigure(config):
+    cache = os.environ.get(_OWN_CACHE_ENV)
+    if "PYTEST_XDIST_WORKER" not in os.environ and cache not in (None, "off"):
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+# Test modules whose subprocesses must compile for themselves: the ISA builds and the
+# sanitizer build load a kernel library built differently under the same custom-call names;
+# the multi-process runs are several jax.distributed processes (whose executables hold the
+# run's process layout) started together; test_cli's Ctrl-C runs time SIGINT against a
+# training's first epochs, as a user's run without a cache meets it (issue 25: in one probe
+# with a warm cache no interrupted `jaxrnn train` printed "checkpoint saved" in 9 runs,
+# against 3 of 12 without; that test also fails without any cache, 1 run in 3 here, so this
+# keeps its conditions as they were, it does not fix it). Only the subprocesses see the
+# change: this process read the variable when it imported jax.
+_OWN_COMPILATIONS_MODULES = {"test_kernel_builds", "test_kernel_threads", "test_multiprocess",
+                             "test_cli"}
+
+
+@pytest.fixture(autouse=True)
+def _subprocesses_compile_for_themselves(request, monkeypatch):
+    if request.module.__name__.rpartition(".")[2] in _OWN_COMPILATIONS_MODULES:
+        monkeypatch.delenv(_COMPILATION_CACHE_ENV, raising=False)
+    yield
 
 
 def pytest_configure(config):
