@@ -121,6 +121,15 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _load() -> float | None:
+    """The 1-minute load average when plans are saved: a plan measured on a busy machine says
+    so in the plans command (``--reset`` then lets a quiet run measure again)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def save(lib, path: Path) -> int:
     """Merge the plans this process measured into the cache file (written atomically); returns
     how many are new or changed. Nothing is written when nothing was measured."""
@@ -135,7 +144,8 @@ def save(lib, path: Path) -> int:
                 plans[_key(e)] = {**{k: e[k] for k in KEY_FIELDS}, "plan": e["plan"],
                                   "rule": e["rule"], "tried": e["tried"],
                                   "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                            time.gmtime())}
+                                                            time.gmtime()),
+                                  "load": _load()}
             fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
             with os.fdopen(fd, "w") as f:
                 json.dump({"format": FORMAT, "plans": sorted(plans.values(), key=_key)}, f,
@@ -162,6 +172,9 @@ def describe(entry: dict) -> str:
     if state == "tuning":
         return f"{what}: being tuned ({tried or 'no call timed yet'})"
     why = (f"fastest of: {tried}" if tried else "from the cache file")
+    if entry.get("measured"):
+        why += f" (measured {entry['measured']}, load average {entry.get('load')})"
+
     rule = entry.get("rule")
     if rule and rule != entry["plan"]:
         why += f"; the built-in rules would give {words(rule)}"
