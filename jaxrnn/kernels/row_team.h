@@ -198,10 +198,8 @@ void run_row_groups(ffi::ThreadPool& pool, int nthreads, int nphases, Block bloc
   jaxrnn_counters::add(jaxrnn_counters::kRowCalls);
   Block* block_ptr = &block;
   for (int home = 1; home < nthreads; ++home) {
-    JAXRNN_HAND_OVER(team.get());
     const int64_t scheduled = now_ns();
-    pool.Schedule([team, home, block_ptr, scheduled]() {
-      JAXRNN_TAKE_OVER(team.get());
+    schedule_handed_over(pool, [team, home, block_ptr, scheduled]() {
       jaxrnn_counters::add(jaxrnn_counters::kHelperStartNs, now_ns() - scheduled);
       // A pool that cannot take the task runs it inline on the caller: do nothing then. A
       // task that starts after the call has returned finds every group done.
