@@ -98,6 +98,21 @@ def tune_kernels(log=_log) -> str | None:
     return None
 
 
+def _tune_row(runner, log=_log) -> int:
+    """Untimed calls of a jaxrnn row until the kernels' plan table has settled every shape class
+    the row's step meets (kernels/tune.py, warm_up), so that no timed call runs a candidate
+    plan; the number of calls (0 without kernels, or with JAXRNN_KERNEL_TUNE=0)."""
+    try:
+        from jaxrnn.kernels import tune
+    except ImportError:  # a checkout from before the plan table
+        return 0
+    t0 = time.perf_counter()
+    calls = tune.warm_up(runner.call)
+    if calls > 1:
+        log(f"    kernel plans tuned in {calls} untimed calls, {time.perf_counter() - t0:.1f} s")
+    return calls
+
+
 def build(lib: str, row: dict):
     """The row's step, compiled and run once: a :class:`benchmarks.competitors.Runner`."""
     from benchmarks import competitors as C
@@ -188,6 +203,8 @@ def run_lib(spec: dict, log=_log) -> dict:
             res["notes"].append(f"{lib}: skipped {row.get('family')} ({err})")
             continue
         meta = _row_meta(row_lib, row, runner)
+        if row_lib in JAXRNN_LIBS:
+            meta["tune_calls"] = _tune_row(runner, log)
         # one warm-up call is enough for the large steps (C), whose calls take a second
         warmup = row.get("warmup", 1 if cfg.tokens * cfg.hidden >= 2**22 else 2)
         for condition in row.get("contention", spec.get("contention", ["quiet"])):

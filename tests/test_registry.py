@@ -127,8 +127,6 @@ KEPT_LISTS = {
     # the kernel backend's glue: one adapter (code) per cell, checked against the registry's
     # ``kernel`` field by test_backend_fields_say_what_computes_the_cell
     "jaxrnn/engine/backends/cpu_kernels.py": "one adapter per kernel cell",
-    # the kernels helper's file this round (issue 25 point 4: removed once it reads the registry)
-    "jaxrnn/kernels/__init__.py": "translation units by family (kernels)",
 }
 
 

@@ -20,12 +20,16 @@ Environment:
   variant under AddressSanitizer / ThreadSanitizer; Python must then preload the sanitizer's
   runtime (the commands are in the README's "Kernel sanitizers" paragraph).
   ``JAXRNN_KERNEL_MARCH`` the ``-march`` to build for (default ``native``; cached separately).
+  ``JAXRNN_KERNEL_TUNE=0`` keeps the built-in plan rules instead of timing each shape class's
+  candidate plans on its first calls (:mod:`jaxrnn.kernels.tune`; ``quiet``: tune silently).
 
-``python -m jaxrnn.kernels`` builds the library now and prints where it is.
+``python -m jaxrnn.kernels`` builds the library now and prints where it is;
+``python -m jaxrnn.kernels plans`` prints the plan each shape class runs with here, and why.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import os
@@ -36,11 +40,13 @@ import tempfile
 import threading
 from pathlib import Path
 
+from jaxrnn.kernels import tune
+
 HERE = Path(__file__).parent
 # One translation unit per cell family (each with its own inlining budget), and the headers they
-# share (common.h gathers them); compiled in parallel, linked into one library.
-SOURCES = tuple(HERE / f"{name}.cc" for name in ("lstm", "gru", "elman", "jordan", "minimal",
-                                                  "outer"))
+# share (common.h gathers them); compiled in parallel, linked into one library. Every .cc here is
+# a source: a new cell's kernel is one new file, not an entry in a list.
+SOURCES = tuple(sorted(HERE.glob("*.cc")))
 HEADERS = tuple(sorted(HERE.glob("*.h")))
 TARGETS = (
     "jaxrnn_lstm_forward",
@@ -266,6 +272,13 @@ def load() -> bool:
                 operands[name]["members"] = hasattr(lib, name + "_member_anchor")
             lib.jaxrnn_build_info.restype = ctypes.c_char_p
             info = dict(item.split("=") for item in lib.jaxrnn_build_info().decode().split())
+            tune._bind(lib)
+            if tune.enabled():
+                tune.preload(lib, tune.cache_path(path))
+                # The plans this process measures are kept for the next (a process that dies
+                # without running atexit measures them again next time: values never depend
+                # on them).
+                atexit.register(tune.save, lib, tune.cache_path(path))
             _state.update(loaded=True, path=str(path), lib=lib, operands=operands, info=info)
         except Exception as err:  # no compiler, no headers, a failed build: keep pure JAX
             _state["error"] = f"{type(err).__name__}: {err}"
@@ -342,6 +355,23 @@ def team_counters() -> dict:
     return {name: int(read(i)) for i, name in enumerate(TEAM_COUNTERS)}
 
 
+def plans() -> list[dict]:
+    """The plan of every shape class the kernels have met in this process (tuned here, being
+    tuned, or read from the cache file), each as a dict with its key fields, ``state``,
+    ``plan`` (threads, rows), ``rule`` (what the built-in rules give) and ``tried`` (each
+    candidate's best call in ms); :func:`jaxrnn.kernels.tune.describe` words one."""
+    if not load():
+        raise RuntimeError(f"jaxrnn kernels: {status()}")
+    return tune.entries(_state["lib"])
+
+
+def reset_plans() -> None:
+    """Forget every plan in this process (the next calls of each shape class tune again); the
+    cache file is left as it is."""
+    if load():
+        _state["lib"].jaxrnn_tune_reset()
+
+
 @contextlib.contextmanager
 def disabled():
     """Trace the pure-JAX paths instead of the kernels inside this block (for comparisons).
@@ -357,4 +387,4 @@ def disabled():
 
 
 __all__ = ["available", "build", "build_info", "build_log", "disabled", "load", "march",
-           "operands", "sanitizer", "status", "team_counters"]
+           "operands", "plans", "reset_plans", "sanitizer", "status", "team_counters", "tune"]

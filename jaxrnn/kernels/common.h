@@ -25,7 +25,8 @@
 //   team.h         team primitives: waits, spreading members over CPUs, JAXRNN_KERNEL_THREADS
 //   phase_team.h   the unit split's scheduler: phases with a barrier, stall detection
 //   row_team.h     the row split's scheduler: row groups without a barrier, handover
-//   plan.h         which team and split a call gets (the CPU-dependent choices), drive()
+//   tuner.h        the plan table: each shape class's plan, measured on its first calls
+//   plan.h         which team and split a call gets (the table's, or the rules'), drive()
 //   members.h      leading member axes: one call per vmapped ensemble (JAXRNN_MEMBER_HANDLER)
 // Helpers that not every unit uses are [[maybe_unused]] (each unit has its own copy).
 // Two schedulers because the two splits need different things: the unit split a barrier per
@@ -42,5 +43,6 @@
 #include "products.h"
 #include "row_team.h"
 #include "team.h"
+#include "tuner.h"
 
 #endif  // JAXRNN_KERNELS_COMMON_H_

@@ -33,10 +33,11 @@ JAXRNN_KERNEL(ElmanForward, JAXRNN_ELMAN_FORWARD) {
   float* HS = hs->typed_data();
   float* SS = save_s ? ss->typed_data() : nullptr;
   std::vector<float> zbuf((size_t)B * H);
-  const int nthreads = drive_team(pool, (int64_t)B * H * H, T, B, (int64_t)(F + H) * H * 4);
+  const Ticket plan = plan_call(pool, jaxrnn_tuner::kElmanForward, save_s + 2 * masked, T, B, H, F,
+                              (int64_t)B * H * H, T, (int64_t)(F + H) * H * 4);
   const Strips WX = make_strips(w_x.typed_data(), F, H, H), WH = make_strips(W, H, H, H);
 
-  drive(pool, nthreads, T, B, H, (int64_t)(F + H) * H * 4, [&](int t, int b0, int b1, int u0, int u1) {
+  drive(pool, plan, T, B, H, [&](int t, int b0, int b1, int u0, int u1) {
     const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
     float* h_t = HS + (size_t)t * B * H;
     float* z = zbuf.data();
@@ -93,9 +94,10 @@ JAXRNN_KERNEL(ElmanBackward, JAXRNN_ELMAN_BACKWARD) {
   float* DZ = dz->typed_data();
   float* dh = dh0->typed_data();
   std::memset(dh, 0, sizeof(float) * B * H);
-  const int nthreads = drive_team(pool, (int64_t)B * H * H, T + 1, B, (int64_t)H * H * 4);
+  const Ticket plan = plan_call(pool, jaxrnn_tuner::kElmanBackward, 2 * masked, T, B, H, 0,
+                              (int64_t)B * H * H, T + 1, (int64_t)H * H * 4);
 
-  drive(pool, nthreads, T + 1, B, H, (int64_t)H * H * 4, [&](int k, int b0, int b1, int u0, int u1) {
+  drive(pool, plan, T + 1, B, H, [&](int k, int b0, int b1, int u0, int u1) {
     const int t = T - 1 - k;
     if (k > 0)
       gemm_strips(b1 - b0, 0, H, DZ + ((size_t)(t + 1) * B + b0) * H, H, WT,

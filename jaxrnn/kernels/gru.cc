@@ -34,10 +34,11 @@ JAXRNN_KERNEL(GruForward, JAXRNN_GRU_FORWARD) {
   float* HS = hs->typed_data();
   float* SV = training ? saved->typed_data() : nullptr;
   std::vector<float> hp((size_t)B * G), xpb((size_t)B * G);
-  const int nthreads = drive_team(pool, (int64_t)B * G * H, T, B, (int64_t)(F + H) * G * 4);
+  const Ticket plan = plan_call(pool, jaxrnn_tuner::kGruForward, training + 2 * masked, T, B, H, F,
+                              (int64_t)B * G * H, T, (int64_t)(F + H) * G * 4);
   const Strips WX = make_strips(w_x.typed_data(), F, G, H), WH = make_strips(W, H, G, H);
 
-  drive(pool, nthreads, T, B, H, (int64_t)(F + H) * G * 4, [&](int t, int b0, int b1, int u0, int u1) {
+  drive(pool, plan, T, B, H, [&](int t, int b0, int b1, int u0, int u1) {
     const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
     float* h_t = HS + (size_t)t * B * H;
     gemm_units(b1 - b0, H, h_prev + (size_t)b0 * H, WH, H, 3, b_h.typed_data(), 0,
@@ -108,9 +109,10 @@ JAXRNN_KERNEL(GruBackward, JAXRNN_GRU_BACKWARD) {
   float* D4 = d4->typed_data();  // may be the same memory as SV
   float* dh = dh0->typed_data();
   std::memset(dh, 0, sizeof(float) * B * H);
-  const int nthreads = drive_team(pool, (int64_t)B * G * H, T + 1, B, (int64_t)G * H * 4);
+  const Ticket plan = plan_call(pool, jaxrnn_tuner::kGruBackward, 2 * masked, T, B, H, 0,
+                              (int64_t)B * G * H, T + 1, (int64_t)G * H * 4);
 
-  drive(pool, nthreads, T + 1, B, H, (int64_t)G * H * 4, [&](int k, int b0, int b1, int u0, int u1) {
+  drive(pool, plan, T + 1, B, H, [&](int k, int b0, int b1, int u0, int u1) {
     const int t = T - 1 - k;
     if (k > 0) {  // dh += d(r, u)_pre W_h[:, :2H]^T + d hn W_h[:, 2H:]^T
       const float* d4n = D4 + ((size_t)(t + 1) * B + b0) * G4;

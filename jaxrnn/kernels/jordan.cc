@@ -23,22 +23,24 @@ constexpr int64_t kJordanRowSplitMaxWeightBytes = 768 << 10;
 // fn(p, b0, b1, n0, n1): phase p on rows [b0, b1) and units [n0, n1) of H (p % 2 == h_parity)
 // or of O (otherwise).
 template <class Fn>
-void drive_two(ffi::ThreadPool& pool, int nthreads, int nphases, int h_parity, int B, int H,
-               int O, int64_t weight_bytes, Fn fn) {
+void drive_two(ffi::ThreadPool& pool, const Ticket& ticket, int nphases, int h_parity, int B,
+               int H, int O, Fn fn) {
   auto width = [&](int p) { return p % 2 == h_parity ? H : O; };
-  if (row_split(nthreads, B, weight_bytes, kJordanRowSplitMaxWeightBytes)) {
+  const int nthreads = ticket.plan.threads;
+  if (nthreads > 1 && ticket.plan.rows) {
     run_row_groups(pool, nthreads, nphases, [&](int g, int p0, int p1) {
       const int b0 = (int)((int64_t)B * g / nthreads), b1 = (int)((int64_t)B * (g + 1) / nthreads);
       for (int p = p0; p < p1; ++p) fn(p, b0, b1, 0, width(p));
     });
-    return;
+  } else {
+    const int n = std::max(1, std::min(nthreads, std::min(H / 16, O / 16)));
+    const Chunks ch_h = make_chunks(H, n), ch_o = make_chunks(O, n);
+    run_phases(n > 1 ? &pool : nullptr, nphases, n, [&](int p, int c) {
+      const Chunks& ch = p % 2 == h_parity ? ch_h : ch_o;
+      fn(p, 0, B, ch.start[c], ch.start[c + 1]);
+    });
   }
-  const int n = std::max(1, std::min(nthreads, std::min(H / 16, O / 16)));
-  const Chunks ch_h = make_chunks(H, n), ch_o = make_chunks(O, n);
-  run_phases(n > 1 ? &pool : nullptr, nphases, n, [&](int p, int c) {
-    const Chunks& ch = p % 2 == h_parity ? ch_h : ch_o;
-    fn(p, 0, B, ch.start[c], ch.start[c + 1]);
-  });
+  end_of_call(ticket);
 }
 
 // Outputs: ys (T, B, O), the carries (frozen past a row's length); in training also every h_t.
@@ -62,10 +64,11 @@ JAXRNN_KERNEL(JordanForward, JAXRNN_JORDAN_FORWARD) {
   float* HSV = training ? hs->typed_data() : nullptr;
   std::vector<float> hbuf(training ? 0 : (size_t)B * H), zo((size_t)B * O);
   const int64_t wbytes = (int64_t)(F * H + 2 * O * H) * 4;
-  const int nthreads = drive_team(pool, (int64_t)B * (F + O + O) * H, 2 * T, B, wbytes,
-                                  kJordanRowSplitMaxWeightBytes);
+  const Ticket plan = plan_call(pool, jaxrnn_tuner::kJordanForward, training + 2 * masked, T, B,
+                                H, F, (int64_t)B * (F + O + O) * H, 2 * T, wbytes,
+                                kJordanRowSplitMaxWeightBytes);
 
-  drive_two(pool, nthreads, 2 * T, 0, B, H, O, wbytes, [&](int p, int b0, int b1, int n0, int n1) {
+  drive_two(pool, plan, 2 * T, 0, B, H, O, [&](int p, int b0, int b1, int n0, int n1) {
     const int t = p / 2, rows = b1 - b0;
     const float* y_prev = t ? YS + (size_t)(t - 1) * B * O : y0.typed_data();
     float* h_t = HSV ? HSV + (size_t)t * B * H : hbuf.data();
@@ -131,8 +134,9 @@ JAXRNN_KERNEL(JordanBackward, JAXRNN_JORDAN_BACKWARD) {
   float* DY0 = dy0->typed_data();
   std::vector<float> gy((size_t)B * O), back((size_t)B * O);
   const int64_t wbytes = (int64_t)2 * O * H * 4;
-  const int nthreads = drive_team(pool, (int64_t)B * 2 * O * H, 2 * T + 1, B, wbytes,
-                                  kJordanRowSplitMaxWeightBytes);
+  const Ticket plan = plan_call(pool, jaxrnn_tuner::kJordanBackward, 2 * masked, T, B, H, O,
+                                (int64_t)B * 2 * O * H, 2 * T + 1, wbytes,
+                                kJordanRowSplitMaxWeightBytes);
 
   // gy_t = d_ys[t] + sent; dz2_t from it (rows b, units [n0, n1)).
   auto start_step = [&](int t, int b, const float* sent, int n0, int n1) {
@@ -149,7 +153,7 @@ JAXRNN_KERNEL(JordanBackward, JAXRNN_JORDAN_BACKWARD) {
     }
   };
 
-  drive_two(pool, nthreads, 2 * T + 1, 1, B, H, O, wbytes, [&](int p, int b0, int b1, int n0, int n1) {
+  drive_two(pool, plan, 2 * T + 1, 1, B, H, O, [&](int p, int b0, int b1, int n0, int n1) {
     const int rows = b1 - b0;
     if (p == 0) {
       for (int b = b0; b < b1; ++b) start_step(T - 1, b, nullptr, n0, n1);

@@ -39,14 +39,15 @@ JAXRNN_KERNEL(LstmForward, JAXRNN_LSTM_FORWARD) {
   float* CS = training ? cs->typed_data() : nullptr;
   float* Z = training ? gates->typed_data() : nullptr;
   std::vector<float> zbuf(training ? 0 : (size_t)B * G), cbuf(training ? 0 : (size_t)2 * B * H);
-  const int nthreads = drive_team(pool, (int64_t)B * G * H, T, B, (int64_t)(F + H) * G * 4);
+  const Ticket plan = plan_call(pool, jaxrnn_tuner::kLstmForward, training + 2 * masked, T, B, H, F,
+                              (int64_t)B * G * H, T, (int64_t)(F + H) * G * 4);
   if (T == 0) {
     std::memcpy(c_last->typed_data(), c0.typed_data(), sizeof(float) * B * H);
     return ffi::Error::Success();
   }
   const Strips WX = make_strips(w_x.typed_data(), F, G, H), WH = make_strips(W, H, G, H);
 
-  drive(pool, nthreads, T, B, H, (int64_t)(F + H) * G * 4, [&](int t, int b0, int b1, int u0, int u1) {
+  drive(pool, plan, T, B, H, [&](int t, int b0, int b1, int u0, int u1) {
     const float* h_prev = t ? HS + (size_t)(t - 1) * B * H : h0.typed_data();
     const float* c_prev = t ? (CS ? CS + (size_t)(t - 1) * B * H : cbuf.data() + (size_t)((t - 1) & 1) * B * H)
                             : c0.typed_data();
@@ -108,10 +109,11 @@ JAXRNN_KERNEL(LstmBackward, JAXRNN_LSTM_BACKWARD) {
   float* dc = dc0->typed_data();  // the running d c carry; ends as d c0
   std::memset(dh, 0, sizeof(float) * B * H);
   std::memcpy(dc, d_c_last.typed_data(), sizeof(float) * B * H);
-  const int nthreads = drive_team(pool, (int64_t)B * G * H, T + 1, B, (int64_t)G * H * 4);
+  const Ticket plan = plan_call(pool, jaxrnn_tuner::kLstmBackward, 2 * masked, T, B, H, 0,
+                              (int64_t)B * G * H, T + 1, (int64_t)G * H * 4);
 
   // Phase k: d h for step T-k from dz of step T-k+1 (k > 0), then the gates of step T-1-k.
-  drive(pool, nthreads, T + 1, B, H, (int64_t)G * H * 4, [&](int k, int b0, int b1, int u0, int u1) {
+  drive(pool, plan, T + 1, B, H, [&](int k, int b0, int b1, int u0, int u1) {
     const int t = T - 1 - k;
     if (k > 0) {
       // dh holds the part of d h_t that bypasses the product (frozen rows); add dz_{t+1} W_h^T.

@@ -99,10 +99,8 @@ void run_phases(ffi::ThreadPool* pool, int nphases, int nchunks, Fn fn) {
   Fn* fn_ptr = &fn;
   for (int h = 0; h < nhelpers; ++h) {
     const int home = h + 1;
-    JAXRNN_HAND_OVER(st.get());
     const int64_t scheduled = now_ns();
-    pool->Schedule([st, h, home, nphases, nchunks, fn_ptr, scheduled]() {
-      JAXRNN_TAKE_OVER(st.get());
+    schedule_handed_over(*pool, [st, h, home, nphases, nchunks, fn_ptr, scheduled]() {
       jaxrnn_counters::add(jaxrnn_counters::kHelperStartNs, now_ns() - scheduled);
       // A pool that cannot take the task runs it inline on the caller: do nothing then.
       if (std::this_thread::get_id() == st->caller) return;

@@ -66,10 +66,22 @@ struct alignas(64) RowGroup {
 // ends). So everything a helper touches outside a block is in RowTeam, which the helper's task
 // shares, and it calls `block` (on the caller's stack) only while it owns a group that is not
 // done, during which the caller cannot return.
+// The blocks one thread ran in a call, on its own cache line and written by that thread alone
+// (a shared counter bumped per block would be a line the team's threads pass between them every
+// block); the caller adds them to the team counters when the call ends. Each block's count is
+// written before the release store that ends the block, so the caller, which has seen every
+// group done, reads every count.
+struct alignas(64) BlocksRun {
+  std::atomic<int64_t> n{0};
+  void count_one() { n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+};
+
 struct RowTeam {
-  RowTeam(int nthreads, int nphases) : groups(new RowGroup[nthreads]), nthreads(nthreads),
+  RowTeam(int nthreads, int nphases) : groups(new RowGroup[nthreads]),
+                                       blocks_run(new BlocksRun[nthreads]), nthreads(nthreads),
                                        nphases(nphases) {}
   std::unique_ptr<RowGroup[]> groups;
+  std::unique_ptr<BlocksRun[]> blocks_run;
   const int nthreads, nphases;
   std::atomic<int64_t> fastest_ns{INT64_MAX};  // per phase, over every block of the call
   TeamCpus cpus;
@@ -149,8 +161,7 @@ struct RowTeam {
         const int p1 = std::min(nphases, p0 + kRowBlockSteps);
         const int64_t t0 = now_ns();
         block(g, p0, p1);
-        jaxrnn_counters::add(home ? jaxrnn_counters::kRowBlocksHelper
-                                  : jaxrnn_counters::kRowBlocksCaller);
+        blocks_run[home].count_one();
         const int64_t per_phase = (now_ns() - t0) / (p1 - p0);
         int64_t best = fastest_ns.load(std::memory_order_relaxed);
         while (per_phase < best && !fastest_ns.compare_exchange_weak(best, per_phase,
@@ -187,10 +198,8 @@ void run_row_groups(ffi::ThreadPool& pool, int nthreads, int nphases, Block bloc
   jaxrnn_counters::add(jaxrnn_counters::kRowCalls);
   Block* block_ptr = &block;
   for (int home = 1; home < nthreads; ++home) {
-    JAXRNN_HAND_OVER(team.get());
     const int64_t scheduled = now_ns();
-    pool.Schedule([team, home, block_ptr, scheduled]() {
-      JAXRNN_TAKE_OVER(team.get());
+    schedule_handed_over(pool, [team, home, block_ptr, scheduled]() {
       jaxrnn_counters::add(jaxrnn_counters::kHelperStartNs, now_ns() - scheduled);
       // A pool that cannot take the task runs it inline on the caller: do nothing then. A
       // task that starts after the call has returned finds every group done.
@@ -204,6 +213,12 @@ void run_row_groups(ffi::ThreadPool& pool, int nthreads, int nphases, Block bloc
     });
   }
   team->work(0, block);  // returns once every group is done, so no block is running any more
+  int64_t helper_blocks = 0;
+  for (int home = 1; home < nthreads; ++home)
+    helper_blocks += team->blocks_run[home].n.load(std::memory_order_relaxed);
+  jaxrnn_counters::add(jaxrnn_counters::kRowBlocksCaller,
+                       team->blocks_run[0].n.load(std::memory_order_relaxed));
+  jaxrnn_counters::add(jaxrnn_counters::kRowBlocksHelper, helper_blocks);
 }
 
 }  // namespace

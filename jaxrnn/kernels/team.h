@@ -30,7 +30,8 @@
 
 // XLA's thread pool hands a task to a helper through code ThreadSanitizer does not see (it is
 // not instrumented): a TSan build states that hand-over, so that what the caller wrote before
-// scheduling the task counts as seen by the task.
+// scheduling the task counts as seen by the task. JAXRNN_HAND_OVER(p) is the caller's side,
+// JAXRNN_TAKE_OVER(p) the task's, on the same address.
 #if defined(__SANITIZE_THREAD__)
 #include <sanitizer/tsan_interface.h>
 #define JAXRNN_HAND_OVER(p) __tsan_release(p)
@@ -39,6 +40,39 @@
 #define JAXRNN_HAND_OVER(p) ((void)(p))
 #define JAXRNN_TAKE_OVER(p) ((void)(p))
 #endif
+
+#include <utility>
+
+namespace {
+
+// A task on its way to a pool thread. ffi::ThreadPool::Schedule moves the task into a closure
+// it allocates, after anything the caller can mark, and the pool thread reads that closure
+// before the task's first line: the hand-over is stated on the closure's own copy, by the move
+// that makes it (the caller's last write) and before the task reads it (its first read).
+template <class Task>
+class HandedOver {
+ public:
+  explicit HandedOver(Task task) : task_(std::move(task)) {}
+  HandedOver(HandedOver&& from) : task_(std::move(from.task_)) { JAXRNN_HAND_OVER(this); }
+  HandedOver(const HandedOver& from) : task_(from.task_) { JAXRNN_HAND_OVER(this); }
+  HandedOver& operator=(const HandedOver&) = delete;
+  void operator()() {
+    JAXRNN_TAKE_OVER(this);
+    task_();
+  }
+
+ private:
+  Task task_;
+};
+
+// Runs task() on a thread of XLA's pool (or inline on the caller, when the pool cannot take
+// it), what the caller wrote before this call seen by the task under ThreadSanitizer too.
+template <class Pool, class Task>
+void schedule_handed_over(Pool& pool, Task task) {
+  pool.Schedule([handed = HandedOver<Task>(std::move(task))]() mutable { handed(); });
+}
+
+}  // namespace
 
 #include "ffi_glue.h"
 
