@@ -116,6 +116,13 @@ def test_digits_loader_reads_what_sklearn_load_digits_returns():
 
 # --------------------------------------------------------------------------- Ctrl-C
 
+# One example per batch: an epoch is then ~1,200 updates (about a second), so that a Ctrl-C sent
+# after an epoch line lands inside the next epoch's updates, not in the validation and
+# checkpoint between epochs, which at the default batch took most of an epoch's wall time on a
+# fast CPU (then no run was interrupted mid-training, 1 run of the test in 3).
+INTERRUPTED_RUN = ("--hidden", "8", "--batch-size", "1")
+
+
 def _interrupted_runs(tmp_path, delays):
     """``jaxrnn train`` processes run side by side, each sent SIGINT ``delay`` seconds after
     its first epoch line (None: after its first output line, while it may still be compiling);
@@ -131,7 +138,7 @@ def _interrupted_runs(tmp_path, delays):
     for i, delay in enumerate(delays):
         out = tmp_path / f"run{i}"
         p = subprocess.Popen(
-            [sys.executable, "-m", "jaxrnn", "train", "--hidden", "8", "--epochs", "5000",
+            [sys.executable, "-m", "jaxrnn", "train", *INTERRUPTED_RUN, "--epochs", "5000",
              "--patience", "5000", "--no-progress", "--out", str(out)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         procs.append((p, delay, out))
@@ -171,7 +178,7 @@ def test_sigint_exits_130_and_says_resume(tmp_path):
     assert saved, "no run was interrupted mid-training"
     text, out = saved[0]
     epoch = int(re.search(r"checkpoint saved at step \d+ \(epoch (\d+)", text).group(1))
-    argv = ["train", "--hidden", "8", "--epochs", str(epoch), "--patience", "5000",
+    argv = ["train", *INTERRUPTED_RUN, "--epochs", str(epoch), "--patience", "5000",
             "--no-progress", "--out", str(out), "--resume"]
     import contextlib
     import io
