@@ -364,7 +364,9 @@ def _interrupts():
     """Ctrl-C while a command runs: a KeyboardInterrupt as usual (``fit`` checkpoints the
     batches done and says to continue with ``--resume``), also remembered in
     ``epochs.INTERRUPT``, so that one dropped by a garbage-collection callback still stops
-    the run and the exit status is still 130."""
+    the run and the exit status is still 130. While an epoch's updates run
+    (``epochs.IN_UPDATES``) the first Ctrl-C only sets the flag: the loop raises it after the
+    update in flight, so the checkpoint holds every update made; a second one raises at once."""
     from jaxrnn.train import epochs
 
     epochs.INTERRUPT.clear()
@@ -373,8 +375,10 @@ def _interrupts():
         return
 
     def on_sigint(signum, frame):
+        again = epochs.INTERRUPT.is_set()
         epochs.INTERRUPT.set()
-        raise KeyboardInterrupt
+        if again or not epochs.IN_UPDATES.is_set():
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     hint, epochs.RESUME_HINT = epochs.RESUME_HINT, "--resume (the same command)"

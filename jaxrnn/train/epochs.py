@@ -50,6 +50,11 @@ STOP_REASONS = ("epochs", "max_steps", "time_budget", "callback", "early_stoppin
 # raised inside a garbage-collection callback (JAX registers one) is printed and dropped, so the
 # loop raises it again after the update it should have stopped.
 INTERRUPT = threading.Event()
+# Set while an epoch's updates run: a handler that sees it defers the first Ctrl-C to the end of
+# the update in flight (the loop raises it there), so that the interrupt never lands inside a
+# step call, after XLA took the state's donated buffers and before the new state came back,
+# which lost the epoch's updates since the last checkpoint; a second Ctrl-C is not deferred.
+IN_UPDATES = threading.Event()
 # How the message after Ctrl-C says to continue (the command line sets "--resume").
 RESUME_HINT = "resume=True"
 
@@ -316,6 +321,7 @@ class EpochLoop:
         start_batch, start_step, acc_steps, step_logs = it.batch_index, self.global_step, 0, None
         self._epoch, self._epoch_first_step = epoch, start_step - start_batch
         last_refresh = time.perf_counter()
+        IN_UPDATES.set()
         try:
             for batch in it:
                 self.state, step_logs = self.stepper(self.state, batch)
@@ -339,13 +345,18 @@ class EpochLoop:
                 if reason is not None:
                     bar.close()
                     return reason
+            if INTERRUPT.is_set():  # deferred (IN_UPDATES) after the last update's look
+                raise KeyboardInterrupt
         except KeyboardInterrupt:
+            IN_UPDATES.clear()
             bar.close()
             self._save_on_interrupt(step_logs, acc_steps, start_batch, start_step, epoch)
             raise
         except BaseException:
             bar.close()
             raise
+        finally:
+            IN_UPDATES.clear()
         bar.close()
         return None
 
