@@ -436,7 +436,9 @@ def _run(args, argv):
         "machine": mach,
         "allocators": __import__("benchmarks.configs", fromlist=["ALLOCATORS"]).ALLOCATORS,
         "kernel_threads": args.kernel_threads,
-        "tune_hook": next((r.get("tune_hook") for r in results if r.get("tune_hook")), None),
+        # the most untimed calls a jaxrnn row made before timing to settle the kernels' plans
+        "tune_calls": max((rec.get("tune_calls") or 0 for r in results
+                           for rec in r.get("records", [])), default=0),
         "busy_pids": sorted(busy_pids),
         # a busy process still alive after its row would have skewed what followed
         "busy_left_running": sorted(p for p in busy_pids if is_running(p)),

@@ -18,8 +18,6 @@ import sys
 import time
 
 JAXRNN_LIBS = ("jaxrnn", "jaxrnn-plain-scan", "jaxrnn-xla-fused")
-# names the kernels' autotuner may expose (issue 26): called once per row before any timed call
-TUNE_HOOKS = ("tune", "warm_up", "warmup", "autotune")
 
 
 def _log(msg):
@@ -74,28 +72,6 @@ def sibling_processes() -> list[int] | None:
     from benchmarks.contention import is_running
 
     return sorted(p for p in kids if p != me and is_running(p))
-
-
-def tune_kernels(log=_log) -> str | None:
-    """Call the kernels' tuning entry point where this checkout has one, so that tuning never
-    lands inside a timed step; returns its name (None where there is none). A kernel that tunes
-    on first use of a shape class is tuned by the warm-up calls every row makes before timing."""
-    try:
-        from jaxrnn import kernels
-    except ImportError:
-        return None
-    for name in TUNE_HOOKS:
-        hook = getattr(kernels, name, None)
-        if callable(hook):
-            t0 = time.perf_counter()
-            try:
-                hook()
-            except TypeError as err:  # one that needs a shape: the warm-up calls tune it
-                log(f"    kernels.{name}() not called before timing ({err})")
-                return None
-            log(f"    kernels.{name}() before timing: {time.perf_counter() - t0:.1f} s")
-            return name
-    return None
 
 
 def _tune_row(runner, log=_log) -> int:
@@ -190,7 +166,6 @@ def run_lib(spec: dict, log=_log) -> dict:
         from jaxrnn import kernels
 
         res["kernels_status"] = kernels.status()
-        res["tune_hook"] = tune_kernels(log)
         res["ceiling_flops"].append(matmul_ceiling(spec.get("ceiling_n", 1024)))
     from benchmarks.competitors import PeerMissing
 

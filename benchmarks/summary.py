@@ -218,7 +218,7 @@ def summarise_run(run) -> dict:
             "busy_repeats": max((r["busy_repeats"] for r in rows), default=0),
             "calls": _median([r["reps"] for s in _config_sections(run) for r in s["records"]
                               if r["lib"] == "jaxrnn" and r.get("contention") == "quiet"]),
-            "tune_hook": run.get("tune_hook"),
+            "tune_calls": run.get("tune_calls"),
             "ceiling_gflops": _median(ceils) / 1e9 if ceils else None,
             "rows": rows, "peer_rows": prow, "targets": targets(rows, prow),
             "skipped": run.get("skipped", []), "warnings": warnings(run),
@@ -343,8 +343,9 @@ def markdown(summ: dict, level: int = 2) -> str:
         notes.append(f"time budget: {len(summ['skipped'])} optional jobs skipped ("
                      + "; ".join(summ["skipped"][:4])
                      + (", ..." if len(summ["skipped"]) > 4 else "") + ")")
-    if summ.get("tune_hook"):
-        notes.append(f"`jaxrnn.kernels.{summ['tune_hook']}()` ran before any timed call")
+    if summ.get("tune_calls"):
+        notes.append(f"the kernels' plans were tuned before each jaxrnn row's timed calls, by at "
+                     f"most {summ['tune_calls']} untimed calls (`python -m jaxrnn.kernels plans`)")
     if notes:
         lines += ["", "Notes: " + "; ".join(notes) + "."]
     if summ.get("warnings"):
